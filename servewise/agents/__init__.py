@@ -1,0 +1,1 @@
+"""servewise.agents."""

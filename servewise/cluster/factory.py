@@ -1,0 +1,31 @@
+"""Open a cluster backend or telemetry source from a CLI/config spec string.
+
+``sim:SCENARIO`` (or ``sim`` for the ``demo`` scenario) is the embedded twin; ``k8s`` is the
+real cluster selected by KUBECONFIG / in-cluster config (``context`` picks a kubeconfig context).
+"""
+
+from __future__ import annotations
+
+from servewise.cluster.backend import ClusterBackend
+from servewise.errors import InputError
+
+
+def parse_cluster_spec(spec: str) -> tuple[str, str | None]:
+    kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "sim":
+        return "sim", (arg or "demo")
+    if kind in ("k8s", "kubernetes"):
+        return "k8s", (arg or None)
+    raise InputError(f"unknown cluster {spec!r}; use 'sim:SCENARIO' or 'k8s[:CONTEXT]'", field="--cluster")
+
+
+def open_cluster(spec: str = "sim:demo", *, context: str | None = None, seed: int | None = None) -> ClusterBackend:
+    kind, arg = parse_cluster_spec(spec)
+    if kind == "sim":
+        from servewise.cluster.sim import SimCluster
+
+        return SimCluster.from_scenario(arg or "demo", seed=seed)
+    from servewise.cluster.kubernetes import KubernetesCluster
+
+    return KubernetesCluster(context=context or arg)

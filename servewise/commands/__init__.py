@@ -1,0 +1,1 @@
+"""Command groups of the CLI; each module exposes ``register(app: typer.Typer)``."""

@@ -1,0 +1,105 @@
+"""Cluster-side types shared by the twin and the Kubernetes backend."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from servewise.domain.config import ServingConfig
+from servewise.domain.workload import SLO, Workload
+
+
+class DeploymentRef(BaseModel):
+    name: str
+    namespace: str = "default"
+    kind: Literal["Deployment", "StatefulSet", "InferenceService", "Sim"] = "Deployment"
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class NodePool(BaseModel):
+    """GPUs of one type in one place; ``free_gpus`` is what is not requested by pods."""
+
+    name: str
+    gpu: str
+    nodes: int = Field(ge=0)
+    gpus_per_node: int = Field(ge=0)
+    free_gpus: int = Field(ge=0)
+    zone: str = ""
+    location: Literal["cloud", "edge"] = "cloud"
+    price_per_gpu_hour: float | None = None
+    network_latency_ms: float = Field(default=0.0, ge=0, description="added to TTFT for users of this pool")
+
+    @property
+    def total_gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+
+class InferenceDeployment(BaseModel):
+    """An inference server as discovered: where it is, what it runs, and (twin only) its load."""
+
+    ref: DeploymentRef
+    config: ServingConfig
+    pool: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    workload: Workload | None = None
+    slo: SLO | None = None
+    ready_replicas: int | None = None
+
+
+class UnparsedWorkload(BaseModel):
+    name: str
+    namespace: str
+    reason: str
+
+
+class ApplyResult(BaseModel):
+    ref: DeploymentRef
+    proposal_id: str
+    dry_run: bool
+    changed: bool = Field(description="False when the same proposal was already applied (idempotent)")
+    patch: list[dict[str, object]] = Field(default_factory=list, description="RFC 6902 operations")
+    previous: ServingConfig | None = None
+    message: str = ""
+
+
+class RolloutStatus(BaseModel):
+    ref: DeploymentRef
+    done: bool
+    desired_replicas: int
+    updated_replicas: int
+    available_replicas: int
+    events: list[str] = Field(default_factory=list)
+    failed: bool = False
+    reason: str | None = None
+
+
+class BenchmarkRequest(BaseModel):
+    ref: DeploymentRef
+    config: ServingConfig | None = Field(default=None, description="candidate to test; None = as deployed")
+    workload: Workload
+    num_requests: int = Field(default=200, ge=1, le=100_000)
+    deadline_s: float = Field(default=1800, gt=0)
+
+
+class BenchmarkResult(BaseModel):
+    ref: DeploymentRef
+    config: ServingConfig
+    workload: Workload
+    completed: int
+    failed: int = 0
+    throughput_tok_s: float
+    request_throughput_per_s: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    tpot_p50_ms: float
+    tpot_p99_ms: float
+    e2e_p99_ms: float
+    started_at: datetime | None = None
+    duration_s: float = 0.0
+    source: str = Field(default="", description="'sim' or the Job name that produced it")

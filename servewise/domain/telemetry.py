@@ -1,0 +1,59 @@
+"""One snapshot of fleet telemetry, the same shape whichever source produced it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+# Canonical signal names (CONVENTIONS.md, `servewise telemetry snapshot --json`).
+SIGNALS: tuple[str, ...] = (
+    "requests_running",
+    "requests_waiting",
+    "kv_cache_usage",
+    "request_rate_per_s",
+    "prompt_tokens_per_s",
+    "generation_tokens_per_s",
+    "preemptions_per_s",
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "itl_p50_ms",
+    "itl_p99_ms",
+    "e2e_p99_ms",
+    "gpu_utilization",
+    "gpu_memory_used_bytes",
+)
+
+
+class SignalEvidence(BaseModel):
+    """Where a value came from: the PromQL expression or the twin query."""
+
+    query: str
+    window: str = ""
+
+
+class DeploymentTelemetry(BaseModel):
+    deployment: str
+    namespace: str = "default"
+    replicas: int | None = None
+    signals: dict[str, float] = Field(default_factory=dict)
+    missing: list[str] = Field(default_factory=list)
+    evidence: dict[str, SignalEvidence] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+    def get(self, name: str) -> float | None:
+        return self.signals.get(name)
+
+
+class TelemetrySnapshot(BaseModel):
+    source: str = Field(description="'sim:SCENARIO' or the Prometheus URL")
+    taken_at: datetime
+    window: str = "15m"
+    deployments: list[DeploymentTelemetry] = Field(default_factory=list)
+    queries: int = Field(default=0, description="number of backend queries used")
+
+    def for_deployment(self, name: str, namespace: str | None = None) -> DeploymentTelemetry | None:
+        for d in self.deployments:
+            if d.deployment == name and (namespace is None or d.namespace == namespace):
+                return d
+        return None

@@ -1,0 +1,5 @@
+"""Telemetry sources behind the ``TelemetrySource`` protocol."""
+
+from servewise.telemetry.source import TelemetrySource
+
+__all__ = ["TelemetrySource"]
