@@ -1,0 +1,38 @@
+"""SLO violations: observed p99s (and p50 TTFT) against the deployment's objectives."""
+
+from __future__ import annotations
+
+from servewise.domain import Finding, Severity
+from servewise.tools.analyzers.base import AnalysisInput
+
+# SLO field -> (telemetry signal, knob that usually moves it)
+_PAIRS = {
+    "ttft_p50_ms": ("ttft_p50_ms", "max_num_batched_tokens"),
+    "ttft_p99_ms": ("ttft_p99_ms", "replicas"),
+    "tpot_p99_ms": ("itl_p99_ms", "max_num_seqs"),
+    "e2e_p99_ms": ("e2e_p99_ms", "replicas"),
+}
+CRITICAL_OVER = 1.5  # measured / objective above which a violation is critical
+
+
+def slo_violations(inp: AnalysisInput) -> list[Finding]:
+    slo = inp.deployment.slo
+    if slo is None:
+        return []
+    out = []
+    for field, (signal, knob) in _PAIRS.items():
+        limit = getattr(slo, field)
+        value = inp.signal(signal)
+        if limit is None or value is None or value <= limit:
+            continue
+        ratio = value / limit
+        out.append(
+            inp.finding(
+                "slo_violation",
+                Severity.CRITICAL if ratio >= CRITICAL_OVER else Severity.WARNING,
+                f"{signal} is {value:.1f} against an objective of {limit:.1f} ({ratio:.2f}x).",
+                [inp.evidence(signal, limit)],
+                knob,
+            )
+        )
+    return out

@@ -1,0 +1,205 @@
+"""Each analyzer fires on its scenario and stays quiet on a healthy deployment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from servewise.domain import (
+    SLO,
+    DeploymentRef,
+    DeploymentTelemetry,
+    HardwareSpec,
+    InferenceDeployment,
+    MemoryPlan,
+    Quantization,
+    RolloutStatus,
+    ServingConfig,
+    SignalEvidence,
+    Workload,
+)
+from servewise.tools.analyzers import ANALYZERS, AnalysisInput, GpuAlternative, coverage_notes, run_analyzers
+
+HEALTHY = {
+    "requests_running": 40.0,
+    "requests_waiting": 0.0,
+    "kv_cache_usage": 0.45,
+    "request_rate_per_s": 4.0,
+    "prompt_tokens_per_s": 4000.0,
+    "generation_tokens_per_s": 1000.0,
+    "preemptions_per_s": 0.0,
+    "ttft_p50_ms": 120.0,
+    "ttft_p99_ms": 400.0,
+    "itl_p50_ms": 25.0,
+    "itl_p99_ms": 40.0,
+    "e2e_p99_ms": 9000.0,
+    "gpu_utilization": 0.7,
+    "gpu_memory_used_bytes": 70e9,
+    "pod/llm-a/requests_running": 20.0,
+    "pod/llm-b/requests_running": 20.0,
+}
+SLO_ = SLO(ttft_p99_ms=1000, tpot_p99_ms=60, e2e_p99_ms=20000)
+H100 = HardwareSpec(
+    id="h100-sxm", name="H100", memory_gb=80, memory_bandwidth_gbs=3350, tflops={"bf16": 989},
+    interconnect_gbs=450, interconnect="nvlink", price_per_gpu_hour=4.0,
+)
+L40S = H100.model_copy(update={"id": "l40s", "interconnect_gbs": 32, "interconnect": "pcie-gen4"})
+
+
+def make(
+    signals: dict[str, float] | None = None,
+    *,
+    drop: tuple[str, ...] = (),
+    config: dict[str, Any] | None = None,
+    **kw: Any,
+) -> AnalysisInput:
+    sig = {**HEALTHY, **(signals or {})}
+    for name in drop:
+        sig.pop(name, None)
+    cfg = ServingConfig(model="llama-3.1-8b", gpu="h100-sxm", replicas=2, max_num_seqs=128, **(config or {}))
+    dep = InferenceDeployment(
+        ref=DeploymentRef(name="llm"), config=cfg, workload=Workload.fixed(1000, 250, rate=4.0), slo=SLO_,
+        ready_replicas=kw.pop("ready", cfg.replicas),
+    )
+    tel = DeploymentTelemetry(
+        deployment="llm", replicas=cfg.replicas, signals=sig,
+        evidence={"kv_cache_usage": SignalEvidence(query="avg(vllm:gpu_cache_usage_perc)", window="5m")},
+    )
+    return AnalysisInput(deployment=dep, telemetry=tel, hardware=kw.pop("hardware", H100), **kw)
+
+
+def kinds(inp: AnalysisInput) -> set[str]:
+    return {f.kind for f in run_analyzers(inp)}
+
+
+def test_healthy_deployment_has_no_findings_and_no_notes() -> None:
+    inp = make()
+    assert run_analyzers(inp) == []
+    assert coverage_notes(inp) == []
+
+
+@pytest.mark.parametrize("name", sorted(ANALYZERS))
+def test_each_analyzer_is_quiet_on_healthy(name: str) -> None:
+    assert ANALYZERS[name](make()) == []
+
+
+def test_kv_saturation_and_preemptions() -> None:
+    found = run_analyzers(make({"kv_cache_usage": 0.97, "preemptions_per_s": 0.5}))
+    kv = next(f for f in found if f.kind == "kv_saturation")
+    assert kv.severity == "critical" and kv.suggested_knob == "quantization.kv_cache"
+    ev = {e.signal: e for e in kv.evidence}
+    assert ev["kv_cache_usage"].value == 0.97 and ev["kv_cache_usage"].threshold == 0.9
+    assert ev["kv_cache_usage"].query == "avg(vllm:gpu_cache_usage_perc)" and ev["kv_cache_usage"].window == "5m"
+    # with an fp8 KV cache already, the knob is capacity, not the cache format
+    fp8 = make({"kv_cache_usage": 0.95}, config={"quantization": Quantization(kv_cache="fp8")})
+    kv8 = next(f for f in run_analyzers(fp8) if f.kind == "kv_saturation")
+    assert kv8.severity == "warning" and kv8.suggested_knob == "replicas"
+
+
+def test_queueing_overload() -> None:
+    found = run_analyzers(make({"requests_waiting": 60.0, "requests_running": 40.0}))
+    q = next(f for f in found if f.kind == "queueing")
+    assert q.severity == "critical" and q.suggested_knob == "replicas"
+    mild = next(f for f in run_analyzers(make({"requests_waiting": 5.0})) if f.kind == "queueing")
+    assert mild.severity == "warning"
+
+
+def test_prefill_bound_ttft() -> None:
+    sig = {"ttft_p99_ms": 1500.0, "prompt_tokens_per_s": 4.0 * 6000}
+    inp = make(sig, config={"max_num_batched_tokens": 2048})
+    found = {f.kind: f for f in run_analyzers(inp)}
+    assert "prefill_bound" in found and found["prefill_bound"].suggested_knob == "max_num_batched_tokens"
+    assert "slo_violation" in found  # 1500 > 1000 ms objective
+    # short prompts: not prefill-bound even with a slow TTFT
+    assert "prefill_bound" not in kinds(make({"ttft_p99_ms": 1500.0, "prompt_tokens_per_s": 4.0 * 100}))
+
+
+def test_decode_memory_bound_small_batch() -> None:
+    mem = MemoryPlan(weights_gb=16, activation_gb=2, kv_cache_gb=50, kv_bytes_per_token=131072,
+                     kv_capacity_tokens=400000, max_concurrent_seqs=300, fits=True)
+    inp = make({"itl_p99_ms": 55.0, "requests_running": 8.0, "pod/llm-a/requests_running": 4.0,
+                "pod/llm-b/requests_running": 4.0}, memory=mem)
+    f = next(f for f in run_analyzers(inp) if f.kind == "decode_memory_bound")
+    assert f.suggested_knob == "quantization.weights"
+    assert any(e.signal == "itl_p50_ms" and e.threshold == pytest.approx(16 / 3350 * 1e3, rel=1e-3) for e in f.evidence)
+
+
+def test_under_batched_by_max_num_seqs() -> None:
+    inp = make({"requests_running": 256.0, "requests_waiting": 1.5, "kv_cache_usage": 0.3,
+                "pod/llm-a/requests_running": 128.0, "pod/llm-b/requests_running": 128.0})
+    assert "under_batched" in kinds(inp)
+    assert "under_batched" not in kinds(make({"requests_running": 256.0, "requests_waiting": 1.5,
+                                              "kv_cache_usage": 0.85}))
+
+
+def test_over_provisioned() -> None:
+    idle = {"gpu_utilization": 0.1, "kv_cache_usage": 0.05, "ttft_p99_ms": 150.0, "itl_p99_ms": 20.0,
+            "e2e_p99_ms": 5000.0}
+    f = next(f for f in run_analyzers(make(idle)) if f.kind == "over_provisioned")
+    assert f.suggested_knob == "replicas"
+    # idle GPUs but latency close to the SLO: no slack, so not over-provisioned
+    assert "over_provisioned" not in kinds(make({**idle, "itl_p99_ms": 50.0}))
+
+
+def test_slo_violations_each_objective() -> None:
+    found = [f for f in run_analyzers(make({"itl_p99_ms": 100.0, "e2e_p99_ms": 25000.0})) if f.kind == "slo_violation"]
+    by_signal = {f.evidence[0].signal: f for f in found}
+    assert set(by_signal) == {"itl_p99_ms", "e2e_p99_ms"}
+    assert by_signal["itl_p99_ms"].severity == "critical"  # 100/60 > 1.5
+    assert by_signal["e2e_p99_ms"].severity == "warning"
+
+
+def test_tp_overhead_when_half_tp_fits() -> None:
+    half = MemoryPlan(weights_gb=16, activation_gb=2, kv_cache_gb=50, kv_bytes_per_token=131072,
+                      kv_capacity_tokens=400000, max_concurrent_seqs=300, fits=True)
+    inp = make(config={"tensor_parallel": 2}, memory_half_tp=half, hardware=L40S)
+    f = next(f for f in run_analyzers(inp) if f.kind == "tp_overhead")
+    assert f.severity == "warning" and f.suggested_knob == "tensor_parallel"
+    assert "tp_overhead" not in kinds(make(config={"tensor_parallel": 2}, memory_half_tp=half.model_copy(
+        update={"fits": False})))
+
+
+def test_replica_imbalance_and_missing_pod_data() -> None:
+    inp = make({"pod/llm-a/requests_running": 36.0, "pod/llm-b/requests_running": 4.0})
+    f = next(f for f in run_analyzers(inp) if f.kind == "replica_imbalance")
+    assert "llm-a" in f.summary
+    no_pods = make(drop=("pod/llm-a/requests_running", "pod/llm-b/requests_running"))
+    assert "replica_imbalance" not in kinds(no_pods)
+    assert any("per-pod" in n for n in coverage_notes(no_pods))
+
+
+def test_wrong_gpu_class() -> None:
+    cheap = GpuAlternative(gpu="l40s", tensor_parallel=1, replicas=2, cost_per_hour=3.7)
+    inp = make(alternatives=(cheap,), current_cost_per_hour=8.0)
+    f = next(f for f in run_analyzers(inp) if f.kind == "wrong_gpu_class")
+    assert "l40s" in f.summary and f.suggested_knob == "gpu"
+    near = GpuAlternative(gpu="l40s", tensor_parallel=1, replicas=2, cost_per_hour=7.0)
+    assert "wrong_gpu_class" not in kinds(make(alternatives=(near,), current_cost_per_hour=8.0))
+
+
+@pytest.mark.parametrize(
+    ("event", "kind"),
+    [
+        ("Container vllm was OOMKilled", "oom"),
+        ("Back-off restarting failed container vllm", "crash_loop"),
+        ("0/3 nodes are available: 3 Insufficient nvidia.com/gpu. FailedScheduling", "unschedulable"),
+    ],
+)
+def test_pod_failures_from_events(event: str, kind: str) -> None:
+    ro = RolloutStatus(ref=DeploymentRef(name="llm"), done=False, desired_replicas=2, updated_replicas=2,
+                       available_replicas=1, events=[event])
+    found = run_analyzers(make(rollout=ro))
+    assert found[0].kind == kind and found[0].severity == "critical"
+
+
+def test_replicas_unavailable_without_events() -> None:
+    f = run_analyzers(make(ready=0))[0]
+    assert f.kind == "replicas_unavailable" and f.severity == "critical"
+
+
+def test_no_telemetry_only_health_is_checked() -> None:
+    dep = make().deployment
+    inp = AnalysisInput(deployment=dep, telemetry=None)
+    assert run_analyzers(inp) == []
+    assert any("no telemetry" in n for n in coverage_notes(inp))
