@@ -1,0 +1,86 @@
+"""Efficiency factors: how far real engines are from the hardware's peaks.
+
+The analytical model is a roofline; these factors turn peaks into achieved rates. They are fitted
+per engine on public measurements (``servewise perf calibrate``) and stored in
+``servewise/perf/data/calibration.json``; the defaults below are the starting point of that fit
+(typical published kernel efficiencies), used when no calibration exists for an engine.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+CALIBRATION_FILE = Path(__file__).parent / "data" / "calibration.json"
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Fractions of peak reached and fixed costs of one engine step.
+
+    - ``compute``: GEMM throughput as a fraction of dense peak TFLOP/s (large batches).
+    - ``memory``: weight-streaming bandwidth as a fraction of peak memory bandwidth.
+    - ``attention_memory``: decode-attention KV-read bandwidth fraction (paged attention).
+    - ``attention_compute``: prefill-attention (flash) fraction of 16-bit peak.
+    - ``comm``: tensor-parallel all-reduce bandwidth fraction of the interconnect.
+    - ``comm_latency_us``: fixed latency of one all-reduce.
+    - ``step_overhead_ms``: per-iteration fixed cost (scheduling, sampling, launch gaps).
+    - ``seq_overhead_us``: per-sequence cost per iteration (input prep, sampling, detokenize).
+    - ``int4_compute_penalty``: GEMM efficiency multiplier for weight-only int4 kernels (dequant).
+    """
+
+    compute: float = 0.62
+    memory: float = 0.80
+    attention_memory: float = 0.55
+    attention_compute: float = 0.45
+    comm: float = 0.65
+    comm_latency_us: float = 12.0
+    step_overhead_ms: float = 1.2
+    seq_overhead_us: float = 12.0
+    int4_compute_penalty: float = 0.7
+
+    def scaled(self, **factors: float) -> Efficiency:
+        """A copy with some factors multiplied: ``eff.scaled(memory=0.9)``."""
+        return replace(self, **{k: getattr(self, k) * v for k, v in factors.items()})
+
+    def perturbed(self, rng: np.random.Generator, scale: float = 0.15) -> Efficiency:
+        """A randomly perturbed copy (log-normal, ``scale`` ~ relative std), fractions kept < 1."""
+        values = {}
+        for f in fields(self):
+            v = getattr(self, f.name) * float(np.exp(rng.normal(0.0, scale)))
+            if f.name in _FRACTIONS:
+                v = min(v, 0.98)
+            values[f.name] = v
+        return Efficiency(**values)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+_FRACTIONS = {"compute", "memory", "attention_memory", "attention_compute", "comm", "int4_compute_penalty"}
+
+
+@lru_cache(maxsize=1)
+def _calibration() -> dict[str, dict[str, float]]:
+    if not CALIBRATION_FILE.exists():
+        return {}
+    data = json.loads(CALIBRATION_FILE.read_text())
+    return {str(k): dict(v) for k, v in data.get("engines", {}).items()}
+
+
+def default_efficiency(engine: str = "vllm", gpu: str | None = None) -> Efficiency:
+    """The calibrated efficiency for ``engine`` (and GPU vendor group when fitted), else defaults."""
+    cal = _calibration()
+    base = Efficiency()
+    entry = cal.get(str(engine)) or cal.get("vllm")
+    if entry:
+        base = Efficiency(**{k: v for k, v in entry.items() if k in Efficiency.__dataclass_fields__})
+    return base
+
+
+def reload_calibration() -> None:
+    _calibration.cache_clear()
