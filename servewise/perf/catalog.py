@@ -87,6 +87,27 @@ def estimate_params(model: ModelSpec) -> float:
     return (model.num_layers * attn + ffn_total + embeddings) / 1e9
 
 
+_INT4_LABELS = ("w4a16", "awq", "gptq", "int4")
+
+
+def quality_score(model: ModelSpec, quantization: Quantization | None) -> tuple[float | None, str | None]:
+    """Published score for a weights variant, and the label it was published under.
+
+    Exact label first (``awq``, ``fp8``...), then another int4 weight-only method (their published
+    recoveries are close), then the 16-bit score. ``(None, None)`` when the model has no scores.
+    """
+    by_label = {q.quantization: q.score for q in model.quality}
+    label = quantization.label.split("+", 1)[0] if quantization else "bf16"
+    candidates = [label, quantization.weights.value if quantization else "bf16"]
+    if quantization is not None and quantization.weights == Dtype.INT4:
+        candidates += list(_INT4_LABELS)
+    candidates += ["bf16", "fp16"]
+    for key in candidates:
+        if key in by_label:
+            return by_label[key], key
+    return None, None
+
+
 class Catalog:
     """Hardware and model specs with alias resolution. Immutable; ``with_hardware`` returns a copy."""
 
