@@ -231,12 +231,16 @@ def _index(
     return names, patterns
 
 
-def _unknown(field: str, name: str, names: Mapping[str, str]) -> UnknownIdError:
+def _unknown_message(field: str, name: str, names: Mapping[str, str]) -> str:
     close = difflib.get_close_matches(name.strip().lower(), list(names), n=3, cutoff=0.5)
     suggestions = list(dict.fromkeys(names.get(c, c) for c in close))
     hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
     known = ", ".join(sorted(set(names.values())))
-    return UnknownIdError(f"unknown {field} {name!r}{hint} (known {field}s: {known})", field=field)
+    return f"unknown {field} {name!r}{hint} (known {field}s: {known})"
+
+
+def _unknown(field: str, name: str, names: Mapping[str, str]) -> UnknownIdError:
+    return UnknownIdError(_unknown_message(field, name, names), field=field)
 
 
 def _read_list(path: Path, key: str) -> list[Any]:
@@ -286,7 +290,8 @@ def _chip_from_entry(
         try:
             base = catalog.gpu(str(base_name))
         except UnknownIdError as exc:
-            raise InputError(str(exc), source=str(path), field=f"{where}.base") from exc
+            detail = _unknown_message("gpu", str(base_name), {**catalog._gpu_names, **{k: k for k in known}})
+            raise InputError(detail, source=str(path), field=f"{where}.base") from exc
     data = base.model_dump()
     for key, factor in scale.items():
         field = f"{where}.scale.{key}"
