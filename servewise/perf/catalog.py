@@ -307,7 +307,8 @@ def _chip_from_entry(
             data[key] = data[key] * _factor(factor, path, field)
     if "tflops" in item and isinstance(item["tflops"], Mapping):
         data["tflops"] = {**data["tflops"], **{Dtype.parse(str(k)): v for k, v in item.pop("tflops").items()}}
-    data.update(name=f"{base.name} ({item['id']})", aliases=[], hypothetical=True)
+    if item["id"] != base.id:  # a new (hypothetical) chip; the same id is an override (e.g. a price)
+        data.update(name=f"{base.name} ({item['id']})", aliases=[], hypothetical=True)
     data["sources"] = [*base.sources, f"derived from {base.id} in {path.name}"]
     data.update(item)
     return _validate(HardwareSpec, data, path, where)

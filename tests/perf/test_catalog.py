@@ -166,6 +166,16 @@ def test_hypothetical_file_loads_and_scales(cat: Catalog) -> None:
         cat.gpu("h100-2x-bw")  # the original catalog is unchanged
 
 
+def test_same_id_overrides_keep_aliases(cat: Catalog, tmp_path: Path) -> None:
+    path = tmp_path / "prices.yaml"
+    path.write_text("hardware:\n  - {id: h100-sxm, base: h100-sxm, price_per_gpu_hour: 6.88}\n")
+    repriced = cat.with_hardware(cat.load_hardware_file(path))
+    h100 = repriced.gpu("p5.48xlarge")
+    assert h100.id == "h100-sxm" and h100.price_per_gpu_hour == 6.88 and not h100.hypothetical
+    assert h100.memory_bandwidth_gbs == cat.gpu("h100-sxm").memory_bandwidth_gbs
+    assert cat.gpu("p5.48xlarge").price_per_gpu_hour != 6.88
+
+
 def test_get_catalog_with_files_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(catalog_mod.HARDWARE_FILES_ENV, raising=False)
     default = get_catalog()
