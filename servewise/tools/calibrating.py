@@ -1,0 +1,145 @@
+"""Per-deployment calibration of the performance model from its own telemetry and benchmarks.
+
+The twin's truth (and a real cluster) differs from the catalog defaults by unknown efficiency
+factors *per engine and GPU class*. We fit multiplicative corrections on the ``Efficiency`` of each
+GPU class (a MAP estimate: log-scales with a Gaussian prior of ``PRIOR_SCALE``) to the observed
+median TTFT and TPOT, with ``scipy.optimize.least_squares``. Tails are a separate per-metric factor
+(p99 / predicted mean) fitted on the observed p99s and shrunk toward a prior.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from servewise.domain import ServingConfig
+from servewise.errors import ServewiseError
+from servewise.perf.analytical import LoadPrediction, predict_load
+from servewise.perf.efficiency import Efficiency, default_efficiency
+
+FITTED = ("compute", "memory", "attention_memory", "attention_compute", "comm", "step_overhead_ms",
+          "seq_overhead_us")
+PRIOR_SCALE = 0.15  # prior std of each log-scale (catalog defaults are typically within ~15%)
+MEAS_SCALE = 0.05  # std of log(measured / predicted) from measurement noise
+TAIL_PRIOR = {"ttft": 1.6, "tpot": 1.15}  # p99 / analytical mean before any observation
+TAIL_PRIOR_WEIGHT = 1.0  # pseudo-observations behind the tail prior
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One measurement of one configuration at a per-replica arrival rate."""
+
+    config: ServingConfig
+    input_len: float
+    output_len: float
+    rate_per_replica: float
+    ttft_p50_ms: float | None = None
+    tpot_p50_ms: float | None = None
+    ttft_p99_ms: float | None = None
+    tpot_p99_ms: float | None = None
+    source: str = "benchmark"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Fitted corrections: efficiency log-scales per (engine, GPU) and p99 tail factors."""
+
+    log_scales: dict[str, tuple[float, ...]] = field(default_factory=dict)  # key: 'engine/gpu'
+    tails: dict[str, float] = field(default_factory=lambda: dict(TAIL_PRIOR))
+    observations: int = 0
+    residual_pct: float | None = None  # RMS relative error of the fit on its observations
+
+    def efficiency(self, config: ServingConfig) -> Efficiency:
+        base = default_efficiency(config.engine.value, config.gpu)
+        scales = self.log_scales.get(_key(config))
+        if scales is None:
+            return base
+        return base.scaled(**{name: math.exp(s) for name, s in zip(FITTED, scales, strict=True)})
+
+    def knows(self, config: ServingConfig) -> bool:
+        return _key(config) in self.log_scales
+
+
+def _key(config: ServingConfig) -> str:
+    return f"{config.engine.value}/{config.gpu}"
+
+
+def predict_with(
+    cal: Calibration, config: ServingConfig, input_len: float, output_len: float, rate_per_replica: float
+) -> LoadPrediction:
+    return predict_load(
+        config, input_len=max(1, round(input_len)), output_len=max(1, round(output_len)),
+        arrival_rate_per_s=rate_per_replica, efficiency=cal.efficiency(config),
+    )
+
+
+def fit_calibration(observations: Sequence[Observation], prior: Calibration | None = None) -> Calibration:
+    """Refit every GPU class that has observations; others keep ``prior``'s scales."""
+    base = prior or Calibration()
+    scales = dict(base.log_scales)
+    sq_errors: list[float] = []
+    by_key: dict[str, list[Observation]] = {}
+    for obs in observations:
+        by_key.setdefault(_key(obs.config), []).append(obs)
+    for key, group in by_key.items():
+        theta, errs = _fit_group(group)
+        scales[key] = tuple(float(x) for x in theta)
+        sq_errors += errs
+    partial = Calibration(log_scales=scales, tails=dict(TAIL_PRIOR), observations=len(observations))
+    tails = _fit_tails(partial, observations)
+    rms = math.sqrt(sum(sq_errors) / len(sq_errors)) * 100 if sq_errors else None
+    return Calibration(log_scales=scales, tails=tails, observations=len(observations), residual_pct=rms)
+
+
+def _targets(obs: Observation) -> list[tuple[str, float]]:
+    out = []
+    if obs.ttft_p50_ms and obs.ttft_p50_ms > 0:
+        out.append(("ttft", obs.ttft_p50_ms))
+    if obs.tpot_p50_ms and obs.tpot_p50_ms > 0:
+        out.append(("tpot", obs.tpot_p50_ms))
+    return out
+
+
+def _fit_group(group: list[Observation]) -> tuple[np.ndarray, list[float]]:
+    n_res = sum(len(_targets(o)) for o in group)
+    if n_res == 0:
+        return np.zeros(len(FITTED)), []
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        cal = Calibration(log_scales={_key(group[0].config): tuple(theta)})
+        res: list[float] = []
+        for obs in group:
+            try:
+                p = predict_with(cal, obs.config, obs.input_len, obs.output_len, obs.rate_per_replica)
+                pred = {"ttft": p.ttft_ms, "tpot": p.tpot_ms}
+            except ServewiseError:
+                pred = {"ttft": 1e9, "tpot": 1e9}
+            for metric, measured in _targets(obs):
+                res.append(math.log(max(pred[metric], 1e-9) / measured) / MEAS_SCALE)
+        return np.concatenate([np.asarray(res), theta / PRIOR_SCALE])
+
+    sol = least_squares(residuals, np.zeros(len(FITTED)), diff_step=1e-3, max_nfev=60 * len(FITTED))
+    fitted = residuals(sol.x)[:n_res]
+    return sol.x, [float(math.expm1(abs(r) * MEAS_SCALE) ** 2) for r in fitted]
+
+
+def _fit_tails(cal: Calibration, observations: Sequence[Observation]) -> dict[str, float]:
+    logs: dict[str, list[float]] = {"ttft": [], "tpot": []}
+    for obs in observations:
+        try:
+            p = predict_with(cal, obs.config, obs.input_len, obs.output_len, obs.rate_per_replica)
+        except ServewiseError:
+            continue
+        for metric, measured, mean in (("ttft", obs.ttft_p99_ms, p.ttft_ms), ("tpot", obs.tpot_p99_ms, p.tpot_ms)):
+            if measured and mean > 0:
+                logs[metric].append(math.log(measured / mean))
+    tails = {}
+    for metric, prior in TAIL_PRIOR.items():
+        values = logs[metric]
+        total = TAIL_PRIOR_WEIGHT * math.log(prior) + sum(values)
+        tails[metric] = math.exp(total / (TAIL_PRIOR_WEIGHT + len(values)))
+    return tails

@@ -1,0 +1,218 @@
+"""Per-deployment optimizer: the cheapest configuration that meets the SLO at peak load + headroom.
+
+1. Calibrate the performance model on the deployment's own telemetry (``calibrating``).
+2. Sweep every valid shape (variant, quantization, pool/GPU, TP) at the current batching knobs,
+   sizing replicas per shape (``sizing``); sweep the batching knobs of the best few shapes.
+3. Benchmark the cheapest predicted-feasible candidate on the cluster, add the measurement to the
+   calibration, re-rank, and repeat within the budget until no cheaper candidate is predicted to
+   pass. The pick is the cheapest candidate *measured* to meet the SLO (never an unmeasured one
+   when benchmarks are allowed); with no budget, the cheapest predicted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from servewise.domain import (
+    SLO,
+    BenchmarkRequest,
+    BenchmarkResult,
+    DeploymentTelemetry,
+    InferenceDeployment,
+    NodePool,
+    ServingConfig,
+)
+from servewise.errors import InputError, ServewiseError
+from servewise.perf.catalog import Catalog, get_catalog
+from servewise.tools.calibrating import Calibration, Observation, fit_calibration
+from servewise.tools.search_space import SearchPolicy, Shape, available_gpus, price_of, shapes
+from servewise.tools.sizing import Load, Sized, forecast, load_for, meets, size
+
+log = logging.getLogger(__name__)
+Benchmark = Callable[[BenchmarkRequest], BenchmarkResult]
+
+
+@dataclass
+class Trial:
+    """One benchmark of one candidate, with what the model predicted before running it."""
+
+    config: ServingConfig
+    pool: str
+    predicted: dict[str, float]
+    measured: dict[str, float]
+    passed: bool
+    cost_per_hour: float
+
+
+@dataclass
+class Outcome:
+    deployment: InferenceDeployment
+    load: Load
+    current_cost_per_hour: float
+    current_forecast: dict[str, float] | None
+    pick: Sized | None
+    candidates: list[Sized]
+    trials: list[Trial] = field(default_factory=list)
+    calibration: Calibration = field(default_factory=Calibration)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool:
+        return any(t.passed and t.config == self.pick.config for t in self.trials) if self.pick else False
+
+
+def telemetry_observation(dep: InferenceDeployment, tel: DeploymentTelemetry | None) -> Observation | None:
+    """The deployment's own telemetry as one calibration point (current config, observed rate)."""
+    if tel is None or dep.workload is None:
+        return None
+    rate = tel.get("request_rate_per_s")
+    replicas = tel.replicas or dep.config.replicas
+    if not rate or rate <= 0 or replicas < 1:
+        return None
+    return Observation(
+        config=dep.config.with_changes(replicas=replicas), input_len=dep.workload.input_len.mean,
+        output_len=dep.workload.output_len.mean, rate_per_replica=rate / replicas,
+        ttft_p50_ms=tel.get("ttft_p50_ms"), tpot_p50_ms=tel.get("itl_p50_ms"), ttft_p99_ms=tel.get("ttft_p99_ms"),
+        tpot_p99_ms=tel.get("itl_p99_ms"), source="telemetry",
+    )
+
+
+def search(dep: InferenceDeployment, pools: list[NodePool], load: Load, cal: Calibration, policy: SearchPolicy,
+           catalog: Catalog) -> list[Sized]:
+    """Every predicted-feasible candidate, cheapest first (ties: lower predicted e2e p99)."""
+    slo = dep.slo or SLO()
+    seq_len = int(load.input_len + load.output_len_p99)
+    found: dict[tuple[str, ServingConfig], Sized] = {}
+    for shape in shapes(dep, pools, policy, catalog, seq_len):
+        sized = size(shape, load, slo, cal, policy)
+        if sized is not None:
+            found[(shape.pool.name, sized.config)] = sized
+    best = sorted(found.values(), key=_rank)
+    pairs = [(s, t) for s in policy.max_num_seqs for t in policy.max_num_batched_tokens]
+    refined_keys = {(b.shape.pool.name, b.shape.config.model_copy(update={"max_num_seqs": 1,
+                     "max_num_batched_tokens": 16})) for b in best[: policy.refine_top]}
+    for shape in shapes(dep, pools, policy, catalog, seq_len, batching=pairs):
+        key = (shape.pool.name, shape.config.model_copy(update={"max_num_seqs": 1, "max_num_batched_tokens": 16}))
+        if key not in refined_keys:
+            continue
+        sized = size(shape, load, slo, cal, policy)
+        if sized is not None:
+            found[(shape.pool.name, sized.config)] = sized
+    return sorted(found.values(), key=_rank)
+
+
+def _rank(s: Sized) -> tuple[float, float]:
+    return (round(s.cost_per_hour, 6), s.forecast.e2e_p99_ms)
+
+
+def measured_values(res: BenchmarkResult, network_ms: float) -> dict[str, float]:
+    return {"ttft_p99_ms": res.ttft_p99_ms + network_ms, "tpot_p99_ms": res.tpot_p99_ms,
+            "e2e_p99_ms": res.e2e_p99_ms + network_ms, "ttft_p50_ms": res.ttft_p50_ms + network_ms}
+
+
+def benchmark_passes(res: BenchmarkResult, slo: SLO, network_ms: float) -> bool:
+    ok_requests = res.completed > 0 and res.failed <= 0.01 * (res.completed + res.failed)
+    return ok_requests and meets(slo, measured_values(res, network_ms))
+
+
+def optimize(
+    dep: InferenceDeployment,
+    pools: list[NodePool],
+    *,
+    telemetry: DeploymentTelemetry | None = None,
+    benchmark: Benchmark | None = None,
+    policy: SearchPolicy | None = None,
+    peak_rate_per_s: float | None = None,
+    calibrate: bool = True,
+    catalog: Catalog | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> Outcome:
+    policy = policy or SearchPolicy()
+    catalog = catalog or get_catalog()
+    if dep.slo is None:
+        raise InputError(f"deployment {dep.ref.key} declares no SLO; nothing to optimize against", field="slo")
+    observed = telemetry.get("request_rate_per_s") if telemetry else None
+    load = load_for(dep, observed, policy, peak_rate_per_s)
+    pool_by_name = {p.name: p for p in pools}
+    notes: list[str] = []
+    observations: list[Observation] = []
+    cal = Calibration()
+    if calibrate:
+        obs = telemetry_observation(dep, telemetry)
+        if obs is not None:
+            observations.append(obs)
+            cal = fit_calibration(observations)
+            notes.append(f"calibrated on telemetry of {dep.config.gpu}: fit residual {cal.residual_pct:.1f}%")
+        else:
+            notes.append("no usable telemetry: starting from the uncalibrated model")
+    current_pool = pool_by_name.get(dep.pool or "")
+    price = price_of(current_pool, catalog) if current_pool else catalog.gpu(dep.config.gpu).price_per_gpu_hour
+    current_cost = dep.config.total_gpus * price
+
+    def current_forecast() -> dict[str, float] | None:
+        try:
+            return forecast(cal, dep.config, load, current_pool.network_latency_ms if current_pool else 0).as_dict()
+        except ServewiseError:
+            return None
+
+    trials: list[Trial] = []
+    tried: set[tuple[str, ServingConfig]] = set()
+    budget = policy.benchmark_budget if (benchmark is not None and calibrate) else 0
+    candidates = search(dep, pools, load, cal, policy, catalog)
+    while len(trials) < budget:
+        best_pass = min((t.cost_per_hour for t in trials if t.passed), default=float("inf"))
+        nxt = next((c for c in candidates if (c.shape.pool.name, c.config) not in tried
+                    and c.cost_per_hour < best_pass - 1e-9), None)
+        if nxt is None:
+            break
+        tried.add((nxt.shape.pool.name, nxt.config))
+        if on_progress:
+            on_progress(f"benchmark {len(trials) + 1}/{budget}: {describe(nxt.config)} in {nxt.shape.pool.name}")
+        # A benchmark measures one replica at its share of the load (a single-replica Job).
+        share = load.workload(dep.workload).model_copy(update={"arrival_rate_per_s": load.rate_per_s / nxt.config.replicas})
+        request = BenchmarkRequest(ref=dep.ref, config=nxt.config, workload=share)
+        res = benchmark(request)  # type: ignore[misc]
+        net = nxt.shape.pool.network_latency_ms
+        passed = benchmark_passes(res, dep.slo, net)
+        trials.append(Trial(nxt.config, nxt.shape.pool.name, nxt.forecast.as_dict(), measured_values(res, net),
+                            passed, nxt.cost_per_hour))
+        observations.append(Observation(
+            config=nxt.config, input_len=load.input_len, output_len=load.output_len,
+            rate_per_replica=load.rate_per_s / nxt.config.replicas, ttft_p50_ms=res.ttft_p50_ms,
+            tpot_p50_ms=res.tpot_p50_ms, ttft_p99_ms=res.ttft_p99_ms, tpot_p99_ms=res.tpot_p99_ms,
+        ))
+        cal = fit_calibration(observations, cal)
+        candidates = search(dep, pools, load, cal, policy, catalog)
+
+    pick: Sized | None
+    if budget:
+        winners = [t for t in trials if t.passed]
+        best = min(winners, key=lambda t: t.cost_per_hour) if winners else None
+        pick = None
+        if best is not None:
+            shape = _shape_for(best, pool_by_name, dep, catalog)
+            pick = Sized(shape, best.config, forecast(cal, best.config, load, shape.pool.network_latency_ms),
+                         best.cost_per_hour)
+        if pick is None:
+            notes.append(f"no candidate passed its benchmark in {len(trials)} run(s); keeping the current config")
+    else:
+        pick = candidates[0] if candidates else None
+    return Outcome(dep, load, current_cost, current_forecast(), pick, candidates, trials, cal, notes)
+
+
+def _shape_for(t: Trial, pools: dict[str, NodePool], dep: InferenceDeployment, catalog: Catalog) -> Shape:
+    pool = pools[t.pool]
+    return Shape(t.config.with_changes(replicas=1), pool, price_of(pool, catalog), available_gpus(pool, dep), None)
+
+
+def describe(c: ServingConfig) -> str:
+    return (f"{c.replicas}x {c.model} {c.quantization.label} on {c.tensor_parallel}x{c.gpu} "
+            f"seqs={c.max_num_seqs} tokens={c.max_num_batched_tokens}")
+
+
+def proposal_id(dep: InferenceDeployment, config: ServingConfig) -> str:
+    digest = hashlib.sha256((dep.ref.key + config.model_dump_json()).encode()).hexdigest()[:10]
+    return f"p-{dep.ref.name}-{digest}"
