@@ -1,9 +1,192 @@
-"""`servewise perf` commands (not implemented yet)."""
+"""`servewise perf ...`: predict one configuration, validate/calibrate against measurements."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.table import Table
+
+from servewise.commands._output import err_console, out_console, print_json
+
+perf_app = typer.Typer(
+    help="Performance model: predict, validate, calibrate, simulate.", no_args_is_help=True
+)
+
+
+def _config(
+    model: str,
+    gpu: str,
+    tp: int,
+    pp: int,
+    quant: str,
+    kv: str,
+    engine: str,
+    max_num_seqs: int | None,
+    max_batched_tokens: int | None,
+    hardware_file: list[Path] | None,
+):  # type: ignore[no-untyped-def]
+    from servewise.domain import Engine, Quantization, ServingConfig
+    from servewise.domain.quantization import Dtype
+    from servewise.errors import InputError
+    from servewise.perf.catalog import get_catalog
+
+    cat = get_catalog(tuple(hardware_file or ()))
+    spec, named_quant = cat.resolve_model(model)
+    hw = cat.gpu(gpu)
+    try:
+        weights = Dtype.parse(quant)
+        kv_dtype = Dtype.parse(kv)
+        engine_v = Engine(engine.lower())
+    except ValueError as exc:
+        raise InputError(str(exc), field="--quant/--kv-dtype/--engine") from None
+    method = (
+        quant.lower()
+        if quant.lower() in ("awq", "gptq", "w4a16")
+        else (named_quant.method if named_quant else None)
+    )
+    if named_quant and quant == "bf16":
+        weights = named_quant.weights
+    extra = {}
+    if max_num_seqs:
+        extra["max_num_seqs"] = max_num_seqs
+    if max_batched_tokens:
+        extra["max_num_batched_tokens"] = max_batched_tokens
+    try:
+        cfg = ServingConfig(
+            model=spec.id,
+            gpu=hw.id,
+            tensor_parallel=tp,
+            pipeline_parallel=pp,
+            engine=engine_v,
+            quantization=Quantization(weights=weights, kv_cache=kv_dtype, method=method),
+            **extra,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc), field="configuration") from None
+    return cfg, cat
+
+
+def predict_cmd(
+    model: Annotated[str, typer.Option(help="catalog id or Hugging Face repo id")],
+    gpu: Annotated[str, typer.Option(help="catalog id, node label or instance type")],
+    tp: Annotated[int, typer.Option("--tp", help="tensor parallel size")] = 1,
+    pp: Annotated[int, typer.Option("--pp", help="pipeline parallel size")] = 1,
+    quant: Annotated[str, typer.Option(help="weights: bf16, fp8, int8, int4/awq/gptq, fp4")] = "bf16",
+    kv_dtype: Annotated[str, typer.Option("--kv-dtype", help="KV cache: bf16 or fp8")] = "bf16",
+    input_len: Annotated[int, typer.Option(help="prompt tokens")] = 1024,
+    output_len: Annotated[int, typer.Option(help="generated tokens")] = 256,
+    concurrency: Annotated[int, typer.Option(help="requests in flight")] = 16,
+    engine: Annotated[str, typer.Option(help="vllm, sglang, trtllm, tgi")] = "vllm",
+    max_num_seqs: Annotated[int | None, typer.Option(help="override the engine default")] = None,
+    max_num_batched_tokens: Annotated[int | None, typer.Option(help="override the engine default")] = None,
+    hardware_file: Annotated[
+        list[Path] | None, typer.Option(help="YAML with custom/hypothetical chips")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+) -> None:
+    """Predict throughput, TTFT, TPOT, KV capacity and cost of one replica at a fixed concurrency."""
+    from servewise.perf.analytical import predict
+
+    cfg, cat = _config(
+        model, gpu, tp, pp, quant, kv_dtype, engine, max_num_seqs, max_num_batched_tokens, hardware_file
+    )
+    pred = predict(cfg, input_len=input_len, output_len=output_len, concurrency=concurrency, catalog=cat)
+    doc = {**pred.model_dump(mode="json"), "config": cfg.model_dump(mode="json")}
+    if json_out:
+        print_json(doc)
+        return
+    table = Table(
+        title=f"{cfg.model} on {cfg.tensor_parallel}x {cfg.gpu} ({cfg.quantization.label}, {cfg.engine})"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in [
+        ("throughput (output tok/s)", f"{pred.throughput_tok_s:,.0f}"),
+        ("TTFT (ms)", f"{pred.ttft_ms:,.1f}"),
+        ("TPOT (ms)", f"{pred.tpot_ms:,.2f}"),
+        ("requests/s", f"{pred.request_throughput_per_s:,.2f}"),
+        ("decode step bound", pred.bound),
+        ("weights / GPU (GiB)", f"{pred.memory.weights_gb:.1f}"),
+        ("KV capacity (tokens)", f"{pred.memory.kv_capacity_tokens:,}"),
+        ("$ / hour", f"{pred.cost_per_hour:.2f}"),
+        ("$ / 1M output tokens", f"{pred.cost_per_1m_output_tokens:.3f}"),
+    ]:
+        table.add_row(name, value)
+    out_console.print(table)
+    for note in pred.notes:
+        out_console.print(f"note: {note}")
+
+
+def validate_cmd(
+    file: Annotated[Path, typer.Argument(help="measurements CSV (CONVENTIONS.md format)")],
+    split: Annotated[str, typer.Option(help="all, train or holdout rows")] = "all",
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+) -> None:
+    """Predict every row of FILE; print per-row error and MAPE per metric."""
+    from servewise.errors import InputError
+    from servewise.perf.measurements import read_measurements
+    from servewise.perf.validation import validate
+
+    if split not in ("all", "train", "holdout"):
+        raise InputError("must be all, train or holdout", field="--split")
+    rows = read_measurements(file)
+    report = validate(rows)
+    if split != "all":
+        kept = [r for r in report.rows if r.split == split]
+        report = report.model_copy(update={"rows": kept, "mape": report.mape_by_split.get(split, {})})
+    if json_out:
+        print_json(report)
+        return
+    table = Table(title=f"{file}: {report.counts['predicted']}/{report.counts['rows']} rows predicted")
+    for col in ("metric", "all rows", "train", "holdout"):
+        table.add_column(col, justify="right")
+    for metric in report.mape:
+        table.add_row(
+            metric,
+            f"{report.mape[metric]:.1f}%",
+            *(f"{report.mape_by_split[s].get(metric, float('nan')):.1f}%" for s in ("train", "holdout")),
+        )
+    out_console.print(table)
+    for r in report.rows:
+        if r.error:
+            err_console.print(f"row {r.index}: {r.error}")
+
+
+def calibrate_cmd(
+    file: Annotated[Path, typer.Argument(help="measurements CSV to fit on")],
+    split: Annotated[
+        str, typer.Option(help="fit on 'train' rows (holdout kept for checking) or 'all'")
+    ] = "train",
+    write: Annotated[bool, typer.Option(help="write servewise/perf/data/calibration.json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+) -> None:
+    """Fit the efficiency factors per engine (scipy least squares) and report train/holdout MAPE."""
+    from servewise.perf.calibration import calibrate, write_calibration
+    from servewise.perf.efficiency import reload_calibration
+    from servewise.perf.measurements import read_measurements
+
+    result = calibrate(read_measurements(file), split=split)
+    result["fitted_on"] = str(file)
+    if write:
+        path = write_calibration(result)
+        reload_calibration()
+        err_console.print(f"wrote {path}")
+    if json_out:
+        print_json(result)
+        return
+    table = Table(title="MAPE after calibration")
+    for col in ("split", "metric", "MAPE"):
+        table.add_column(col)
+    for split_name, by_metric in result["mape_by_split"].items():
+        for metric, value in by_metric.items():
+            table.add_row(split_name, metric, f"{value:.1f}%")
+    out_console.print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to `app`."""
+    perf_app.command("predict")(predict_cmd)
+    perf_app.command("validate")(validate_cmd)
+    perf_app.command("calibrate")(calibrate_cmd)
+    app.add_typer(perf_app, name="perf")

@@ -84,8 +84,9 @@ class IterationCostModel:
         cls, config: ServingConfig, efficiency: Efficiency | None = None, catalog: Catalog | None = None
     ) -> IterationCostModel:
         cat = catalog or get_catalog()
-        shape = replica_shape(cat.model(config.model), cat.gpu(config.gpu), config)
-        return cls(shape, efficiency or default_efficiency(config.engine.value, config.gpu))
+        hw = cat.gpu(config.gpu)
+        shape = replica_shape(cat.model(config.model), hw, config)
+        return cls(shape, efficiency or default_efficiency(config.engine.value, hw.vendor.lower()))
 
     def step_time_s(
         self, prefill_tokens: int, prefill_attn_pairs: float, decode_seqs: int, decode_kv_tokens: int
@@ -112,35 +113,82 @@ def _check_lengths(input_len: int, output_len: int) -> None:
 
 
 @dataclass(frozen=True)
-class _Steady:
-    """Steady state of the engine with `b` sequences decoding (internal)."""
+class _Cycle:
+    """Steady state of the engine with ``running`` sequences admitted (internal).
+
+    Per request the engine does ``i`` prompt tokens (in ``k`` chunks) and ``o - 1`` decode steps,
+    so in steady state prompt tokens per step ``p`` and decoding sequences ``b`` keep the ratio
+    ``p / b = i / (o - 1)`` within the token budget. The average step time spreads the extra cost
+    of chunk-carrying steps over all steps, so ``(o - 1) * t_step`` plus the first chunk equals the
+    request's real time on the GPU.
+    """
 
     b: float  # decoding sequences per step
     prefill_per_step: float  # prompt tokens per step
-    t_step: float  # seconds per step (= TPOT)
-    t_first: float  # seconds from admission to first token (prefill chunks + the first step)
-    chunk: float
+    t_step: float  # average seconds per step (= TPOT)
+    t_first: float  # seconds from admission to first token for a lone prompt
+    rate: float  # requests completed per second
 
 
-def _steady(s: ReplicaShape, eff: Efficiency, cfg: ServingConfig, b: float, i: int, o: int) -> _Steady:
+def _cycle(s: ReplicaShape, eff: Efficiency, cfg: ServingConfig, running: float, i: int, o: int) -> _Cycle:
     budget = float(cfg.max_num_batched_tokens)
-    # Each request brings i prompt tokens per o decode tokens: p = b*i/o prompt tokens per step.
-    prefill = min(b * i / o, max(budget - b, 0.0))
-    avg_ctx = i + o / 2.0
-    # A prompt is processed in chunks of what the budget leaves after the decodes.
-    chunk = max(min(float(i), budget - b), 1.0) if cfg.enable_chunked_prefill else float(i)
-    pairs = prefill * (i / 2.0)
-    t = float(step_time(s, eff, prefill, pairs, b, b * avg_ctx, prefill / max(i, 1)))
-    n_chunks = math.ceil(i / chunk)
-    t_chunk = float(step_time(s, eff, chunk, chunk * (i / 2.0), b, b * avg_ctx, 1.0))
-    return _Steady(b=b, prefill_per_step=prefill, t_step=t, t_first=n_chunks * t_chunk, chunk=chunk)
+    d = o - 1.0
+    b = running
+    chunk = float(i)
+    k = 1.0
+    for _ in range(3):  # chunk size depends on b, b on the number of chunks: a short fixed point
+        chunk = min(float(i), max(budget - b, 16.0)) if cfg.enable_chunked_prefill else float(i)
+        k = float(math.ceil(i / chunk))
+        b = running * d / (d + k)
+    p = b * i / d if d > 0 else min(running * i, budget)
+    if b + p > budget:  # prompt admission limited by the token budget
+        b = budget * d / (i + d)
+        p = budget - b
+    ctx = b * (i + d / 2.0)
+    t_dec = step_time(s, eff, 0.0, 0.0, b, ctx, 0.0)
+    t_chunk = step_time(s, eff, chunk, chunk * i / 2.0, b, ctx, 1.0)
+    if p <= chunk:
+        t = t_dec + (p / chunk) * (t_chunk - t_dec)
+    else:
+        t = step_time(s, eff, p, p * i / 2.0, b, ctx, p / i)
+    t = float(t)
+    return _Cycle(b=b, prefill_per_step=p, t_step=t, t_first=float(0.5 * t + k * t_chunk), rate=p / (i * t))
 
 
 def _resolve(config: ServingConfig, catalog: Catalog | None, efficiency: Efficiency | None):  # type: ignore[no-untyped-def]
     cat = catalog or get_catalog()
     model, hw = cat.model(config.model), cat.gpu(config.gpu)
-    eff = efficiency or default_efficiency(config.engine.value, hw.id)
+    eff = efficiency or default_efficiency(config.engine.value, hw.vendor.lower())
     return cat, model, hw, eff
+
+
+@dataclass(frozen=True)
+class ClosedLoop:
+    """Closed-loop steady state (internal core of ``predict``, reused by calibration)."""
+
+    running: float
+    decode_batch: float
+    tpot_s: float
+    ttft_s: float
+    throughput_tok_s: float
+    request_rate_per_s: float
+
+
+def closed_loop(
+    s: ReplicaShape, eff: Efficiency, config: ServingConfig, kv_capacity_tokens: int, i: int, o: int, c: int
+) -> ClosedLoop:
+    """Steady state with ``c`` requests in flight, from precomputed shape and KV capacity.
+
+    Little's law closes the loop: ``c`` requests in flight at ``rate`` requests/s spend
+    ``c / rate`` seconds each, so queueing behind ``max_num_seqs`` or the KV capacity shows up in
+    TTFT without a separate queue model.
+    """
+    kv_seqs = max(1, int(kv_capacity_tokens // (i + o / 2.0)))
+    running = float(min(c, config.max_num_seqs, kv_seqs))
+    cy = _cycle(s, eff, config, running, i, o)
+    e2e = c / cy.rate
+    ttft = max(e2e - (o - 1) * cy.t_step, cy.t_first)
+    return ClosedLoop(running, cy.b, cy.t_step, ttft, cy.rate * o, cy.rate)
 
 
 def predict(
@@ -162,22 +210,12 @@ def predict(
     if not mem.fits:
         raise DoesNotFitError(f"{config.model} on {config.tensor_parallel}x {hw.id}: {mem.reason}")
     s = replica_shape(model, hw, config)
+    cl = closed_loop(s, eff, config, mem.kv_capacity_tokens, i, o, concurrency)
+    running, b, tpot, ttft = cl.running, cl.decode_batch, cl.tpot_s, cl.ttft_s
     kv_seqs = max(1, int(mem.kv_capacity_tokens // (i + o / 2.0)))
-    running = float(min(concurrency, config.max_num_seqs, kv_seqs))
-    budget = float(config.max_num_batched_tokens)
-    # When chunked prefill saturates the token budget, admission (not batch size) limits decode.
-    b = min(running * o / (o + 1.0), budget * o / (i + o))
-    st = _steady(s, eff, config, max(b, 1e-9), i, o)
-    tpot = st.t_step
-    req_rate = b / (o * tpot)
-    # TTFT: half a step to align with the loop + the prompt's chunks + waiting for the prefill slot
-    # (M/D/1 over the budget left after decodes) + queueing behind max_num_seqs / KV capacity.
-    rho = min(st.prefill_per_step / max(budget - b, 1.0), 0.95)
-    prefill_wait = rho / (2.0 * (1.0 - rho)) * st.t_first
-    queue_wait = max(concurrency - running, 0.0) / req_rate
-    ttft = 0.5 * tpot + st.t_first + prefill_wait + queue_wait
+    req_rate = cl.request_rate_per_s
     e2e = ttft + (o - 1) * tpot
-    throughput = b / tpot
+    throughput = cl.throughput_tok_s
     # Memory- vs compute-bound decode step.
     t_c = s.linear_flops_per_token * b / (s.compute_tflops * 1e12 * eff.compute)
     t_m = s.dense_weight_bytes_per_gpu * s.pp / (s.memory_bw * eff.memory)
@@ -241,31 +279,32 @@ def predict_load(
     s = replica_shape(model, hw, config)
     avg_ctx = i + o / 2.0
     kv_seqs = max(1.0, mem.kv_capacity_tokens / avg_ctx)
-    budget = float(config.max_num_batched_tokens)
-    b_max = min(float(config.max_num_seqs), kv_seqs, budget * o / (i + o))
-    cap = b_max / (o * _steady(s, eff, config, b_max, i, o).t_step)
+    r_max = min(float(config.max_num_seqs), kv_seqs)
+    cap = _cycle(s, eff, config, r_max, i, o).rate
     lam = arrival_rate_per_s
     saturated = lam >= cap
     if saturated:
-        b = b_max
-    else:  # solve b = lam * o * T(b) by bisection (T grows with b)
-        lo, hi = 0.0, b_max
+        r = r_max
+    else:  # the number of running sequences at which the completion rate equals the arrival rate
+        lo, hi = 0.0, r_max
         for _ in range(40):
             mid = 0.5 * (lo + hi)
-            if lam * o * _steady(s, eff, config, max(mid, 1e-9), i, o).t_step > mid:
+            if _cycle(s, eff, config, max(mid, 1e-6), i, o).rate < lam:
                 lo = mid
             else:
                 hi = mid
-        b = hi
-    st = _steady(s, eff, config, max(b, 1e-9), i, o)
+        r = hi
+    cy = _cycle(s, eff, config, max(r, 1e-6), i, o)
+    b = cy.b
     rho = min(lam / cap, 0.99)
     # M/M/1-style waiting for admission near capacity; grows without bound when saturated.
-    waiting = rho * rho / (1.0 - rho) if not saturated else max(b_max, 1.0) * 10.0
+    waiting = rho * rho / (1.0 - rho) if not saturated else max(r_max, 1.0) * 10.0
     served = min(lam, cap)
     queue_wait = waiting / served if served > 0 else 0.0
-    rho_p = min(st.prefill_per_step / max(budget - b, 1.0), 0.95)
-    ttft = 0.5 * st.t_step + st.t_first * (1.0 + rho_p / (2.0 * (1.0 - rho_p))) + queue_wait
-    e2e = ttft + (o - 1) * st.t_step
+    budget = float(config.max_num_batched_tokens)
+    rho_p = min(cy.prefill_per_step / max(budget - b, 1.0), 0.95)
+    ttft = cy.t_first * (1.0 + rho_p / (2.0 * (1.0 - rho_p))) + queue_wait
+    e2e = ttft + (o - 1) * cy.t_step
     kv_usage = min(1.0, (b * avg_ctx) / max(mem.kv_capacity_tokens, 1))
     # DCGM GPU_UTIL: fraction of time a kernel runs ~ probability the engine has work (M/G/inf).
     util = 1.0 - math.exp(-served * e2e / 1e0) if served > 0 else 0.0
@@ -274,10 +313,10 @@ def predict_load(
         arrival_rate_per_s=lam,
         capacity_rate_per_s=cap,
         saturated=saturated,
-        running=b * (1.0 + 1.0 / o),
+        running=r,
         waiting=waiting,
         ttft_ms=ttft * 1e3,
-        tpot_ms=st.t_step * 1e3,
+        tpot_ms=cy.t_step * 1e3,
         e2e_ms=e2e * 1e3,
         throughput_tok_s=served * o,
         prompt_tokens_per_s=served * i,

@@ -72,15 +72,25 @@ def _calibration() -> dict[str, dict[str, float]]:
     return {str(k): dict(v) for k, v in data.get("engines", {}).items()}
 
 
-def default_efficiency(engine: str = "vllm", gpu: str | None = None) -> Efficiency:
-    """The calibrated efficiency for ``engine`` (and GPU vendor group when fitted), else defaults."""
-    cal = _calibration()
-    base = Efficiency()
-    entry = cal.get(str(engine)) or cal.get("vllm")
-    if entry:
-        base = Efficiency(**{k: v for k, v in entry.items() if k in Efficiency.__dataclass_fields__})
-    return base
+def lookup(table: dict[str, Efficiency], engine: str, vendor: str = "nvidia") -> Efficiency:
+    """Most specific fitted entry: ``engine@vendor``, then ``engine``, then ``default``."""
+    for key in (f"{engine}@{vendor}", engine, "default"):
+        if key in table:
+            return table[key]
+    return Efficiency()
+
+
+def default_efficiency(engine: str = "vllm", gpu_vendor: str = "nvidia") -> Efficiency:
+    """The calibrated efficiency for ``engine`` on a GPU of ``gpu_vendor``, else the defaults."""
+    return lookup(_fitted(), str(engine), gpu_vendor)
+
+
+@lru_cache(maxsize=1)
+def _fitted() -> dict[str, Efficiency]:
+    names = Efficiency.__dataclass_fields__
+    return {k: Efficiency(**{n: v for n, v in e.items() if n in names}) for k, e in _calibration().items()}
 
 
 def reload_calibration() -> None:
     _calibration.cache_clear()
+    _fitted.cache_clear()
