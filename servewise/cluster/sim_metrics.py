@@ -1,0 +1,143 @@
+"""The twin's measurable state: per-pod gauges and counters, and a per-deployment history ring.
+
+Counters are kept the way an engine keeps them (cumulative per pod, reset when a pod is replaced)
+and, for the twin's own telemetry, per deployment (never reset). Histograms use vLLM's bucket
+bounds; each step's observations are drawn (multinomial) from the latency distribution the
+performance model gives for that moment, so quantiles read back through ``histogram_quantile``
+carry the same bucket error a real fleet has.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr
+
+# Bucket upper bounds (seconds) as vLLM's Prometheus logger defines them.
+TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+ITL_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+    40.0, 80.0,
+)  # fmt: skip
+E2E_BUCKETS = (
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+    480.0, 960.0, 1920.0, 7680.0,
+)  # fmt: skip
+HISTOGRAMS: dict[str, tuple[float, ...]] = {"ttft": TTFT_BUCKETS, "itl": ITL_BUCKETS, "e2e": E2E_BUCKETS}
+COUNTERS = ("requests", "prompt_tokens", "generation_tokens", "preemptions")
+GAUGES = ("running", "waiting", "kv_usage", "gpu_utilization", "gpu_memory_used_bytes", "ready_pods")
+
+
+class Layout:
+    """Column positions of counters and histogram bins (bins are per bucket, +Inf last) in a vector."""
+
+    def __init__(self) -> None:
+        pos = len(COUNTERS)
+        self.counter = {name: i for i, name in enumerate(COUNTERS)}
+        self.bins: dict[str, slice] = {}
+        self.sums: dict[str, int] = {}
+        for name, bounds in HISTOGRAMS.items():
+            self.bins[name] = slice(pos, pos + len(bounds) + 1)
+            pos += len(bounds) + 1
+        for name in HISTOGRAMS:
+            self.sums[name] = pos
+            pos += 1
+        self.size = pos
+
+
+LAYOUT = Layout()
+
+
+def lognormal_bin_probs(bounds: tuple[float, ...], mean_s: float, sigma: float) -> np.ndarray:
+    """Probability of each bucket bin (last = above the top bound) for a log-normal of mean ``mean_s``."""
+    mean_s = max(mean_s, 1e-6)
+    mu = math.log(mean_s) - sigma * sigma / 2
+    cdf = ndtr((np.log(np.asarray(bounds)) - mu) / sigma)
+    probs = np.diff(np.concatenate(([0.0], cdf, [1.0])))
+    probs = np.clip(probs, 0.0, None)
+    return probs / probs.sum()
+
+
+@dataclass(frozen=True)
+class StepDraw:
+    """Observations of one pod over one step: counter increments (``LAYOUT`` vector) and gauges."""
+
+    increments: np.ndarray
+    running: float
+    waiting: float
+    kv_usage: float
+
+
+def draw_step(
+    rng: np.random.Generator,
+    *,
+    dt_s: float,
+    served_rate: float,
+    input_len: float,
+    output_len: float,
+    preemptions_per_s: float,
+    ttft_s: float,
+    tpot_s: float,
+    e2e_s: float,
+    load: float,
+    output_cv: float,
+) -> np.ndarray:
+    """Counter increments of one pod over ``dt_s`` seconds, as a ``LAYOUT`` vector."""
+    inc = np.zeros(LAYOUT.size)
+    n_req = int(rng.poisson(max(served_rate, 0.0) * dt_s))
+    if n_req:
+        prompt = max(0.0, rng.normal(input_len, 0.05 * input_len)) * n_req
+        generated = max(float(n_req), rng.normal(output_len, 0.05 * output_len) * n_req)
+        inc[LAYOUT.counter["requests"]] = n_req
+        inc[LAYOUT.counter["prompt_tokens"]] = round(prompt)
+        inc[LAYOUT.counter["generation_tokens"]] = round(generated)
+        sigmas = {"ttft": 0.45 + 0.5 * min(load, 1.0), "itl": 0.3, "e2e": 0.3 + 0.5 * output_cv}
+        means = {"ttft": ttft_s, "itl": tpot_s, "e2e": e2e_s}
+        counts = {"ttft": n_req, "itl": max(0, int(round(generated)) - n_req), "e2e": n_req}
+        for name, bounds in HISTOGRAMS.items():
+            if counts[name] == 0 or means[name] <= 0:
+                continue
+            probs = lognormal_bin_probs(bounds, means[name], sigmas[name])
+            inc[LAYOUT.bins[name]] = rng.multinomial(counts[name], probs)
+            inc[LAYOUT.sums[name]] = counts[name] * means[name]
+    if preemptions_per_s > 0:
+        inc[LAYOUT.counter["preemptions"]] = rng.poisson(preemptions_per_s * dt_s)
+    return inc
+
+
+class History:
+    """Per-deployment samples of recent steps: gauges and never-reset cumulative counters."""
+
+    def __init__(self, n_deployments: int, max_steps: int) -> None:
+        self.n = n_deployments
+        self.times: deque[float] = deque(maxlen=max_steps)
+        self.gauges: deque[np.ndarray] = deque(maxlen=max_steps)  # (n, len(GAUGES))
+        self.totals: deque[np.ndarray] = deque(maxlen=max_steps)  # (n, LAYOUT.size) cumulative
+
+    def append(self, t: float, gauges: np.ndarray, totals: np.ndarray) -> None:
+        self.times.append(t)
+        self.gauges.append(gauges.astype(np.float32))
+        self.totals.append(totals.copy())
+
+    def window(self, end_t: float, seconds: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Times, gauges and totals of samples in ``(end_t - seconds, end_t]``."""
+        times = np.fromiter(self.times, dtype=float, count=len(self.times))
+        idx = np.nonzero((times > end_t - seconds - 1e-9) & (times <= end_t + 1e-9))[0]
+        if len(idx) == 0:
+            return times[:0], np.zeros((0, self.n, len(GAUGES))), np.zeros((0, self.n, LAYOUT.size))
+        gauges = np.stack([self.gauges[i] for i in idx])
+        totals = np.stack([self.totals[i] for i in idx])
+        return times[idx], gauges, totals
+
+    @property
+    def span_s(self) -> float:
+        return (self.times[-1] - self.times[0]) if len(self.times) > 1 else 0.0
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.gauges) + sum(a.nbytes for a in self.totals)
