@@ -58,6 +58,7 @@ class EngineTrace:
     kv_usage_peak: float
     preemptions: int
     steps: int
+    events: int  # scheduling decisions taken: single steps plus multi-step decode jumps
 
 
 def decode_costs_vectorize(cost: IterationCost) -> bool:
@@ -128,6 +129,7 @@ class Engine:
         self.peak = 0
         self.preemptions = 0
         self.steps = 0
+        self.events = 0
 
     # ----------------------------------------------------------------- main loop
     def run(self) -> EngineTrace:
@@ -154,6 +156,7 @@ class Engine:
             kv_usage_peak=self.peak / blocks,
             preemptions=self.preemptions,
             steps=self.steps,
+            events=self.events,
         )
 
     def _enqueue_arrivals(self) -> None:
@@ -234,6 +237,7 @@ class Engine:
         self.peak = max(self.peak, self.used)
         self.D += 1
         self.steps += 1
+        self.events += 1
         finished = self._complete_decoders()
         for r in done_prefill:
             self._prompt_done(r)
@@ -343,10 +347,10 @@ class Engine:
         k = min(int(self.dec_fin[:n].min()) - D, MAX_JUMP_STEPS)
         free = self.lim.kv_blocks - self.used
         if free < n * _blocks(k):
-            k = BLOCK_SIZE * (free // n)
-            if k == 0:  # fewer free blocks than sequences: run until the (free+1)-th block is needed
+            k = min(k, BLOCK_SIZE * (free // n))
+            if free < n:  # fewer free blocks than sequences: run until the (free+1)-th block is needed
                 first_need = (BLOCK_SIZE - ctx % BLOCK_SIZE) % BLOCK_SIZE + 1
-                k = int(np.partition(first_need, free)[free]) - 1
+                k = min(k, int(np.partition(first_need, free)[free]) - 1)
         if k <= 0:
             return
         next_t = math.inf
@@ -378,6 +382,7 @@ class Engine:
         self.clock = end
         self.D += k
         self.steps += k
+        self.events += 1
         self._complete_decoders()
 
 
