@@ -18,7 +18,7 @@ class LinearCost:
     def step_time_s(
         self, prefill_tokens: int, prefill_attn_pairs: float, decode_seqs: int, decode_kv_tokens: int
     ) -> float:
-        return self.a + self.b * (prefill_tokens + decode_seqs) + self.c * decode_kv_tokens  # type: ignore[no-any-return]
+        return self.a + self.b * (prefill_tokens + decode_seqs) + self.c * decode_kv_tokens
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sim_fakes import LinearCost, ScalarOnlyCost
 
-from servewise.domain import SLO, LengthDistribution, ServingConfig, Workload
+from servewise.domain import SLO, LengthDistribution, ServingConfig, SimulationResult, Workload
 from servewise.errors import InputError
 from servewise.perf import sim_engine
 from servewise.perf.sim_engine import Engine, EngineLimits
@@ -17,7 +17,7 @@ CFG = ServingConfig(model="llama-3.1-8b", gpu="h100-sxm")
 BIG_KV = 1_000_000
 
 
-def one_request(cost: LinearCost, prompt: int, out: int, **cfg: object):  # type: ignore[no-untyped-def]
+def one_request(cost: LinearCost, prompt: int, out: int, **cfg: object) -> SimulationResult:
     return simulate(
         CFG.with_changes(**cfg),
         Workload.fixed(prompt, out, rate=1.0),
