@@ -204,6 +204,7 @@ def container_argv(container: Mapping[str, Any], engine: Engine) -> EngineArgv |
 @dataclass(frozen=True)
 class ParsedFlags:
     positional: tuple[str, ...]
+    positional_at: tuple[int, ...]
     values: Mapping[str, str | bool]
     # Flag -> (index of the flag token, inline '=' form) for the patcher.
     where: Mapping[str, tuple[int, bool]]
@@ -212,6 +213,7 @@ class ParsedFlags:
 def parse_flags(tokens: Sequence[str]) -> ParsedFlags:
     """``--flag=value``, ``--flag value``, ``-tp 4`` and boolean flags; later repeats win."""
     positional: list[str] = []
+    positional_at: list[int] = []
     values: dict[str, str | bool] = {}
     where: dict[str, tuple[int, bool]] = {}
     i = 0
@@ -235,8 +237,9 @@ def parse_flags(tokens: Sequence[str]) -> ParsedFlags:
                 where[normalize_flag(tok)] = (i, False)
         else:
             positional.append(tok)
+            positional_at.append(i)
         i += 1
-    return ParsedFlags(tuple(positional), values, where)
+    return ParsedFlags(tuple(positional), tuple(positional_at), values, where)
 
 
 def normalize_flag(flag: str) -> str:

@@ -1,0 +1,107 @@
+"""GPU node pools from Node objects: pool label, GPU type, allocatable and free GPUs, zone, edge."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from servewise.cluster.k8s_parsing import GPU_RESOURCES, Resolver, gpu_from_node_labels
+from servewise.domain import NodePool
+from servewise.errors import UnknownIdError
+
+log = logging.getLogger(__name__)
+
+POOL_LABELS = (
+    "cloud.google.com/gke-nodepool",
+    "eks.amazonaws.com/nodegroup",
+    "karpenter.sh/nodepool",
+    "agentpool",
+    "kubernetes.azure.com/agentpool",
+)
+ZONE_LABEL = "topology.kubernetes.io/zone"
+LOCATION_LABEL = "servewise.io/location"
+_DONE_PHASES = {"Succeeded", "Failed"}
+
+
+def pool_of_node(labels: Mapping[str, str]) -> str | None:
+    """The pool a node belongs to: its node-pool label, else its GPU product."""
+    for label in POOL_LABELS:
+        if labels.get(label):
+            return str(labels[label])
+    found = gpu_from_node_labels(labels)
+    return found[1] if found else None
+
+
+def _quantity(value: Any) -> int:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _gpus(resources: Mapping[str, Any] | None) -> int:
+    resources = resources or {}
+    return sum(_quantity(resources.get(r)) for r in GPU_RESOURCES if r in resources)
+
+
+def pod_gpu_requests(pod: Mapping[str, Any]) -> int:
+    """GPUs a pod holds: the sum over containers (limits count when requests are absent, as for GPUs)."""
+    total = 0
+    for container in pod.get("spec", {}).get("containers") or []:
+        res = container.get("resources") or {}
+        total += _gpus(res.get("requests")) or _gpus(res.get("limits"))
+    return total
+
+
+def node_pools(
+    nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]], resolver: Resolver
+) -> list[NodePool]:
+    used: dict[str, int] = {}
+    for pod in pods:
+        node = pod.get("spec", {}).get("nodeName")
+        if node and pod.get("status", {}).get("phase") not in _DONE_PHASES:
+            used[str(node)] = used.get(str(node), 0) + pod_gpu_requests(pod)
+
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    for node in nodes:
+        labels = node.get("metadata", {}).get("labels") or {}
+        allocatable = _gpus(node.get("status", {}).get("allocatable"))
+        found = gpu_from_node_labels(labels)
+        if allocatable == 0 or found is None:
+            continue
+        try:
+            gpu = resolver.gpu(found[1]).id
+        except UnknownIdError:
+            log.warning(
+                "node %s: GPU %r (%s) is not in the catalog; skipped",
+                node["metadata"].get("name"),
+                found[1],
+                found[0],
+            )
+            continue
+        pool = pool_of_node(labels) or gpu
+        groups.setdefault((pool, gpu, str(labels.get(ZONE_LABEL, ""))), []).append(node)
+
+    out: list[NodePool] = []
+    for (pool, gpu, zone), members in sorted(groups.items()):
+        per_node = [_gpus(n.get("status", {}).get("allocatable")) for n in members]
+        free = sum(
+            max(0, a - used.get(str(n["metadata"]["name"]), 0))
+            for a, n in zip(per_node, members, strict=True)
+        )
+        edge = any((n.get("metadata", {}).get("labels") or {}).get(LOCATION_LABEL) == "edge" for n in members)
+        name = pool if sum(1 for k in groups if k[0] == pool) == 1 else f"{pool}/{zone or 'no-zone'}"
+        out.append(
+            NodePool(
+                name=name,
+                gpu=gpu,
+                nodes=len(members),
+                gpus_per_node=max(per_node),
+                free_gpus=free,
+                zone=zone,
+                location="edge" if edge else "cloud",
+                price_per_gpu_hour=resolver.gpu(gpu).price_per_gpu_hour,
+            )
+        )
+    return out

@@ -1,0 +1,113 @@
+"""Is a rollout done, still going, or stuck, and which pod events explain a stall."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from servewise.domain import DeploymentRef, RolloutStatus
+
+# Reasons that will not heal by waiting (a rollout showing them is reported failed at once).
+FATAL_WAITING = {
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+}
+WARNING_REASONS = {
+    "FailedScheduling",
+    "BackOff",
+    "Failed",
+    "FailedMount",
+    "FailedCreate",
+    "Unhealthy",
+    "OOMKilling",
+}
+
+
+def evaluate_rollout(ref: DeploymentRef, obj: Mapping[str, Any]) -> RolloutStatus:
+    """Done when the controller saw the latest generation and every replica is updated and available."""
+    meta, spec, status = obj.get("metadata", {}), obj.get("spec", {}), obj.get("status") or {}
+    if ref.kind == "InferenceService":
+        desired = int(spec.get("predictor", {}).get("minReplicas", 1))
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+        )
+        return RolloutStatus(
+            ref=ref,
+            done=ready,
+            desired_replicas=desired,
+            updated_replicas=desired if ready else 0,
+            available_replicas=desired if ready else 0,
+        )
+    desired = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
+    generation = int(meta.get("generation", 0) or 0)
+    observed = int(status.get("observedGeneration", 0) or 0)
+    updated = int(status.get("updatedReplicas", 0) or 0)
+    available = int(status.get("availableReplicas", status.get("readyReplicas", 0)) or 0)
+    total = int(status.get("replicas", updated) or 0)
+    done = observed >= generation and updated >= desired and available >= desired and total <= desired
+    if ref.kind == "StatefulSet" and status.get("updateRevision"):
+        done = done and status.get("currentRevision") == status.get("updateRevision")
+    failed, reason = False, None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            failed, reason = True, f"ProgressDeadlineExceeded: {cond.get('message', '')}".strip()
+    return RolloutStatus(
+        ref=ref,
+        done=done and not failed,
+        desired_replicas=desired,
+        updated_replicas=updated,
+        available_replicas=available,
+        failed=failed,
+        reason=reason,
+    )
+
+
+def pod_problems(
+    pods: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]]
+) -> tuple[list[str], list[str]]:
+    """(human-readable problems, the fatal ones) from pod statuses and Warning events of those pods."""
+    problems: list[str] = []
+    fatal: list[str] = []
+    names = set()
+    for pod in pods:
+        name = str(pod.get("metadata", {}).get("name"))
+        names.add(name)
+        status = pod.get("status") or {}
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                problems.append(
+                    f"pod {name}: {cond.get('reason', 'Unschedulable')}: {cond.get('message', '')}".rstrip(
+                        ": "
+                    )
+                )
+        for cs in status.get("containerStatuses") or []:
+            last = (cs.get("lastState") or {}).get("terminated") or {}
+            now = (cs.get("state") or {}).get("terminated") or {}
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            for term in (now, last):
+                if term.get("reason") == "OOMKilled":
+                    msg = (
+                        f"pod {name}: container {cs.get('name')} OOMKilled (exit {term.get('exitCode', '?')})"
+                    )
+                    problems.append(msg)
+                    if int(cs.get("restartCount", 0) or 0) >= 2:
+                        fatal.append(msg)
+                    break
+            if waiting.get("reason") in FATAL_WAITING:
+                msg = f"pod {name}: container {cs.get('name')} {waiting['reason']}: {waiting.get('message', '')}".rstrip(
+                    ": "
+                )
+                problems.append(msg)
+                fatal.append(msg)
+    for event in events:
+        involved = event.get("involvedObject") or {}
+        if involved.get("name") not in names or event.get("type") != "Warning":
+            continue
+        if event.get("reason") in WARNING_REASONS:
+            problems.append(
+                f"event {involved.get('name')}: {event.get('reason')}: {event.get('message', '')}"
+            )
+    return list(dict.fromkeys(problems)), fatal

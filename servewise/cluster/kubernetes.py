@@ -1,0 +1,407 @@
+"""``KubernetesCluster``: the ``ClusterBackend`` protocol on a real API server.
+
+Discovery lists Deployments, StatefulSets and (when the CRD is served) KServe InferenceServices,
+keeps those that run vLLM, TGI or SGLang (``servewise.io/managed=true`` or detected from the
+container) and parses them with ``k8s_parsing``; what cannot be parsed is reported with the reason.
+Changes are JSON patches (``k8s_patching``), always server-side dry-run first, guarded by the object's
+resourceVersion, retried on 409 from a fresh read, and recorded in annotations for rollback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from servewise.cluster.k8s_api import KubeApi, load_api_client
+from servewise.cluster.k8s_benchmark import BenchmarkRunner
+from servewise.cluster.k8s_inventory import node_pools, pool_of_node
+from servewise.cluster.k8s_parsing import (
+    ParsedWorkload,
+    Resolver,
+    UnparsableWorkload,
+    is_candidate,
+    parse_workload,
+    pod_template,
+)
+from servewise.cluster.k8s_patching import (
+    PREVIOUS_ANNOTATION,
+    PROPOSAL_ANNOTATION,
+    desired_object,
+    diff,
+    restored_object,
+)
+from servewise.cluster.k8s_rollout import evaluate_rollout, pod_problems
+from servewise.domain import (
+    ApplyResult,
+    BenchmarkRequest,
+    BenchmarkResult,
+    DeploymentRef,
+    InferenceDeployment,
+    NodePool,
+    RolloutStatus,
+    ServingConfig,
+    UnparsedWorkload,
+)
+from servewise.errors import ConflictError, ForbiddenError, InputError, NotFoundError, RolloutError
+
+log = logging.getLogger(__name__)
+
+KSERVE = ("serving.kserve.io", "v1beta1", "inferenceservices")
+ALLOWED_NAMESPACES_ENV = "SERVEWISE_ALLOWED_NAMESPACES"
+BENCHMARK_NAMESPACE_ENV = "SERVEWISE_BENCHMARK_NAMESPACE"
+_RESOURCE = {
+    "Deployment": "deployments",
+    "StatefulSet": "statefulsets",
+    "InferenceService": "inferenceservices",
+}
+
+
+def _selector(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+class KubernetesCluster:
+    """A real cluster through the official client. Only this adapter imports ``kubernetes``."""
+
+    def __init__(
+        self,
+        context: str | None = None,
+        *,
+        api_client: Any = None,
+        allowed_namespaces: list[str] | None = None,
+        benchmark_namespace: str | None = None,
+        resolver: Resolver | None = None,
+        request_timeout_s: float = 30.0,
+        poll_interval_s: float = 2.0,
+        conflict_attempts: int = 4,
+        benchmark_image: str = "vllm/vllm-openai:latest",
+    ) -> None:
+        self.name = f"k8s:{context}" if context else "k8s"
+        self.api = KubeApi(api_client or load_api_client(context), request_timeout_s=request_timeout_s)
+        env_ns = [n.strip() for n in os.environ.get(ALLOWED_NAMESPACES_ENV, "").split(",") if n.strip()]
+        self.allowed_namespaces = allowed_namespaces if allowed_namespaces is not None else (env_ns or None)
+        self.benchmark_namespace = benchmark_namespace or os.environ.get(
+            BENCHMARK_NAMESPACE_ENV, "servewise-bench"
+        )
+        if resolver is None:
+            from servewise.perf.catalog import get_catalog
+
+            resolver = get_catalog()
+        self.resolver = resolver
+        self.poll_interval_s = poll_interval_s
+        self.conflict_attempts = conflict_attempts
+        self.benchmarks = BenchmarkRunner(self.api, self.benchmark_namespace, image=benchmark_image)
+
+    # -- discovery ---------------------------------------------------------------------------------
+    def _workload_objects(self) -> list[dict[str, Any]]:
+        objs: list[dict[str, Any]] = []
+        for kind, fn in (
+            ("Deployment", self.api.apps.list_deployment_for_all_namespaces),
+            ("StatefulSet", self.api.apps.list_stateful_set_for_all_namespaces),
+        ):
+            for item in self.api.call("list", _RESOURCE[kind], None, fn).get("items", []):
+                objs.append({**item, "kind": kind})
+        try:
+            isvcs = self.api.call(
+                "list", "inferenceservices", None, self.api.custom.list_cluster_custom_object, *KSERVE
+            )
+        except NotFoundError:  # KServe not installed: the CRD is not served
+            isvcs = {}
+        for item in isvcs.get("items", []):
+            objs.append({**item, "kind": "InferenceService"})
+        return objs
+
+    def _scan(self) -> tuple[list[InferenceDeployment], list[UnparsedWorkload]]:
+        objs = [o for o in self._workload_objects() if is_candidate(o)]
+        pods, nodes = self._pods_and_nodes() if objs else ([], {})
+        parsed: list[InferenceDeployment] = []
+        unparsed: list[UnparsedWorkload] = []
+        for obj in objs:
+            meta = obj.get("metadata", {})
+            name, ns = str(meta.get("name")), str(meta.get("namespace", "default"))
+            try:
+                node_names = self._node_names_of(obj, pods)
+                result = parse_workload(
+                    obj, self.resolver, node_labels=[nodes.get(n, {}) for n in node_names]
+                )
+            except UnparsableWorkload as exc:
+                unparsed.append(UnparsedWorkload(name=name, namespace=ns, reason=str(exc)))
+                continue
+            parsed.append(self._deployment(obj, result, [nodes.get(n, {}) for n in node_names]))
+        return parsed, unparsed
+
+    @staticmethod
+    def _template_names_gpu(obj: Mapping[str, Any]) -> bool:
+        from servewise.cluster.k8s_parsing import gpu_from_template
+
+        try:
+            return gpu_from_template(pod_template(obj)) is not None
+        except UnparsableWorkload:
+            return True
+
+    def _pods_and_nodes(self) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]]]:
+        pods = self.api.call("list", "pods", None, self.api.core.list_pod_for_all_namespaces).get("items", [])
+        nodes = self.api.call("list", "nodes", None, self.api.core.list_node).get("items", [])
+        labels = {str(n["metadata"]["name"]): dict(n["metadata"].get("labels") or {}) for n in nodes}
+        return pods, labels
+
+    @staticmethod
+    def _node_names_of(obj: Mapping[str, Any], pods: list[dict[str, Any]]) -> list[str]:
+        ns = obj.get("metadata", {}).get("namespace", "default")
+        want = dict(pod_template(obj).get("metadata", {}).get("labels") or {})
+        if not want:
+            return []
+        out = []
+        for pod in pods:
+            meta = pod.get("metadata", {})
+            labels = meta.get("labels") or {}
+            if meta.get("namespace") == ns and all(labels.get(k) == v for k, v in want.items()):
+                node = pod.get("spec", {}).get("nodeName")
+                if node:
+                    out.append(str(node))
+        return sorted(set(out))
+
+    def _deployment(
+        self, obj: Mapping[str, Any], parsed: ParsedWorkload, node_labels: list[dict[str, str]]
+    ) -> InferenceDeployment:
+        meta = obj.get("metadata", {})
+        status = obj.get("status") or {}
+        pools = {pool_of_node(lbl) for lbl in node_labels}
+        return InferenceDeployment(
+            ref=DeploymentRef(name=parsed.name, namespace=parsed.namespace, kind=parsed.kind),  # type: ignore[arg-type]
+            config=parsed.config,
+            pool=pools.pop() if len(pools) == 1 else None,
+            labels=dict(meta.get("labels") or {}),
+            annotations=dict(meta.get("annotations") or {}),
+            ready_replicas=status.get("readyReplicas"),
+        )
+
+    def list_deployments(self) -> list[InferenceDeployment]:
+        return self._scan()[0]
+
+    def list_unparsed(self) -> list[UnparsedWorkload]:
+        return self._scan()[1]
+
+    def list_node_pools(self) -> list[NodePool]:
+        pods, _ = self._pods_and_nodes()
+        nodes = self.api.call("list", "nodes", None, self.api.core.list_node).get("items", [])
+        return node_pools(nodes, pods, self.resolver)
+
+    def _read(self, ref: DeploymentRef) -> dict[str, Any]:
+        resource = _RESOURCE.get(ref.kind)
+        if resource is None:
+            raise InputError(f"kind {ref.kind} is not a Kubernetes workload", field="kind")
+        if ref.kind == "Deployment":
+            fn, args = self.api.apps.read_namespaced_deployment, (ref.name, ref.namespace)
+        elif ref.kind == "StatefulSet":
+            fn, args = self.api.apps.read_namespaced_stateful_set, (ref.name, ref.namespace)
+        else:
+            fn, args = (
+                self.api.custom.get_namespaced_custom_object,
+                (KSERVE[0], KSERVE[1], ref.namespace, KSERVE[2], ref.name),
+            )
+        obj = self.api.call("get", resource, ref.namespace, fn, *args, name=ref.name)
+        return {**obj, "kind": ref.kind}
+
+    def _parse_one(self, obj: Mapping[str, Any]) -> ParsedWorkload:
+        node_labels: list[dict[str, str]] = []
+        if not self._template_names_gpu(obj):
+            pods, nodes = self._pods_and_nodes()
+            node_labels = [nodes.get(n, {}) for n in self._node_names_of(obj, pods)]
+        meta = obj.get("metadata", {})
+        try:
+            return parse_workload(obj, self.resolver, node_labels=node_labels)
+        except UnparsableWorkload as exc:
+            raise InputError(
+                f"cannot read the serving config: {exc}", source=f"{meta.get('namespace')}/{meta.get('name')}"
+            ) from exc
+
+    def get_deployment(self, ref: DeploymentRef) -> InferenceDeployment:
+        obj = self._read(ref)
+        return self._deployment(obj, self._parse_one(obj), [])
+
+    # -- apply / rollback ---------------------------------------------------------------------------
+    def _check_allowed(self, ref: DeploymentRef) -> None:
+        if self.allowed_namespaces is not None and ref.namespace not in self.allowed_namespaces:
+            raise ForbiddenError(
+                f"servewise may not change workloads in namespace {ref.namespace!r}; allowed: "
+                f"{', '.join(self.allowed_namespaces)} (set {ALLOWED_NAMESPACES_ENV} and the Role in k8s/rbac.yaml)"
+            )
+
+    def _patch(self, ref: DeploymentRef, ops: list[dict[str, Any]], *, dry_run: bool) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"body": ops, "_content_type": "application/json-patch+json"}
+        if dry_run:
+            kwargs["dry_run"] = "All"
+        if ref.kind == "Deployment":
+            fn, args = self.api.apps.patch_namespaced_deployment, (ref.name, ref.namespace)
+        elif ref.kind == "StatefulSet":
+            fn, args = self.api.apps.patch_namespaced_stateful_set, (ref.name, ref.namespace)
+        else:
+            fn, args = (
+                self.api.custom.patch_namespaced_custom_object,
+                (KSERVE[0], KSERVE[1], ref.namespace, KSERVE[2], ref.name),
+            )
+        result: dict[str, Any] = self.api.call(
+            "patch", _RESOURCE[ref.kind], ref.namespace, fn, *args, name=ref.name, **kwargs
+        )
+        return result
+
+    @staticmethod
+    def _locked(obj: Mapping[str, Any], ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Guard the patch with the resourceVersion it was computed from (409 if it moved)."""
+        rv = obj.get("metadata", {}).get("resourceVersion")
+        return [*ops, {"op": "replace", "path": "/metadata/resourceVersion", "value": rv}] if rv else ops
+
+    def _retrying(self) -> Retrying:
+        return Retrying(
+            retry=retry_if_exception_type(ConflictError),
+            stop=stop_after_attempt(self.conflict_attempts),
+            wait=wait_exponential(multiplier=0.1, max=1.0),
+            reraise=True,
+        )
+
+    def apply(
+        self, ref: DeploymentRef, config: ServingConfig, *, proposal_id: str, dry_run: bool = False
+    ) -> ApplyResult:
+        self._check_allowed(ref)
+        for attempt in self._retrying():
+            with attempt:
+                obj = self._read(ref)
+                annotations = obj.get("metadata", {}).get("annotations") or {}
+                if annotations.get(PROPOSAL_ANNOTATION) == proposal_id:
+                    record = json.loads(annotations.get(PREVIOUS_ANNOTATION) or "{}")
+                    previous = (
+                        ServingConfig.model_validate(record["config"]) if record.get("config") else None
+                    )
+                    return ApplyResult(
+                        ref=ref,
+                        proposal_id=proposal_id,
+                        dry_run=dry_run,
+                        changed=False,
+                        previous=previous,
+                        message=f"proposal {proposal_id} is already applied",
+                    )
+                parsed = self._parse_one(obj)
+                if parsed.config == config:
+                    return ApplyResult(
+                        ref=ref,
+                        proposal_id=proposal_id,
+                        dry_run=dry_run,
+                        changed=False,
+                        previous=parsed.config,
+                        message="the workload already runs this config",
+                    )
+                ops = diff(obj, desired_object(obj, parsed, config, self.resolver, proposal_id=proposal_id))
+                self._patch(ref, self._locked(obj, ops), dry_run=True)  # server-side validation first
+                if not dry_run:
+                    self._patch(ref, self._locked(obj, ops), dry_run=False)
+                    log.info(
+                        "applied proposal %s to %s (%d patch operations)", proposal_id, ref.key, len(ops)
+                    )
+                return ApplyResult(
+                    ref=ref,
+                    proposal_id=proposal_id,
+                    dry_run=dry_run,
+                    changed=True,
+                    patch=ops,
+                    previous=parsed.config,
+                    message="server-side dry run passed" if dry_run else "applied",
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def rollback(self, ref: DeploymentRef, *, proposal_id: str | None = None) -> ApplyResult:
+        self._check_allowed(ref)
+        for attempt in self._retrying():
+            with attempt:
+                obj = self._read(ref)
+                annotations = obj.get("metadata", {}).get("annotations") or {}
+                applied = annotations.get(PROPOSAL_ANNOTATION)
+                if not applied or PREVIOUS_ANNOTATION not in annotations:
+                    raise NotFoundError(f"{ref.key} has no recorded servewise change to roll back")
+                if proposal_id is not None and applied != proposal_id:
+                    raise NotFoundError(
+                        f"{ref.key}: the last applied proposal is {applied}, not {proposal_id}; nothing recorded for it"
+                    )
+                record = json.loads(annotations[PREVIOUS_ANNOTATION])
+                ops = diff(obj, restored_object(obj, ref.kind, record))
+                self._patch(ref, self._locked(obj, ops), dry_run=True)
+                self._patch(ref, self._locked(obj, ops), dry_run=False)
+                previous = ServingConfig.model_validate(record["config"])
+                log.info("rolled back proposal %s on %s", applied, ref.key)
+                return ApplyResult(
+                    ref=ref,
+                    proposal_id=str(applied),
+                    dry_run=False,
+                    changed=True,
+                    patch=ops,
+                    previous=previous,
+                    message=f"restored the spec recorded before {applied}",
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- rollout -------------------------------------------------------------------------------------
+    def rollout_status(self, ref: DeploymentRef) -> RolloutStatus:
+        obj = self._read(ref)
+        status = evaluate_rollout(ref, obj)
+        if status.done:
+            return status
+        labels = (obj.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
+        if ref.kind == "InferenceService":
+            labels = {"serving.kserve.io/inferenceservice": ref.name}
+        pods = self.api.call(
+            "list",
+            "pods",
+            ref.namespace,
+            self.api.core.list_namespaced_pod,
+            ref.namespace,
+            label_selector=_selector(labels),
+        ).get("items", [])
+        events = self.api.call(
+            "list", "events", ref.namespace, self.api.core.list_namespaced_event, ref.namespace
+        ).get("items", [])
+        problems, fatal = pod_problems(pods, events)
+        reason = status.reason or (fatal[0] if fatal else None)
+        return status.model_copy(
+            update={"events": problems, "failed": status.failed or bool(fatal), "reason": reason}
+        )
+
+    def wait_for_rollout(self, ref: DeploymentRef, *, timeout_s: float = 600) -> RolloutStatus:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.rollout_status(ref)
+            if status.done:
+                return status
+            if status.failed:
+                raise RolloutError(f"rollout of {ref.key} failed: {status.reason}", events=status.events)
+            if time.monotonic() >= deadline:
+                raise RolloutError(
+                    f"rollout of {ref.key} stalled after {timeout_s:g}s: updated {status.updated_replicas}/"
+                    f"{status.desired_replicas}, available {status.available_replicas}/{status.desired_replicas}",
+                    events=status.events,
+                )
+            time.sleep(min(self.poll_interval_s, max(0.0, deadline - time.monotonic())))
+
+    # -- benchmarks ----------------------------------------------------------------------------------
+    def run_benchmark(self, request: BenchmarkRequest) -> BenchmarkResult:
+        obj = self._read(request.ref)
+        parsed = self._parse_one(obj)
+        if request.config is not None and request.config != parsed.config:
+            raise InputError(
+                "a Kubernetes benchmark measures the deployed config; apply the candidate first "
+                "(dry run + approval) or benchmark it on the twin",
+                field="config",
+            )
+        services = self.api.call(
+            "list",
+            "services",
+            request.ref.namespace,
+            self.api.core.list_namespaced_service,
+            request.ref.namespace,
+        ).get("items", [])
+        return self.benchmarks.run(request, parsed, services, poll_interval_s=self.poll_interval_s)

@@ -1,0 +1,65 @@
+"""Discovery and node inventory against the emulator over HTTP."""
+
+from __future__ import annotations
+
+from servewise.cluster.kubernetes import KubernetesCluster
+from servewise.domain import DeploymentRef
+
+
+def test_discovers_realistic_manifests(cluster: KubernetesCluster) -> None:
+    found = {d.ref.key: d for d in cluster.list_deployments()}
+    assert set(found) == {
+        "llm-serving/llama-8b",
+        "llm-serving/llama-70b",
+        "llm-serving/qwen-32b-awq",
+        "team-a/llama-8b-local",
+        "llm-serving/mistral-tgi",
+        "llm-serving/qwen-7b-sglang",
+    }
+    big = found["llm-serving/llama-70b"].config
+    assert (big.model, big.gpu, big.tensor_parallel, big.replicas) == ("llama-3.1-70b", "h100-sxm", 4, 2)
+    assert big.quantization.kv_cache.value == "fp8"
+    assert big.max_num_seqs == 128 and big.gpu_memory_utilization == 0.92 and big.max_model_len == 16384
+    assert found["llm-serving/llama-70b"].pool == "h100-pool"
+    qwen = found["llm-serving/qwen-32b-awq"]
+    assert qwen.ref.kind == "StatefulSet"
+    assert (qwen.config.gpu, qwen.config.quantization.method, qwen.config.enable_prefix_caching) == (
+        "l40s",
+        "awq",
+        False,
+    )
+    shell = found["llm-serving/llama-8b"].config
+    assert (shell.gpu, shell.max_num_batched_tokens, shell.max_num_seqs) == ("l4", 1024, 64)
+    # GPU type read from the node its pod runs on (no selector in the template).
+    assert found["team-a/llama-8b-local"].config.gpu == "a10g"
+    assert found["llm-serving/mistral-tgi"].config.engine.value == "tgi"
+    assert found["llm-serving/mistral-tgi"].config.model == "mistral-7b"
+    assert found["llm-serving/qwen-7b-sglang"].config.gpu_memory_utilization == 0.85
+
+
+def test_unparsable_workloads_are_reported_with_reasons(cluster: KubernetesCluster) -> None:
+    unparsed = {u.name: u.reason for u in cluster.list_unparsed()}
+    assert set(unparsed) == {"secret-model", "wrapped-vllm", "llama-70b-short"}
+    assert "acme/secret-model-13b" in unparsed["secret-model"] and "catalog" in unparsed["secret-model"]
+    assert "cannot locate" in unparsed["wrapped-vllm"]
+    assert "requests 2" in unparsed["llama-70b-short"]
+    assert "web" not in unparsed  # nginx is not an inference server: neither listed nor unparsed
+
+
+def test_node_pools_count_free_gpus_and_edge(cluster: KubernetesCluster) -> None:
+    pools = {p.name: p for p in cluster.list_node_pools()}
+    assert set(pools) == {"h100-pool", "l4-pool", "NVIDIA-A10G"}
+    h100 = pools["h100-pool"]
+    # 2 nodes x 8; the two llama-70b pods hold 4 each on node 0; the finished pod holds nothing.
+    assert (h100.gpu, h100.nodes, h100.gpus_per_node, h100.free_gpus) == ("h100-sxm", 2, 8, 8)
+    assert h100.zone == "us-central1-a" and h100.location == "cloud" and h100.price_per_gpu_hour
+    assert pools["l4-pool"].gpu == "l4" and pools["l4-pool"].free_gpus == 4
+    edge = pools["NVIDIA-A10G"]
+    assert (edge.location, edge.free_gpus, edge.zone) == ("edge", 0, "store-17")
+
+
+def test_get_deployment_reads_one_workload(cluster: KubernetesCluster) -> None:
+    dep = cluster.get_deployment(
+        DeploymentRef(name="qwen-32b-awq", namespace="llm-serving", kind="StatefulSet")
+    )
+    assert dep.config.tensor_parallel == 2 and dep.config.replicas == 3
