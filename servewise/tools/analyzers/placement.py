@@ -46,6 +46,9 @@ def wrong_gpu_class(inp: AnalysisInput) -> list[Finding]:
     others = [a for a in inp.alternatives if a.gpu != inp.config.gpu]
     if not others:
         return []
+    # Compare with the best sizing on the current class, so over-provisioning is not blamed on the GPU.
+    same = [a.cost_per_hour for a in inp.alternatives if a.gpu == inp.config.gpu]
+    cost = min([cost, *same])
     best = min(others, key=lambda a: a.cost_per_hour)
     if best.cost_per_hour > CHEAPER * cost:
         return []

@@ -1,0 +1,178 @@
+"""From an optimizer outcome to a ``Proposal``: impact with uncertainty, validation, diff, risk, rollback.
+
+``optimize_deployment`` (tool and plain function) runs ``optimizing.optimize`` on one deployment
+and returns the proposal (None when nothing cheaper meets the SLO) and the Pareto front of cost
+vs predicted p99 latency. Nothing here mutates the cluster: the manifest diff comes from the
+backend's dry run, or from ``patching.render_patch`` when the backend cannot render one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from pydantic import BaseModel, Field
+
+from servewise.cluster.backend import ClusterBackend
+from servewise.domain import DeploymentTelemetry, Impact, InferenceDeployment, Proposal, ServingConfig
+from servewise.errors import ServewiseError
+from servewise.tools.analyzing import find_deployment
+from servewise.tools.context import current_context
+from servewise.tools.optimizing import Outcome, describe, optimize, proposal_id
+from servewise.tools.patching import render_patch
+from servewise.tools.registry import registry
+from servewise.tools.search_space import SearchPolicy
+from servewise.tools.sizing import Sized
+
+log = logging.getLogger(__name__)
+
+
+class ParetoPoint(BaseModel):
+    config: ServingConfig
+    pool: str
+    cost_per_hour: float
+    ttft_p99_ms: float
+    tpot_p99_ms: float
+    e2e_p99_ms: float
+    picked: bool = False
+
+
+class TrialRecord(BaseModel):
+    config: ServingConfig
+    pool: str
+    cost_per_hour: float
+    passed: bool
+    predicted: dict[str, float]
+    measured: dict[str, float]
+
+
+class DeploymentPlan(BaseModel):
+    deployment: str
+    namespace: str
+    proposal: Proposal | None
+    pareto_front: list[ParetoPoint] = Field(default_factory=list)
+    trials: list[TrialRecord] = Field(default_factory=list)
+    candidates_evaluated: int = 0
+    current_cost_per_hour: float
+    notes: list[str] = Field(default_factory=list)
+
+
+def pareto_front(candidates: list[Sized], pick: Sized | None) -> list[ParetoPoint]:
+    """Non-dominated candidates on (cost, predicted e2e p99), cheapest first."""
+    pts = sorted(candidates, key=lambda s: (s.cost_per_hour, s.forecast.e2e_p99_ms))
+    front: list[Sized] = []
+    best_lat = math.inf
+    for s in pts:
+        if s.forecast.e2e_p99_ms < best_lat - 1e-9:
+            front.append(s)
+            best_lat = s.forecast.e2e_p99_ms
+    return [
+        ParetoPoint(config=s.config, pool=s.shape.pool.name, cost_per_hour=round(s.cost_per_hour, 4),
+                    ttft_p99_ms=s.forecast.ttft_p99_ms, tpot_p99_ms=s.forecast.tpot_p99_ms,
+                    e2e_p99_ms=s.forecast.e2e_p99_ms, picked=pick is not None and s.config == pick.config)
+        for s in front
+    ]
+
+
+def _uncertainty_pct(out: Outcome) -> float:
+    """± band: the worst relative p99 error seen on benchmarks, else the telemetry fit residual (min 10%)."""
+    errs = []
+    for t in out.trials:
+        for k in ("ttft_p99_ms", "tpot_p99_ms"):
+            if t.measured.get(k) and t.predicted.get(k):
+                errs.append(abs(t.predicted[k] - t.measured[k]) / t.measured[k] * 100)
+    if errs:
+        return round(max(10.0, max(errs)), 1)
+    return round(max(25.0, out.calibration.residual_pct or 0.0), 1)
+
+
+def _risk(current: ServingConfig, proposed: ServingConfig, verified: bool) -> str:
+    changed = {k for k in ServingConfig.model_fields if getattr(current, k) != getattr(proposed, k)}
+    if not verified:
+        return "high: not benchmarked"
+    if changed & {"model", "quantization"}:
+        return "medium: model variant or quantization changes output quality within the policy's floor"
+    if changed & {"gpu", "tensor_parallel"}:
+        return "medium: pods move to other nodes; capacity must be free during the rollout"
+    return "low: engine flags and replicas only"
+
+
+def build_proposal(out: Outcome, cluster: ClusterBackend | None) -> Proposal | None:
+    dep, pick = out.deployment, out.pick
+    if pick is None or (pick.config == dep.config and pick.cost_per_hour >= out.current_cost_per_hour):
+        return None
+    pid = proposal_id(dep, pick.config)
+    verified = out.verified
+    trial = next((t for t in out.trials if t.config == pick.config), None)
+    before = out.current_forecast or {}
+    predicted = Impact(
+        cost_per_hour_before=out.current_cost_per_hour, cost_per_hour_after=pick.cost_per_hour,
+        ttft_p99_ms=pick.forecast.ttft_p99_ms, tpot_p99_ms=pick.forecast.tpot_p99_ms,
+        uncertainty_pct=_uncertainty_pct(out),
+        validated_by=(f"benchmark:{len(out.trials)}" if verified else "model")
+        + (f"+telemetry-calibrated({out.calibration.observations} obs)" if out.calibration.observations else ""),
+    )
+    measured = None
+    if trial is not None:
+        measured = Impact(
+            cost_per_hour_before=out.current_cost_per_hour, cost_per_hour_after=pick.cost_per_hour,
+            ttft_p99_ms=trial.measured.get("ttft_p99_ms"), tpot_p99_ms=trial.measured.get("tpot_p99_ms"),
+            validated_by=f"benchmark at {out.load.rate_per_s:.2f} req/s (peak + headroom)",
+        )
+    patch: list[dict[str, object]] = []
+    if cluster is not None:
+        try:
+            patch = cluster.apply(dep.ref, pick.config, proposal_id=pid, dry_run=True).patch
+        except (ServewiseError, NotImplementedError) as exc:
+            log.info("dry run unavailable for %s (%s); rendering the diff locally", dep.ref.key, exc)
+    if not patch:
+        patch = render_patch(dep.config, pick.config)
+    saving = out.current_cost_per_hour - pick.cost_per_hour
+    summary = (f"{describe(dep.config)} -> {describe(pick.config)}: ${out.current_cost_per_hour:.2f}/h -> "
+               f"${pick.cost_per_hour:.2f}/h ({'saves' if saving >= 0 else 'adds'} ${abs(saving):.2f}/h) at "
+               f"{out.load.rate_per_s:.2f} req/s peak+headroom; before: "
+               + ", ".join(f"{k}={v:.0f}" for k, v in before.items()))
+    return Proposal(
+        id=pid, ref=dep.ref, current=dep.config, proposed=pick.config, summary=summary, predicted=predicted,
+        measured=measured, risk=_risk(dep.config, pick.config, verified), manifest_patch=patch,
+        rollback=(f"rollback({dep.ref.key}, proposal_id={pid}) restores the recorded previous spec "
+                  f"({describe(dep.config)}); trigger it if the post-apply SLO check fails"),
+    )
+
+
+def optimize_deployment(
+    dep: InferenceDeployment, cluster: ClusterBackend, *, telemetry: DeploymentTelemetry | None = None,
+    policy: SearchPolicy | None = None, benchmark: bool = True, findings: list[str] | None = None,
+) -> DeploymentPlan:
+    """Plain-Python API: optimize one deployment and return its plan (proposal + Pareto front)."""
+    out = optimize(dep, cluster.list_node_pools(), telemetry=telemetry,
+                   benchmark=cluster.run_benchmark if benchmark else None, policy=policy)
+    proposal = build_proposal(out, cluster)
+    if proposal is not None and findings:
+        proposal = proposal.model_copy(update={"findings": findings})
+    return DeploymentPlan(
+        deployment=dep.ref.name, namespace=dep.ref.namespace, proposal=proposal,
+        pareto_front=pareto_front(out.candidates, out.pick),
+        trials=[TrialRecord(config=t.config, pool=t.pool, cost_per_hour=t.cost_per_hour, passed=t.passed,
+                            predicted=t.predicted, measured=t.measured) for t in out.trials],
+        candidates_evaluated=len(out.candidates), current_cost_per_hour=out.current_cost_per_hour, notes=out.notes,
+    )
+
+
+class OptimizeDeploymentInput(BaseModel):
+    name: str = Field(description="deployment name")
+    namespace: str = "default"
+    policy: SearchPolicy = Field(default_factory=SearchPolicy)
+    benchmark: bool = Field(default=True, description="validate candidates with benchmark runs (budgeted)")
+    window: str = "15m"
+
+
+@registry.tool(name="optimize_deployment")
+def optimize_deployment_tool(args: OptimizeDeploymentInput) -> DeploymentPlan:
+    """Find the cheapest configuration meeting the SLO at peak load + headroom; returns a Proposal
+    (validated by benchmarks) and the cost-vs-latency Pareto front. Does not change the cluster."""
+    ctx = current_context()
+    dep = find_deployment(ctx.cluster, args.name, args.namespace)
+    snap = ctx.telemetry.snapshot(window=args.window)
+    tel = snap.for_deployment(dep.ref.name, dep.ref.namespace)
+    return optimize_deployment(dep, ctx.cluster, telemetry=tel, policy=args.policy, benchmark=args.benchmark)
