@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from servewise.domain import PerfPrediction, ServingConfig
+from servewise.domain import HardwareSpec, ModelSpec, PerfPrediction, ServingConfig
 from servewise.errors import DoesNotFitError, InputError
 from servewise.perf.catalog import Catalog, get_catalog
 from servewise.perf.efficiency import Efficiency, default_efficiency
@@ -44,30 +44,23 @@ def step_time(
     tokens = prefill_tokens + decode_seqs
     sampled = decode_seqs + prefill_seqs
     # GEMMs: weights streamed once per step per pipeline stage; FLOPs grow with tokens.
-    compute_eff = eff.compute * (eff.int4_compute_penalty if s.int4_weights else 1.0)
-    if s.emulated_weights:
-        compute_eff = compute_eff * eff.int4_compute_penalty
+    compute_eff = eff.compute * np.where(s.int4_weights, eff.int4_compute_penalty, 1.0)
+    compute_eff = compute_eff * np.where(s.emulated_weights, eff.int4_compute_penalty, 1.0)
     flops = s.linear_flops_per_token * tokens + s.lm_head_flops_per_sampled * sampled
     t_compute = flops / (s.compute_tflops * 1e12 * compute_eff)
-    weight_bytes = s.dense_weight_bytes_per_gpu * s.pp
-    if s.moe_layers:
-        # Expected distinct experts touched per layer by `tokens` tokens with top-k routing.
-        frac_untouched = (1.0 - s.experts_per_token / s.num_experts) ** tokens
-        weight_bytes = weight_bytes + s.expert_bytes_per_gpu * s.pp * s.num_experts * (1.0 - frac_untouched)
-    t_weights = weight_bytes / (s.memory_bw * eff.memory)
+    # MoE: expected distinct experts touched per layer by `tokens` tokens with top-k routing
+    # (dense models have expert_bytes_per_gpu == 0, so the term vanishes).
+    frac_untouched = (1.0 - s.experts_per_token / np.maximum(s.num_experts, 1)) ** tokens
+    expert_bytes = s.expert_bytes_per_gpu * s.pp * s.num_experts * (1.0 - frac_untouched)
+    t_weights = (s.dense_weight_bytes_per_gpu * s.pp + expert_bytes) / (s.memory_bw * eff.memory)
     t_gemm = np.maximum(t_compute, t_weights)
     # Attention: decode reads the KV cache; prefill is FLOP-bound (flash attention).
     t_attn_decode = decode_kv_tokens * s.kv_bytes_per_token * s.pp / (s.memory_bw * eff.attention_memory)
     t_attn_prefill = prefill_attn_pairs * s.attn_flops_per_pair / (s.tflops_16 * 1e12 * eff.attention_compute)
-    # Tensor parallel: two all-reduces of the hidden states per layer (ring algorithm).
-    if s.tp > 1:
-        msg = tokens * s.hidden * 2.0
-        per_allreduce = eff.comm_latency_us * 1e-6 + 2.0 * (s.tp - 1) / s.tp * msg / (
-            s.interconnect_bw * eff.comm
-        )
-        t_comm = 2.0 * s.num_layers * per_allreduce
-    else:
-        t_comm = 0.0
+    # Tensor parallel: two all-reduces of the hidden states per layer (ring algorithm); none at TP=1.
+    msg = tokens * s.hidden * 2.0
+    ring = 2.0 * (s.tp - 1) / s.tp * msg / (s.interconnect_bw * eff.comm)
+    t_comm = 2.0 * s.num_layers * (eff.comm_latency_us * 1e-6 * (s.tp > 1) + ring)
     t_overhead = eff.step_overhead_ms * 1e-3 + eff.seq_overhead_us * 1e-6 * sampled
     return t_gemm + t_attn_decode + t_attn_prefill + t_comm + t_overhead
 
@@ -130,32 +123,33 @@ class _Cycle:
     rate: float  # requests completed per second
 
 
-def _cycle(s: ReplicaShape, eff: Efficiency, cfg: ServingConfig, running: float, i: int, o: int) -> _Cycle:
-    budget = float(cfg.max_num_batched_tokens)
+def _cycle(
+    s: ReplicaShape, eff: Efficiency, budget: Any, chunked: Any, running: Any, i: Any, o: Any
+) -> _Cycle:
+    """Works on floats or numpy arrays (one element per configuration)."""
     d = o - 1.0
     b = running
-    chunk = float(i)
+    chunk = i
     k = 1.0
     for _ in range(3):  # chunk size depends on b, b on the number of chunks: a short fixed point
-        chunk = min(float(i), max(budget - b, 16.0)) if cfg.enable_chunked_prefill else float(i)
-        k = float(math.ceil(i / chunk))
+        chunk = np.where(chunked, np.minimum(i, np.maximum(budget - b, 16.0)), i)
+        k = np.ceil(i / chunk)
         b = running * d / (d + k)
-    p = b * i / d if d > 0 else min(running * i, budget)
-    if b + p > budget:  # prompt admission limited by the token budget
-        b = budget * d / (i + d)
-        p = budget - b
+    p = np.where(d > 0, b * i / np.maximum(d, 1e-9), np.minimum(running * i, budget))
+    over = b + p > budget  # prompt admission limited by the token budget
+    b = np.where(over, budget * d / (i + d), b)
+    p = np.where(over, budget - b, p)
     ctx = b * (i + d / 2.0)
     t_dec = step_time(s, eff, 0.0, 0.0, b, ctx, 0.0)
     t_chunk = step_time(s, eff, chunk, chunk * i / 2.0, b, ctx, 1.0)
-    if p <= chunk:
-        t = t_dec + (p / chunk) * (t_chunk - t_dec)
-    else:
-        t = step_time(s, eff, p, p * i / 2.0, b, ctx, p / i)
-    t = float(t)
-    return _Cycle(b=b, prefill_per_step=p, t_step=t, t_first=float(0.5 * t + k * t_chunk), rate=p / (i * t))
+    t_full = step_time(s, eff, p, p * i / 2.0, b, ctx, p / i)
+    t = np.where(p <= chunk, t_dec + (p / chunk) * (t_chunk - t_dec), t_full)
+    return _Cycle(b=b, prefill_per_step=p, t_step=t, t_first=0.5 * t + k * t_chunk, rate=p / (i * t))
 
 
-def _resolve(config: ServingConfig, catalog: Catalog | None, efficiency: Efficiency | None):  # type: ignore[no-untyped-def]
+def _resolve(
+    config: ServingConfig, catalog: Catalog | None, efficiency: Efficiency | None
+) -> tuple[Catalog, ModelSpec, HardwareSpec, Efficiency]:
     cat = catalog or get_catalog()
     model, hw = cat.model(config.model), cat.gpu(config.gpu)
     eff = efficiency or default_efficiency(config.engine.value, hw.vendor.lower())
@@ -185,10 +179,10 @@ def closed_loop(
     """
     kv_seqs = max(1, int(kv_capacity_tokens // (i + o / 2.0)))
     running = float(min(c, config.max_num_seqs, kv_seqs))
-    cy = _cycle(s, eff, config, running, i, o)
-    e2e = c / cy.rate
-    ttft = max(e2e - (o - 1) * cy.t_step, cy.t_first)
-    return ClosedLoop(running, cy.b, cy.t_step, ttft, cy.rate * o, cy.rate)
+    cy = _cycle(s, eff, config.max_num_batched_tokens, config.enable_chunked_prefill, running, i, o)
+    rate, t_step = float(cy.rate), float(cy.t_step)
+    ttft = max(c / rate - (o - 1) * t_step, float(cy.t_first))
+    return ClosedLoop(running, float(cy.b), t_step, ttft, rate * o, rate)
 
 
 def predict(
@@ -280,7 +274,7 @@ def predict_load(
     avg_ctx = i + o / 2.0
     kv_seqs = max(1.0, mem.kv_capacity_tokens / avg_ctx)
     r_max = min(float(config.max_num_seqs), kv_seqs)
-    cap = _cycle(s, eff, config, r_max, i, o).rate
+    cap = _cycle(s, eff, config.max_num_batched_tokens, config.enable_chunked_prefill, r_max, i, o).rate
     lam = arrival_rate_per_s
     saturated = lam >= cap
     if saturated:
@@ -289,12 +283,17 @@ def predict_load(
         lo, hi = 0.0, r_max
         for _ in range(40):
             mid = 0.5 * (lo + hi)
-            if _cycle(s, eff, config, max(mid, 1e-6), i, o).rate < lam:
+            if (
+                _cycle(
+                    s, eff, config.max_num_batched_tokens, config.enable_chunked_prefill, max(mid, 1e-6), i, o
+                ).rate
+                < lam
+            ):
                 lo = mid
             else:
                 hi = mid
         r = hi
-    cy = _cycle(s, eff, config, max(r, 1e-6), i, o)
+    cy = _cycle(s, eff, config.max_num_batched_tokens, config.enable_chunked_prefill, max(r, 1e-6), i, o)
     b = cy.b
     rho = min(lam / cap, 0.99)
     # M/M/1-style waiting for admission near capacity; grows without bound when saturated.
