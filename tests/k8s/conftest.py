@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from k8s_emulator import EmulatorThread, FaithfulEmulator
 
 from servewise.cluster.kubernetes import KubernetesCluster
-from k8s_emulator import EmulatorThread, FaithfulEmulator
 
 MANIFESTS = Path(__file__).parent / "manifests"
 

@@ -55,6 +55,7 @@ class Call:
     group: str
     resource: str
     namespace: str | None
+    dry_run: bool = False
 
 
 @dataclass
@@ -124,9 +125,9 @@ class FaithfulEmulator(kmock.KubernetesEmulator):
         res = request.resource
         plural = str(res.plural) + (f"/{request.subresource}" if request.subresource else "")
         verb = _VERBS.get(request.action, str(request.action).lower())
-        self.calls.append(Call(verb, str(res.group), plural, request.namespace))
-        await self._inject(verb, plural, request)
         dry = request.params.get("dryRun") == "All"
+        self.calls.append(Call(verb, str(res.group), plural, request.namespace, dry))
+        await self._inject(verb, plural, request)
         if request.action == kmock.action.LIST:
             return await self._list(request)
         if request.action == kmock.action.FETCH and request.subresource == "log":
