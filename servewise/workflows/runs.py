@@ -1,0 +1,175 @@
+"""Start, inspect, approve and continue optimization runs from any process.
+
+``WorkflowService`` opens the checkpointer (SQLite file ``$SERVEWISE_HOME/checkpoints.sqlite`` by
+default; Postgres when ``SERVEWISE_CHECKPOINT_URL=postgresql://...`` and
+``langgraph-checkpoint-postgres`` is installed) and the audit log, compiles the graph, and uses
+the run id as LangGraph's thread id. Checkpoints are written synchronously after each node
+(``durability="sync"``) so a killed process loses at most the node it was in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.types import Command, RunnableConfig
+from pydantic import BaseModel, Field
+
+from servewise.agents.llm import LLMClient, LLMConfig
+from servewise.domain import Proposal
+from servewise.errors import InputError, NotFoundError
+from servewise.settings import get_settings
+from servewise.workflows.approval import Decision, resolve_decision
+from servewise.workflows.audit import AuditLog
+from servewise.workflows.environment import Environment
+from servewise.workflows.optimization import Runtime, build_graph
+from servewise.workflows.state import RunOptions
+
+log = logging.getLogger(__name__)
+CHECKPOINT_URL_ENV = "SERVEWISE_CHECKPOINT_URL"
+
+
+class RunView(BaseModel):
+    """A run as the CLI, the console and GitOps see it."""
+
+    run_id: str
+    status: str
+    proposals: list[dict[str, Any]] = Field(default_factory=list)
+    pending: list[str] = Field(default_factory=list, description="proposal ids waiting at the gate")
+    narrative: str = ""
+    next: list[str] = Field(default_factory=list, description="nodes still to run (non-empty after a crash)")
+    report: dict[str, Any] | None = None
+    dropped: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def new_run_id() -> str:
+    return "run-" + uuid.uuid4().hex[:12]
+
+
+@contextmanager
+def open_checkpointer(home: Path) -> Iterator[BaseCheckpointSaver[Any]]:
+    url = os.environ.get(CHECKPOINT_URL_ENV, "")
+    if url.startswith(("postgres://", "postgresql://")):
+        try:
+            from langgraph.checkpoint.postgres import PostgresSaver
+        except ImportError as exc:
+            raise InputError(
+                "Postgres checkpoints need `pip install langgraph-checkpoint-postgres`",
+                field=CHECKPOINT_URL_ENV,
+            ) from exc
+        with PostgresSaver.from_conn_string(url) as saver:
+            saver.setup()
+            yield saver
+        return
+    if url:
+        raise InputError(
+            f"unsupported checkpoint URL {url!r}; use postgresql://...", field=CHECKPOINT_URL_ENV
+        )
+    home.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(home / "checkpoints.sqlite", check_same_thread=False, timeout=30)
+    try:
+        yield SqliteSaver(conn)
+    finally:
+        conn.close()
+
+
+class WorkflowService:
+    """Use as a context manager: ``with WorkflowService() as svc: svc.start(RunOptions())``."""
+
+    def __init__(
+        self,
+        *,
+        home: Path | None = None,
+        environment: Environment | None = None,
+        llm: LLMClient | None | bool = True,
+    ) -> None:
+        self.home = home or get_settings().ensure_home()
+        self._stack = ExitStack()
+        self.audit = AuditLog(self.home / "audit.sqlite")
+        if llm is True:
+            cfg = LLMConfig.load(home=self.home)
+            llm = LLMClient(cfg) if cfg else None
+        self.runtime = Runtime(audit=self.audit, llm=llm or None, environment=environment)
+        self._saver = self._stack.enter_context(open_checkpointer(self.home))
+        self.graph = build_graph(self.runtime).compile(checkpointer=self._saver)
+
+    def __enter__(self) -> WorkflowService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stack.close()
+        self.audit.close()
+
+    @staticmethod
+    def _config(run_id: str) -> RunnableConfig:
+        return {"configurable": {"thread_id": run_id}}
+
+    def start(self, opts: RunOptions, *, run_id: str | None = None) -> RunView:
+        run_id = run_id or new_run_id()
+        if self.graph.get_state(self._config(run_id)).values:
+            raise InputError(f"run {run_id} already exists", field="run_id")
+        self.audit.upsert_run(run_id, cluster=opts.cluster, status="running")
+        self.graph.invoke(
+            {"run_id": run_id, "options": opts.model_dump()}, self._config(run_id), durability="sync"
+        )
+        return self.view(run_id)
+
+    def view(self, run_id: str) -> RunView:
+        snap = self.graph.get_state(self._config(run_id))
+        values = snap.values or {}
+        if not values:
+            raise NotFoundError(f"no run {run_id!r} in {self.home}")
+        pending: list[str] = []
+        for intr in snap.interrupts:
+            if isinstance(intr.value, dict):
+                pending += [p["id"] for p in intr.value.get("pending", [])]
+        status = values.get("status", "running")
+        if snap.interrupts:
+            status = "awaiting_approval"
+        elif snap.next:
+            status = "interrupted"
+        return RunView(
+            run_id=run_id,
+            status=status,
+            proposals=values.get("proposals") or [],
+            pending=pending,
+            narrative=values.get("narrative", ""),
+            next=list(snap.next),
+            report=values.get("report"),
+            dropped=values.get("dropped") or [],
+        )
+
+    def pending_proposals(self, run_id: str) -> list[Proposal]:
+        view = self.view(run_id)
+        if view.status != "awaiting_approval":
+            raise InputError(f"run {run_id} is {view.status}, not awaiting approval", field="run_id")
+        return [Proposal.model_validate(p) for p in view.proposals if p["id"] in view.pending]
+
+    def decide(self, run_id: str, decision: Decision) -> RunView:
+        """Approve or reject at the gate; the decision is validated before the run resumes."""
+        resolve_decision(self.pending_proposals(run_id), decision)  # raises InputError; nothing resumes
+        self.graph.invoke(Command(resume=decision.model_dump()), self._config(run_id), durability="sync")
+        return self.view(run_id)
+
+    def resume(self, run_id: str) -> RunView:
+        """Continue a run that stopped between nodes (a crash); a run at the gate needs a decision."""
+        view = self.view(run_id)
+        if view.status == "awaiting_approval":
+            raise InputError(
+                f"run {run_id} is waiting for approval: use `servewise approve` or `reject`", field="run_id"
+            )
+        if not view.next:
+            return view
+        self.graph.invoke(None, self._config(run_id), durability="sync")
+        return self.view(run_id)

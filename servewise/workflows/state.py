@@ -1,0 +1,50 @@
+"""The typed state of an optimization run (checkpointed after every node) and its options."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RunOptions(BaseModel):
+    """How a run was started; kept in its state so any process can resume it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cluster: str = "sim:demo"
+    prometheus: str | None = None
+    policy_path: str | None = Field(default=None, description="auto-approve policy YAML")
+    stop_after_propose: bool = Field(default=False, description="--dry-run: propose, never apply")
+    window: str = Field(default="15m", description="telemetry window for analysis")
+    benchmark: bool = True
+    benchmark_requests: int = Field(default=200, ge=1)
+    verify_window_s: float = Field(default=600.0, ge=0, description="post-change observation window")
+    rollout_timeout_s: float = Field(default=900.0, gt=0)
+    regression_tolerance: float = Field(
+        default=0.25, ge=0, description="measured may exceed predicted by this"
+    )
+    use_llm: bool = True
+
+
+class OptimizationState(TypedDict, total=False):
+    """JSON-friendly dicts only, so any checkpointer can store it and any process read it."""
+
+    run_id: str
+    options: dict[str, Any]
+    status: str
+    snapshot: dict[str, Any]
+    findings: list[dict[str, Any]]
+    proposals: list[dict[str, Any]]
+    dropped: list[dict[str, Any]]
+    narrative: str
+    narrative_by: str
+    auto_approved: list[str]
+    decision: dict[str, Any] | None
+    approved: list[dict[str, Any]]
+    dry_runs: list[dict[str, Any]]
+    applied: list[dict[str, Any]]
+    verification: list[dict[str, Any]]
+    rolled_back: list[str]
+    errors: list[str]
+    report: dict[str, Any]
