@@ -32,6 +32,7 @@ from servewise.perf.interfaces import IterationCost
 from servewise.perf.sim_requests import BLOCK_SIZE, RequestSet
 
 MAX_JUMP_STEPS = 4096  # longest decode-only run advanced in one vectorized jump
+_NEVER = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,10 @@ class Engine:
         self.dec_adm = np.zeros(cap, dtype=np.int64)
         self.n_dec = 0
         self.sum_off = 0
+        self.next_fin = _NEVER  # smallest dec_fin, kept up to date
+        # decoders by (off - 1) mod 16: the fill of each one's last block, shifted by D
+        self.fill_hist = [0] * BLOCK_SIZE
+        self._arange = np.arange(MAX_JUMP_STEPS, dtype=np.int64)
         self.D = 0
         # the request in chunked prefill (-1: none), its computed and target token counts
         self.partial = -1
@@ -140,9 +145,9 @@ class Engine:
                     break
                 self.clock = max(self.clock, self.arrival[self.next_arrival])
                 continue
-            waiting_was_empty = not self.waiting
-            if self._step() and self.n_dec:
-                self._jump(waiting_was_empty)
+            if self.partial < 0 and self.n_dec and not self._head_admissible() and self._jump():
+                continue
+            self._step()
         blocks = self.lim.kv_blocks
         end = self.clock
         return EngineTrace(
@@ -176,8 +181,8 @@ class Engine:
             self.next_release += 1
 
     # ----------------------------------------------------------------- one step
-    def _step(self) -> bool:
-        """Schedule and run one step; True when it was a pure decode step that changed nothing else."""
+    def _step(self) -> None:
+        """Schedule and run one step."""
         lim = self.lim
         budget = lim.max_num_batched_tokens
         free = lim.kv_blocks - self.used
@@ -185,7 +190,7 @@ class Engine:
         preempted = False
         n = self.n_dec
         if n:
-            need = int(np.count_nonzero((self.dec_off[:n] + D) % BLOCK_SIZE == 0))
+            need = self._blocks_needed(1)
             while need > free:
                 preempted = True
                 if self.partial >= 0:
@@ -226,7 +231,7 @@ class Engine:
             prefill_tokens, pairs = self._admit(budget, free, running, prefill_tokens, pairs, done_prefill)
         if n == 0 and prefill_tokens == 0:
             if preempted:
-                return False
+                return
             raise RuntimeError("simulator stalled: nothing runs and nothing can be admitted")
         dt = float(self.cost.step_time_s(prefill_tokens, pairs, n, kv_tokens))
         if not dt > 0.0 or math.isinf(dt):
@@ -238,10 +243,31 @@ class Engine:
         self.D += 1
         self.steps += 1
         self.events += 1
-        finished = self._complete_decoders()
+        self._complete_decoders()
         for r in done_prefill:
             self._prompt_done(r)
-        return prefill_tokens == 0 and not preempted and not finished
+
+    def _head_admissible(self) -> bool:
+        """Would a decode-only step admit the head of the waiting queue? (No side effects.)"""
+        if not self.waiting:
+            return False
+        lim = self.lim
+        n = self.n_dec
+        if n >= lim.max_num_seqs:
+            return False
+        r = self.waiting[0]
+        cached = self.cached[r]
+        todo = self.prompt[r] + self.gen[r] - cached
+        budget = lim.max_num_batched_tokens - n
+        if lim.chunked_prefill:
+            chunk = min(todo, budget)
+        elif todo <= budget or todo > lim.max_num_batched_tokens:
+            chunk = todo
+        else:
+            return False
+        # the decoders' own new blocks this step come first
+        need = self._blocks_needed(1)
+        return _blocks(cached + chunk) <= self.lim.kv_blocks - self.used - need
 
     def _admit(
         self, budget: int, free: int, running: int, prefill_tokens: int, pairs: float, done_prefill: list[int]
@@ -297,6 +323,8 @@ class Engine:
         self.dec_adm[i] = self.adm[r]
         self.n_dec = i + 1
         self.sum_off += off
+        self.fill_hist[(off - 1) % BLOCK_SIZE] += 1
+        self.next_fin = min(self.next_fin, self.D + left)
 
     # ----------------------------------------------------------------- removal
     def _remove_decoder(self, j: int) -> tuple[int, int]:
@@ -304,13 +332,17 @@ class Engine:
         last = self.n_dec - 1
         r = int(self.dec_req[j])
         off = int(self.dec_off[j])
+        fin = int(self.dec_fin[j])
         self.sum_off -= off
+        self.fill_hist[(off - 1) % BLOCK_SIZE] -= 1
         blocks = _blocks(off + self.D)
         if j != last:
             for arr in (self.dec_off, self.dec_fin, self.dec_req, self.dec_adm):
                 arr[j] = arr[last]
         self.n_dec = last
         self.used -= blocks
+        if fin == self.next_fin:
+            self.next_fin = int(self.dec_fin[:last].min()) if last else _NEVER
         return r, blocks
 
     def _preempt_decoder(self, j: int) -> int:
@@ -329,38 +361,68 @@ class Engine:
         return blocks
 
     def _complete_decoders(self) -> bool:
-        n = self.n_dec
-        if not n or int(self.dec_fin[:n].min()) != self.D:
+        if self.next_fin != self.D:
             return False
-        for j in np.flatnonzero(self.dec_fin[:n] == self.D)[::-1].tolist():
+        for j in np.flatnonzero(self.dec_fin[: self.n_dec] == self.D)[::-1].tolist():
             r, _ = self._remove_decoder(j)
             self.gen[r] = self.out_len[r]
             self.finish[r] = self.clock
             self._release_client(self.clock)
         return True
 
+    # ----------------------------------------------------------------- block arithmetic
+    # A decoder with context c holds ceil(c / 16) blocks; over the next k steps it needs
+    # ((c - 1) % 16 + k) // 16 new ones. All contexts grow together, so a 16-bin histogram of
+    # (off - 1) % 16 answers these questions for the whole running set in O(16).
+    def _blocks_needed(self, k: int) -> int:
+        """New KV blocks the decoders need to run ``k`` more steps."""
+        D, hist = self.D, self.fill_hist
+        if k == 1:  # only decoders whose last block is full
+            return hist[(BLOCK_SIZE - 1 - D) % BLOCK_SIZE]
+        total = 0
+        for m in range(BLOCK_SIZE):
+            if hist[m]:
+                total += hist[m] * (((m + D) % BLOCK_SIZE + k) // BLOCK_SIZE)
+        return total
+
+    def _steps_until_short(self, free: int) -> int:
+        """The most decode steps the decoders can run with ``free`` blocks (no preemption)."""
+        n = self.n_dec
+        if n == 0:
+            return MAX_JUMP_STEPS
+        rounds, rem = divmod(free, n)  # every 16 steps each decoder needs exactly one block
+        by_fill = [0] * BLOCK_SIZE  # decoders by (c - 1) % 16 right now
+        D, hist = self.D, self.fill_hist
+        for m, count in enumerate(hist):
+            by_fill[(m + D) % BLOCK_SIZE] += count
+        extra, crossing = 0, 0
+        for t in range(1, BLOCK_SIZE):  # in t more steps, fills >= 16 - t cross a block boundary
+            crossing += by_fill[BLOCK_SIZE - t]
+            if crossing > rem:
+                break
+            extra = t
+        return BLOCK_SIZE * rounds + extra
+
     # ----------------------------------------------------------------- decode-only jumps
-    def _jump(self, waiting_was_empty: bool) -> None:
-        """Advance a run of identical decode-only steps in one go (see the module docstring)."""
+    def _jump(self) -> bool:
+        """Advance a run of decode-only steps in one go; False when not even one step is safe.
+
+        Called when no request is in chunked prefill and the waiting queue's head cannot be admitted
+        (or the queue is empty). Such a head stays blocked while only decodes run: no slot frees up,
+        free blocks only shrink and the token budget left after the decodes is constant. The run
+        stops at the first completion, before a block shortage would force a preemption, and, when
+        the queue is empty, after the step during which the next request arrives.
+        """
         n, D = self.n_dec, self.D
-        ctx = self.dec_off[:n] + D
-        k = min(int(self.dec_fin[:n].min()) - D, MAX_JUMP_STEPS)
-        free = self.lim.kv_blocks - self.used
-        if free < n * _blocks(k):
-            k = min(k, BLOCK_SIZE * (free // n))
-            if free < n:  # fewer free blocks than sequences: run until the (free+1)-th block is needed
-                first_need = (BLOCK_SIZE - ctx % BLOCK_SIZE) % BLOCK_SIZE + 1
-                k = min(k, int(np.partition(first_need, free)[free]) - 1)
+        k = min(self.next_fin - D, MAX_JUMP_STEPS, self._steps_until_short(self.lim.kv_blocks - self.used))
         if k <= 0:
-            return
+            return False
         next_t = math.inf
-        if waiting_was_empty and n < self.lim.max_num_seqs and self.next_arrival < self.n_req:
+        if not self.waiting and n < self.lim.max_num_seqs and self.next_arrival < self.n_req:
             next_t = self.arrival[self.next_arrival]
-            if next_t <= self.clock:
-                return
         kv0 = self.sum_off + n * (D + 1)
         if self.vector_cost:
-            kv = kv0 + n * np.arange(k, dtype=np.int64)
+            kv = kv0 + n * self._arange[:k]
             times = self.clock + np.cumsum(self.cost.step_time_s(0, 0.0, n, kv))  # type: ignore[arg-type]
             if next_t < math.inf:
                 k = min(k, int(np.searchsorted(times, next_t)) + 1)
@@ -374,7 +436,7 @@ class Engine:
                     break
             k = steps
         used_before = self.used
-        self.used += int(np.sum(-(-(ctx + k) // BLOCK_SIZE)) - np.sum(-(-ctx // BLOCK_SIZE)))
+        self.used += self._blocks_needed(k)
         dt = end - self.clock
         self.kv_area += dt * (used_before + self.used) / 2.0
         self.peak = max(self.peak, self.used)
@@ -384,6 +446,7 @@ class Engine:
         self.steps += k
         self.events += 1
         self._complete_decoders()
+        return True
 
 
 def run_engine(limits: EngineLimits, requests: RequestSet, cost: IterationCost) -> EngineTrace:

@@ -179,7 +179,7 @@ def test_decode_jumps_match_step_by_step_simulation(
     args = {"cost": cost, "kv_capacity_tokens": kv, "num_requests": 250, "seed": 1}
     jumped = simulate_trace(config, wl, **args)  # type: ignore[arg-type]
     looped = simulate_trace(config, wl, **{**args, "cost": ScalarOnlyCost(cost)})  # type: ignore[arg-type]
-    monkeypatch.setattr(sim_engine.Engine, "_jump", lambda self, waiting_was_empty: None)
+    monkeypatch.setattr(sim_engine.Engine, "_jump", lambda self: False)
     stepped = simulate_trace(config, wl, **args)  # type: ignore[arg-type]
     assert stepped.events > 2 * jumped.events
     for other in (jumped, looped):
