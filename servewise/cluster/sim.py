@@ -134,10 +134,11 @@ class SimCluster:
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.state.time_s, UTC)
 
-    def advance(self, seconds: float) -> None:
+    def advance(self, seconds: float, *, persist: bool = True) -> None:
         """Move the twin's clock forward, one step at a time, and persist the result."""
         self._advance_to(self.state.time_s + seconds)
-        self.save()
+        if persist:
+            self.save()
 
     def _advance_to(self, end_s: float) -> None:
         while self.state.time_s < end_s - 1e-9:

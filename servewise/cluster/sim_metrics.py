@@ -126,9 +126,9 @@ class History:
         self.totals.append(totals.copy())
 
     def window(self, end_t: float, seconds: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Times, gauges and totals of samples in ``(end_t - seconds, end_t]``."""
+        """Times, gauges and totals of samples in ``[end_t - seconds, end_t]`` (as Prometheus 2.x selects)."""
         times = np.fromiter(self.times, dtype=float, count=len(self.times))
-        idx = np.nonzero((times > end_t - seconds - 1e-9) & (times <= end_t + 1e-9))[0]
+        idx = np.nonzero((times >= end_t - seconds - 1e-6) & (times <= end_t + 1e-6))[0]
         if len(idx) == 0:
             return times[:0], np.zeros((0, self.n, len(GAUGES))), np.zeros((0, self.n, LAYOUT.size))
         gauges = np.stack([self.gauges[i] for i in idx])

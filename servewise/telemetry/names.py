@@ -1,0 +1,130 @@
+"""Metric names and labels as the real exporters publish them, per engine.
+
+Checked against the upstream docs (vLLM ``docs/design/metrics.md`` and ``vllm/v1/metrics/loggers.py``,
+TGI ``docs/source/reference/metrics.md``, SGLang ``docs/references/production_metrics.md``, NVIDIA
+dcgm-exporter ``etc/default-counters.csv``, kube-state-metrics ``docs/metrics``). Where an engine
+renamed a metric, the older name is kept as an alternative and read too:
+
+- vLLM ``vllm:gpu_cache_usage_perc`` (v0) -> ``vllm:kv_cache_usage_perc`` (v1)
+- vLLM ``vllm:time_per_output_token_seconds`` (v0, deprecated in v1) -> ``vllm:inter_token_latency_seconds``
+- SGLang ``sglang:time_per_output_token_seconds`` -> ``sglang:inter_token_latency_seconds``
+
+Alternatives are matched with ``{__name__=~"a|b"}``; for gauges averaged per pod and for
+histogram quantiles an engine that exports both names gives the same answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EngineNames:
+    """Engine metric names; ``None`` means the engine has no such metric (the signal is missing).
+
+    Histograms are named without the ``_bucket`` suffix; counters with their exposed ``_total``.
+    """
+
+    engine: str
+    running: tuple[str, ...] | None
+    waiting: tuple[str, ...] | None
+    kv_usage: tuple[str, ...] | None
+    requests: tuple[str, ...] | None
+    prompt_tokens: tuple[str, ...] | None
+    generation_tokens: tuple[str, ...] | None
+    preemptions: tuple[str, ...] | None
+    ttft: tuple[str, ...] | None
+    itl: tuple[str, ...] | None
+    e2e: tuple[str, ...] | None
+    model_label: str = "model_name"
+
+
+VLLM_NAMES = EngineNames(
+    engine="vllm",
+    running=("vllm:num_requests_running",),
+    waiting=("vllm:num_requests_waiting",),
+    kv_usage=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+    requests=("vllm:request_success_total",),
+    prompt_tokens=("vllm:prompt_tokens_total",),
+    generation_tokens=("vllm:generation_tokens_total",),
+    preemptions=("vllm:num_preemptions_total",),
+    ttft=("vllm:time_to_first_token_seconds",),
+    itl=("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+    e2e=("vllm:e2e_request_latency_seconds",),
+)
+
+# Hugging Face TGI: no KV-usage gauge, no TTFT histogram, no preemption counter; token counts are
+# the sums of its per-request length histograms.
+TGI_NAMES = EngineNames(
+    engine="tgi",
+    running=("tgi_batch_current_size",),
+    waiting=("tgi_queue_size",),
+    kv_usage=None,
+    requests=("tgi_request_success",),
+    prompt_tokens=("tgi_request_input_length_sum",),
+    generation_tokens=("tgi_request_generated_tokens_sum",),
+    preemptions=None,
+    ttft=None,
+    itl=("tgi_request_mean_time_per_token_duration",),
+    e2e=("tgi_request_duration",),
+    model_label="model",
+)
+
+SGLANG_NAMES = EngineNames(
+    engine="sglang",
+    running=("sglang:num_running_reqs",),
+    waiting=("sglang:num_queue_reqs",),
+    kv_usage=("sglang:token_usage",),
+    requests=("sglang:num_requests_total",),
+    prompt_tokens=("sglang:prompt_tokens_total",),
+    generation_tokens=("sglang:generation_tokens_total",),
+    preemptions=None,
+    ttft=("sglang:time_to_first_token_seconds",),
+    itl=("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds"),
+    e2e=("sglang:e2e_request_latency_seconds",),
+)
+
+ENGINE_NAMES = {n.engine: n for n in (VLLM_NAMES, TGI_NAMES, SGLANG_NAMES)}
+
+
+@dataclass(frozen=True)
+class DcgmNames:
+    gpu_util: str = "DCGM_FI_DEV_GPU_UTIL"  # percent 0..100
+    fb_used: str = "DCGM_FI_DEV_FB_USED"  # MiB
+    dram_active: str = "DCGM_FI_PROF_DRAM_ACTIVE"  # ratio 0..1
+    power: str = "DCGM_FI_DEV_POWER_USAGE"  # W
+
+
+DCGM_NAMES = DcgmNames()
+
+
+@dataclass(frozen=True)
+class KsmNames:
+    spec_replicas: str = "kube_deployment_spec_replicas"
+    available_replicas: str = "kube_deployment_status_replicas_available"
+    pod_info: str = "kube_pod_info"
+    pod_owner: str = "kube_pod_owner"
+    replicaset_owner: str = "kube_replicaset_owner"
+    node_labels: str = "kube_node_labels"
+
+
+KSM_NAMES = KsmNames()
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Which labels carry the namespace and pod on engine and GPU series, and (when there are no
+    kube-state-metrics owner series) which pod label names the deployment.
+
+    Kubernetes service discovery relabeling usually gives ``namespace`` and ``pod``; a DCGM exporter
+    scraped without ``honor_labels`` has them as ``exported_namespace``/``exported_pod``.
+    """
+
+    namespace: str = "namespace"
+    pod: str = "pod"
+    dcgm_namespace: str = "namespace"
+    dcgm_pod: str = "pod"
+    deployment: str | None = None
+
+
+DEFAULT_LABELS = LabelMap()

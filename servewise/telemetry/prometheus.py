@@ -1,0 +1,153 @@
+"""``TelemetrySource`` over a real Prometheus (prometheus-api-client).
+
+One PromQL query per signal for the whole fleet (see ``servewise.telemetry.promql``), run in a small
+thread pool. A series that is absent, NaN or infinite leaves the signal in the deployment's
+``missing`` list, never a made-up 0. Timeouts, connection errors and 5xx are retried with tenacity
+(bounded), then raised as ``BackendUnavailableError``; a 4xx or a malformed answer raises an error
+that names the query.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from urllib3.util.retry import Retry
+
+from servewise.domain import SIGNALS, DeploymentTelemetry, SignalEvidence, TelemetrySnapshot
+from servewise.errors import BackendUnavailableError, InputError, PermanentError
+from servewise.telemetry.names import DEFAULT_LABELS, KSM_NAMES, VLLM_NAMES, EngineNames, LabelMap
+from servewise.telemetry.promql import PromQLBuilder, window_seconds
+
+Key = tuple[str, str]
+
+
+class MalformedResponseError(PermanentError):
+    """Prometheus answered something that is not a PromQL vector result."""
+
+
+class PrometheusSource:
+    """Fleet telemetry from Prometheus; ``names``/``label_map`` adapt it to TGI, SGLang or relabeled setups."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        names: EngineNames = VLLM_NAMES,
+        label_map: LabelMap = DEFAULT_LABELS,
+        use_owners: bool | None = None,
+        timeout_s: float = 10.0,
+        retries: int = 3,
+        parallel: int = 4,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise InputError(
+                f"Prometheus URL must start with http:// or https://, got {url!r}", field="--prometheus"
+            )
+        self.url = url.rstrip("/")
+        self.name = f"prometheus:{self.url}"
+        self.names, self.label_map = names, label_map
+        self.timeout_s, self.retries, self.parallel = timeout_s, max(0, retries), max(1, parallel)
+        self._use_owners = use_owners
+        self._client = PrometheusConnect(
+            url=self.url, headers=headers, retry=Retry(total=0), timeout=timeout_s
+        )
+
+    # -- queries ---------------------------------------------------------------------------------
+    def query(self, promql: str, *, at: datetime | None = None) -> list[dict[str, Any]]:
+        """One instant query, retried on timeouts/5xx; returns the raw vector result."""
+
+        @retry(
+            retry=retry_if_exception_type(BackendUnavailableError),
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            reraise=True,
+        )
+        def attempt() -> list[dict[str, Any]]:
+            return self._query_once(promql, at)
+
+        return attempt()
+
+    def _query_once(self, promql: str, at: datetime | None) -> list[dict[str, Any]]:
+        params = {"time": f"{at.timestamp():.3f}"} if at is not None else None
+        try:
+            result = self._client.custom_query(promql, params=params, timeout=self.timeout_s)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise BackendUnavailableError(f"Prometheus at {self.url} unreachable: {exc}") from exc
+        except PrometheusApiClientException as exc:
+            text = str(exc)
+            if "Status Code 5" in text or "Status Code 429" in text:
+                raise BackendUnavailableError(f"Prometheus at {self.url}: {text[:300]}") from exc
+            raise InputError(f"Prometheus rejected the query: {text[:300]}", source=promql) from exc
+        except (ValueError, KeyError, TypeError) as exc:  # body is not the JSON the API promises
+            raise MalformedResponseError(f"malformed Prometheus response to query {promql!r}: {exc}") from exc
+        if not isinstance(result, list):
+            raise MalformedResponseError(f"malformed Prometheus response to query {promql!r}: not a vector")
+        return result
+
+    def _owners_present(self, at: datetime | None) -> bool:
+        if self._use_owners is not None:
+            return self._use_owners
+        if not self.label_map.deployment:
+            return True
+        return bool(self.query(f"count({KSM_NAMES.replicaset_owner})", at=at))
+
+    # -- snapshot --------------------------------------------------------------------------------
+    def snapshot(self, *, window: str = "15m", at: datetime | None = None) -> TelemetrySnapshot:
+        window_seconds(window)
+        owners = self._owners_present(at)
+        probes = 1 if self._use_owners is None and self.label_map.deployment else 0
+        plan = PromQLBuilder(self.names, self.label_map, use_owners=owners).plan(window)
+        jobs = {**plan.queries, "replicas": plan.replicas_query}
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+            futures = {sig: pool.submit(self.query, q, at=at) for sig, q in jobs.items()}
+            results = {sig: f.result() for sig, f in futures.items()}
+        values: dict[str, dict[Key, float]] = {}
+        for sig, result in results.items():
+            values[sig] = _by_key(result, jobs[sig])
+        replicas = values.pop("replicas")
+        keys = sorted({k for sig_values in values.values() for k in sig_values})
+        deployments = []
+        for ns, dep in keys:
+            tel = DeploymentTelemetry(deployment=dep, namespace=ns)
+            rep = replicas.get((ns, dep))
+            tel.replicas = int(round(rep)) if rep is not None else None
+            for sig in SIGNALS:
+                value = values.get(sig, {}).get((ns, dep))
+                if value is None:
+                    tel.missing.append(sig)
+                    if sig not in plan.queries:
+                        tel.notes.append(f"{sig}: engine {self.names.engine} has no metric for it")
+                else:
+                    tel.signals[sig] = value
+                    tel.evidence[sig] = SignalEvidence(query=plan.queries[sig], window=window)
+            deployments.append(tel)
+        return TelemetrySnapshot(
+            source=self.name,
+            taken_at=at or datetime.now(UTC),
+            window=window,
+            deployments=deployments,
+            queries=len(jobs) + probes,
+        )
+
+
+def _by_key(result: list[dict[str, Any]], promql: str) -> dict[Key, float]:
+    """``(namespace, deployment) -> value`` of a vector result; NaN/Inf values are dropped."""
+    out: dict[Key, float] = {}
+    for item in result:
+        try:
+            metric, (_, raw) = item["metric"], item["value"]
+            value = float(raw)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedResponseError(f"malformed sample {item!r} in the answer to {promql!r}") from exc
+        ns, dep = metric.get("namespace"), metric.get("deployment")
+        if not ns or not dep or not math.isfinite(value):
+            continue
+        out[(ns, dep)] = value
+    return out

@@ -1,0 +1,128 @@
+"""PromQL for the fleet snapshot: one query per signal, aggregated by (namespace, deployment).
+
+Pods map to deployments through kube-state-metrics owners (``kube_pod_owner`` ->
+``kube_replicaset_owner``) or, without them, through a pod label copied into ``deployment``.
+Only pods that kube-state-metrics lists *now* join, so series of replaced (stale) pods drop out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from servewise.errors import InputError
+from servewise.telemetry.names import DCGM_NAMES, KSM_NAMES, DcgmNames, EngineNames, KsmNames, LabelMap
+
+_WINDOW = re.compile(r"^[1-9][0-9]*(ms|s|m|h|d|w)$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def window_seconds(window: str) -> float:
+    """Seconds of a PromQL duration such as ``15m``; errors name the input."""
+    if not _WINDOW.match(window):
+        raise InputError(
+            f"window must be a PromQL duration like 30s, 15m or 1h, got {window!r}", field="--window"
+        )
+    unit = re.sub(r"[0-9]", "", window)
+    return float(window[: -len(unit)]) * _UNIT_S[unit]
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """The queries of one snapshot: ``signal -> PromQL`` plus how each value is scaled."""
+
+    queries: dict[str, str]
+    replicas_query: str
+
+
+class PromQLBuilder:
+    def __init__(
+        self,
+        names: EngineNames,
+        labels: LabelMap,
+        *,
+        use_owners: bool = True,
+        dcgm: DcgmNames = DCGM_NAMES,
+        ksm: KsmNames = KSM_NAMES,
+    ) -> None:
+        if not use_owners and not labels.deployment:
+            raise InputError("without kube-state-metrics owners, label_map.deployment must name a pod label")
+        self.names, self.labels, self.use_owners, self.dcgm, self.ksm = names, labels, use_owners, dcgm, ksm
+
+    # -- pieces ----------------------------------------------------------------------------------
+    @staticmethod
+    def selector(names: tuple[str, ...], suffix: str = "") -> str:
+        if len(names) == 1:
+            return names[0] + suffix
+        alts = "|".join(re.escape(n + suffix) for n in names)
+        return f'{{__name__=~"{alts}"}}'
+
+    def _normalize(self, expr: str, ns_label: str, pod_label: str) -> str:
+        """Copy non-standard namespace/pod labels into ``namespace``/``pod``."""
+        if pod_label != "pod":
+            expr = f'label_replace({expr}, "pod", "$1", "{pod_label}", "(.+)")'
+        if ns_label != "namespace":
+            expr = f'label_replace({expr}, "namespace", "$1", "{ns_label}", "(.+)")'
+        return expr
+
+    def pod_map(self) -> str:
+        k = self.ksm
+        pods = f'label_replace({k.pod_owner}{{owner_kind="ReplicaSet"}}, "replicaset", "$1", "owner_name", "(.+)")'
+        rs = (
+            f"max by (namespace, replicaset, deployment) (label_replace("
+            f'{k.replicaset_owner}{{owner_kind="Deployment"}}, "deployment", "$1", "owner_name", "(.+)"))'
+        )
+        return f"max by (namespace, pod, deployment) ({pods} * on (namespace, replicaset) group_left (deployment) {rs})"
+
+    def _by_deployment(self, expr: str) -> str:
+        if self.use_owners:
+            return f"({expr}) * on (namespace, pod) group_left (deployment) {self.pod_map()}"
+        assert self.labels.deployment
+        return f'label_replace({expr}, "deployment", "$1", "{self.labels.deployment}", "(.+)")'
+
+    def _engine(self, names: tuple[str, ...], func: str, window: str, suffix: str = "") -> str:
+        inner = f"{func}({self.selector(names, suffix)}[{window}])"
+        return self._by_deployment(self._normalize(inner, self.labels.namespace, self.labels.pod))
+
+    def _dcgm(self, name: str, window: str) -> str:
+        inner = f"avg_over_time({name}[{window}])"
+        return self._by_deployment(self._normalize(inner, self.labels.dcgm_namespace, self.labels.dcgm_pod))
+
+    # -- the plan --------------------------------------------------------------------------------
+    def plan(self, window: str) -> QueryPlan:
+        window_seconds(window)
+        n, by = self.names, "by (namespace, deployment)"
+        q: dict[str, str] = {}
+        sums = {"requests_running": n.running, "requests_waiting": n.waiting}
+        for signal, metric in sums.items():
+            if metric:
+                q[signal] = f"sum {by} ({self._engine(metric, 'avg_over_time', window)})"
+        if n.kv_usage:
+            q["kv_cache_usage"] = f"avg {by} ({self._engine(n.kv_usage, 'avg_over_time', window)})"
+        rates = {
+            "request_rate_per_s": n.requests,
+            "prompt_tokens_per_s": n.prompt_tokens,
+            "generation_tokens_per_s": n.generation_tokens,
+            "preemptions_per_s": n.preemptions,
+        }
+        for signal, metric in rates.items():
+            if metric:
+                q[signal] = f"sum {by} ({self._engine(metric, 'rate', window)})"
+        quantiles = (
+            ("ttft_p50_ms", n.ttft, 0.5), ("ttft_p99_ms", n.ttft, 0.99), ("itl_p50_ms", n.itl, 0.5),
+            ("itl_p99_ms", n.itl, 0.99), ("e2e_p99_ms", n.e2e, 0.99),
+        )  # fmt: skip
+        for signal, metric, quantile in quantiles:
+            if metric:
+                buckets = self._engine(metric, "rate", window, "_bucket")
+                q[signal] = (
+                    f"histogram_quantile({quantile}, sum by (namespace, deployment, le) ({buckets})) * 1000"
+                )
+        q["gpu_utilization"] = f"avg {by} ({self._dcgm(self.dcgm.gpu_util, window)}) / 100"
+        q["gpu_memory_used_bytes"] = f"avg {by} ({self._dcgm(self.dcgm.fb_used, window)}) * 1048576"
+        if self.use_owners:
+            replicas = f"max {by} ({self.ksm.spec_replicas})"
+        else:
+            running = self._engine(n.running or n.requests or (), "last_over_time", window)
+            replicas = f"count {by} (max by (namespace, deployment, pod) ({running}))"
+        return QueryPlan(queries=q, replicas_query=replicas)

@@ -1,0 +1,101 @@
+"""``TelemetrySource`` reading the twin directly, with the same semantics as the PromQL reader.
+
+Gauges are averaged over the window's samples, counters become rates over the window (first to
+last sample, as ``rate()`` does on aligned samples), and quantiles come from the summed histogram
+buckets with Prometheus' ``histogram_quantile`` interpolation, so both sources agree on one twin.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from servewise.cluster.sim import SimCluster
+from servewise.cluster.sim_metrics import GAUGES, HISTOGRAMS, LAYOUT
+from servewise.domain import SIGNALS, DeploymentTelemetry, SignalEvidence, TelemetrySnapshot
+from servewise.telemetry.promql import window_seconds
+
+_RATES = {
+    "request_rate_per_s": "requests",
+    "prompt_tokens_per_s": "prompt_tokens",
+    "generation_tokens_per_s": "generation_tokens",
+    "preemptions_per_s": "preemptions",
+}
+_QUANTILES = {
+    "ttft_p50_ms": ("ttft", 0.5),
+    "ttft_p99_ms": ("ttft", 0.99),
+    "itl_p50_ms": ("itl", 0.5),
+    "itl_p99_ms": ("itl", 0.99),
+    "e2e_p99_ms": ("e2e", 0.99),
+}
+_GAUGES = {
+    "requests_running": "running",
+    "requests_waiting": "waiting",
+    "kv_cache_usage": "kv_usage",
+    "gpu_utilization": "gpu_utilization",
+    "gpu_memory_used_bytes": "gpu_memory_used_bytes",
+}
+
+
+def histogram_quantile(q: float, bounds: tuple[float, ...], counts: np.ndarray) -> float:
+    """Prometheus' ``histogram_quantile`` on per-bin counts (last bin = +Inf); NaN when empty."""
+    cum = np.cumsum(counts)
+    total = float(cum[-1]) if len(cum) else 0.0
+    if total <= 0:
+        return math.nan
+    rank = q * total
+    i = int(np.searchsorted(cum, rank, side="left"))
+    if i >= len(bounds):  # the +Inf bucket: Prometheus answers the highest finite bound
+        return float(bounds[-1])
+    lower = 0.0 if i == 0 else bounds[i - 1]
+    below = 0.0 if i == 0 else float(cum[i - 1])
+    in_bucket = float(cum[i]) - below
+    if in_bucket <= 0:
+        return float(bounds[i])
+    return lower + (bounds[i] - lower) * (rank - below) / in_bucket
+
+
+class SimTelemetrySource:
+    """Snapshots of a ``SimCluster`` at its current time."""
+
+    def __init__(self, cluster: SimCluster) -> None:
+        self.cluster = cluster
+        self.name = f"sim:{cluster.scenario.name}"
+
+    def snapshot(self, *, window: str = "15m") -> TelemetrySnapshot:
+        seconds = window_seconds(window)
+        sim = self.cluster
+        times, gauges, totals = sim.history.window(sim.now_s, seconds)
+        deployments = []
+        for i, key in enumerate(sim.keys):
+            dep = sim.deployment_state(key)
+            tel = DeploymentTelemetry(
+                deployment=dep.name, namespace=dep.namespace, replicas=dep.spec.replicas
+            )
+            values: dict[str, float] = {}
+            live = gauges[:, i, GAUGES.index("ready_pods")] > 0 if len(times) else np.zeros(0, bool)
+            if live.any():
+                for signal, gauge in _GAUGES.items():
+                    values[signal] = float(np.mean(gauges[live, i, GAUGES.index(gauge)]))
+            live_idx = np.nonzero(live)[0]
+            if len(live_idx) >= 2:
+                first, last = live_idx[0], live_idx[-1]
+                span = float(times[last] - times[first])
+                delta = totals[last, i] - totals[first, i]
+                for signal, counter in _RATES.items():
+                    values[signal] = float(delta[LAYOUT.counter[counter]]) / span
+                for signal, (hist, q) in _QUANTILES.items():
+                    value = histogram_quantile(q, HISTOGRAMS[hist], delta[LAYOUT.bins[hist]])
+                    if math.isfinite(value):
+                        values[signal] = value * 1000.0
+            for signal in SIGNALS:
+                if signal in values:
+                    tel.signals[signal] = values[signal]
+                    tel.evidence[signal] = SignalEvidence(query=f"twin:{signal}", window=window)
+                else:
+                    tel.missing.append(signal)
+            deployments.append(tel)
+        return TelemetrySnapshot(
+            source=self.name, taken_at=sim.now, window=window, deployments=deployments, queries=1
+        )
