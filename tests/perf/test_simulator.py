@@ -260,3 +260,22 @@ def test_bad_inputs_name_the_field() -> None:
         simulate(CFG, wl, cost=LinearCost(), kv_capacity_tokens=BIG_KV, warmup_fraction=1.0)
     with pytest.raises(InputError, match="step time"):
         simulate(CFG, wl, cost=LinearCost(a=-1.0, b=0.0), kv_capacity_tokens=BIG_KV, num_requests=2)
+
+
+def test_the_most_recently_admitted_request_is_preempted_and_recomputed() -> None:
+    step = 0.01
+    cost = LinearCost(a=step, b=0.0)  # every step takes the same time
+    wl = Workload(
+        input_len=LengthDistribution.fixed(32),
+        output_len=LengthDistribution.fixed(40),
+        trace=None,
+        arrival_rate_per_s=1e6,
+        arrival="uniform",
+    )
+    # 6 blocks: each request alone grows to ceil(71 / 16) = 5 blocks, both together do not fit
+    trace = simulate_trace(CFG, wl, cost=cost, kv_capacity_tokens=6 * 16, num_requests=2)
+    first, second = trace.finish_s
+    assert trace.preemptions >= 1
+    assert first == pytest.approx(40 * step)  # the older request never noticed the younger one
+    assert second > first
+    assert trace.first_token_s[1] == pytest.approx(2 * step)  # first token kept from before preemption
