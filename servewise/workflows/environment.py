@@ -19,6 +19,7 @@ from typing import Any
 from servewise.cluster.backend import ClusterBackend
 from servewise.errors import InputError
 from servewise.telemetry.source import TelemetrySource
+from servewise.tools.context import ToolContext
 from servewise.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ class Environment:
     cluster: ClusterBackend
     telemetry: TelemetrySource
     registry: ToolRegistry
+
+    def tool_context(self) -> ToolContext:
+        return ToolContext(cluster=self.cluster, telemetry=self.telemetry)
 
     def now(self) -> datetime:
         """The cluster's clock when it has one (the twin), else wall time."""

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from servewise.domain import SLO, BenchmarkRequest, Finding, Impact, Proposal, TelemetrySnapshot
 from servewise.errors import PermanentError, ServewiseError
+from servewise.tools.context import use_context
 from servewise.tools.registry import ToolError
 from servewise.workflows.environment import Environment
 
@@ -25,7 +26,8 @@ class WorkflowStepError(PermanentError):
 
 
 def _call(env: Environment, tool: str, args: dict[str, Any]) -> BaseModel:
-    out = env.registry.call(tool, args)
+    with use_context(env.tool_context()):
+        out = env.registry.call(tool, args)
     if isinstance(out, ToolError):
         raise WorkflowStepError(f"tool {tool} failed ({out.kind}): {out.error}")
     return out
