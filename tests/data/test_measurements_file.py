@@ -37,21 +37,28 @@ FALLBACK_GPUS = {
 
 
 def _ids(entries: Any) -> set[str]:
+    if callable(entries):
+        entries = entries()
     if isinstance(entries, dict):
         return {str(k) for k in entries}
     return {str(getattr(e, "id", e)) for e in entries}
 
 
 def catalog_ids() -> tuple[set[str], set[str]]:
-    """Model and GPU ids from servewise's catalog when it exists, else the documented lists."""
+    """Model and GPU ids from servewise's catalog when it is importable, else the documented lists."""
     try:
         module = importlib.import_module("servewise.perf.catalog")
         catalog = module.get_catalog()
-        models = _ids(catalog.models)
-        gpus = _ids(getattr(catalog, "gpus", None) or catalog.hardware)
+        return _ids(catalog.models), _ids(catalog.gpus)
     except (ImportError, AttributeError, TypeError):
         return FALLBACK_MODELS, FALLBACK_GPUS
-    return models, gpus
+
+
+def test_catalog_ids_come_from_the_catalog_when_present() -> None:
+    models, gpus = catalog_ids()
+    # Whichever way they were found, the documented ids must all be known.
+    assert models >= FALLBACK_MODELS
+    assert gpus >= FALLBACK_GPUS
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +120,19 @@ def test_no_duplicate_rows(rows: list[dict[str, str]]) -> None:
     assert not dupes, f"duplicate rows: {dupes[:3]}"
 
 
+def test_every_row_explains_its_mapping(rows: list[dict[str, str]]) -> None:
+    # The note carries what the source does not fit into columns (statistic, offline mode, assumptions).
+    empty = [line for line, r in enumerate(rows, start=2) if not r["note"].strip()]
+    assert not empty, f"rows without a note at lines {empty[:10]}"
+
+
 def test_coverage_targets(rows: list[dict[str, str]]) -> None:
     per_metric = Counter(r["metric"] for r in rows)
+    assert len(rows) >= 120
     assert per_metric["throughput_tok_s"] >= 60, per_metric
-    assert len({r["source"] for r in rows}) >= 2
+    assert per_metric["ttft_ms"] >= 25, per_metric
+    assert per_metric["tpot_ms"] >= 25, per_metric
+    assert len({r["source"] for r in rows}) >= 8
+    assert {"bf16", "fp8"} <= {r["weight_dtype"] for r in rows}
+    assert len({r["gpu"] for r in rows}) >= 4
+    assert len({r["engine"] for r in rows}) >= 2
