@@ -122,6 +122,7 @@ def predict_cmd(
 def validate_cmd(
     file: Annotated[Path, typer.Argument(help="measurements CSV (CONVENTIONS.md format)")],
     split: Annotated[str, typer.Option(help="all, train or holdout rows")] = "all",
+    plot: Annotated[Path | None, typer.Option(help="write a predicted-vs-measured PNG here")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
 ) -> None:
     """Predict every row of FILE; print per-row error and MAPE per metric."""
@@ -133,6 +134,11 @@ def validate_cmd(
         raise InputError("must be all, train or holdout", field="--split")
     rows = read_measurements(file)
     report = validate(rows)
+    if plot is not None:
+        from servewise.perf.plots import plot_predicted_vs_measured
+
+        title = f"servewise performance model vs {report.counts['predicted']} published measurements"
+        err_console.print(f"wrote {plot_predicted_vs_measured(report, plot, title=title)}")
     if split != "all":
         kept = [r for r in report.rows if r.split == split]
         report = report.model_copy(update={"rows": kept, "mape": report.mape_by_split.get(split, {})})

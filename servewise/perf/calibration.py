@@ -72,17 +72,20 @@ def fit(
 ) -> tuple[Efficiency, dict[str, Any]]:
     """Least-squares fit of ``FITTED`` factors around ``base`` on ``prepared`` rows.
 
-    Each metric carries the same total weight, so a few TTFT rows are not drowned by hundreds of
-    throughput rows from one source.
+    Rows are weighted so every (source, metric) group counts the same in total.
     """
     usable = [p for p in prepared if p.error is None and p.row.measured]
     if not usable:
         return base, {"rows": 0}
     measured = np.array([p.row.measured for p in usable], dtype=float)
-    per_metric = {m: sum(p.row.metric == m for p in usable) for m in {p.row.metric for p in usable}}
-    weights = np.array([1.0 / np.sqrt(per_metric[p.row.metric]) for p in usable]) * np.sqrt(
-        len(usable) / len(per_metric)
-    )
+    # Each (source, metric) group carries the same total weight: one large table does not drown
+    # the other sources, and a few TTFT rows count as much as hundreds of throughput rows.
+    group_sizes: dict[tuple[str, str | None], int] = {}
+    for p in usable:
+        key = (p.row.source, p.row.metric)
+        group_sizes[key] = group_sizes.get(key, 0) + 1
+    weights = np.array([1.0 / np.sqrt(group_sizes[(p.row.source, p.row.metric)]) for p in usable])
+    weights /= float(np.sqrt(np.mean(weights**2)))  # keep the data term's scale against the priors
     priors = np.array(
         [(kernel_prior if kernel_prior is not None and n in KERNEL_FACTORS else prior_weight) for n in FITTED]
     )
