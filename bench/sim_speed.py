@@ -50,9 +50,9 @@ SCENARIOS = [
     Scenario("8b/h100, 1k/256, closed loop, 64 clients", H100_8B, Workload.fixed(1024, 256, concurrency=64)),
     Scenario("8b/h100, lognormal lengths, 8 req/s, prefix 0.3", H100_8B, SHAREGPT_LIKE),
     Scenario(
-        "8b/h100 at 35% memory (KV-bound), 1k/256, 10 req/s",
-        H100_8B.with_changes(gpu_memory_utilization=0.35),
-        Workload.fixed(1024, 256, rate=10.0),
+        "8b/h100 at 30% memory (KV-bound, preempts), 1k/256, 11 req/s",
+        H100_8B.with_changes(gpu_memory_utilization=0.30),
+        Workload.fixed(1024, 256, rate=11.0),
     ),
     Scenario(
         "70b/4xh100, 1k/256, Poisson 4 req/s",
@@ -92,10 +92,38 @@ def measure(s: Scenario, requests: int, repeat: int) -> dict[str, object]:
     }
 
 
+def compare_with_analytical(requests: int) -> None:
+    """Simulated vs analytical steady state of the same replica (open loop, then closed loop)."""
+    from servewise.perf.analytical import predict, predict_load
+
+    print(
+        "\n| load | sim TTFT p50 ms | model TTFT ms | sim TPOT p50 ms | model TPOT ms | sim tok/s | model tok/s |"
+    )
+    print("|" + "---|" * 7)
+    for rate in (2.0, 5.0, 8.0, 10.0):
+        res = simulate_config(
+            H100_8B, Workload.fixed(1024, 256, rate=rate), num_requests=requests, warmup_fraction=0.1
+        )
+        lp = predict_load(H100_8B, input_len=1024, output_len=256, arrival_rate_per_s=rate)
+        print(
+            f"| Poisson {rate:g} req/s | {res.ttft_ms.p50:.0f} | {lp.ttft_ms:.0f} | {res.tpot_ms.p50:.1f} | "
+            f"{lp.tpot_ms:.1f} | {res.throughput_tok_s:,.0f} | {lp.throughput_tok_s:,.0f} |"
+        )
+    for conc in (1, 16, 64, 256):
+        wl = Workload.fixed(1024, 256, concurrency=conc)
+        res = simulate_config(H100_8B, wl, num_requests=max(requests, 8 * conc), warmup_fraction=0.2)
+        pp = predict(H100_8B, input_len=1024, output_len=256, concurrency=conc)
+        print(
+            f"| {conc} clients | {res.ttft_ms.p50:.0f} | {pp.ttft_ms:.0f} | {res.tpot_ms.p50:.1f} | "
+            f"{pp.tpot_ms:.1f} | {res.throughput_tok_s:,.0f} | {pp.throughput_tok_s:,.0f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--compare", action="store_true", help="also print simulator vs analytical model")
     args = parser.parse_args()
     header = "| scenario | requests | wall s | simulated req/s | engine steps | loop events | preemptions | TTFT p99 ms | TPOT p50 ms |"
     print(header)
@@ -111,6 +139,8 @@ def main() -> None:
         "| vidur 0.0.26 (same 8b/h100 1k/256 run) | - | - | not run: fetches profiling data from the "
         "Hugging Face hub at run time | - | - | - | - | - |"
     )
+    if args.compare:
+        compare_with_analytical(min(args.requests, 3000))
 
 
 if __name__ == "__main__":
