@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -44,11 +45,13 @@ def write_history(
     *,
     hours: float,
     step_s: float = 15.0,
+    exclude: Callable[[str, Labels], bool] | None = None,
 ) -> HistoryExport:
     """Advance ``sim`` by ``hours`` in ``step_s`` steps and write every step to ``out``.
 
     ``sim`` should start ``hours`` before the intended end (``SimCluster(..., start=end - span)``);
     when this returns, ``sim`` stands at the end of the history (its own telemetry agrees with it).
+    ``exclude(sample_name, labels)`` drops series, e.g. to mimic a failed scrape target.
     """
     if hours <= 0 or step_s <= 0:
         raise InputError("hours and step must be positive", field="--hours/--step")
@@ -72,6 +75,8 @@ def write_history(
                     headers[fam.name] = fam
                 lines = []
                 for name, labels, value in fam.samples:
+                    if exclude is not None and exclude(name, labels):
+                        continue
                     text = label_cache.get(labels)
                     if text is None:
                         text = label_cache[labels] = _labels_text(labels)
