@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from servewise.domain import Proposal, ServingConfig
+from servewise.domain import Impact, Proposal, ServingConfig
 from servewise.errors import InputError
 
 KNOBS = tuple(ServingConfig.model_fields)
@@ -67,7 +67,29 @@ def edit_proposal(proposal: Proposal, edits: dict[str, Any]) -> Proposal:
         msgs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
         raise InputError(f"proposal {proposal.id}: edited config is invalid: {msgs}", field="--edit") from exc
     note = ", ".join(f"{k}={v}" for k, v in edits.items())
-    return proposal.model_copy(update={"proposed": config, "summary": f"{proposal.summary} (edited: {note})"})
+    return proposal.model_copy(
+        update={
+            "proposed": config,
+            "summary": f"{proposal.summary} (edited: {note})",
+            "predicted": _stale_prediction(proposal, config),
+            "measured": None,
+        }
+    )
+
+
+def _stale_prediction(proposal: Proposal, edited: ServingConfig) -> Impact:
+    """The optimizer's latency predictions do not hold for an edited config: drop them (verification
+    then checks the SLOs only) and rescale the cost by GPU count when the GPU type is unchanged."""
+    pred = proposal.predicted
+    cost_after = pred.cost_per_hour_after
+    if edited.gpu == proposal.proposed.gpu and proposal.proposed.total_gpus:
+        cost_after = pred.cost_per_hour_after * edited.total_gpus / proposal.proposed.total_gpus
+    return Impact(
+        cost_per_hour_before=pred.cost_per_hour_before,
+        cost_per_hour_after=cost_after,
+        uncertainty_pct=pred.uncertainty_pct,
+        validated_by="edited: latency not re-predicted",
+    )
 
 
 def parse_edits(items: list[str], default_proposal: str | None) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,169 @@
+"""The optimization graph in-process on the fake fleet: gate, decisions, policy, verify, rollback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from servewise.errors import InputError
+from servewise.testing.fake_fleet import FakeCluster
+from servewise.workflows.approval import Decision
+from servewise.workflows.environment import Environment
+from servewise.workflows.runs import WorkflowService
+
+from .conftest import fleet_state, opts, real_applies
+
+
+def _actions(svc: WorkflowService, run_id: str) -> list[tuple[str, str | None]]:
+    return [(e.action, e.proposal_id) for e in svc.audit.events(run_id)]
+
+
+def test_run_stops_at_gate_and_changes_nothing(service: WorkflowService, env: Environment) -> None:
+    view = service.start(opts())
+    assert view.status == "awaiting_approval"
+    assert len(view.proposals) == 2 and sorted(view.pending) == sorted(p["id"] for p in view.proposals)
+    assert "chat-8b" in view.narrative and "$16.00/h -> $12.00/h" in view.narrative
+    state = fleet_state(env)
+    assert real_applies(state) == [] and state.apply_calls == []
+    assert [a for a, _ in _actions(service, view.run_id)] == ["started", "proposed", "proposed"]
+    assert service.audit.get_run(view.run_id).status == "awaiting_approval"  # type: ignore[union-attr]
+
+
+def test_approve_one_applies_it_once_and_rejects_the_other(
+    service: WorkflowService, env: Environment
+) -> None:
+    view = service.start(opts())
+    staging = next(p["id"] for p in view.proposals if p["ref"]["namespace"] == "staging")
+    done = service.decide(
+        view.run_id, Decision(action="approve", actor="alice", comment="fine", proposal_ids=[staging])
+    )
+    assert done.status == "completed"
+    state = fleet_state(env)
+    assert real_applies(state) == [staging]
+    assert {d.ref.name: d.config.replicas for d in state.deployments} == {"chat-8b": 3, "chat-70b": 2}
+    actions = _actions(service, view.run_id)
+    assert (
+        actions.index(("approved", staging))
+        < actions.index(("dry_run", staging))
+        < actions.index(("applied", staging))
+    )
+    other = next(p["id"] for p in view.proposals if p["id"] != staging)
+    assert ("rejected", other) in actions and ("applied", other) not in actions
+    approved = next(e for e in service.audit.events(view.run_id) if e.action == "approved")
+    assert approved.actor == "alice" and approved.details["comment"] == "fine"
+    verified = next(e for e in service.audit.events(view.run_id) if e.action == "verified")
+    ttft = verified.details["compared"]["ttft_p99_ms"]
+    assert ttft["measured"] == pytest.approx(ttft["predicted"]) and not verified.details["regression"]
+
+
+def test_reject_applies_nothing(service: WorkflowService, env: Environment) -> None:
+    view = service.start(opts())
+    done = service.decide(view.run_id, Decision(action="reject", actor="bob", comment="not this week"))
+    assert done.status == "rejected"
+    assert fleet_state(env).apply_calls == []
+    assert [a for a, _ in _actions(service, view.run_id)].count("rejected") == 2
+
+
+def test_approve_with_edits_applies_the_edited_config(service: WorkflowService, env: Environment) -> None:
+    view = service.start(opts())
+    pid = next(p["id"] for p in view.proposals if p["ref"]["name"] == "chat-8b")
+    done = service.decide(
+        view.run_id,
+        Decision(action="approve", actor="carol", proposal_ids=[pid], edits={pid: {"replicas": 2}}),
+    )
+    # the optimizer's latency prediction was for 3 replicas: it is dropped, not compared against
+    assert done.status == "completed"
+    verified = next(e for e in service.audit.events(view.run_id) if e.action == "verified")
+    assert (
+        verified.details["compared"]["ttft_p99_ms"]["predicted"] is None
+        and not verified.details["regression"]
+    )
+    chat8b = next(d for d in fleet_state(env).deployments if d.ref.name == "chat-8b")
+    assert chat8b.config.replicas == 2
+    ev = next(e for e in service.audit.events(view.run_id) if e.action == "approved")
+    assert ev.details["edits"] == {"replicas": 2}
+
+
+@pytest.mark.parametrize(
+    ("edits", "message"),
+    [
+        ({"tensor_parallel": 3}, "power of two"),
+        ({"replicas": -1}, "replicas"),
+        ({"colour": "red"}, "unknown knob"),
+    ],
+)
+def test_invalid_edits_are_refused_and_the_run_keeps_waiting(
+    service: WorkflowService, env: Environment, edits: dict[str, object], message: str
+) -> None:
+    view = service.start(opts())
+    pid = view.pending[0]
+    with pytest.raises(InputError, match=message):
+        service.decide(
+            view.run_id, Decision(action="approve", actor="dave", proposal_ids=[pid], edits={pid: edits})
+        )
+    assert service.view(view.run_id).status == "awaiting_approval"
+    assert fleet_state(env).apply_calls == []
+    with pytest.raises(InputError, match="no pending proposal"):
+        service.decide(view.run_id, Decision(action="approve", actor="dave", proposal_ids=["p-nope"]))
+
+
+def test_regression_is_rolled_back(service: WorkflowService, env: Environment) -> None:
+    view = service.start(opts(benchmark=False))
+    assert isinstance(env.cluster, FakeCluster)
+    state = env.cluster.load()
+    state.truth = 8.0  # the fleet is much slower than the optimizer believes
+    env.cluster.save(state)
+    pid = next(p["id"] for p in view.proposals if p["ref"]["name"] == "chat-8b")
+    done = service.decide(view.run_id, Decision(action="approve", actor="erin", proposal_ids=[pid]))
+    assert done.status == "rolled_back"
+    after = fleet_state(env)
+    assert after.rollbacks == [pid]
+    assert next(d for d in after.deployments if d.ref.name == "chat-8b").config.replicas == 4
+    verified = next(e for e in service.audit.events(view.run_id) if e.action == "verified")
+    assert verified.details["regression"] and "above the prediction" in verified.details["reasons"][0]
+    assert ("rolled_back", pid) in _actions(service, view.run_id)
+
+
+def test_failed_rollout_is_rolled_back(service: WorkflowService, env: Environment) -> None:
+    view = service.start(opts(benchmark=False))
+    assert isinstance(env.cluster, FakeCluster)
+    state = env.cluster.load()
+    state.deployments[0].fail_rollout = True
+    env.cluster.save(state)
+    pid = next(p["id"] for p in view.proposals if p["ref"]["name"] == state.deployments[0].ref.name)
+    done = service.decide(view.run_id, Decision(action="approve", actor="erin", proposal_ids=[pid]))
+    assert done.status == "rolled_back"
+    verified = next(e for e in service.audit.events(view.run_id) if e.action == "verified")
+    assert "OOMKilled" in verified.details["reasons"][0]
+
+
+def test_dry_run_option_stops_after_proposing(service: WorkflowService, env: Environment) -> None:
+    view = service.start(opts(stop_after_propose=True))
+    assert view.status == "proposed" and view.pending == [] and len(view.proposals) == 2
+    assert fleet_state(env).apply_calls == []
+
+
+POLICY = """
+name: staging-small
+namespaces: [staging, production]
+max_relative_change: {replicas: 0.3}
+max_added_cost_per_hour: 0
+"""
+
+
+def test_auto_approve_policy_is_bounded(service: WorkflowService, env: Environment, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    view = service.start(opts(policy_path=str(policy)))
+    # chat-8b: 4 -> 3 (25%) in staging is auto-approved and applied; chat-70b is production and 50%: waits
+    assert view.status == "awaiting_approval"
+    prod = next(p["id"] for p in view.proposals if p["ref"]["namespace"] == "production")
+    staging = next(p["id"] for p in view.proposals if p["ref"]["namespace"] == "staging")
+    assert view.pending == [prod]
+    assert fleet_state(env).apply_calls == []  # nothing is applied before the whole gate is decided
+    done = service.decide(view.run_id, Decision(action="reject", actor="frank", comment="no"))
+    assert done.status == "completed"
+    assert real_applies(fleet_state(env)) == [staging]
+    ev = [e for e in service.audit.events(view.run_id) if e.proposal_id == staging and e.action == "approved"]
+    assert ev[0].actor == "policy:staging-small"
