@@ -1,0 +1,61 @@
+"""The registered tools end to end on the twin, and the fleet MILP under pool capacity."""
+
+from __future__ import annotations
+
+import pytest
+
+import servewise.tools  # noqa: F401  (registers the tools)
+from servewise.domain import SLO, DeploymentRef, InferenceDeployment, NodePool, ServingConfig, Workload
+from servewise.tools.context import ToolContext, use_context
+from servewise.tools.placing import optimize_fleet
+from servewise.tools.registry import ToolError, registry
+
+EXPECTED = {"list_fleet", "get_telemetry", "analyze_deployment", "analyze_fleet", "predict_performance", "what_if",
+            "optimize_deployment", "optimize_fleet", "run_benchmark"}
+
+
+def test_every_tool_is_registered_with_a_schema() -> None:
+    assert set(registry.names()) >= EXPECTED
+    schemas = {s["function"]["name"]: s for s in registry.openai_schemas()}
+    assert schemas["what_if"]["function"]["parameters"]["required"] == ["name", "changes"]
+
+
+@pytest.fixture(scope="module")
+def ctx():  # type: ignore[no-untyped-def]
+    from servewise.cluster.sim import SimCluster
+    from servewise.telemetry.sim import SimTelemetrySource
+
+    sim = SimCluster.from_scenario("demo", ephemeral=True)
+    return ToolContext(cluster=sim, telemetry=SimTelemetrySource(sim))
+
+
+def test_analyze_and_what_if_through_the_registry(ctx) -> None:  # type: ignore[no-untyped-def]
+    with use_context(ctx):
+        out = registry.call("analyze_deployment", {"name": "chat-assistant", "namespace": "chat"})
+        assert not isinstance(out, ToolError), out
+        kinds = {f.kind for f in out.findings}  # type: ignore[attr-defined]
+        assert "kv_saturation" in kinds  # the scenario's documented problem
+        wi = registry.call("what_if", {"name": "rag-search", "namespace": "search", "changes": {"replicas": 1}})
+        assert not isinstance(wi, ToolError), wi
+        assert wi.after.replicas == 1 and wi.after.cost_per_hour < wi.before.cost_per_hour  # type: ignore[attr-defined]
+        bad = registry.call("analyze_deployment", {"name": "nope"})
+        assert isinstance(bad, ToolError) and "no inference deployment" in bad.error
+
+
+def _dep(name: str, rate: float) -> InferenceDeployment:
+    cfg = ServingConfig(model="llama-3.1-8b", gpu="h100-sxm", replicas=1)
+    return InferenceDeployment(ref=DeploymentRef(name=name), config=cfg, pool="big",
+                               workload=Workload.fixed(1000, 200, rate=rate), slo=SLO(ttft_p99_ms=2000, tpot_p99_ms=80))
+
+
+def test_fleet_milp_respects_pool_capacity() -> None:
+    cheap = NodePool(name="cheap", gpu="l40s", nodes=1, gpus_per_node=4, free_gpus=4)
+    big = NodePool(name="big", gpu="h100-sxm", nodes=1, gpus_per_node=8, free_gpus=6)
+    deps = [_dep(f"svc-{i}", 3.0) for i in range(3)]
+    plan = optimize_fleet(deps, [cheap, big])
+    assert plan.status == "optimal" and len(plan.placements) == 3
+    used = sum(p.config.total_gpus for p in plan.placements if p.pool == "cheap")
+    assert used <= 4
+    assert plan.total_cost_per_hour == pytest.approx(sum(p.cost_per_hour for p in plan.placements), rel=1e-6)
+    alone = optimize_fleet(deps[:1], [cheap, big])
+    assert alone.placements[0].pool == "cheap"  # the cheap pool wins when it has room
