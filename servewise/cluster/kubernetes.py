@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -48,7 +48,14 @@ from servewise.domain import (
     ServingConfig,
     UnparsedWorkload,
 )
-from servewise.errors import ConflictError, ForbiddenError, InputError, NotFoundError, RolloutError
+from servewise.errors import (
+    BackendUnavailableError,
+    ConflictError,
+    ForbiddenError,
+    InputError,
+    NotFoundError,
+    RolloutError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +181,7 @@ class KubernetesCluster:
         status = obj.get("status") or {}
         pools = {pool_of_node(lbl) for lbl in node_labels}
         return InferenceDeployment(
-            ref=DeploymentRef(name=parsed.name, namespace=parsed.namespace, kind=parsed.kind),  # type: ignore[arg-type]
+            ref=DeploymentRef(name=parsed.name, namespace=parsed.namespace, kind=parsed.kind),
             config=parsed.config,
             pool=pools.pop() if len(pools) == 1 else None,
             labels=dict(meta.get("labels") or {}),
@@ -197,6 +204,8 @@ class KubernetesCluster:
         resource = _RESOURCE.get(ref.kind)
         if resource is None:
             raise InputError(f"kind {ref.kind} is not a Kubernetes workload", field="kind")
+        fn: Callable[..., Any]
+        args: tuple[str, ...]
         if ref.kind == "Deployment":
             fn, args = self.api.apps.read_namespaced_deployment, (ref.name, ref.namespace)
         elif ref.kind == "StatefulSet":
@@ -238,6 +247,8 @@ class KubernetesCluster:
         kwargs: dict[str, Any] = {"body": ops, "_content_type": "application/json-patch+json"}
         if dry_run:
             kwargs["dry_run"] = "All"
+        fn: Callable[..., Any]
+        args: tuple[str, ...]
         if ref.kind == "Deployment":
             fn, args = self.api.apps.patch_namespaced_deployment, (ref.name, ref.namespace)
         elif ref.kind == "StatefulSet":
@@ -260,7 +271,8 @@ class KubernetesCluster:
 
     def _retrying(self) -> Retrying:
         return Retrying(
-            retry=retry_if_exception_type(ConflictError),
+            # Safe to redo from a fresh read: a PATCH that timed out but landed is seen by its proposal id.
+            retry=retry_if_exception_type((ConflictError, BackendUnavailableError)),
             stop=stop_after_attempt(self.conflict_attempts),
             wait=wait_exponential(multiplier=0.1, max=1.0),
             reraise=True,

@@ -178,6 +178,16 @@ def test_timeouts_and_5xx_become_backend_unavailable(fleet: FaithfulEmulator) ->
     assert cluster.get_deployment(BIG).config.tensor_parallel == 4  # one 503, retried
 
 
+def test_a_5xx_during_apply_is_retried_from_a_fresh_read(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    fleet.controls.faults.append(Fault("patch", "deployments", status=503, times=1))
+    target = cluster.get_deployment(BIG).config.with_changes(max_num_seqs=77)
+    assert cluster.apply(BIG, target, proposal_id="p-503").changed
+    assert cluster.get_deployment(BIG).config.max_num_seqs == 77
+    assert len([c for c in fleet.calls if c.verb == "patch" and not c.dry_run]) == 1
+
+
 def test_stalled_rollout_reports_pod_events(cluster: KubernetesCluster, fleet: FaithfulEmulator) -> None:
     fleet.controls.auto_rollout = False
     target = cluster.get_deployment(BIG).config.with_changes(tensor_parallel=8)
