@@ -29,10 +29,10 @@ import numpy as np
 
 from servewise.errors import InputError
 from servewise.perf.interfaces import IterationCost
-from servewise.perf.sim_requests import BLOCK_SIZE, RequestSet
+from servewise.perf.sim_decoders import DecodingSet, blocks_for
+from servewise.perf.sim_requests import RequestSet
 
 MAX_JUMP_STEPS = 4096  # longest decode-only run advanced in one vectorized jump
-_NEVER = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,6 @@ def decode_costs_vectorize(cost: IterationCost) -> bool:
     return bool(np.allclose(got, want, rtol=1e-9, atol=0.0))
 
 
-def _blocks(tokens: int) -> int:
-    return -(-tokens // BLOCK_SIZE)
-
-
 class Engine:
     """One simulation run; call :meth:`run` once."""
 
@@ -107,17 +103,7 @@ class Engine:
         self.adm = [0] * n
         self.first_tok = [math.nan] * n
         self.finish = [math.nan] * n
-        # decoding sequences, compact: context = off + D, finishes when D reaches fin
-        cap = limits.max_num_seqs
-        self.dec_off = np.zeros(cap, dtype=np.int64)
-        self.dec_fin = np.zeros(cap, dtype=np.int64)
-        self.dec_req = np.zeros(cap, dtype=np.int64)
-        self.dec_adm = np.zeros(cap, dtype=np.int64)
-        self.n_dec = 0
-        self.sum_off = 0
-        self.next_fin = _NEVER  # smallest dec_fin, kept up to date
-        # decoders by (off - 1) mod 16: the fill of each one's last block, shifted by D
-        self.fill_hist = [0] * BLOCK_SIZE
+        self.dec = DecodingSet(limits.max_num_seqs)
         self._arange = np.arange(MAX_JUMP_STEPS, dtype=np.int64)
         self.D = 0
         # the request in chunked prefill (-1: none), its computed and target token counts
@@ -140,12 +126,12 @@ class Engine:
     def run(self) -> EngineTrace:
         while True:
             self._enqueue_arrivals()
-            if self.n_dec == 0 and self.partial < 0 and not self.waiting:
+            if self.dec.n == 0 and self.partial < 0 and not self.waiting:
                 if self.next_arrival >= self.n_req or math.isinf(self.arrival[self.next_arrival]):
                     break
                 self.clock = max(self.clock, self.arrival[self.next_arrival])
                 continue
-            if self.partial < 0 and self.n_dec and not self._head_admissible() and self._jump():
+            if self.partial < 0 and self.dec.n and not self._head_admissible() and self._jump():
                 continue
             self._step()
         blocks = self.lim.kv_blocks
@@ -188,30 +174,29 @@ class Engine:
         free = lim.kv_blocks - self.used
         D = self.D
         preempted = False
-        n = self.n_dec
-        if n:
-            need = self._blocks_needed(1)
+        dec = self.dec
+        if dec.n:
+            need = dec.blocks_needed(1, D)
             while need > free:
                 preempted = True
                 if self.partial >= 0:
                     free += self._preempt_partial()
                     continue
-                j = int(np.argmax(self.dec_adm[:n]))
-                if (int(self.dec_off[j]) + D) % BLOCK_SIZE == 0:
-                    need -= 1
+                j = dec.latest()
+                need -= dec.needs_block_now(j, D)
                 free += self._preempt_decoder(j)
-                n = self.n_dec
             self.used += need
             free -= need
-            budget -= n
-        kv_tokens = self.sum_off + n * (D + 1)
+            budget -= dec.n
+        n = dec.n
+        kv_tokens = dec.kv_tokens(D)
         prefill_tokens = 0
         pairs = 0.0
         done_prefill: list[int] = []  # requests whose prompt completes this step
         if self.partial >= 0:
             r, done = self.partial, self.part_done
             chunk = min(self.part_total - done, budget)
-            new_blocks = _blocks(done + chunk) - _blocks(done)
+            new_blocks = blocks_for(done + chunk) - blocks_for(done)
             if new_blocks > free:
                 free += self._preempt_partial()
                 preempted = True
@@ -252,7 +237,7 @@ class Engine:
         if not self.waiting:
             return False
         lim = self.lim
-        n = self.n_dec
+        n = self.dec.n
         if n >= lim.max_num_seqs:
             return False
         r = self.waiting[0]
@@ -266,8 +251,8 @@ class Engine:
         else:
             return False
         # the decoders' own new blocks this step come first
-        need = self._blocks_needed(1)
-        return _blocks(cached + chunk) <= self.lim.kv_blocks - self.used - need
+        need = self.dec.blocks_needed(1, self.D)
+        return blocks_for(cached + chunk) <= self.lim.kv_blocks - self.used - need
 
     def _admit(
         self, budget: int, free: int, running: int, prefill_tokens: int, pairs: float, done_prefill: list[int]
@@ -285,7 +270,7 @@ class Engine:
                 chunk = todo
             else:
                 break
-            blocks = _blocks(cached + chunk)
+            blocks = blocks_for(cached + chunk)
             if blocks > free:
                 break
             waiting.popleft()
@@ -308,100 +293,39 @@ class Engine:
         self.gen[r] += 1
         if math.isnan(self.first_tok[r]):
             self.first_tok[r] = self.clock
-        total = self.prompt[r] + self.gen[r] - 1  # tokens now in the KV cache
+        context = self.prompt[r] + self.gen[r] - 1  # tokens now in the KV cache
         left = self.out_len[r] - self.gen[r]
         if left <= 0:
             self.finish[r] = self.clock
-            self.used -= _blocks(total)
+            self.used -= blocks_for(context)
             self._release_client(self.clock)
-            return
-        i = self.n_dec
-        off = total - self.D
-        self.dec_off[i] = off
-        self.dec_fin[i] = self.D + left
-        self.dec_req[i] = r
-        self.dec_adm[i] = self.adm[r]
-        self.n_dec = i + 1
-        self.sum_off += off
-        self.fill_hist[(off - 1) % BLOCK_SIZE] += 1
-        self.next_fin = min(self.next_fin, self.D + left)
+        else:
+            self.dec.add(r, self.adm[r], context, self.D, left)
 
     # ----------------------------------------------------------------- removal
-    def _remove_decoder(self, j: int) -> tuple[int, int]:
-        """Drop decoder slot ``j`` (swap with the last); returns (request, blocks it held)."""
-        last = self.n_dec - 1
-        r = int(self.dec_req[j])
-        off = int(self.dec_off[j])
-        fin = int(self.dec_fin[j])
-        self.sum_off -= off
-        self.fill_hist[(off - 1) % BLOCK_SIZE] -= 1
-        blocks = _blocks(off + self.D)
-        if j != last:
-            for arr in (self.dec_off, self.dec_fin, self.dec_req, self.dec_adm):
-                arr[j] = arr[last]
-        self.n_dec = last
-        self.used -= blocks
-        if fin == self.next_fin:
-            self.next_fin = int(self.dec_fin[:last].min()) if last else _NEVER
-        return r, blocks
-
     def _preempt_decoder(self, j: int) -> int:
-        self.gen[int(self.dec_req[j])] = self.out_len[int(self.dec_req[j])] - (int(self.dec_fin[j]) - self.D)
-        r, blocks = self._remove_decoder(j)
+        r, blocks, left = self.dec.remove(j, self.D)
+        self.used -= blocks
+        self.gen[r] = self.out_len[r] - left
         self.waiting.appendleft(r)
         self.preemptions += 1
         return blocks
 
     def _preempt_partial(self) -> int:
-        blocks = _blocks(self.part_done)
+        blocks = blocks_for(self.part_done)
         self.used -= blocks
         self.waiting.appendleft(self.partial)
         self.partial = -1
         self.preemptions += 1
         return blocks
 
-    def _complete_decoders(self) -> bool:
-        if self.next_fin != self.D:
-            return False
-        for j in np.flatnonzero(self.dec_fin[: self.n_dec] == self.D)[::-1].tolist():
-            r, _ = self._remove_decoder(j)
+    def _complete_decoders(self) -> None:
+        for j in self.dec.finishing(self.D):
+            r, blocks, _ = self.dec.remove(j, self.D)
+            self.used -= blocks
             self.gen[r] = self.out_len[r]
             self.finish[r] = self.clock
             self._release_client(self.clock)
-        return True
-
-    # ----------------------------------------------------------------- block arithmetic
-    # A decoder with context c holds ceil(c / 16) blocks; over the next k steps it needs
-    # ((c - 1) % 16 + k) // 16 new ones. All contexts grow together, so a 16-bin histogram of
-    # (off - 1) % 16 answers these questions for the whole running set in O(16).
-    def _blocks_needed(self, k: int) -> int:
-        """New KV blocks the decoders need to run ``k`` more steps."""
-        D, hist = self.D, self.fill_hist
-        if k == 1:  # only decoders whose last block is full
-            return hist[(BLOCK_SIZE - 1 - D) % BLOCK_SIZE]
-        total = 0
-        for m in range(BLOCK_SIZE):
-            if hist[m]:
-                total += hist[m] * (((m + D) % BLOCK_SIZE + k) // BLOCK_SIZE)
-        return total
-
-    def _steps_until_short(self, free: int) -> int:
-        """The most decode steps the decoders can run with ``free`` blocks (no preemption)."""
-        n = self.n_dec
-        if n == 0:
-            return MAX_JUMP_STEPS
-        rounds, rem = divmod(free, n)  # every 16 steps each decoder needs exactly one block
-        by_fill = [0] * BLOCK_SIZE  # decoders by (c - 1) % 16 right now
-        D, hist = self.D, self.fill_hist
-        for m, count in enumerate(hist):
-            by_fill[(m + D) % BLOCK_SIZE] += count
-        extra, crossing = 0, 0
-        for t in range(1, BLOCK_SIZE):  # in t more steps, fills >= 16 - t cross a block boundary
-            crossing += by_fill[BLOCK_SIZE - t]
-            if crossing > rem:
-                break
-            extra = t
-        return BLOCK_SIZE * rounds + extra
 
     # ----------------------------------------------------------------- decode-only jumps
     def _jump(self) -> bool:
@@ -413,14 +337,15 @@ class Engine:
         stops at the first completion, before a block shortage would force a preemption, and, when
         the queue is empty, after the step during which the next request arrives.
         """
-        n, D = self.n_dec, self.D
-        k = min(self.next_fin - D, MAX_JUMP_STEPS, self._steps_until_short(self.lim.kv_blocks - self.used))
+        dec, D = self.dec, self.D
+        n = dec.n
+        k = min(dec.next_fin - D, dec.steps_until_short(self.lim.kv_blocks - self.used, D, MAX_JUMP_STEPS))
         if k <= 0:
             return False
         next_t = math.inf
         if not self.waiting and n < self.lim.max_num_seqs and self.next_arrival < self.n_req:
             next_t = self.arrival[self.next_arrival]
-        kv0 = self.sum_off + n * (D + 1)
+        kv0 = dec.kv_tokens(D)
         if self.vector_cost:
             kv = kv0 + n * self._arange[:k]
             times = self.clock + np.cumsum(self.cost.step_time_s(0, 0.0, n, kv))  # type: ignore[arg-type]
@@ -436,7 +361,7 @@ class Engine:
                     break
             k = steps
         used_before = self.used
-        self.used += self._blocks_needed(k)
+        self.used += dec.blocks_needed(k, D)
         dt = end - self.clock
         self.kv_area += dt * (used_before + self.used) / 2.0
         self.peak = max(self.peak, self.used)

@@ -80,7 +80,7 @@ def test_kv_blocks_and_running_set_are_all_released_at_the_end() -> None:
     reqs = build_requests(wl, 300, np.random.default_rng(3), prefix_caching=False, max_model_len=4000)
     engine = Engine(EngineLimits(32, 512, True, 4000 // 16), reqs, LinearCost())
     trace = engine.run()
-    assert engine.used == 0 and engine.n_dec == 0 and engine.partial < 0 and not engine.waiting
+    assert engine.used == 0 and engine.dec.n == 0 and engine.partial < 0 and not engine.waiting
     assert trace.preemptions > 0
     assert np.all(trace.finish_s >= trace.first_token_s) and np.all(trace.first_token_s > trace.arrival_s)
 
