@@ -12,18 +12,21 @@ import logging
 from pydantic import BaseModel, Field
 
 from servewise.cluster.backend import ClusterBackend
-from servewise.domain import Finding, InferenceDeployment, NodePool, TelemetrySnapshot
+from servewise.domain import DeploymentTelemetry, Finding, InferenceDeployment, NodePool, TelemetrySnapshot
 from servewise.errors import NotFoundError, ServewiseError
 from servewise.perf.catalog import Catalog, get_catalog
 from servewise.perf.memory import plan_memory
-from servewise.tools.analyzers import AnalysisInput, GpuAlternative, coverage_notes, run_analyzers
+from servewise.tools.analyzers import AnalysisInput, GpuAlternative, ModelPick, coverage_notes, run_analyzers
 from servewise.tools.calibrating import Calibration
 from servewise.tools.context import current_context
+from servewise.tools.optimizing import optimize
 from servewise.tools.registry import registry
 from servewise.tools.search_space import SearchPolicy, price_of, shapes
 from servewise.tools.sizing import load_for, size
 
 log = logging.getLogger(__name__)
+# Analysis only needs to know whether a much cheaper config exists: a narrower batching sweep.
+ANALYSIS_POLICY = SearchPolicy(refine_top=2, max_num_seqs=[128, 256, 512], max_num_batched_tokens=[8192, 16384])
 
 
 class FleetAnalysis(BaseModel):
@@ -59,6 +62,16 @@ def _alternatives(dep: InferenceDeployment, pools: list[NodePool], observed: flo
     return tuple(best.values())
 
 
+def _model_pick(dep: InferenceDeployment, pools: list[NodePool], tel: DeploymentTelemetry | None,
+                catalog: Catalog) -> ModelPick | None:
+    if dep.workload is None or dep.slo is None:
+        return None
+    out = optimize(dep, pools, telemetry=tel, benchmark=None, policy=ANALYSIS_POLICY, catalog=catalog)
+    if out.pick is None:
+        return None
+    return ModelPick(out.pick.config, out.pick.shape.pool.name, out.pick.cost_per_hour)
+
+
 def analysis_input(dep: InferenceDeployment, snapshot: TelemetrySnapshot | None, cluster: ClusterBackend | None,
                    pools: list[NodePool], catalog: Catalog) -> AnalysisInput:
     tel = snapshot.for_deployment(dep.ref.name, dep.ref.namespace) if snapshot else None
@@ -69,6 +82,7 @@ def analysis_input(dep: InferenceDeployment, snapshot: TelemetrySnapshot | None,
         except ServewiseError as exc:
             log.warning("rollout status of %s unavailable: %s", dep.ref.key, exc)
     hw = memory = half = None
+    pick = None
     alternatives: tuple[GpuAlternative, ...] = ()
     cost = None
     try:
@@ -83,11 +97,13 @@ def analysis_input(dep: InferenceDeployment, snapshot: TelemetrySnapshot | None,
         price = price_of(pool, catalog) if pool else hw.price_per_gpu_hour
         cost = dep.config.total_gpus * price
         alternatives = _alternatives(dep, pools, tel.get("request_rate_per_s") if tel else None, catalog)
+        pick = _model_pick(dep, pools, tel, catalog)
     except ServewiseError as exc:
         log.warning("perf facts for %s unavailable: %s", dep.ref.key, exc)
     return AnalysisInput(
         deployment=dep, telemetry=tel, window=snapshot.window if snapshot else "15m", rollout=rollout,
         hardware=hw, memory=memory, memory_half_tp=half, alternatives=alternatives, current_cost_per_hour=cost,
+        model_pick=pick,
     )
 
 

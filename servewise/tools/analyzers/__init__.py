@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from servewise.domain import Finding
-from servewise.tools.analyzers.base import AnalysisInput, Analyzer, GpuAlternative
+from servewise.tools.analyzers.base import AnalysisInput, Analyzer, GpuAlternative, ModelPick
 from servewise.tools.analyzers.health import coverage_notes, pod_failures, replica_imbalance
 from servewise.tools.analyzers.load import (
     decode_memory_bound,
@@ -13,7 +13,7 @@ from servewise.tools.analyzers.load import (
     queueing,
     under_batched,
 )
-from servewise.tools.analyzers.placement import tp_overhead, wrong_gpu_class
+from servewise.tools.analyzers.placement import cheaper_config, tp_overhead, wrong_gpu_class
 from servewise.tools.analyzers.slo import slo_violations
 
 ANALYZERS: dict[str, Analyzer] = {
@@ -28,6 +28,7 @@ ANALYZERS: dict[str, Analyzer] = {
     "tp_overhead": tp_overhead,
     "replica_imbalance": replica_imbalance,
     "wrong_gpu_class": wrong_gpu_class,
+    "cheaper_config": cheaper_config,
 }
 
 _ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -39,4 +40,4 @@ def run_analyzers(inp: AnalysisInput) -> list[Finding]:
     return sorted(found, key=lambda f: _ORDER[f.severity.value])
 
 
-__all__ = ["ANALYZERS", "AnalysisInput", "GpuAlternative", "coverage_notes", "run_analyzers"]
+__all__ = ["ANALYZERS", "AnalysisInput", "GpuAlternative", "ModelPick", "coverage_notes", "run_analyzers"]

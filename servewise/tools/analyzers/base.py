@@ -38,6 +38,15 @@ class GpuAlternative:
 
 
 @dataclass(frozen=True)
+class ModelPick:
+    """The optimizer's model-only pick for the observed load (telemetry-calibrated, not benchmarked)."""
+
+    config: ServingConfig
+    pool: str
+    cost_per_hour: float
+
+
+@dataclass(frozen=True)
 class AnalysisInput:
     deployment: InferenceDeployment
     telemetry: DeploymentTelemetry | None
@@ -48,6 +57,7 @@ class AnalysisInput:
     memory_half_tp: MemoryPlan | None = None
     alternatives: tuple[GpuAlternative, ...] = ()
     current_cost_per_hour: float | None = None
+    model_pick: ModelPick | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property

@@ -11,7 +11,8 @@ WAIT_PER_REPLICA = 1.0  # queued requests per replica before we call it queueing
 SLO_NEAR = 0.8  # a p99 above this fraction of its objective is "close to the SLO"
 IDLE_UTIL = 0.35  # gpu_utilization below which GPUs are mostly idle
 SLACK = 0.5  # p99 below this fraction of its objective = large slack
-UNDER_BATCH_KV = 0.6  # running at max_num_seqs while KV is below this = the seq cap binds
+UNDER_BATCH_KV = 0.6  # running near max_num_seqs while KV is below this = the seq cap binds
+UNDER_BATCH_RUNNING = 0.6  # window-mean running / cap above which the cap binds at peaks
 
 
 def kv_saturation(inp: AnalysisInput) -> list[Finding]:
@@ -76,28 +77,32 @@ def _tpot_limit(inp: AnalysisInput) -> float:
 
 
 def prefill_bound(inp: AnalysisInput) -> list[Finding]:
-    """Slow first tokens while decode is fine and the queue is short: prompts dominate."""
-    ttft, itl = inp.signal("ttft_p99_ms"), inp.signal("itl_p99_ms")
-    waiting = inp.signal("requests_waiting") or 0.0
+    """Slow first tokens caused by prefill: a token budget that splits every prompt into many
+    chunks, or long prompts while decode is fine and the queue is short."""
+    ttft = inp.signal("ttft_p99_ms")
     if ttft is None or ttft <= _ttft_limit(inp):
         return []
-    if itl is not None and itl > _tpot_limit(inp):
-        return []  # both slow: that is overload or decode, not prefill
-    if waiting > WAIT_PER_REPLICA * inp.replicas():
-        return []  # queueing explains it
     in_len = mean_input_len(inp)
     budget = inp.config.max_num_batched_tokens
     if in_len is None or in_len < 512:
         return []
-    knob = "max_num_batched_tokens" if in_len > budget / 4 else "tensor_parallel"
+    starved = in_len >= 2 * budget  # each prompt needs several steps of the whole budget
+    if not starved:
+        itl = inp.signal("itl_p99_ms")
+        waiting = inp.signal("requests_waiting") or 0.0
+        if (itl is not None and itl > _tpot_limit(inp)) or waiting > WAIT_PER_REPLICA * inp.replicas():
+            return []  # overload or decode explain it better
+    chunks = in_len / budget
     return [
         inp.finding(
             "prefill_bound",
-            Severity.WARNING,
-            f"TTFT p99 {ttft:.0f} ms with ~{in_len:.0f}-token prompts and a {budget}-token step budget: "
-            "prefill chunks queue behind each other; raise the token budget or prefill compute.",
+            Severity.CRITICAL if starved and chunks >= 4 else Severity.WARNING,
+            f"TTFT p99 {ttft:.0f} ms with ~{in_len:.0f}-token prompts and a {budget}-token step budget "
+            f"({chunks:.1f} budgets per prompt): "
+            + ("prefill is chunked too finely; raise max_num_batched_tokens."
+               if starved else "prefill compute dominates; more tensor parallelism or a faster GPU helps."),
             [inp.evidence("ttft_p99_ms", _ttft_limit(inp)), inp.evidence("prompt_tokens_per_s")],
-            knob,
+            "max_num_batched_tokens" if starved else "tensor_parallel",
         )
     ]
 
@@ -137,7 +142,7 @@ def under_batched(inp: AnalysisInput) -> list[Finding]:
     if running is None or waiting is None or kv is None:
         return []
     cap = inp.config.max_num_seqs * inp.replicas()
-    if running < 0.9 * cap or waiting <= 0.5 or kv >= UNDER_BATCH_KV:
+    if running < UNDER_BATCH_RUNNING * cap or waiting <= 0.5 or kv >= UNDER_BATCH_KV:
         return []
     return [
         inp.finding(
@@ -145,7 +150,7 @@ def under_batched(inp: AnalysisInput) -> list[Finding]:
             Severity.WARNING,
             f"{running:.0f} of max {cap} sequences running with {waiting:.1f} waiting but KV only {kv:.0%} "
             "used: max_num_seqs caps the batch; raise it.",
-            [inp.evidence("requests_running", 0.9 * cap), inp.evidence("kv_cache_usage", UNDER_BATCH_KV)],
+            [inp.evidence("requests_running", UNDER_BATCH_RUNNING * cap), inp.evidence("kv_cache_usage", UNDER_BATCH_KV)],
             "max_num_seqs",
         )
     ]

@@ -63,3 +63,36 @@ def wrong_gpu_class(inp: AnalysisInput) -> list[Finding]:
             "gpu",
         )
     ]
+
+
+# Knobs in the order a change is named by (the first one that differs).
+_KNOBS = ("model", "quantization.weights", "gpu", "tensor_parallel", "quantization.kv_cache", "max_num_seqs",
+          "max_num_batched_tokens", "replicas")
+
+
+def _knob_value(config: object, knob: str) -> object:
+    for part in knob.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def cheaper_config(inp: AnalysisInput) -> list[Finding]:
+    """The telemetry-calibrated model predicts a much cheaper configuration meeting the SLO."""
+    pick, cost = inp.model_pick, inp.current_cost_per_hour
+    if pick is None or cost is None or cost <= 0 or pick.cost_per_hour > CHEAPER * cost:
+        return []
+    changed = [k for k in _KNOBS if _knob_value(inp.config, k) != _knob_value(pick.config, k)]
+    if not changed:
+        return []
+    what = ", ".join(f"{k}: {_knob_value(inp.config, k)} -> {_knob_value(pick.config, k)}" for k in changed)
+    return [
+        inp.finding(
+            "cheaper_config",
+            Severity.WARNING,
+            f"predicted to meet the SLO at peak load for ${pick.cost_per_hour:.2f}/h instead of ${cost:.2f}/h "
+            f"with {what} (model only: run optimize_deployment to benchmark it).",
+            [Evidence(signal="cost_per_hour", value=round(pick.cost_per_hour, 3), threshold=round(CHEAPER * cost, 3),
+                      window=inp.window, query="optimizer.search(calibrated on telemetry)")],
+            changed[0],
+        )
+    ]
