@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
@@ -143,10 +144,13 @@ def build_proposal(out: Outcome, cluster: ClusterBackend | None) -> Proposal | N
 def optimize_deployment(
     dep: InferenceDeployment, cluster: ClusterBackend, *, telemetry: DeploymentTelemetry | None = None,
     policy: SearchPolicy | None = None, benchmark: bool = True, findings: list[str] | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> DeploymentPlan:
-    """Plain-Python API: optimize one deployment and return its plan (proposal + Pareto front)."""
+    """Plain-Python API: optimize one deployment and return its plan (proposal + Pareto front).
+
+    ``on_progress`` receives one line per benchmark run (for a progress bar)."""
     out = optimize(dep, cluster.list_node_pools(), telemetry=telemetry,
-                   benchmark=cluster.run_benchmark if benchmark else None, policy=policy)
+                   benchmark=cluster.run_benchmark if benchmark else None, policy=policy, on_progress=on_progress)
     proposal = build_proposal(out, cluster)
     if proposal is not None and findings:
         proposal = proposal.model_copy(update={"findings": findings})
