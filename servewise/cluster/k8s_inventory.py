@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from servewise.cluster.k8s_parsing import GPU_RESOURCES, Resolver, gpu_from_node_labels
+from servewise.cluster.k8s_parsing import GPU_RESOURCES, Resolver, gpu_from_node_labels, pod_template
 from servewise.domain import NodePool
 from servewise.errors import UnknownIdError
 
@@ -105,3 +105,20 @@ def node_pools(
             )
         )
     return out
+
+
+def node_names_of(obj: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Nodes running the pods of a workload (pods in its namespace carrying its template's labels)."""
+    ns = obj.get("metadata", {}).get("namespace", "default")
+    want = dict(pod_template(obj).get("metadata", {}).get("labels") or {})
+    if not want:
+        return []
+    out = set()
+    for pod in pods:
+        meta = pod.get("metadata", {})
+        labels = meta.get("labels") or {}
+        if meta.get("namespace") == ns and all(labels.get(k) == v for k, v in want.items()):
+            node = pod.get("spec", {}).get("nodeName")
+            if node:
+                out.add(str(node))
+    return sorted(out)

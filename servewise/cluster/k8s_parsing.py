@@ -380,3 +380,11 @@ def is_candidate(obj: Mapping[str, Any]) -> bool:
     if str(labels.get(MANAGED_LABEL, "")).lower() == "true":
         return True
     return inference_container(obj) is not None
+
+
+def template_names_gpu(obj: Mapping[str, Any]) -> bool:
+    """Whether the pod template itself says which GPU it needs (else node labels are read)."""
+    try:
+        return gpu_from_template(pod_template(obj)) is not None
+    except UnparsableWorkload:
+        return True

@@ -20,14 +20,14 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from servewise.cluster.k8s_api import KubeApi, load_api_client
 from servewise.cluster.k8s_benchmark import BenchmarkRunner
-from servewise.cluster.k8s_inventory import node_pools, pool_of_node
+from servewise.cluster.k8s_inventory import node_names_of, node_pools, pool_of_node
 from servewise.cluster.k8s_parsing import (
     ParsedWorkload,
     Resolver,
     UnparsableWorkload,
     is_candidate,
     parse_workload,
-    pod_template,
+    template_names_gpu,
 )
 from servewise.cluster.k8s_patching import (
     PREVIOUS_ANNOTATION,
@@ -133,7 +133,7 @@ class KubernetesCluster:
             meta = obj.get("metadata", {})
             name, ns = str(meta.get("name")), str(meta.get("namespace", "default"))
             try:
-                node_names = self._node_names_of(obj, pods)
+                node_names = node_names_of(obj, pods)
                 result = parse_workload(
                     obj, self.resolver, node_labels=[nodes.get(n, {}) for n in node_names]
                 )
@@ -143,36 +143,11 @@ class KubernetesCluster:
             parsed.append(self._deployment(obj, result, [nodes.get(n, {}) for n in node_names]))
         return parsed, unparsed
 
-    @staticmethod
-    def _template_names_gpu(obj: Mapping[str, Any]) -> bool:
-        from servewise.cluster.k8s_parsing import gpu_from_template
-
-        try:
-            return gpu_from_template(pod_template(obj)) is not None
-        except UnparsableWorkload:
-            return True
-
     def _pods_and_nodes(self) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]]]:
         pods = self.api.call("list", "pods", None, self.api.core.list_pod_for_all_namespaces).get("items", [])
         nodes = self.api.call("list", "nodes", None, self.api.core.list_node).get("items", [])
         labels = {str(n["metadata"]["name"]): dict(n["metadata"].get("labels") or {}) for n in nodes}
         return pods, labels
-
-    @staticmethod
-    def _node_names_of(obj: Mapping[str, Any], pods: list[dict[str, Any]]) -> list[str]:
-        ns = obj.get("metadata", {}).get("namespace", "default")
-        want = dict(pod_template(obj).get("metadata", {}).get("labels") or {})
-        if not want:
-            return []
-        out = []
-        for pod in pods:
-            meta = pod.get("metadata", {})
-            labels = meta.get("labels") or {}
-            if meta.get("namespace") == ns and all(labels.get(k) == v for k, v in want.items()):
-                node = pod.get("spec", {}).get("nodeName")
-                if node:
-                    out.append(str(node))
-        return sorted(set(out))
 
     def _deployment(
         self, obj: Mapping[str, Any], parsed: ParsedWorkload, node_labels: list[dict[str, str]]
@@ -220,9 +195,9 @@ class KubernetesCluster:
 
     def _parse_one(self, obj: Mapping[str, Any]) -> ParsedWorkload:
         node_labels: list[dict[str, str]] = []
-        if not self._template_names_gpu(obj):
+        if not template_names_gpu(obj):
             pods, nodes = self._pods_and_nodes()
-            node_labels = [nodes.get(n, {}) for n in self._node_names_of(obj, pods)]
+            node_labels = [nodes.get(n, {}) for n in node_names_of(obj, pods)]
         meta = obj.get("metadata", {})
         try:
             return parse_workload(obj, self.resolver, node_labels=node_labels)
