@@ -1,9 +1,10 @@
 """Twin history as OpenMetrics text that ``promtool tsdb create-blocks-from openmetrics`` backfills.
 
 The twin is run step by step over the requested span; every step's families (same builder as the
-live exporter) are appended to one spool file per family so that the output keeps each family in
-one contiguous block, samples carry timestamps (seconds), counters stay monotone per series,
-histogram buckets are cumulative, and the file ends with ``# EOF``.
+live exporter) are appended to one spool file per family. Each family is then written as one
+block with the points of each metric (a histogram's buckets, count and sum together) grouped and
+in time order, as the OpenMetrics spec requires; samples carry timestamps (seconds), counters
+stay monotone per series, histogram buckets are cumulative, and the file ends with ``# EOF``.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def write_history(
                     text = label_cache.get(labels)
                     if text is None:
                         text = label_cache[labels] = _labels_text(labels)
-                    lines.append(f"{name}{text} {value!r} {ts}\n")
+                    group = text if labels[-1][0] != "le" else _labels_text(labels[:-1])
+                    lines.append(f"{group}\t{name}{text} {value!r} {ts}\n")
                 fh.writelines(lines)
                 samples += len(lines)
             if len(label_cache) > 500_000:
@@ -92,7 +94,9 @@ def write_history(
                 fam = headers[name]
                 dst.write(f"# TYPE {fam.name} {fam.type}\n# HELP {fam.name} {fam.help}\n")
                 with open(fh.name) as src:
-                    shutil.copyfileobj(src, dst)
+                    rows = [line.split("\t", 1) for line in src]
+                rows.sort(key=lambda row: row[0])  # stable: each series keeps its time order
+                dst.writelines(row[1] for row in rows)
             dst.write("# EOF\n")
     finally:
         for fh in spools.values():

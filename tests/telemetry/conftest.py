@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from servewise.cluster.sim import SimCluster
+from servewise.telemetry.openmetrics import HistoryExport, history_twin, write_history
+from servewise.testing.prometheus import PrometheusServer, PrometheusUnavailable, binaries
+
+HOURS = 2.0
+STEP_S = 30.0
+DROPPED_NAMESPACE = "legal"  # its DCGM exporter "failed": its GPU series are absent from the history
+
+
+def need_prometheus() -> None:
+    try:
+        binaries()
+    except PrometheusUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@dataclass
+class Backfilled:
+    sim: SimCluster
+    export: HistoryExport
+    prom: PrometheusServer
+    dropped_namespace: str = DROPPED_NAMESPACE
+
+
+@pytest.fixture(scope="session")
+def backfilled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backfilled]:
+    """2 h of `demo` history backfilled into a real Prometheus; the twin stands at its end."""
+    need_prometheus()
+    out: Path = tmp_path_factory.mktemp("history") / "demo.om"
+    end = time.time() - 120  # a little in the past: the head block must not overlap the backfill
+    sim = history_twin("demo", hours=HOURS, step_s=STEP_S, end_s=end)
+
+    def drop(name: str, labels: tuple[tuple[str, str], ...]) -> bool:
+        return name.startswith("DCGM_") and ("namespace", DROPPED_NAMESPACE) in labels
+
+    export = write_history(sim, out, hours=HOURS, step_s=STEP_S, exclude=drop)
+    with PrometheusServer(backfill=[out]) as prom:
+        yield Backfilled(sim, export, prom)

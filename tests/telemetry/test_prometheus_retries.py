@@ -1,0 +1,119 @@
+"""PrometheusSource against a tiny local HTTP server that fails first (5xx, timeouts, garbage)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from servewise.errors import BackendUnavailableError, InputError
+from servewise.telemetry.prometheus import MalformedResponseError, PrometheusSource
+
+VECTOR = {
+    "status": "success",
+    "data": {
+        "resultType": "vector",
+        "result": [
+            {"metric": {"namespace": "a", "deployment": "x"}, "value": [1.0, "2.5"]},
+            {"metric": {"namespace": "a", "deployment": "y"}, "value": [1.0, "NaN"]},
+        ],
+    },
+}
+
+
+class Script:
+    """What the server answers, in order; the last entry repeats."""
+
+    def __init__(self, *answers: tuple[str, object]) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    def next(self) -> tuple[str, object]:
+        self.calls += 1
+        return self.answers[min(self.calls - 1, len(self.answers) - 1)]
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, list[Script]]]:
+    holder: list[Script] = [Script(("ok", VECTOR))]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            kind, body = holder[0].next()
+            if kind == "sleep":
+                time.sleep(float(body))  # type: ignore[arg-type]
+                kind, body = "ok", VECTOR
+            status = {"ok": 200, "garbage": 200}.get(kind, int(kind) if kind.isdigit() else 500)
+            payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError):
+                self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", holder
+    httpd.shutdown()
+
+
+def test_5xx_is_retried_then_succeeds(server: tuple[str, list[Script]]) -> None:
+    url, holder = server
+    holder[0] = Script(("503", "unavailable"), ("502", "bad gateway"), ("ok", VECTOR))
+    result = PrometheusSource(url, retries=3).query("up")
+    assert holder[0].calls == 3 and result[0]["value"][1] == "2.5"
+
+
+def test_timeouts_are_retried(server: tuple[str, list[Script]]) -> None:
+    url, holder = server
+    holder[0] = Script(("sleep", 1.0), ("ok", VECTOR))
+    result = PrometheusSource(url, timeout_s=0.3, retries=2).query("up")
+    assert holder[0].calls == 2 and len(result) == 2
+
+
+def test_retries_are_bounded(server: tuple[str, list[Script]]) -> None:
+    url, holder = server
+    holder[0] = Script(("500", "boom"))
+    with pytest.raises(BackendUnavailableError, match="500"):
+        PrometheusSource(url, retries=2).query("up")
+    assert holder[0].calls == 3
+
+
+def test_bad_query_and_malformed_answers_name_the_query(server: tuple[str, list[Script]]) -> None:
+    url, holder = server
+    holder[0] = Script(("400", {"status": "error", "error": "parse error"}))
+    with pytest.raises(InputError, match="sum by oops"):
+        PrometheusSource(url).query("sum by oops")
+    assert holder[0].calls == 1  # a 4xx is not retried
+    holder[0] = Script(("garbage", "<html>not json</html>"))
+    with pytest.raises(MalformedResponseError, match="vllm:num_requests_running"):
+        PrometheusSource(url).query("vllm:num_requests_running")
+
+
+def test_nan_and_malformed_samples_in_a_snapshot(server: tuple[str, list[Script]]) -> None:
+    url, _ = server
+    snap = PrometheusSource(url).snapshot(window="5m")
+    x = snap.for_deployment("x", "a")
+    assert x is not None and x.signals["requests_running"] == 2.5 and x.replicas == 2
+    assert snap.for_deployment("y", "a") is None  # NaN everywhere: no value invented
+    assert snap.queries == 15
+
+
+def test_unreachable_prometheus_is_retryable() -> None:
+    src = PrometheusSource("http://127.0.0.1:9", retries=1, timeout_s=0.5)
+    with pytest.raises(BackendUnavailableError, match="unreachable"):
+        src.snapshot()
+
+
+def test_url_is_validated() -> None:
+    with pytest.raises(InputError, match="--prometheus"):
+        PrometheusSource("localhost:9090")

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from servewise.domain import SIGNALS
+from servewise.errors import InputError
+from servewise.telemetry.names import SGLANG_NAMES, TGI_NAMES, VLLM_NAMES, LabelMap
+from servewise.telemetry.promql import PromQLBuilder, window_seconds
+from servewise.telemetry.sim import histogram_quantile
+
+
+def test_one_query_per_signal_aggregated_by_deployment() -> None:
+    plan = PromQLBuilder(VLLM_NAMES, LabelMap()).plan("15m")
+    assert set(plan.queries) == set(SIGNALS)
+    for signal, query in plan.queries.items():
+        assert "by (namespace, deployment" in query, signal
+        assert "kube_pod_owner" in query and "kube_replicaset_owner" in query
+        assert "[15m]" in query
+    assert "histogram_quantile(0.99, sum by (namespace, deployment, le) (" in plan.queries["ttft_p99_ms"]
+    assert "rate(vllm:request_success_total[15m])" in plan.queries["request_rate_per_s"]
+    # the old and the new vLLM names are both read
+    assert "vllm:gpu_cache_usage_perc" in plan.queries["kv_cache_usage"]
+    assert "vllm:time_per_output_token_seconds_bucket" in plan.queries["itl_p99_ms"]
+
+
+def test_engines_without_a_metric_leave_the_signal_out() -> None:
+    tgi = PromQLBuilder(TGI_NAMES, LabelMap()).plan("5m")
+    assert "kv_cache_usage" not in tgi.queries and "ttft_p50_ms" not in tgi.queries
+    assert "tgi_queue_size" in tgi.queries["requests_waiting"]
+    sgl = PromQLBuilder(SGLANG_NAMES, LabelMap()).plan("5m")
+    assert "sglang:num_running_reqs" in sgl.queries["requests_running"]
+
+
+def test_label_fallback_without_kube_state_metrics() -> None:
+    labels = LabelMap(deployment="app", dcgm_pod="exported_pod", dcgm_namespace="exported_namespace")
+    plan = PromQLBuilder(VLLM_NAMES, labels, use_owners=False).plan("10m")
+    assert (
+        "label_replace(" in plan.queries["requests_running"] and '"app"' in plan.queries["requests_running"]
+    )
+    assert "kube_pod_owner" not in plan.queries["requests_running"]
+    assert '"exported_pod"' in plan.queries["gpu_utilization"]
+    assert plan.replicas_query.startswith("count by (namespace, deployment)")
+    with pytest.raises(InputError, match="label_map.deployment"):
+        PromQLBuilder(VLLM_NAMES, LabelMap(), use_owners=False)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("15m", 900), ("1h", 3600), ("2d", 172800)])
+def test_windows(text: str, seconds: float) -> None:
+    assert window_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["15", "m", "-5m", "1.5h", "15 m", ""])
+def test_bad_windows_name_the_option(bad: str) -> None:
+    with pytest.raises(InputError, match="--window"):
+        window_seconds(bad)
+
+
+def test_histogram_quantile_matches_prometheus_rules() -> None:
+    bounds = (0.1, 0.5, 1.0)
+    # 10 obs <= 0.1, 30 in (0.1, 0.5], 60 in (0.5, 1], none above
+    counts = np.array([10, 30, 60, 0])
+    assert histogram_quantile(0.5, bounds, counts) == pytest.approx(0.5 + 0.5 * (50 - 40) / 60)
+    assert histogram_quantile(0.05, bounds, counts) == pytest.approx(0.05)  # first bucket from 0
+    assert histogram_quantile(0.99, bounds, np.array([0, 0, 1, 99])) == 1.0  # +Inf -> top finite bound
+    assert math.isnan(histogram_quantile(0.5, bounds, np.zeros(4)))
