@@ -1,0 +1,188 @@
+"""A study's self-contained report folder: report.md, PNG plots, data, the study file, versions.
+
+Every sentence under "Findings" is filled from the rows (``analysis.analyze``); nothing in it is
+written by hand. Plots use matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from servewise.studies.analysis import Findings, analyze, axis_names, pareto_front
+from servewise.studies.evaluating import Row, study_catalog
+from servewise.studies.study_file import Study
+
+METHOD = {
+    "analytical": "the calibrated analytical model (closed-loop steady state of one replica, vectorized)",
+    "simulate": "the discrete-event simulator of continuous batching (one replica per point)",
+    "policy": "a diurnal day of autoscaled pools, each slot simulated with the discrete-event simulator",
+}
+MODEL_LIMITS = [
+    "Predictions come from servewise's performance model, calibrated on public measurements; they are "
+    "estimates to rank options, to be confirmed with a benchmark before a fleet change.",
+    "Prices are list prices from the hardware catalog (see docs/catalogs.md); negotiated prices move "
+    "cost rankings.",
+]
+
+
+def versions(study: Study) -> dict[str, Any]:
+    def ver(pkg: str) -> str | None:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "servewise": ver("servewise"),
+        "catalog": study_catalog(study).version,
+        "study_fingerprint": study.fingerprint,
+        "python": platform.python_version(),
+        **{pkg: ver(pkg) for pkg in ("numpy", "pyarrow", "optuna", "ray", "matplotlib")},
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def _describe(study: Study, row: Row) -> str:
+    return ", ".join(f"{a}={_fmt(row[a])}" for a in axis_names(study))
+
+
+def write_report(study: Study, out: Path, rows: list[Row], *, backend: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.yaml").write_text(study.text)
+    vers = versions(study)
+    (out / "versions.json").write_text(json.dumps(vers, indent=2) + "\n")
+    f = analyze(study, rows)
+    plots = _plots(study, out, rows, f)
+    (out / "report.md").write_text(_markdown(study, f, vers, plots, backend))
+    return out / "report.md"
+
+
+def _markdown(study: Study, f: Findings, vers: dict[str, Any], plots: list[str], backend: str) -> str:
+    spec = study.spec
+    obj = f.objective
+    lines = [f"# Study: {spec.name}", "", "## Question", "", spec.question.strip(), "", "## Method", ""]
+    lines.append(
+        f"{f.total} points ({spec.sampling.method} sampling, seed {spec.seed}) evaluated with "
+        f"{METHOD[spec.evaluator]}; backend: {backend}. Axes: "
+        + "; ".join(f"`{k}` = {', '.join(_fmt(v) for v in vals)}" for k, vals in spec.axes.items())
+        + "."
+    )
+    if spec.fixed:
+        lines.append("Held fixed: " + ", ".join(f"`{k}` = {_fmt(v)}" for k, v in spec.fixed.items()) + ".")
+    direction = "lowest" if obj.sign > 0 else "highest"
+    lines.append(f"The top pick is the feasible point with the {direction} `{obj.metric}`.")
+    if spec.constraints:
+        lines.append("Feasible means no error and: " + ", ".join(f"`{c}`" for c in spec.constraints) + ".")
+    lines += ["", "## Assumptions", ""]
+    lines += [f"- {a}" for a in spec.assumptions] or ["- None beyond the performance model's own."]
+    slo = {k: v for k, v in spec.slo.model_dump().items() if v is not None}
+    if slo:
+        lines.append("- SLO: " + ", ".join(f"{k} <= {v:g}" for k, v in slo.items()))
+    lines += ["", "## Findings", ""]
+    lines.append(f"- {f.total} points: {f.feasible} feasible, {f.failed} could not run.")
+    for reason, count in f.failure_reasons:
+        lines.append(f"  - {count} x {reason}")
+    if f.top is None:
+        lines.append("- No point satisfies the constraints: no recommendation.")
+    else:
+        lines.append(
+            f"- Top pick: {_describe(study, f.top)} with `{obj.metric}` = {_fmt(f.top[obj.metric])}."
+        )
+        if f.runner_up is not None:
+            a, b = float(f.top[obj.metric]), float(f.runner_up[obj.metric])
+            gap = abs(b - a) / max(abs(a), 1e-12)
+            lines.append(f"- Runner-up: {_describe(study, f.runner_up)} ({_fmt(b)}, {gap:.1%} behind).")
+    for axis, best in f.best_by.items():
+        lines += ["", f"Best point per `{axis}` (by `{obj.metric}`):", ""]
+        metrics = spec.report.table_metrics or [obj.metric, *f.pareto]
+        metrics = list(dict.fromkeys(metrics))
+        others = [a for a in axis_names(study) if a != axis]
+        lines.append("| " + " | ".join([axis, *metrics, *others]) + " |")
+        lines.append("|" + "---|" * (1 + len(metrics) + len(others)))
+        for value, row in sorted(best.items(), key=lambda kv: obj.sign * float(kv[1][obj.metric])):
+            cells = [_fmt(value), *(_fmt(row.get(m)) for m in metrics), *(_fmt(row.get(a)) for a in others)]
+            lines.append("| " + " | ".join(cells) + " |")
+    if f.front:
+        x, y = f.pareto
+        lines += [
+            "",
+            f"Pareto front of `{x}` vs `{y}`: {len(f.front)} points, from "
+            f"{_describe(study, f.front[0])} ({x} {_fmt(f.front[0][x])}, {y} {_fmt(f.front[0][y])}) to "
+            f"{_describe(study, f.front[-1])} ({x} {_fmt(f.front[-1][x])}, {y} {_fmt(f.front[-1][y])}).",
+        ]
+    if f.sensitivity:
+        lines += [
+            "",
+            f"Sensitivity of the top pick's `{obj.metric}` to each axis (others held at the top pick):",
+            "",
+        ]
+        for axis, lo, hi, at_lo, at_hi in f.sensitivity:
+            lines.append(
+                f"- `{axis}`: {_fmt(lo)} ({axis}={_fmt(at_lo)}) to {_fmt(hi)} ({axis}={_fmt(at_hi)}), "
+                f"x{hi / lo if lo else float('inf'):.2f}"
+            )
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    lines += ["", "## Limitations", ""] + [f"- {x}" for x in [*spec.limitations, *MODEL_LIMITS]]
+    lines += [
+        "",
+        "## Data and versions",
+        "",
+        "`results.parquet` and `results.csv` (one row per point, errors included), `study.yaml` "
+        "(the exact study file), `versions.json`.",
+        "",
+        f"servewise {vers['servewise']}, catalog {vers['catalog']}, study fingerprint "
+        f"{vers['study_fingerprint']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _plots(study: Study, out: Path, rows: list[Row], f: Findings) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from servewise.studies.searching import feasible
+
+    ok = [r for r in rows if feasible(study, r)]
+    made = []
+    x, y = f.pareto
+    group = "gpu" if "gpu" in study.spec.axes else (study.spec.report.compare_by or "model")
+    pts = [r for r in ok if r.get(x) is not None and r.get(y) is not None]
+    if pts:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for value in sorted({str(r.get(group)) for r in pts}):
+            sel = [r for r in pts if str(r.get(group)) == value]
+            ax.scatter([r[x] for r in sel], [r[y] for r in sel], s=10, alpha=0.6, label=value)
+        front = pareto_front(pts, x, y)
+        ax.plot([r[x] for r in front], [r[y] for r in front], "k-", lw=1.5, label="Pareto front")
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.set_title(f"{study.spec.name}: {y} vs {x} by {group}")
+        ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        fig.savefig(out / "pareto.png", dpi=110)
+        plt.close(fig)
+        made.append("pareto.png")
+    if f.sensitivity:
+        fig, ax = plt.subplots(figsize=(7, 0.5 + 0.5 * len(f.sensitivity)))
+        names = [s[0] for s in f.sensitivity][::-1]
+        ax.barh(names, [s[2] / s[1] if s[1] else 0.0 for s in f.sensitivity][::-1])
+        ax.axvline(1.0, color="k", lw=0.8)
+        ax.set_xlabel(f"highest / lowest {f.objective.metric} when only this axis varies")
+        ax.set_title("Sensitivity of the top pick")
+        fig.tight_layout()
+        fig.savefig(out / "sensitivity.png", dpi=110)
+        plt.close(fig)
+        made.append("sensitivity.png")
+    return made
