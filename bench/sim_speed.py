@@ -63,12 +63,12 @@ SCENARIOS = [
 
 
 def measure(s: Scenario, requests: int, repeat: int) -> dict[str, object]:
-    """Best-of-``repeat`` wall time of the event loop (request sampling and setup excluded)."""
+    """Best-of-``repeat`` times of ``simulate_trace`` (request sampling + event loop; catalog setup excluded)."""
     setup = replica_setup(s.config, s.workload)
-    best = float("inf")
+    best = best_cpu = float("inf")
     trace = None
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         trace = simulate_trace(
             s.config,
             s.workload,
@@ -77,13 +77,16 @@ def measure(s: Scenario, requests: int, repeat: int) -> dict[str, object]:
             num_requests=requests,
         )
         best = min(best, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - c0)
     assert trace is not None
     res = simulate_config(s.config, s.workload, num_requests=requests)
     return {
         "scenario": s.name,
         "requests": requests,
         "wall_s": best,
+        "cpu_s": best_cpu,
         "sim_req_per_s": requests / best,
+        "sim_req_per_cpu_s": requests / best_cpu,
         "engine_steps": trace.steps,
         "loop_events": trace.events,
         "preemptions": trace.preemptions,
@@ -125,19 +128,25 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--compare", action="store_true", help="also print simulator vs analytical model")
     args = parser.parse_args()
-    header = "| scenario | requests | wall s | simulated req/s | engine steps | loop events | preemptions | TTFT p99 ms | TPOT p50 ms |"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"host: {os.cpu_count()} CPUs, 1-minute load average {load:.1f} before the run\n")
+    header = (
+        "| scenario | requests | wall s | simulated req/s | CPU s | req per CPU s | engine steps | loop events "
+        "| preemptions | TTFT p99 ms | TPOT p50 ms |"
+    )
     print(header)
-    print("|" + "---|" * 9)
+    print("|" + "---|" * 11)
     for s in SCENARIOS:
         r = measure(s, args.requests, args.repeat)
         print(
             f"| {r['scenario']} | {r['requests']} | {r['wall_s']:.3f} | {r['sim_req_per_s']:,.0f} | "
+            f"{r['cpu_s']:.3f} | {r['sim_req_per_cpu_s']:,.0f} | "
             f"{r['engine_steps']:,} | {r['loop_events']:,} | {r['preemptions']} | {r['ttft_p99_ms']:,.0f} | "
             f"{r['tpot_p50_ms']:.1f} |"
         )
     print(
         "| vidur 0.0.26 (same 8b/h100 1k/256 run) | - | - | not run: fetches profiling data from the "
-        "Hugging Face hub at run time | - | - | - | - | - |"
+        "Hugging Face hub at run time | - | - | - | - | - | - | - |"
     )
     if args.compare:
         compare_with_analytical(min(args.requests, 3000))
