@@ -46,11 +46,21 @@ _SUMMARY = {
     "P99 TPOT (ms)": "p99_tpot_ms",
     "P99 E2EL (ms)": "p99_e2el_ms",
 }
+# Print only the scalar results (the saved file also holds per-request lists and texts).
+_PRINT_SCALARS = (
+    "import json; d = json.load(open('/tmp/servewise/result.json')); "
+    "print(json.dumps({k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}))"
+)
 _LINE = re.compile(r"^\s*([A-Za-z0-9 ()/.%-]+?):\s+([-+0-9.eE]+|nan|inf)\s*$")
 
 
-def bench_args(workload: Workload, *, base_url: str, model: str, num_requests: int) -> list[str]:
-    """``vllm bench serve`` arguments for a workload (random dataset with its lengths and arrivals)."""
+def bench_args(
+    workload: Workload, *, base_url: str, model: str, num_requests: int, served_name: str | None = None
+) -> list[str]:
+    """``vllm bench serve`` arguments for a workload (random dataset with its lengths and arrivals).
+
+    ``model`` names the tokenizer (a Hugging Face id); ``served_name`` is what the server answers to.
+    """
     if workload.trace is not None:
         raise InputError(
             "trace workloads cannot be replayed by vllm bench serve; use lengths + rate", field="trace"
@@ -73,6 +83,8 @@ def bench_args(workload: Workload, *, base_url: str, model: str, num_requests: i
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
         "--save-result", "--result-dir", "/tmp/servewise", "--result-filename", "result.json",
     ]  # fmt: skip
+    if served_name and served_name != model:
+        args += ["--served-model-name", served_name]
     if prefix:
         args += ["--random-prefix-len", str(prefix)]
     if spread > 0:
@@ -102,12 +114,17 @@ def job_name(ref_name: str, request: BenchmarkRequest) -> str:
 def build_job(
     name: str, namespace: str, request: BenchmarkRequest, parsed: ParsedWorkload, base_url: str, *, image: str
 ) -> dict[str, Any]:
+    hub_id = "/" in parsed.model_arg and not parsed.model_arg.startswith(("/", "."))
     args = bench_args(
-        request.workload, base_url=base_url, model=parsed.served_model_name, num_requests=request.num_requests
+        request.workload,
+        base_url=base_url,
+        model=parsed.model_arg if hub_id else parsed.served_model_name,
+        served_name=parsed.served_model_name,
+        num_requests=request.num_requests,
     )
     script = (
         f"mkdir -p /tmp/servewise && {shlex.join(args)} && echo {RESULT_BEGIN} && "
-        f"cat /tmp/servewise/result.json && echo && echo {RESULT_END}"
+        f"python3 -c {shlex.quote(_PRINT_SCALARS)} && echo {RESULT_END}"
     )
     labels = {
         BENCHMARK_LABEL: f"{parsed.namespace}.{parsed.name}"[:63],

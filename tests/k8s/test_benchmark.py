@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,13 @@ import kubernetes_validate
 import pytest
 from k8s_emulator import FaithfulEmulator
 
-from servewise.cluster.k8s_benchmark import RESULT_BEGIN, RESULT_END, bench_args, parse_bench_output
+from servewise.cluster.k8s_benchmark import (
+    RESULT_BEGIN,
+    RESULT_END,
+    bench_args,
+    build_job,
+    parse_bench_output,
+)
 from servewise.cluster.kubernetes import KubernetesCluster
 from servewise.domain import BenchmarkRequest, DeploymentRef, LengthDistribution, Workload
 from servewise.errors import BackendUnavailableError, InputError, NotFoundError
@@ -64,12 +72,54 @@ def test_bench_args_follow_the_workload() -> None:
         concurrency=16,
         prefix_share=0.25,
     )
-    args = bench_args(workload, base_url="http://svc.ns.svc:80", model="m", num_requests=50)
+    args = bench_args(
+        workload, base_url="http://svc.ns.svc:80", model="org/m", num_requests=50, served_name="alias"
+    )
     value = {a: args[i + 1] for i, a in enumerate(args[:-1]) if a.startswith("--")}
     assert value["--random-input-len"] == "1500" and value["--random-prefix-len"] == "500"
     assert value["--max-concurrency"] == "16" and value["--num-prompts"] == "50"
     assert float(value["--random-range-ratio"]) == pytest.approx(400 * 3**0.5 / 2000, abs=1e-3)
     assert "--request-rate" not in value
+    assert value["--model"] == "org/m" and value["--served-model-name"] == "alias"
+
+
+def test_job_script_runs_and_prints_a_parsable_result(tmp_path: Path, cluster: KubernetesCluster) -> None:
+    """The Job's shell script, run with a stand-in `vllm` on PATH that writes a result file."""
+    fake = tmp_path / "vllm"
+    fake.write_text(
+        "#!/usr/bin/env python3\n"
+        "import json, os, sys\n"
+        "a = sys.argv[1:]\n"
+        "assert a[:2] == ['bench', 'serve'], a\n"
+        "out = os.path.join(a[a.index('--result-dir') + 1], a[a.index('--result-filename') + 1])\n"
+        "json.dump({'completed': int(a[a.index('--num-prompts') + 1]), 'failed': 0, 'duration': 2.0,\n"
+        "           'request_throughput': 1.5, 'output_throughput': 99.0, 'p50_ttft_ms': 5.0, 'p99_ttft_ms': 7.0,\n"
+        "           'p50_tpot_ms': 1.0, 'p99_tpot_ms': 2.0, 'p99_e2el_ms': 300.0, 'ttfts': [0.1],\n"
+        "           'generated_texts': ['x' * 1000]}, open(out, 'w'))\n"
+    )
+    fake.chmod(0o755)
+    parsed = cluster._parse_one(cluster._read(BIG))
+    job = build_job(
+        "j",
+        "servewise-bench",
+        BenchmarkRequest(ref=BIG, workload=WORKLOAD, num_requests=17),
+        parsed,
+        "http://llama-70b.llm-serving.svc:80",
+        image="vllm/vllm-openai:latest",
+    )
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    out = subprocess.run(
+        [*container["command"], *container["args"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    metrics = parse_bench_output(out)
+    assert metrics["completed"] == 17 and metrics["p99_e2el_ms"] == 300.0
+    assert "generated_texts" not in out  # only scalars reach the log
 
 
 def test_benchmark_job_runs_and_reads_the_saved_json(
