@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sim_fakes import LinearCost, ScalarOnlyCost
@@ -279,3 +281,27 @@ def test_the_most_recently_admitted_request_is_preempted_and_recomputed() -> Non
     assert first == pytest.approx(40 * step)  # the older request never noticed the younger one
     assert second > first
     assert trace.first_token_s[1] == pytest.approx(2 * step)  # first token kept from before preemption
+
+
+def test_trace_workload_replays_its_arrivals_and_lengths(tmp_path: Path) -> None:
+    path = tmp_path / "trace.csv"
+    path.write_text("arrival_s,input_len,output_len\n0.0,100,5\n10.0,300,3\n10.0,50,1\n")
+    cost = LinearCost(a=0.01, b=1e-5)
+    trace = simulate_trace(CFG, Workload(trace=str(path)), cost=cost, kv_capacity_tokens=BIG_KV)
+    assert list(trace.arrival_s) == [0.0, 10.0, 10.0]
+    assert list(trace.output_len) == [5, 3, 1]
+    assert trace.first_token_s[0] == pytest.approx(cost.a + 100 * cost.b)
+    # the two later requests share one prefill step of 350 tokens
+    assert trace.first_token_s[1] == trace.first_token_s[2] == pytest.approx(10.0 + cost.a + 350 * cost.b)
+    assert trace.finish_s[2] == trace.first_token_s[2]  # a one-token output ends at its first token
+
+
+def test_workload_num_requests_is_the_default_count() -> None:
+    wl = Workload(
+        input_len=LengthDistribution.fixed(50),
+        output_len=LengthDistribution.fixed(5),
+        arrival_rate_per_s=5.0,
+        num_requests=17,
+    )
+    assert simulate(CFG, wl, cost=LinearCost(), kv_capacity_tokens=BIG_KV).num_requests == 17
+    assert simulate(CFG, wl, cost=LinearCost(), kv_capacity_tokens=BIG_KV, num_requests=3).num_requests == 3
