@@ -31,8 +31,8 @@ def run_cmd(
     from servewise.studies.running import run_study
     from servewise.studies.study_file import load_study
 
-    if workers is not None and ray is not None:
-        raise InputError("give --workers or --ray, not both", field="--workers/--ray")
+    if workers is not None and ray not in (None, "local"):
+        raise InputError("--workers sizes a local pool or a local Ray; a Ray cluster has its own", field="--workers")
     if workers is not None and workers < 1:
         raise InputError(f"must be >= 1, got {workers}", field="--workers")
     study = load_study(study_file)

@@ -94,12 +94,16 @@ def analyze(study: Study, rows: list[Row]) -> Findings:
         front=pareto_front(ok, *pareto),
         pareto=(pareto[0], pareto[1]),
     )
-    for axis in {"gpu", study.spec.report.compare_by} - {None}:
-        if axis in study.spec.axes:
+    compare = study.spec.report.compare_by or ("gpu" if "gpu" in study.spec.axes else None)
+    split = study.spec.report.split_by
+    if compare is not None:
+        for part in sorted({r.get(split) for r in ranked}, key=str) if split else [None]:
             best: dict[Any, Row] = {}
             for r in ranked:  # ranked best first, so the first row seen per value is its best
-                best.setdefault(r[axis], r)
-            findings.best_by[str(axis)] = best
+                if split is None or r.get(split) == part:
+                    best.setdefault(r[compare], r)
+            title = f"`{compare}`" + (f" for {split}={part}" if split else "")
+            findings.best_by[title] = best
     if findings.top is not None:
         findings.sensitivity = sensitivity(study, [r for r in rows if not r.get("error")], findings.top, key)
     return findings
@@ -131,6 +135,6 @@ def sensitivity(
 def _reason(error: str) -> str:
     """The kind of failure without the per-point numbers."""
     kind, _, detail = error.partition(":")
-    detail = re.sub(r"\d+(\.\d+)?", "#", detail.split(";")[0]).strip()
+    detail = re.sub(r"(?<![A-Za-z0-9_.\-])\d+(?:\.\d+)?", "#", detail.split(";")[0]).strip()
     head = f"{kind}: {detail}" if detail else kind
     return head if len(head) < 110 else head[:107] + "..."

@@ -57,6 +57,10 @@ def check_study(study: Study) -> None:
         raise InputError(
             f"{spec.report.compare_by!r} is not an axis of this study", source=src, field="report.compare_by"
         )
+    if spec.report.split_by and spec.report.split_by not in values:
+        raise InputError(
+            f"{spec.report.split_by!r} is not an axis of this study", source=src, field="report.split_by"
+        )
     if spec.sampling.method in ("random", "sobol", "optuna") and spec.sampling.n is None:
         raise InputError(f"{spec.sampling.method} sampling needs n", source=src, field="sampling.n")
     if spec.sampling.method == "optuna" and spec.objective is None:

@@ -101,11 +101,12 @@ def _markdown(study: Study, f: Findings, vers: dict[str, Any], plots: list[str],
             a, b = float(f.top[obj.metric]), float(f.runner_up[obj.metric])
             gap = abs(b - a) / max(abs(a), 1e-12)
             lines.append(f"- Runner-up: {_describe(study, f.runner_up)} ({_fmt(b)}, {gap:.1%} behind).")
-    for axis, best in f.best_by.items():
-        lines += ["", f"Best point per `{axis}` (by `{obj.metric}`):", ""]
+    for title, best in f.best_by.items():
+        axis = title.split("`")[1]
+        lines += ["", f"Best point per {title} (by `{obj.metric}`):", ""]
         metrics = spec.report.table_metrics or [obj.metric, *f.pareto]
         metrics = list(dict.fromkeys(metrics))
-        others = [a for a in axis_names(study) if a != axis]
+        others = [a for a in axis_names(study) if a != axis and f"for {a}=" not in title]
         lines.append("| " + " | ".join([axis, *metrics, *others]) + " |")
         lines.append("|" + "---|" * (1 + len(metrics) + len(others)))
         for value, row in sorted(best.items(), key=lambda kv: obj.sign * float(kv[1][obj.metric])):

@@ -160,6 +160,7 @@ class ReportSpec(BaseModel):
 
     pareto: tuple[str, str] | None = Field(default=None, description="two metrics for the Pareto plot")
     compare_by: str | None = Field(default=None, description="axis whose values get a side-by-side table")
+    split_by: str | None = Field(default=None, description="one side-by-side table per value of this axis")
     table_metrics: list[str] = Field(default_factory=list)
 
 
