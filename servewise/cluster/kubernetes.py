@@ -208,7 +208,17 @@ class KubernetesCluster:
 
     def get_deployment(self, ref: DeploymentRef) -> InferenceDeployment:
         obj = self._read(ref)
-        return self._deployment(obj, self._parse_one(obj), [])
+        pods, nodes = (
+            self._pods_and_nodes()
+        )  # for the pool it runs in (and the GPU, if the template is silent)
+        labels = [nodes.get(n, {}) for n in node_names_of(obj, pods)]
+        meta = obj.get("metadata", {})
+        try:
+            parsed = parse_workload(obj, self.resolver, node_labels=labels)
+        except UnparsableWorkload as exc:
+            where = f"{meta.get('namespace')}/{meta.get('name')}"
+            raise InputError(f"cannot read the serving config: {exc}", source=where) from exc
+        return self._deployment(obj, parsed, labels)
 
     # -- apply / rollback ---------------------------------------------------------------------------
     def _check_allowed(self, ref: DeploymentRef) -> None:
