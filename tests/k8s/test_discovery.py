@@ -63,4 +63,6 @@ def test_get_deployment_reads_one_workload(cluster: KubernetesCluster) -> None:
         DeploymentRef(name="qwen-32b-awq", namespace="llm-serving", kind="StatefulSet")
     )
     assert dep.config.tensor_parallel == 2 and dep.config.replicas == 3
-    assert cluster.get_deployment(DeploymentRef(name="llama-70b", namespace="llm-serving")).pool == "h100-pool"
+    assert (
+        cluster.get_deployment(DeploymentRef(name="llama-70b", namespace="llm-serving")).pool == "h100-pool"
+    )
