@@ -13,6 +13,8 @@ Each pool autoscales per slot to ``ceil(rate / (capacity * target_utilization))`
 from the analytical model for the pool's own lengths); one replica per pool is then simulated at
 its share of the load with the pool's actual requests, which gives SLO attainment. Cost is
 replica-hours times $/GPU-hour; quality is the published score of the model that served each request.
+All points of a study see the same request lengths (common random numbers, from the study seed), so
+differences between policies are not sampling noise; routing and arrival times use the point's seed.
 """
 
 from __future__ import annotations
@@ -64,10 +66,11 @@ def evaluate_policy(study: Study, point: dict[str, Any], seed: int, cat: Catalog
     assert spec is not None  # checked when the study was loaded
     wl = point_workload(study, point)
     rng = np.random.default_rng(seed)
+    common = np.random.default_rng(study.spec.seed)  # every policy sees the same requests
     n = spec.requests_per_slot
     rates = diurnal_rates(spec)
     peak = rates > (1.0 - spec.peak_share) * spec.peak_rate_per_s
-    lengths = [(wl.input_len.sample(rng, n), wl.output_len.sample(rng, n)) for _ in rates]
+    lengths = [(wl.input_len.sample(common, n), wl.output_len.sample(common, n)) for _ in rates]
     longest = max(int((i + o).max()) for i, o in lengths)
     max_len = int(math.ceil(longest / 1024.0) * 1024)
     large = serving_config(point, cat).with_changes(max_model_len=max_len)

@@ -164,9 +164,21 @@ def _plots(study: Study, out: Path, rows: list[Row], f: Findings) -> list[str]:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for value in sorted({str(r.get(group)) for r in pts}):
             sel = [r for r in pts if str(r.get(group)) == value]
-            ax.scatter([r[x] for r in sel], [r[y] for r in sel], s=10, alpha=0.6, label=value)
+            dots = ax.scatter([r[x] for r in sel], [r[y] for r in sel], s=8, alpha=0.35)
+            own = pareto_front(sel, x, y)  # this group's own front: its best trade-off
+            ax.plot(
+                [r[x] for r in own],
+                [r[y] for r in own],
+                "-",
+                lw=1.2,
+                color=dots.get_facecolor()[0][:3],
+                label=f"{value}",
+            )
         front = pareto_front(pts, x, y)
-        ax.plot([r[x] for r in front], [r[y] for r in front], "k-", lw=1.5, label="Pareto front")
+        ax.plot([r[x] for r in front], [r[y] for r in front], "k--", lw=1.5, label="overall Pareto front")
+        ys = [float(r[y]) for r in pts]
+        if min(ys) > 0 and max(ys) / min(ys) > 20:
+            ax.set_yscale("log")
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.set_title(f"{study.spec.name}: {y} vs {x} by {group}")
@@ -175,6 +187,22 @@ def _plots(study: Study, out: Path, rows: list[Row], f: Findings) -> list[str]:
         fig.savefig(out / "pareto.png", dpi=110)
         plt.close(fig)
         made.append("pareto.png")
+    for k, (title, best) in enumerate(f.best_by.items()):
+        metrics = list(dict.fromkeys(study.spec.report.table_metrics or [f.objective.metric, *f.pareto]))[:6]
+        if not best or not metrics:
+            continue
+        fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.2), squeeze=False)
+        labels = [str(v) for v in best]
+        for ax, metric in zip(axes[0], metrics, strict=True):
+            ax.bar(labels, [float(r.get(metric) or 0.0) for r in best.values()], color="tab:blue")
+            ax.set_title(metric, fontsize=8)
+            ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        fig.suptitle(f"Best point per {title.replace('`', '')}", fontsize=9)
+        fig.tight_layout()
+        name = f"compare-{k + 1}.png"
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        made.append(name)
     if f.sensitivity:
         fig, ax = plt.subplots(figsize=(7, 0.5 + 0.5 * len(f.sensitivity)))
         names = [s[0] for s in f.sensitivity][::-1]
