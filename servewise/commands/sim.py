@@ -138,7 +138,9 @@ def serve_metrics(
     if speed <= 0:
         raise InputError("speed must be positive", field="--speed")
     step_s = _seconds(step, "--step")
-    sim = SimCluster.from_scenario(scenario, seed, ephemeral=True, step_s=step_s, start=time.time())
+    sim = SimCluster.from_scenario(
+        scenario, seed, ephemeral=True, step_s=step_s, start=time.time(), warmup_s=60
+    )
     try:
         serve(sim, port=port, addr=addr, speed=speed, duration_s=duration)
     except KeyboardInterrupt:

@@ -3,6 +3,11 @@
 ``serve_metrics`` starts the HTTP server and advances the twin in real time x ``speed``. Samples
 carry no timestamps (Prometheus stamps them at scrape time), so with ``speed`` > 1 the rates a
 Prometheus computes are ``speed`` times the twin's own rates.
+
+The endpoint always answers in the classic text format (0.0.4), as vLLM's own endpoint does in
+practice: prometheus_client 0.26 escapes ``:`` to ``_`` in *OpenMetrics* sample names (while
+keeping it in ``# TYPE``), which would rename ``vllm:...`` series when Prometheus negotiates
+OpenMetrics.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
@@ -45,6 +51,27 @@ def registry_for(sim: SimCluster, lock: threading.Lock | None = None) -> Collect
     return registry
 
 
+def metrics_server(registry: CollectorRegistry, addr: str, port: int) -> ThreadingHTTPServer:
+    """An HTTP server answering ``GET /metrics`` with ``registry`` in the classic text format."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            if self.path.split("?")[0] not in ("/metrics", "/"):
+                self.send_error(404, "only /metrics is served")
+                return
+            body = generate_latest(registry)
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            log.debug("metrics: " + format, *args)
+
+    return ThreadingHTTPServer((addr, port), Handler)
+
+
 def serve_metrics(
     sim: SimCluster,
     *,
@@ -56,7 +83,9 @@ def serve_metrics(
 ) -> None:
     """Serve ``/metrics`` on ``addr:port`` and advance the twin until interrupted (or ``duration_s``)."""
     lock = threading.Lock()
-    server, thread = start_http_server(port, addr=addr, registry=registry_for(sim, lock))
+    server = metrics_server(registry_for(sim, lock), addr, port)
+    thread = threading.Thread(target=server.serve_forever, daemon=True, name="twin-metrics")
+    thread.start()
     log.info("serving the twin's metrics on http://%s:%d/metrics (speed x%g)", addr, port, speed)
     started = last = time.monotonic()
     try:
