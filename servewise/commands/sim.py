@@ -54,7 +54,9 @@ def scenarios(json_out: Json = False) -> None:
         return
     table = Table("scenario", "deployments", "GPUs", "pools", "description")
     for r in rows:
-        table.add_row(r["name"], str(r["deployments"]), str(r["gpus"]), str(r["pools"]), r["description"])
+        table.add_row(
+            str(r["name"]), str(r["deployments"]), str(r["gpus"]), str(r["pools"]), str(r["description"])
+        )
     out_console.print(table)
 
 
