@@ -21,7 +21,7 @@ from servewise.perf.efficiency import Efficiency
 from servewise.perf.interfaces import IterationCost
 from servewise.perf.sim_engine import EngineLimits, EngineTrace, run_engine
 from servewise.perf.sim_metrics import summarize
-from servewise.perf.sim_requests import BLOCK_SIZE, build_requests
+from servewise.perf.sim_requests import BLOCK_SIZE, build_requests, read_trace
 
 DEFAULT_NUM_REQUESTS = 1000
 
@@ -108,7 +108,8 @@ def replica_setup(
 ) -> ReplicaSetup:
     """Cost model, KV capacity and $/hour of one replica of ``config`` from the catalog.
 
-    Raises ``DoesNotFitError`` when the configuration cannot hold one typical request of ``workload``.
+    Raises ``DoesNotFitError`` when the configuration cannot hold one typical request of ``workload``
+    (mean prompt + output length, or the median of a trace).
     """
     from servewise.perf.analytical import IterationCostModel
     from servewise.perf.memory import plan_memory
@@ -116,7 +117,10 @@ def replica_setup(
     cat = catalog or get_catalog()
     model, hw = cat.model(config.model), cat.gpu(config.gpu)
     seq_len = None
-    if workload is not None and workload.trace is None:
+    if workload is not None and workload.trace is not None:
+        _, inputs, outputs = read_trace(workload.trace)
+        seq_len = int(np.median(inputs + outputs))
+    elif workload is not None:
         seq_len = max(int(round(workload.input_len.mean + workload.output_len.mean)), 1)
     plan = plan_memory(model, hw, config, seq_len=seq_len)
     if not plan.fits:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sim_fakes import LinearCost
 
@@ -101,3 +103,11 @@ def test_catalog_capacity_search_is_reexported_and_positive() -> None:
         tol=0.05,
     )
     assert found > 0.5
+
+
+def test_simulate_config_sizes_memory_from_a_trace(tmp_path: Path) -> None:
+    path = tmp_path / "trace.csv"
+    path.write_text("arrival_s,input_len,output_len\n0.0,500,50\n0.5,700,80\n1.0,600,20\n")
+    # an L4 cannot hold the model's full 128k context for llama-3.1-8b but easily holds these requests
+    res = simulate_config(ServingConfig(model="llama-3.1-8b", gpu="l4"), Workload(trace=str(path)))
+    assert res.completed == 3
