@@ -13,10 +13,11 @@ import math
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from servewise.domain import Engine, LengthDistribution, Quantization, ServingConfig, Workload
 from servewise.domain.quantization import INT4_METHODS, Dtype
-from servewise.errors import ServewiseError
+from servewise.errors import InputError, ServewiseError
 from servewise.perf.catalog import Catalog, quality_score
 from servewise.studies.sampling import point_seed
 from servewise.studies.study_file import CONFIG_AXES, METRICS, Study
@@ -56,8 +57,10 @@ def serving_config(point: dict[str, Any], cat: Catalog, model_key: str = "model"
             quantization=Quantization(weights=weights, kv_cache=kv, method=method),
             **knobs,
         )
-    except ValueError as exc:  # pydantic: tensor_parallel not a power of two, ...
-        raise ServewiseError(str(exc).splitlines()[-1] if "\n" in str(exc) else str(exc)) from None
+    except ValidationError as exc:  # tensor_parallel not a power of two, ...
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise InputError(err["msg"].removeprefix("Value error, "), field=where or None) from None
 
 
 def point_workload(study: Study, point: dict[str, Any]) -> Workload:

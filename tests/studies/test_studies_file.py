@@ -1,0 +1,94 @@
+"""Bad study files fail before any work starts, naming the field at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from studies_helpers import make_study, small_study_dict
+
+from servewise.errors import InputError, UnknownIdError
+from servewise.studies.running import run_study
+from servewise.studies.study_file import load_study
+
+STUDIES = Path(__file__).parents[2] / "studies"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "words"),
+    [
+        ({"axes": {"gpu": ["l4"], "colour": ["red"]}}, "axes", "unknown axis 'colour'"),
+        (
+            {"axes": {"gpu": ["l4"], "model": ["llama-3.1-8b", "llama-9-1b"]}},
+            "axes.model[1]",
+            "unknown model",
+        ),
+        ({"axes": {"gpu": ["l4", "tpu-v9"]}}, "axes.gpu[1]", "unknown gpu"),
+        ({"axes": {"gpu": []}}, "axes", "axis 'gpu' is empty"),
+        ({"axes": {}}, "axes", "at least one axis"),
+        ({"constraints": ["max_num_seqs > 100000"]}, "constraints[0]", "no value of max_num_seqs"),
+        ({"constraints": ["latency_ms <= 3"]}, "constraints[0]", "unknown metric 'latency_ms'"),
+        ({"constraints": ["tpot_ms is small"]}, "constraints[0]", "not 'field <op> value'"),
+        ({"objective": {"metric": "happiness"}}, "objective.metric", "unknown metric"),
+        (
+            {"fixed": {"model": "llama-3.1-8b", "workload": "batch"}},
+            "fixed.workload",
+            "unknown workload 'batch'",
+        ),
+        ({"sampling": {"method": "optuna", "n": 10}, "objective": None}, "objective", "optuna"),
+        ({"sampling": {"method": "sobol"}}, "sampling.n", "needs n"),
+        ({"axes": {"gpu": ["l4"], "weights": ["int3"]}}, "axes.weights[0]", "unknown dtype"),
+        ({"axes": {"gpu": ["l4"], "max_num_seqs": [0]}}, "axes.max_num_seqs[0]", "positive integer"),
+        ({"report": {"compare_by": "colour"}}, "report.compare_by", "not an axis"),
+    ],
+)
+def test_bad_study_names_the_field(overrides: dict, field: str, words: str, tmp_path: Path) -> None:
+    with pytest.raises(InputError) as err:
+        make_study(**overrides)
+    assert err.value.field == field
+    assert words in str(err.value)
+    assert "test-study.yaml" in str(err.value)
+
+
+def test_unknown_model_is_an_unknown_id_with_suggestions() -> None:
+    with pytest.raises(UnknownIdError, match="did you mean llama-3.1-8b"):
+        make_study(fixed={"model": "llama-3.1-8"})
+
+
+def test_hypothetical_chip_from_the_study_file_is_a_gpu_axis_value() -> None:
+    study = make_study(
+        hardware=[{"id": "l4-2xbw", "base": "l4", "scale": {"memory_bandwidth_gbs": 2.0}}],
+        axes={"gpu": ["l4", "l4-2xbw"]},
+    )
+    chip = study.catalog().gpu("l4-2xbw")
+    assert chip.hypothetical and chip.memory_bandwidth_gbs == pytest.approx(
+        2 * study.catalog().gpu("l4").memory_bandwidth_gbs
+    )
+
+
+def test_bad_inline_chip_names_its_field() -> None:
+    with pytest.raises(InputError, match="hardware\\[0\\].base"):
+        make_study(hardware=[{"id": "x1", "base": "nope-gpu"}], axes={"gpu": ["x1"]})
+
+
+def test_errors_come_before_any_output(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    import yaml
+
+    bad.write_text(yaml.safe_dump(small_study_dict(axes={"gpu": ["l4", "tpu-v9"]})))
+    with pytest.raises(InputError):
+        run_study(load_study(bad), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_yaml_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: x\naxes: [unclosed\n")
+    with pytest.raises(InputError, match="broken.yaml.*invalid YAML"):
+        load_study(bad)
+
+
+@pytest.mark.parametrize("path", sorted(STUDIES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_studies_load(path: Path) -> None:
+    study = load_study(path)
+    assert study.spec.question.strip()
