@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import openai
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -120,6 +119,8 @@ class LLMClient:
     usage: Usage = field(default_factory=Usage)
 
     def __post_init__(self) -> None:
+        import openai  # imported on first use: commands that never call a model start faster
+
         self._client = openai.OpenAI(
             base_url=self.config.base_url,
             api_key=self.config.api_key,

@@ -6,7 +6,7 @@ State lives in one JSON file (default ``$SERVEWISE_HOME/fake-fleet.json``) and e
 is logged there, so a test can check from outside the process that a change was applied once.
 
 Use it as a workflow environment: ``--cluster py:servewise.testing.fake_fleet:environment``.
-The optimizer proposes dropping one replica where p99 TTFT is under half the SLO; ``truth`` > 1
+The optimizer (``optimize_deployment``) proposes dropping one replica where p99 TTFT is under half the SLO; ``truth`` > 1
 makes the fleet slower than the optimizer predicts (to trigger verification and rollback).
 """
 
@@ -279,8 +279,15 @@ class FindingsOut(BaseModel):
     findings: list[Finding]
 
 
-class ProposalsOut(BaseModel):
-    proposals: list[Proposal]
+class OptimizeIn(BaseModel):
+    name: str
+    namespace: str = "default"
+    window: str = "15m"
+    benchmark: bool = True
+
+
+class PlanOut(BaseModel):
+    proposal: Proposal | None
 
 
 class FleetIn(BaseModel):
@@ -327,40 +334,52 @@ def make_registry(cluster: FakeCluster, telemetry: FakeTelemetry) -> ToolRegistr
                 )
         return FindingsOut(findings=out)
 
-    def optimize_fleet(args: WindowIn) -> ProposalsOut:
-        """Drop one replica where the analysis finds over-provisioning."""
+    def optimize_deployment(args: OptimizeIn) -> PlanOut:
+        """Drop one replica when p99 TTFT is under half the SLO; benchmark it when asked."""
         state = cluster.load()
-        out = []
-        for f in analyze_fleet(args).findings:
-            d = cluster._find(state, f.ref)
-            new = d.config.with_changes(replicas=d.config.replicas - 1)
-            digest = hashlib.sha1(
-                json.dumps([d.ref.key, new.model_dump(mode="json")], sort_keys=True).encode()
-            ).hexdigest()
-            impact = Impact(
-                cost_per_hour_before=cost_per_hour(d.config),
-                cost_per_hour_after=cost_per_hour(new),
-                ttft_p99_ms=ttft_p99(d.load, new.replicas, 1.0),
-                tpot_p99_ms=20.0,
-                uncertainty_pct=10,
+        d = cluster._find(state, DeploymentRef(name=args.name, namespace=args.namespace))
+        t = ttft_p99(d.load, d.config.replicas, state.truth)
+        if not (d.slo.ttft_p99_ms and t < d.slo.ttft_p99_ms / 2 and d.config.replicas > 1):
+            return PlanOut(proposal=None)
+        new = d.config.with_changes(replicas=d.config.replicas - 1)
+        digest = hashlib.sha1(
+            json.dumps([d.ref.key, new.model_dump(mode="json")], sort_keys=True).encode()
+        ).hexdigest()
+        impact = Impact(
+            cost_per_hour_before=cost_per_hour(d.config),
+            cost_per_hour_after=cost_per_hour(new),
+            ttft_p99_ms=ttft_p99(d.load, new.replicas, 1.0),
+            tpot_p99_ms=20.0,
+            uncertainty_pct=10,
+        )
+        measured = None
+        if args.benchmark:
+            wl = cluster.get_deployment(d.ref).workload
+            assert wl is not None
+            res = cluster.run_benchmark(BenchmarkRequest(ref=d.ref, config=new, workload=wl))
+            measured = impact.model_copy(
+                update={
+                    "ttft_p99_ms": res.ttft_p99_ms,
+                    "tpot_p99_ms": res.tpot_p99_ms,
+                    "validated_by": f"benchmark:{res.completed}",
+                }
             )
-            out.append(
-                Proposal(
-                    id=f"p-{digest[:10]}",
-                    ref=d.ref,
-                    current=d.config,
-                    proposed=new,
-                    summary=f"{d.ref.name}: {d.config.replicas} -> {new.replicas} replicas",
-                    predicted=impact,
-                    findings=["over_provisioned"],
-                    risk="low",
-                )
+        return PlanOut(
+            proposal=Proposal(
+                id=f"p-{digest[:10]}",
+                ref=d.ref,
+                current=d.config,
+                proposed=new,
+                summary=f"{d.ref.name}: {d.config.replicas} -> {new.replicas} replicas",
+                predicted=impact,
+                measured=measured,
+                risk="low",
             )
-        return ProposalsOut(proposals=out)
+        )
 
     reg.register(list_fleet)
     reg.register(analyze_fleet)
-    reg.register(optimize_fleet)
+    reg.register(optimize_deployment)
     return reg
 
 

@@ -127,17 +127,18 @@ class Nodes:
     def optimize(self, state: OptimizationState) -> dict[str, Any]:
         crash_point("optimize")
         opts, env = options(state), self.rt.env(state)
+        findings = [Finding.model_validate(f) for f in state.get("findings") or []]
+        proposals, notes = steps.optimize(env, opts.window, findings, benchmark=opts.benchmark)
         kept, dropped = [], []
-        for p in steps.optimize(env, opts.window):
-            if opts.benchmark and p.measured is None:
-                p, broken = steps.benchmark(env, p, opts.benchmark_requests)
-                if broken:
-                    dropped.append(
-                        {"proposal": p.model_dump(mode="json"), "reason": f"benchmark breaks SLO: {broken}"}
-                    )
-                    continue
-            kept.append(p)
-        return {"proposals": _dump(kept), "dropped": dropped}
+        for p in proposals:
+            broken = steps.measured_slo_breaks(env, p)
+            if broken:
+                dropped.append(
+                    {"proposal": p.model_dump(mode="json"), "reason": f"benchmark breaks SLO: {broken}"}
+                )
+            else:
+                kept.append(p)
+        return {"proposals": _dump(kept), "dropped": dropped, "notes": notes}
 
     def propose(self, state: OptimizationState) -> dict[str, Any]:
         crash_point("propose")

@@ -17,8 +17,7 @@ class RunOptions(BaseModel):
     policy_path: str | None = Field(default=None, description="auto-approve policy YAML")
     stop_after_propose: bool = Field(default=False, description="--dry-run: propose, never apply")
     window: str = Field(default="15m", description="telemetry window for analysis")
-    benchmark: bool = True
-    benchmark_requests: int = Field(default=200, ge=1)
+    benchmark: bool = Field(default=True, description="the optimizer validates candidates with benchmarks")
     verify_window_s: float = Field(default=600.0, ge=0, description="post-change observation window")
     rollout_timeout_s: float = Field(default=900.0, gt=0)
     regression_tolerance: float = Field(
@@ -46,5 +45,6 @@ class OptimizationState(TypedDict, total=False):
     applied: list[dict[str, Any]]
     verification: list[dict[str, Any]]
     rolled_back: list[str]
+    notes: list[str]
     errors: list[str]
     report: dict[str, Any]

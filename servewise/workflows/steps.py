@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from servewise.domain import SLO, BenchmarkRequest, Finding, Impact, Proposal, TelemetrySnapshot
-from servewise.errors import PermanentError, ServewiseError
+from servewise.domain import SLO, Finding, Proposal, TelemetrySnapshot
+from servewise.errors import PermanentError
 from servewise.tools.context import use_context
 from servewise.tools.registry import ToolError
 from servewise.workflows.environment import Environment
@@ -49,42 +49,50 @@ def analyze(env: Environment, window: str) -> list[Finding]:
     return [Finding.model_validate(f) for f in _items(out, "findings", "analyze_fleet")]
 
 
-def optimize(env: Environment, window: str) -> list[Proposal]:
-    out = _call(env, "optimize_fleet", {"window": window})
-    return [Proposal.model_validate(p) for p in _items(out, "proposals", "optimize_fleet")]
+def optimize(
+    env: Environment, window: str, findings: list[Finding], *, benchmark: bool
+) -> tuple[list[Proposal], list[str]]:
+    """One ``optimize_deployment`` call per deployment with findings (benchmark-validated by the tool).
+
+    Returns the proposals and a note per deployment that could not be optimized.
+    """
+    kinds: dict[str, list[str]] = {}
+    refs = {}
+    for f in findings:
+        kinds.setdefault(f.ref.key, []).append(f.kind)
+        refs[f.ref.key] = f.ref
+    proposals, notes = [], []
+    for key, ref in refs.items():
+        args = {"name": ref.name, "namespace": ref.namespace, "window": window, "benchmark": benchmark}
+        try:
+            plan = _call(env, "optimize_deployment", args)
+        except WorkflowStepError as exc:
+            notes.append(f"{key}: {exc}")
+            continue
+        proposal = getattr(plan, "proposal", None)
+        if proposal is None:
+            notes.append(f"{key}: no cheaper configuration meets the SLO")
+            continue
+        p = Proposal.model_validate(
+            proposal.model_dump(mode="json") if isinstance(proposal, BaseModel) else proposal
+        )
+        proposals.append(p if p.findings else p.model_copy(update={"findings": sorted(set(kinds[key]))}))
+    return proposals, notes
 
 
 def slo_of(env: Environment, proposal: Proposal) -> SLO | None:
     return env.cluster.get_deployment(proposal.ref).slo
 
 
-def benchmark(env: Environment, proposal: Proposal, num_requests: int) -> tuple[Proposal, list[str]]:
-    """Measure the proposed config; returns the proposal with ``measured`` and the SLOs it breaks."""
-    dep = env.cluster.get_deployment(proposal.ref)
-    if dep.workload is None:
-        return proposal, []
-    try:
-        res = env.cluster.run_benchmark(
-            BenchmarkRequest(
-                ref=proposal.ref, config=proposal.proposed, workload=dep.workload, num_requests=num_requests
-            )
-        )
-    except ServewiseError as exc:
-        log.warning("benchmark of %s failed: %s", proposal.id, exc)
-        return proposal, []
-    measured = Impact(
-        cost_per_hour_before=proposal.predicted.cost_per_hour_before,
-        cost_per_hour_after=proposal.predicted.cost_per_hour_after,
-        ttft_p99_ms=res.ttft_p99_ms,
-        tpot_p99_ms=res.tpot_p99_ms,
-        throughput_tok_s=res.throughput_tok_s,
-        validated_by=f"benchmark:{res.completed}",
-    )
-    broken = (
-        dep.slo.violations(
-            {"ttft_p99_ms": res.ttft_p99_ms, "tpot_p99_ms": res.tpot_p99_ms, "e2e_p99_ms": res.e2e_p99_ms}
-        )
-        if dep.slo
-        else []
-    )
-    return proposal.model_copy(update={"measured": measured}), broken
+def measured_slo_breaks(env: Environment, proposal: Proposal) -> list[str]:
+    """SLOs the proposal's benchmark measurement (if any) breaks."""
+    if proposal.measured is None:
+        return []
+    slo = slo_of(env, proposal)
+    if slo is None:
+        return []
+    m = proposal.measured
+    values = {
+        k: v for k, v in (("ttft_p99_ms", m.ttft_p99_ms), ("tpot_p99_ms", m.tpot_p99_ms)) if v is not None
+    }
+    return slo.violations(values)
