@@ -164,6 +164,8 @@ class LLMClient:
         stream: bool,
         on_text: Callable[[str], None] | None,
     ) -> Completion:
+        import openai
+
         kwargs: dict[str, Any] = {
             "model": self.config.model,
             "messages": messages,
