@@ -32,7 +32,9 @@ def run_cmd(
     from servewise.studies.study_file import load_study
 
     if workers is not None and ray not in (None, "local"):
-        raise InputError("--workers sizes a local pool or a local Ray; a Ray cluster has its own", field="--workers")
+        raise InputError(
+            "--workers sizes a local pool or a local Ray; a Ray cluster has its own", field="--workers"
+        )
     if workers is not None and workers < 1:
         raise InputError(f"must be >= 1, got {workers}", field="--workers")
     study = load_study(study_file)

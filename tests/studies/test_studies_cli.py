@@ -1,0 +1,70 @@
+"""`servewise study run` and `servewise study nas` through the real CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from studies_helpers import small_study_dict
+from typer.testing import CliRunner
+
+from servewise.cli import app
+
+runner = CliRunner()
+
+
+def test_study_run_json(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(small_study_dict()))
+    res = runner.invoke(
+        app, ["study", "run", str(path), "--workers", "1", "--out", str(tmp_path / "o"), "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["points"] == 24 and doc["evaluated"] == 24 and doc["backend"] == "serial"
+    assert Path(doc["report"]).exists()
+    again = json.loads(
+        runner.invoke(
+            app, ["study", "run", str(path), "--workers", "1", "--out", str(tmp_path / "o"), "--json"]
+        ).stdout
+    )
+    assert again["skipped"] == 24 and again["evaluated"] == 0
+
+
+def test_study_run_bad_file_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(small_study_dict(axes={"gpu": ["l4", "tpu-v9"]})))
+    from servewise.errors import UnknownIdError
+
+    res = runner.invoke(app, ["study", "run", str(path), "--out", str(tmp_path / "o")])
+    assert isinstance(res.exception, UnknownIdError) and "axes.gpu[1]" in str(res.exception)
+    assert not (tmp_path / "o").exists()
+
+
+def test_study_nas_json(tmp_path: Path) -> None:
+    res = runner.invoke(
+        app,
+        [
+            "study",
+            "nas",
+            "--gpu",
+            "l4",
+            "--params",
+            "2..4",
+            "--objective",
+            "throughput",
+            "--generations",
+            "8",
+            "--population",
+            "24",
+            "--out",
+            str(tmp_path),
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert "PROXY" in doc["quality_proxy"] and "Hoffmann" in doc["quality_proxy"]
+    assert doc["front"] and all(2 <= p["params_b"] <= 4 for p in doc["front"])
+    assert (tmp_path / "front.png").exists() and (tmp_path / "front.csv").exists()
