@@ -1,9 +1,151 @@
-"""`servewise demo` commands (not implemented yet)."""
+"""`servewise demo`: the main job end to end on the embedded twin (no cluster, Prometheus or key).
+
+1. discover the simulated fleet, 2. read its telemetry and find bottlenecks, 3. run the
+optimization workflow to the human approval gate, 4. show the performance model against public
+measurements, 5. run a small what-if study. Everything it prints is computed by the tools.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.rule import Rule
+from rich.table import Table
+
+from servewise.commands._output import err_console, out_console
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MEASUREMENTS = REPO_ROOT / "data" / "published" / "measurements.csv"
+DEMO_STUDY = REPO_ROOT / "studies" / "demo.yaml"
+
+
+def _changes(current: dict[str, Any], proposed: dict[str, Any]) -> str:
+    parts = []
+    for key in ("model", "gpu", "tensor_parallel", "replicas", "max_num_seqs", "max_num_batched_tokens"):
+        if current.get(key) != proposed.get(key):
+            parts.append(f"{key} {current.get(key)}->{proposed.get(key)}")
+    cq, pq = current.get("quantization") or {}, proposed.get("quantization") or {}
+    for key in ("weights", "kv_cache"):
+        if cq.get(key) != pq.get(key):
+            parts.append(f"{key} {cq.get(key)}->{pq.get(key)}")
+    return ", ".join(parts) or "(no knob change)"
+
+
+def _fleet(cluster: Any) -> None:
+    from servewise.perf.catalog import get_catalog
+
+    cat = get_catalog()
+    table = Table(title="1. Inference deployments discovered on the twin")
+    for col in ("deployment", "model", "GPUs / replica", "replicas", "quant", "$/hour"):
+        table.add_column(col, justify="right" if col in ("replicas", "$/hour") else "left")
+    total = 0.0
+    for dep in cluster.list_deployments():
+        c = dep.config
+        cost = cat.gpu(c.gpu).price_per_gpu_hour * c.total_gpus
+        total += cost
+        table.add_row(dep.ref.key, c.model, f"{c.gpus_per_replica}x {c.gpu}", str(c.replicas),
+                      c.quantization.label, f"{cost:,.2f}")
+    table.caption = f"fleet cost {total:,.2f} $/hour"
+    out_console.print(table)
+
+
+def _findings(cluster: Any) -> None:
+    from servewise.telemetry.sim import SimTelemetrySource
+    from servewise.tools.analyzing import analyze_fleet
+
+    snapshot = SimTelemetrySource(cluster).snapshot(window="15m")
+    analysis = analyze_fleet(cluster, snapshot)
+    table = Table(title=f"2. Bottlenecks found in {analysis.deployments} deployments (telemetry window 15m)")
+    for col in ("deployment", "severity", "finding", "evidence"):
+        table.add_column(col)
+    for f in analysis.findings:
+        ev = f.evidence[0] if f.evidence else None
+        evidence = f"{ev.signal}={ev.value:.3g} (threshold {ev.threshold:.3g})" if ev and ev.value is not None and ev.threshold is not None else ""
+        table.add_row(f.ref.name, f.severity.value, f.summary, evidence)
+    out_console.print(table)
+
+
+def _optimize(scenario: str, home: Path) -> str | None:
+    from servewise.workflows.runs import WorkflowService
+    from servewise.workflows.state import RunOptions
+
+    with WorkflowService(home=home, llm=None) as svc:
+        view = svc.start(RunOptions(cluster=f"sim:{scenario}", use_llm=False))
+    table = Table(title=f"3. Optimization run {view.run_id}: {view.status}")
+    for col in ("deployment", "change", "$/h before", "$/h after", "p99 TTFT ms", "p99 TPOT ms", "validated by"):
+        table.add_column(col)
+    for p in view.proposals:
+        impact = p.get("measured") or p["predicted"]
+        table.add_row(
+            p["ref"]["name"], _changes(p["current"], p["proposed"]),
+            f"{p['predicted']['cost_per_hour_before']:,.2f}", f"{p['predicted']['cost_per_hour_after']:,.2f}",
+            "" if impact.get("ttft_p99_ms") is None else f"{impact['ttft_p99_ms']:,.0f}",
+            "" if impact.get("tpot_p99_ms") is None else f"{impact['tpot_p99_ms']:,.1f}",
+            impact.get("validated_by", ""),
+        )
+    out_console.print(table)
+    if view.narrative:
+        out_console.print(view.narrative, markup=False)
+    if view.status == "awaiting_approval":
+        out_console.print(
+            f"Nothing was applied. Approve with: [bold]servewise approve {view.run_id} --as YOUR_NAME[/bold]"
+            f"  (or reject: servewise reject {view.run_id} --reason TEXT)"
+        )
+    return view.run_id
+
+
+def _model_vs_measurements(out: Path) -> None:
+    from servewise.perf.measurements import read_measurements
+    from servewise.perf.plots import plot_predicted_vs_measured
+    from servewise.perf.validation import validate
+
+    if not MEASUREMENTS.exists():
+        err_console.print(f"skipping: {MEASUREMENTS} not found")
+        return
+    report = validate(read_measurements(MEASUREMENTS))
+    table = Table(title=f"4. Performance model vs {report.counts['predicted']} public measurements (MAPE)")
+    for col in ("metric", "fitted rows", "held-out rows"):
+        table.add_column(col, justify="right")
+    for metric in report.mape:
+        cells = [report.mape_by_split[s].get(metric) for s in ("train", "holdout")]
+        table.add_row(metric, *("-" if v is None else f"{v:.1f}%" for v in cells))
+    out_console.print(table)
+    path = plot_predicted_vs_measured(report, out / "predicted_vs_measured.png")
+    out_console.print(f"plot: {path}")
+
+
+def _study(out: Path) -> None:
+    if not DEMO_STUDY.exists():
+        return
+    try:
+        from servewise.studies.running import run_study_file  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    result = run_study_file(DEMO_STUDY, out_dir=out / "study")
+    out_console.print(f"5. What-if study: report at {getattr(result, 'report_path', out / 'study')}")
+
+
+def demo(
+    scenario: Annotated[str, typer.Option(help="twin scenario")] = "demo",
+    out: Annotated[Path, typer.Option(help="where plots and reports go")] = Path("out/demo"),
+) -> None:
+    """Run the whole product on the embedded twin: discover, analyze, propose (approval gate), validate."""
+    from servewise.cluster.factory import open_cluster
+    from servewise.settings import get_settings
+
+    out.mkdir(parents=True, exist_ok=True)
+    home = get_settings().ensure_home()
+    out_console.print(Rule(f"servewise demo: embedded twin '{scenario}', state in {home}"))
+    cluster = open_cluster(f"sim:{scenario}")
+    _fleet(cluster)
+    _findings(cluster)
+    _optimize(scenario, home)
+    _model_vs_measurements(out)
+    _study(out)
+    out_console.print(Rule("done"))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to `app`."""
+    app.command("demo")(demo)

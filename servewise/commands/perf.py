@@ -191,8 +191,67 @@ def calibrate_cmd(
     out_console.print(table)
 
 
+def simulate_cmd(
+    model: Annotated[str, typer.Option(help="catalog id or Hugging Face repo id")],
+    gpu: Annotated[str, typer.Option(help="catalog id, node label or instance type")],
+    tp: Annotated[int, typer.Option("--tp", help="tensor parallel size")] = 1,
+    quant: Annotated[str, typer.Option(help="weights: bf16, fp8, int8, int4/awq/gptq, fp4")] = "bf16",
+    kv_dtype: Annotated[str, typer.Option("--kv-dtype", help="KV cache: bf16 or fp8")] = "bf16",
+    input_len: Annotated[int, typer.Option(help="mean prompt tokens (lognormal, std = mean/2)")] = 1024,
+    output_len: Annotated[int, typer.Option(help="mean generated tokens (lognormal, std = mean/2)")] = 256,
+    rate: Annotated[float | None, typer.Option(help="Poisson arrivals per second (open loop)")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="closed-loop clients (instead of --rate)")] = None,
+    num_requests: Annotated[int, typer.Option(help="requests to simulate")] = 2000,
+    max_num_seqs: Annotated[int | None, typer.Option(help="override the engine default")] = None,
+    max_num_batched_tokens: Annotated[int | None, typer.Option(help="override the engine default")] = None,
+    ttft_p99_ms: Annotated[float | None, typer.Option(help="SLO for goodput")] = None,
+    tpot_p99_ms: Annotated[float | None, typer.Option(help="SLO for goodput")] = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+) -> None:
+    """Discrete-event simulation of one replica under a load: latency percentiles, goodput, KV, cost."""
+    from servewise.domain import SLO, LengthDistribution, Workload
+    from servewise.errors import InputError
+    from servewise.perf.simulator import simulate_config
+
+    if (rate is None) == (concurrency is None):
+        raise InputError("give exactly one of --rate or --concurrency", field="--rate/--concurrency")
+    cfg, cat = _config(model, gpu, tp, 1, quant, kv_dtype, "vllm", max_num_seqs, max_num_batched_tokens, None)
+    workload = Workload(
+        input_len=LengthDistribution(
+            kind="lognormal", mean=input_len, std=input_len / 2, max=max(input_len * 8, 16)
+        ),
+        output_len=LengthDistribution(
+            kind="lognormal", mean=output_len, std=output_len / 2, max=max(output_len * 8, 16)
+        ),
+        arrival_rate_per_s=rate,
+        concurrency=concurrency,
+    )
+    slo = SLO(ttft_p99_ms=ttft_p99_ms, tpot_p99_ms=tpot_p99_ms) if (ttft_p99_ms or tpot_p99_ms) else None
+    result = simulate_config(cfg, workload, num_requests=num_requests, seed=seed, slo=slo, catalog=cat)
+    if json_out:
+        print_json({**result.model_dump(mode="json"), "config": cfg.model_dump(mode="json")})
+        return
+    table = Table(
+        title=f"simulated {result.completed}/{result.num_requests} requests: {cfg.model} on "
+        f"{cfg.tensor_parallel}x {cfg.gpu}"
+    )
+    for col in ("metric", "mean", "p50", "p90", "p99"):
+        table.add_column(col, justify="right")
+    for name, stats in (("TTFT ms", result.ttft_ms), ("TPOT ms", result.tpot_ms), ("e2e ms", result.e2e_ms)):
+        table.add_row(name, *(f"{getattr(stats, k):,.1f}" for k in ("mean", "p50", "p90", "p99")))
+    out_console.print(table)
+    out_console.print(
+        f"throughput {result.throughput_tok_s:,.0f} tok/s, {result.request_throughput_per_s:.2f} req/s, "
+        f"KV peak {result.kv_usage_peak:.0%}, preemptions {result.preemptions}, "
+        f"${result.cost_per_1m_output_tokens:.3f} per 1M output tokens"
+        + (f", SLO attainment {result.slo_attainment:.1%}" if result.slo_attainment is not None else "")
+    )
+
+
 def register(app: typer.Typer) -> None:
     perf_app.command("predict")(predict_cmd)
     perf_app.command("validate")(validate_cmd)
     perf_app.command("calibrate")(calibrate_cmd)
+    perf_app.command("simulate")(simulate_cmd)
     app.add_typer(perf_app, name="perf")

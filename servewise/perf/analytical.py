@@ -144,7 +144,10 @@ def _cycle(
     t_chunk = step_time(s, eff, chunk, chunk * i / 2.0, b, ctx, 1.0)
     t_full = step_time(s, eff, p, p * i / 2.0, b, ctx, p / i)
     t = np.where(p <= chunk, t_dec + (p / chunk) * (t_chunk - t_dec), t_full)
-    return _Cycle(b=b, prefill_per_step=p, t_step=t, t_first=0.5 * t + k * t_chunk, rate=p / (i * t))
+    # A new prompt waits on average half a step for the engine to finish the step in flight, but
+    # only if other sequences keep the engine busy (a lone request starts at once).
+    align = 0.5 * t * np.maximum(running - 1.0, 0.0) / np.maximum(running, 1.0)
+    return _Cycle(b=b, prefill_per_step=p, t_step=t, t_first=align + k * t_chunk, rate=p / (i * t))
 
 
 def _resolve(

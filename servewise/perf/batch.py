@@ -65,7 +65,7 @@ def predict_batch(
     o = np.broadcast_to(np.asarray(output_len, dtype=float), (n,))
     c = np.broadcast_to(np.asarray(concurrency, dtype=float), (n,))
     keys: dict[tuple[Any, ...], int] = {}
-    shapes: list[ReplicaShape] = []
+    shapes: list[ReplicaShape | None] = []
     key_info: list[tuple[float, float, str | None]] = []  # (kv tokens, $/h, reason)
     index = np.empty(n, dtype=np.int64)
     eff_engine = efficiency
@@ -98,17 +98,16 @@ def predict_batch(
                 if eff_engine is None:
                     eff_engine = default_efficiency(cfg.engine.value, hw.vendor.lower())
             except (ServewiseError, ValueError) as exc:
-                shape = shapes[0] if shapes else None  # placeholder row, masked out below
+                shape = None  # placeholder row, masked out below
                 key_info.append((0.0, 0.0, str(exc)))
-            shapes.append(shape)  # type: ignore[arg-type]
+            shapes.append(shape)
         index[row] = slot
     valid_shape = next((s for s in shapes if s is not None), None)
     if valid_shape is None:
         reasons = [key_info[k][2] for k in index]
         nan = np.full(n, np.nan)
         return BatchPrediction(nan, nan, nan, nan, nan, np.zeros(n), np.zeros(n, dtype=bool), reasons)
-    shapes = [s if s is not None else valid_shape for s in shapes]
-    s = _stack(shapes, index)
+    s = _stack([sh if sh is not None else valid_shape for sh in shapes], index)
     kv = np.array([k[0] for k in key_info])[index]
     price = np.array([k[1] for k in key_info])[index]
     reasons = [key_info[k][2] for k in index]

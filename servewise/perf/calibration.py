@@ -114,7 +114,11 @@ def fit(
 
 
 def calibrate(
-    rows: Sequence[MeasurementRow], *, catalog: Catalog | None = None, split: str = "train"
+    rows: Sequence[MeasurementRow],
+    *,
+    catalog: Catalog | None = None,
+    split: str = "train",
+    engine_prior: float = 0.15,
 ) -> dict[str, Any]:
     """Fit per engine on ``split`` rows ("train" or "all"); report MAPE on train and holdout."""
     prepared = prepare(rows, catalog)
@@ -122,9 +126,9 @@ def calibrate(
     global_eff, global_info = fit(train, Efficiency())
     engines: dict[str, Efficiency] = {"default": global_eff}
     info: dict[str, Any] = {"default": global_info}
-    for engine in sorted({p.row.engine for p in train}):
-        own = [p for p in train if p.row.engine == engine]
-        weight = 0.15 if len(own) >= MIN_ROWS_OWN_FIT else 1.0
+    for engine in sorted({p.row.calibration_key for p in train}):
+        own = [p for p in train if p.row.calibration_key == engine]
+        weight = engine_prior if len(own) >= MIN_ROWS_OWN_FIT else max(1.0, engine_prior)
         engines[engine], info[engine] = fit(own, global_eff, prior_weight=weight, kernel_prior=4 * weight)
         # A vendor's software stack (ROCm vs CUDA) shifts kernel efficiency: fit it around the engine.
         for vendor in sorted({p.vendor for p in own if p.vendor != "nvidia"}):
@@ -132,7 +136,11 @@ def calibrate(
             if len(mine) >= MIN_ROWS_VENDOR_FIT:
                 key = f"{engine}@{vendor}"
                 engines[key], info[key] = fit(mine, engines[engine], prior_weight=1.0, kernel_prior=0.3)
-    report = validate(rows, efficiency_for=lambda e, v="nvidia": lookup(engines, e, v), catalog=catalog)
+
+    def efficiency_for(engine: str, vendor: str) -> Efficiency:
+        return lookup(engines, engine, vendor)
+
+    report = validate(rows, efficiency_for=efficiency_for, catalog=catalog)
     return {
         "fitted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "fitted_on_split": split,

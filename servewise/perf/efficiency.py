@@ -73,8 +73,9 @@ def _calibration() -> dict[str, dict[str, float]]:
 
 
 def lookup(table: dict[str, Efficiency], engine: str, vendor: str = "nvidia") -> Efficiency:
-    """Most specific fitted entry: ``engine@vendor``, then ``engine``, then ``default``."""
-    for key in (f"{engine}@{vendor}", engine, "default"):
+    """Most specific fitted entry: ``engine@vendor``, ``engine``, the base engine, then ``default``."""
+    base = engine.removesuffix("-legacy")
+    for key in (f"{engine}@{vendor}", engine, f"{base}@{vendor}", base, "default"):
         if key in table:
             return table[key]
     return Efficiency()

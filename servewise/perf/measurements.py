@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,8 @@ REQUIRED_COLUMNS = (
     "value",
 )
 METRICS = ("throughput_tok_s", "ttft_ms", "tpot_ms")
+# Notes that say the engine admitted every request in flight (no max_num_seqs queueing).
+ADMITS_ALL = re.compile(r"static batch|max_num_seqs\s*=\s*concurrency|=\s*max_num_seqs\s*=", re.IGNORECASE)
 ENGINE_ALIASES = {"tensorrt-llm": "trtllm", "trt-llm": "trtllm", "tensorrt_llm": "trtllm", "hf-tgi": "tgi"}
 
 
@@ -57,10 +60,28 @@ class MeasurementRow:
         return "|".join(r.get(k, "") for k in ("source", "model", "gpu", "weight_dtype", "tensor_parallel"))
 
     @property
+    def calibration_key(self) -> str:
+        """Engine, or ``ENGINE-legacy`` for releases known to predate the current schedulers
+        (vLLM < 0.8 before the V1 engine; TensorRT-LLM < 0.12 before in-flight batching by default)."""
+        version = _version(self.raw.get("engine_version") or "")
+        legacy = LEGACY_BEFORE.get(self.engine)
+        if version and legacy and version < legacy:
+            return f"{self.engine}-legacy"
+        return self.engine
+
+    @property
     def split(self) -> str:
         """Deterministic train/holdout split by configuration group (about 1 in 4 held out)."""
         digest = hashlib.sha256(self.group.encode()).digest()
         return "holdout" if digest[0] % 4 == 0 else "train"
+
+
+LEGACY_BEFORE = {"vllm": (0, 8), "trtllm": (0, 12)}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    match = re.search(r"(\d+)\.(\d+)", text)
+    return (int(match.group(1)), int(match.group(2))) if match else ()
 
 
 def _int(raw: dict[str, str], name: str, lo: int, hi: int) -> int:
@@ -74,14 +95,14 @@ def _int(raw: dict[str, str], name: str, lo: int, hi: int) -> int:
     return value
 
 
-def engine_defaults(engine: str, version: str, gpu_memory_gb: float) -> dict[str, object]:
+def engine_defaults(engine: str, version: str, gpu_memory_gb: float) -> dict[str, int]:
     """Scheduler defaults of each engine's OpenAI server / benchmark tool (documented defaults)."""
     if engine == "trtllm":  # trtllm-bench / trtllm-serve: large max batch, 8192-token budget
         return {"max_num_seqs": 2048, "max_num_batched_tokens": 8192}
     if engine == "sglang":  # SGLang: chunked prefill 8192 (16384 on big GPUs), large running batch
         return {"max_num_seqs": 1024, "max_num_batched_tokens": 8192}
     if engine == "vllm":
-        major_minor = tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) if version else ()
+        major_minor = _version(version)
         if major_minor and major_minor < (0, 8):  # V0 engine: 256 seqs; budget = max_model_len w/o chunking
             return {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
         big = gpu_memory_gb >= 70
@@ -126,6 +147,13 @@ def parse_row(index: int, line: int, raw: dict[str, str], catalog: Catalog) -> M
         output_len = _int(raw, "output_len", 1, 2_000_000)
         concurrency = _int(raw, "concurrency", 1, 10_000_000)
         defaults = engine_defaults(engine_name, (raw.get("engine_version") or "").strip(), gpu.memory_gb)
+        per_replica = max(1, round(concurrency / replicas))
+        explicit = (raw.get("max_num_seqs") or "").strip()
+        if explicit:
+            defaults["max_num_seqs"] = _int(raw, "max_num_seqs", 1, 65536)
+        elif ADMITS_ALL.search(raw.get("note") or ""):
+            # static batches and offline runs configured with max_num_seqs = prompts admit everything
+            defaults["max_num_seqs"] = max(defaults["max_num_seqs"], min(per_replica, 65536))
         config = ServingConfig(
             model=model.id,
             gpu=gpu.id,
@@ -133,7 +161,7 @@ def parse_row(index: int, line: int, raw: dict[str, str], catalog: Catalog) -> M
             engine=engine,
             tensor_parallel=tp,
             max_model_len=input_len + output_len,
-            **defaults,  # type: ignore[arg-type]
+            **defaults,
         )
         return MeasurementRow(
             **base,  # type: ignore[arg-type]
@@ -143,7 +171,7 @@ def parse_row(index: int, line: int, raw: dict[str, str], catalog: Catalog) -> M
             replicas=replicas,
             input_len=input_len,
             output_len=output_len,
-            concurrency=max(1, round(concurrency / replicas)),
+            concurrency=per_replica,
             engine=engine_name,
         )
     except (ServewiseError, ValueError) as exc:

@@ -104,7 +104,7 @@ def validate(
         error = p.error
         if error is None:
             try:
-                predicted = predict_prepared(p, eff_for(r.engine, p.vendor))
+                predicted = predict_prepared(p, eff_for(r.calibration_key, p.vendor))
                 rel = (predicted - r.measured) / r.measured if r.measured else None
             except (ServewiseError, ValueError, ZeroDivisionError) as exc:
                 error = str(exc)
