@@ -80,7 +80,7 @@ def parse_workload(text: str) -> tuple[int, int, int]:
         raise InputError(
             f"expected INPUT:OUTPUT:CONCURRENCY positive integers, got {text!r}", field="--workload"
         )
-    return values  # type: ignore[return-value]
+    return values[0], values[1], values[2]
 
 
 @dataclass(frozen=True)

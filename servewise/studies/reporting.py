@@ -162,16 +162,17 @@ def _plots(study: Study, out: Path, rows: list[Row], f: Findings) -> list[str]:
     pts = [r for r in ok if r.get(x) is not None and r.get(y) is not None]
     if pts:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for value in sorted({str(r.get(group)) for r in pts}):
+        for k_group, value in enumerate(sorted({str(r.get(group)) for r in pts})):
             sel = [r for r in pts if str(r.get(group)) == value]
-            dots = ax.scatter([r[x] for r in sel], [r[y] for r in sel], s=8, alpha=0.35)
+            color = f"C{k_group}"
+            ax.scatter([r[x] for r in sel], [r[y] for r in sel], s=8, alpha=0.35, color=color)
             own = pareto_front(sel, x, y)  # this group's own front: its best trade-off
             ax.plot(
                 [r[x] for r in own],
                 [r[y] for r in own],
                 "-",
                 lw=1.2,
-                color=dots.get_facecolor()[0][:3],
+                color=color,
                 label=f"{value}",
             )
         front = pareto_front(pts, x, y)
