@@ -286,6 +286,16 @@ class OptimizeIn(BaseModel):
     benchmark: bool = True
 
 
+class ScaleIn(BaseModel):
+    name: str
+    namespace: str = "default"
+    replicas: int = Field(ge=0)
+
+
+class ScaleOut(BaseModel):
+    changed: bool
+
+
 class PlanOut(BaseModel):
     proposal: Proposal | None
 
@@ -377,7 +387,15 @@ def make_registry(cluster: FakeCluster, telemetry: FakeTelemetry) -> ToolRegistr
             )
         )
 
+    def scale_deployment(args: ScaleIn) -> ScaleOut:
+        """Change a deployment's replica count. Mutating: only the workflow's apply node may call it."""
+        ref = DeploymentRef(name=args.name, namespace=args.namespace)
+        config = cluster.get_deployment(ref).config.with_changes(replicas=args.replicas)
+        res = cluster.apply(ref, config, proposal_id=f"manual-{args.name}-{args.replicas}")
+        return ScaleOut(changed=res.changed)
+
     reg.register(list_fleet)
+    reg.register(scale_deployment, mutates=True)
     reg.register(analyze_fleet)
     reg.register(optimize_deployment)
     return reg

@@ -27,7 +27,11 @@ CRASH_EXIT = 86
 
 
 def cli(home: Path, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("SERVEWISE_CRASH_AT", "OPENAI_BASE_URL", "SERVEWISE_MODEL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SERVEWISE_CRASH_AT", "OPENAI_BASE_URL", "SERVEWISE_MODEL")
+    }
     env["SERVEWISE_HOME"] = str(home)
     if crash_at:
         env["SERVEWISE_CRASH_AT"] = crash_at
@@ -44,7 +48,9 @@ def doc(proc: subprocess.CompletedProcess[str]) -> Any:
 def check_exactly_once(home: Path, run_id: str, expected: set[str]) -> None:
     state = FakeCluster(home / "fake-fleet.json").load()
     applied = real_applies(state)
-    assert sorted(applied) == sorted(expected), state.apply_calls  # each approved proposal changed the cluster once
+    assert sorted(applied) == sorted(expected), (
+        state.apply_calls
+    )  # each approved proposal changed the cluster once
     audit = AuditLog(home / "audit.sqlite")
     events = audit.events(run_id)
     audit.close()
