@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -71,10 +72,14 @@ def _key(config: ServingConfig) -> str:
 def predict_with(
     cal: Calibration, config: ServingConfig, input_len: float, output_len: float, rate_per_replica: float
 ) -> LoadPrediction:
-    return predict_load(
-        config, input_len=max(1, round(input_len)), output_len=max(1, round(output_len)),
-        arrival_rate_per_s=rate_per_replica, efficiency=cal.efficiency(config),
-    )
+    return _predict_cached(config, cal.efficiency(config), max(1, round(input_len)), max(1, round(output_len)),
+                           float(rate_per_replica))
+
+
+@lru_cache(maxsize=200_000)
+def _predict_cached(config: ServingConfig, eff: Efficiency, i: int, o: int, rate: float) -> LoadPrediction:
+    """Searches at several SLO margins and refits ask the same questions: answer each once."""
+    return predict_load(config, input_len=i, output_len=o, arrival_rate_per_s=rate, efficiency=eff)
 
 
 def fit_calibration(observations: Sequence[Observation], prior: Calibration | None = None) -> Calibration:

@@ -18,7 +18,14 @@ import numpy as np
 
 from servewise.cluster.sim import SimCluster
 from servewise.cluster.sim_scenario import Scenario
-from servewise.domain import SLO, BenchmarkRequest, InferenceDeployment, NodePool, ServingConfig
+from servewise.domain import (
+    SLO,
+    BenchmarkRequest,
+    InferenceDeployment,
+    NodePool,
+    ServingConfig,
+    TelemetrySnapshot,
+)
 from servewise.errors import ServewiseError
 from servewise.perf.analytical import predict_load
 from servewise.perf.catalog import get_catalog
@@ -131,6 +138,15 @@ def _random_pick(dep: InferenceDeployment, pools: list[NodePool], load: Load, ju
     return best, used
 
 
+def _snapshot(sim: SimCluster) -> TelemetrySnapshot | None:
+    """The twin's telemetry (servewise calibrates on it first), when the twin's source is available."""
+    try:
+        from servewise.telemetry.sim import SimTelemetrySource
+    except ImportError:
+        return None
+    return SimTelemetrySource(sim).snapshot(window="5m")
+
+
 def run(scenarios: int, seed: int, *, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     policy = SearchPolicy()
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
@@ -140,6 +156,7 @@ def run(scenarios: int, seed: int, *, progress: Callable[[str], None] | None = N
         sim = SimCluster(scen, warmup_s=60.0, history_s=300.0)
         pools = sim.list_node_pools()
         by_name = {p.name: p for p in pools}
+        snapshot = _snapshot(sim)
         for dep in sim.list_deployments():
             load = load_for(dep, None, policy)
             judge = Judge(sim, dep, load, by_name)
@@ -153,9 +170,10 @@ def run(scenarios: int, seed: int, *, progress: Callable[[str], None] | None = N
             results: dict[str, tuple[float | None, int, bool]] = {}
             cur_cost = dep.config.total_gpus * price
             results["current"] = (cur_cost, 0, not judge.passes(dep.config))
+            tel = snapshot.for_deployment(dep.ref.name, dep.ref.namespace) if snapshot else None
             for name, calibrate in (("servewise", True), ("uncalibrated", False)):
                 out = optimize(dep, pools, benchmark=sim.run_benchmark if calibrate else None, policy=policy,
-                               calibrate=calibrate)
+                               calibrate=calibrate, telemetry=tel if calibrate else None)
                 if out.pick is None:
                     results[name] = (cur_cost, len(out.trials), not judge.passes(dep.config))
                 else:

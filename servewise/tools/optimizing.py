@@ -33,6 +33,7 @@ from servewise.tools.sizing import Load, Sized, forecast, load_for, meets, size
 
 log = logging.getLogger(__name__)
 Benchmark = Callable[[BenchmarkRequest], BenchmarkResult]
+EXPLORE_MARGINS = (1.05, 1.2)  # relaxed SLO margins tried once the strict list is exhausted
 
 
 @dataclass
@@ -162,17 +163,28 @@ def optimize(
     tried: set[tuple[str, ServingConfig]] = set()
     budget = policy.benchmark_budget if (benchmark is not None and calibrate) else 0
     candidates = search(dep, pools, load, cal, policy, catalog)
+    # Exploration: once no cheaper candidate is predicted to pass at the strict margin, try ones
+    # predicted within a relaxed margin (the model's error band); only measured passes are picked.
+    margins = sorted({policy.slo_margin, *(m for m in EXPLORE_MARGINS if m > policy.slo_margin)})
+    by_margin: dict[float, list[Sized]] = {policy.slo_margin: candidates}
     while len(trials) < budget:
         best_pass = min((t.cost_per_hour for t in trials if t.passed), default=float("inf"))
-        nxt = next((c for c in candidates if (c.shape.pool.name, c.config) not in tried
-                    and c.cost_per_hour < best_pass - 1e-9), None)
+        nxt = None
+        for m in margins:
+            if m not in by_margin:
+                by_margin[m] = search(dep, pools, load, cal, policy.model_copy(update={"slo_margin": m}), catalog)
+            nxt = next((c for c in by_margin[m] if (c.shape.pool.name, c.config) not in tried
+                        and c.cost_per_hour < best_pass - 1e-9), None)
+            if nxt is not None:
+                break
         if nxt is None:
             break
         tried.add((nxt.shape.pool.name, nxt.config))
         if on_progress:
             on_progress(f"benchmark {len(trials) + 1}/{budget}: {describe(nxt.config)} in {nxt.shape.pool.name}")
         # A benchmark measures one replica at its share of the load (a single-replica Job).
-        share = load.workload(dep.workload).model_copy(update={"arrival_rate_per_s": load.rate_per_s / nxt.config.replicas})
+        share = load.workload(dep.workload).model_copy(
+            update={"arrival_rate_per_s": load.rate_per_s / nxt.config.replicas})
         request = BenchmarkRequest(ref=dep.ref, config=nxt.config, workload=share)
         res = benchmark(request)  # type: ignore[misc]
         net = nxt.shape.pool.network_latency_ms
@@ -186,6 +198,7 @@ def optimize(
         ))
         cal = fit_calibration(observations, cal)
         candidates = search(dep, pools, load, cal, policy, catalog)
+        by_margin = {policy.slo_margin: candidates}
 
     pick: Sized | None
     if budget:

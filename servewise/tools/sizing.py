@@ -115,9 +115,13 @@ def size(shape: Shape, load: Load, slo: SLO, cal: Calibration, policy: SearchPol
     except ServewiseError:
         return None
     lo = max(1, math.ceil(load.rate_per_s / cap)) if cap > 0 else max_n
-    if lo > max_n or ok(max_n) is None:
+    if lo > max_n:
         return None
-    hi = max_n
+    hi = min(max_n, 2 * lo + 2)  # most shapes pass within a few replicas of the capacity bound
+    if ok(hi) is None:
+        if hi == max_n or ok(max_n) is None:
+            return None
+        lo, hi = hi + 1, max_n
     while lo < hi:
         mid = (lo + hi) // 2
         if ok(mid) is None:
