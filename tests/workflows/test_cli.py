@@ -1,0 +1,85 @@
+"""`servewise optimize | runs | approve | reject | audit` through the Typer app (CONVENTIONS.md shapes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from servewise.cli import app
+from servewise.errors import InputError
+from servewise.testing.fake_fleet import FakeCluster
+
+from .conftest import FAKE, real_applies
+
+runner = CliRunner()
+
+
+def run(*args: str) -> Any:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout) if "--json" in args else result.stdout
+
+
+def test_optimize_approve_audit_json(home: Path) -> None:
+    doc = run("optimize", "--cluster", FAKE, "--json", "--verify-window", "60")
+    assert set(doc) >= {"run_id", "status", "proposals"} and doc["status"] == "awaiting_approval"
+    run_id, proposals = doc["run_id"], doc["proposals"]
+    assert len(proposals) == 2 and {"id", "ref", "current", "proposed", "predicted"} <= set(proposals[0])
+    listed = run("runs", "--json")["runs"]
+    assert [r["run_id"] for r in listed] == [run_id] and listed[0]["status"] == "awaiting_approval"
+
+    pid = next(p["id"] for p in proposals if p["ref"]["name"] == "chat-8b")
+    with pytest.raises(InputError, match="power of two"):
+        runner.invoke(
+            app,
+            ["approve", run_id, "--as", "alice", "--proposal", pid, "--edit", "tensor_parallel=3"],
+            catch_exceptions=False,
+        )
+    assert run("runs", run_id, "--json")["status"] == "awaiting_approval"
+
+    done = run("approve", run_id, "--as", "alice", "--proposal", pid, "--edit", "replicas=2", "--json")
+    assert done["status"] == "completed"
+    state = FakeCluster(home / "fake-fleet.json").load()
+    assert real_applies(state) == [pid]
+    assert next(d for d in state.deployments if d.ref.name == "chat-8b").config.replicas == 2
+
+    events = run("audit", "--json")
+    assert all({"ts", "run_id", "action", "actor"} <= set(e) for e in events)
+    actions = [(e["action"], e["actor"]) for e in events if e["proposal_id"] == pid]
+    assert actions == [
+        ("proposed", "servewise"),
+        ("approved", "alice"),
+        ("dry_run", "servewise"),
+        ("applied", "servewise"),
+        ("verified", "servewise"),
+    ]
+    out = home / "audit.jsonl"
+    run("audit", "--run", run_id, "--jsonl", str(out))
+    assert [json.loads(line)["action"] for line in out.read_text().splitlines()] == [
+        e["action"] for e in events
+    ]
+
+
+def test_reject_and_dry_run(home: Path) -> None:
+    doc = run("optimize", "--cluster", FAKE, "--json")
+    done = run("reject", doc["run_id"], "--reason", "freeze week", "--as", "bob", "--json")
+    assert done["status"] == "rejected"
+    rejected = [e for e in run("audit", "--json") if e["action"] == "rejected"]
+    assert len(rejected) == 2 and rejected[0]["comment"] == "freeze week" and rejected[0]["actor"] == "bob"
+    dry = run("optimize", "--cluster", FAKE, "--dry-run", "--json")
+    assert dry["status"] == "proposed" and len(dry["proposals"]) == 2
+    assert FakeCluster(home / "fake-fleet.json").load().apply_calls == []
+
+
+def test_bad_policy_fails_before_the_run(home: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text("namespaces: [staging]\nmax_added_cost_per_hour: -1\n")
+    with pytest.raises(InputError, match="p.yaml"):
+        runner.invoke(
+            app, ["optimize", "--cluster", FAKE, "--auto-approve", str(policy)], catch_exceptions=False
+        )
+    assert run("runs", "--json")["runs"] == []
