@@ -34,6 +34,7 @@ class RunSummary:
     backend: str
     workers: int
     seconds: float
+    startup_seconds: float  # loading the study store and starting the backend (pool workers, Ray)
     rows: list[Row]
 
 
@@ -99,6 +100,7 @@ def run_study(
     size = chunk_size or DEFAULT_CHUNK[study.spec.evaluator]
     done = store.finished()
     with make_backend(workers, ray_address, serial) as backend:
+        startup = time.perf_counter() - started
         if study.spec.sampling.method == "optuna":
             from servewise.studies.searching import run_optuna
 
@@ -120,6 +122,7 @@ def run_study(
         backend=name,
         workers=n_workers,
         seconds=time.perf_counter() - started,
+        startup_seconds=startup,
         rows=rows,
     )
 
