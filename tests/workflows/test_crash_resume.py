@@ -64,9 +64,11 @@ def check_exactly_once(home: Path, run_id: str, expected: set[str]) -> None:
 def test_crash_before_the_gate(home: Path, node: str) -> None:
     crashed = cli(home, "optimize", "--cluster", FAKE, "--json", crash_at=node)
     assert crashed.returncode == CRASH_EXIT, crashed.stderr[-2000:]
-    runs = doc(cli(home, "runs", "--json"))["runs"]
+    audit = AuditLog(home / "audit.sqlite")
+    runs = audit.runs()
+    audit.close()
     assert len(runs) == 1
-    run_id = runs[0]["run_id"]
+    run_id = runs[0].run_id
     assert FakeCluster(home / "fake-fleet.json").load().apply_calls == []
     resumed = doc(cli(home, "resume", run_id, "--json"))
     assert resumed["status"] == "awaiting_approval" and len(resumed["pending"]) == 2
@@ -90,7 +92,8 @@ def test_crash_after_the_gate(home: Path, node: str) -> None:
         cluster.save(state)
     crashed = cli(home, "approve", view.run_id, "--as", "alice", "--json", crash_at=node)
     assert crashed.returncode == CRASH_EXIT, crashed.stderr[-2000:]
-    after_crash = doc(cli(home, "runs", view.run_id, "--json"))
+    with WorkflowService(home=home, llm=None) as svc:
+        after_crash = svc.view(view.run_id).model_dump()
     if after_crash["status"] == "awaiting_approval":
         # the decision died with the process before it was recorded: nothing may be applied
         assert node == "gate:after_decision"
