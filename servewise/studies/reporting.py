@@ -6,6 +6,7 @@ written by hand. Plots use matplotlib's Agg backend (no display needed).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 from importlib import metadata
@@ -36,9 +37,15 @@ def versions(study: Study) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             return None
 
+    from servewise.perf.efficiency import CALIBRATION_FILE
+
+    calibration = (
+        hashlib.sha256(CALIBRATION_FILE.read_bytes()).hexdigest()[:12] if CALIBRATION_FILE.exists() else None
+    )
     return {
         "servewise": ver("servewise"),
         "catalog": study_catalog(study).version,
+        "calibration": calibration,
         "study_fingerprint": study.fingerprint,
         "python": platform.python_version(),
         **{pkg: ver(pkg) for pkg in ("numpy", "pyarrow", "optuna", "ray", "matplotlib")},
