@@ -1,9 +1,53 @@
-"""`servewise console` commands (not implemented yet)."""
+"""`servewise console serve`: the operator console (FastAPI + uvicorn)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from servewise.commands._output import err_console
+
+console_app = typer.Typer(help="The operator console: fleet, findings, runs, approvals, audit, chat.")
+
+
+@console_app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to bind; keep 127.0.0.1 unless behind an auth proxy")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8080,
+    cluster: Annotated[
+        str,
+        typer.Option(envvar="SERVEWISE_CLUSTER", help="sim:SCENARIO | k8s[:CONTEXT] | py:module:factory"),
+    ] = "sim:demo",
+    prometheus: Annotated[
+        str | None, typer.Option(envvar="PROMETHEUS_URL", help="Prometheus URL for telemetry (required with k8s)")
+    ] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="no LLM even if one is configured")] = False,
+    verify_window: Annotated[float, typer.Option(help="seconds observed after a change")] = 600.0,
+    benchmark: Annotated[bool, typer.Option("--benchmark/--no-benchmark", help="benchmark proposals")] = True,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve the console (HTML pages at /, JSON API at /api, OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from servewise.console import ConsoleConfig, create_app
+
+    config = ConsoleConfig(
+        cluster=cluster,
+        prometheus=prometheus,
+        offline=offline,
+        verify_window_s=verify_window,
+        benchmark=benchmark,
+    )
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(
+            f"console listening on {host}: it has no login of its own; put it behind your ingress auth"
+        )
+    uvicorn.run(create_app(config), host=host, port=port, log_level=log_level)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
+    app.add_typer(console_app, name="console")
