@@ -48,6 +48,9 @@ class RunView(BaseModel):
     next: list[str] = Field(default_factory=list, description="nodes still to run (non-empty after a crash)")
     report: dict[str, Any] | None = None
     dropped: list[dict[str, Any]] = Field(default_factory=list)
+    notes: list[str] = Field(
+        default_factory=list, description="deployments the optimizer could not improve, and why"
+    )
 
 
 def new_run_id() -> str:
@@ -148,6 +151,7 @@ class WorkflowService:
             next=list(snap.next),
             report=values.get("report"),
             dropped=values.get("dropped") or [],
+            notes=values.get("notes") or [],
         )
 
     def pending_proposals(self, run_id: str) -> list[Proposal]:
