@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from servewise.console.state import ConsoleState, FindingsView, FleetView
+from servewise.errors import InputError
 from servewise.workflows.approval import Decision
 from servewise.workflows.audit import RunRecord
 from servewise.workflows.runs import RunView
@@ -126,7 +127,12 @@ def approve(state: StateDep, run_id: str, body: ApproveIn) -> RunView:
         proposal_ids=body.proposal_ids,
         edits=body.edits,
     )
-    return state.decide(run_id, decision)
+    try:
+        return state.decide(run_id, decision)
+    except InputError as exc:
+        if exc.field == "--edit":  # the CLI's flag name; this API calls it ``edits``
+            raise InputError(str(exc).split(": ", 1)[-1], field="edits") from exc
+        raise
 
 
 @router.post("/runs/{run_id}/reject")
