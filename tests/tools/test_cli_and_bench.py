@@ -1,0 +1,38 @@
+"""`servewise analyze` and the optimizer bench, end to end on the twin (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from servewise.cli import app
+
+
+@pytest.mark.slow
+def test_analyze_json_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVEWISE_HOME", str(tmp_path / "home"))
+    res = CliRunner().invoke(app, ["analyze", "--cluster", "sim:demo", "--json", "--report", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    by = {(f["ref"]["name"], f["kind"]) for f in doc["findings"]}
+    assert ("chat-assistant", "kv_saturation") in by  # the demo's documented problems
+    assert ("code-review", "prefill_bound") in by
+    for f in doc["findings"]:
+        assert f["evidence"] and f["severity"] in ("info", "warning", "critical")
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "kv_saturation" in report and "| deployment |" in report
+
+
+@pytest.mark.slow
+def test_optimizer_bench_shape_and_servewise_targets() -> None:
+    from servewise.tools.optimizer_bench import run
+
+    result = run(1, 11)
+    methods = result["methods"]
+    assert set(methods) == {"servewise", "uncalibrated", "random", "current"}
+    sw = methods["servewise"]
+    assert sw["slo_violations"] == 0 and sw["benchmarks_max"] <= 8
+    assert methods["random"]["benchmarks_per_deployment"] <= 8
