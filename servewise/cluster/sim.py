@@ -18,7 +18,7 @@ import numpy as np
 
 from servewise.cluster import sim_ops
 from servewise.cluster.sim_engine import TruthModel, power_w, stable_seed
-from servewise.cluster.sim_metrics import GAUGES, LAYOUT, History, draw_step
+from servewise.cluster.sim_metrics import GAUGES, LAYOUT, History, LatencyDraw, draw_step
 from servewise.cluster.sim_pods import PodRuntime, make_pods, place
 from servewise.cluster.sim_scenario import DeploymentSpec, Scenario, load_scenario
 from servewise.cluster.sim_state import DeploymentState, TwinState, load_state, save_state, state_file
@@ -158,39 +158,45 @@ class SimCluster:
             if not pods:
                 continue
             load = spec.workload
-            rate = load.rate_at(t) * float(np.exp(rng.normal(0.0, noise)))
             mean_in, mean_out = load.input_len.mean, load.output_len.mean
             cached_in = mean_in * load.prefix_share if pods[0].config.enable_prefix_caching else 0.0
-            out_cv = load.output_len.std / mean_out if load.output_len.kind != "fixed" else 0.0
+            # the model is evaluated at the noise-free rate (cached); noise perturbs what is observed
+            per_replica = load.rate_at(t) / len(pods)
+            st = self.truth.replica_state(pods[0].config, mean_in - cached_in, mean_out, per_replica)
+            rate_noise = float(np.exp(rng.normal(0.0, noise)))
+            jitter = float(np.exp(rng.normal(0.0, noise)))
             extra_s = self.scenario.pool(pods[0].pool).network_latency_ms / 1000.0
+            dist = LatencyDraw.make(
+                ttft_s=st.ttft_ms / 1000.0 * jitter + extra_s,
+                tpot_s=st.tpot_ms / 1000.0 * jitter,
+                e2e_s=st.e2e_ms / 1000.0 * jitter + extra_s,
+                load=per_replica / st.capacity_rate_per_s if st.capacity_rate_per_s > 0 else 1.0,
+                output_cv=load.output_len.std / mean_out if load.output_len.kind != "fixed" else 0.0,
+            )
             for pod in pods:
-                pod_rate = rate / len(pods) * float(np.exp(rng.normal(0.0, noise)))
-                st = self.truth.replica_state(pod.config, mean_in - cached_in, mean_out, pod_rate)
-                jitter = float(np.exp(rng.normal(0.0, noise)))
+                share = float(np.exp(rng.normal(0.0, noise)))  # pod-to-pod imbalance of the load balancer
+                offered = per_replica * rate_noise * share
+                served = min(offered, st.capacity_rate_per_s) if st.saturated else offered
                 inc = draw_step(
                     rng,
                     dt_s=dt,
-                    served_rate=min(pod_rate, st.served_rate_per_s) if st.saturated else pod_rate,
+                    served_rate=served,
                     input_len=mean_in,
                     output_len=mean_out,
-                    preemptions_per_s=st.preemptions_per_s,
-                    ttft_s=st.ttft_ms / 1000.0 * jitter + extra_s,
-                    tpot_s=st.tpot_ms / 1000.0 * jitter,
-                    e2e_s=st.e2e_ms / 1000.0 * jitter + extra_s,
-                    load=pod_rate / st.capacity_rate_per_s if st.capacity_rate_per_s > 0 else 1.0,
-                    output_cv=out_cv,
+                    preemptions_per_s=st.preemptions_per_s * share,
+                    dist=dist,
                 )
                 pod.counters += inc
                 self.totals[i] += inc
-                pod.running = max(0.0, st.running * jitter)
-                pod.waiting = max(0.0, st.waiting * float(np.exp(rng.normal(0.0, 2 * noise))))
-                pod.kv_usage = float(np.clip(st.kv_usage * jitter, 0.0, 1.0))
+                pod.running = max(0.0, st.running * share)
+                pod.waiting = max(0.0, st.waiting * share * float(np.exp(rng.normal(0.0, noise))))
+                pod.kv_usage = float(np.clip(st.kv_usage * share, 0.0, 1.0))
                 n_gpu = max(1, len(pod.gpus))
                 g_noise = np.exp(rng.normal(0.0, noise, n_gpu))
                 pod.gpu_util = np.clip(st.gpu_utilization * g_noise, 0.0, 1.0)
                 pod.fb_used_mib = np.full(n_gpu, st.memory_used_gb * 1e9 / 2**20)
                 pod.dram_active = np.clip(st.dram_active * g_noise, 0.0, 1.0)
-                pod.power_w = np.array([power_w(pod.config.gpu, u) for u in pod.gpu_util])
+                pod.power_w = power_w(pod.config.gpu, pod.gpu_util)
             gauges[i] = (
                 sum(p.running for p in pods),
                 sum(p.waiting for p in pods),

@@ -3,7 +3,7 @@
 The twin's *true* efficiencies differ from the catalog defaults by seeded amounts (hidden ground
 truth); everything it serves and measures is computed with them, so a model that trusts the
 uncalibrated defaults is measurably wrong on the twin. Predictions are cached per configuration and
-arrival-rate bucket (1% wide) because the daily pattern moves slowly.
+arrival-rate bucket (2% wide) because the daily pattern moves slowly.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ TDP_W = {
     "h100-sxm": 700, "h200": 700, "mi300x": 750, "b200": 1000,
 }  # fmt: skip
 IDLE_FRACTION = 0.12
-_RATE_BUCKET = 0.01  # relative width of the arrival-rate cache buckets
+_RATE_BUCKET = 0.02  # relative width of the arrival-rate cache buckets
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,7 @@ def _replica_state(
     )
 
 
-def power_w(gpu: str, busy: float) -> float:
+def power_w(gpu: str, busy: np.ndarray) -> np.ndarray:
+    """Board power (W) of GPUs at the given busy fractions."""
     tdp = TDP_W.get(gpu, 400)
-    return tdp * (IDLE_FRACTION + (1 - IDLE_FRACTION) * min(max(busy, 0.0), 1.0))
+    return tdp * (IDLE_FRACTION + (1 - IDLE_FRACTION) * np.clip(busy, 0.0, 1.0))

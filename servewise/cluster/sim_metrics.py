@@ -65,13 +65,24 @@ def lognormal_bin_probs(bounds: tuple[float, ...], mean_s: float, sigma: float) 
 
 
 @dataclass(frozen=True)
-class StepDraw:
-    """Observations of one pod over one step: counter increments (``LAYOUT`` vector) and gauges."""
+class LatencyDraw:
+    """Bucket probabilities and means of one deployment's latency distributions at one step."""
 
-    increments: np.ndarray
-    running: float
-    waiting: float
-    kv_usage: float
+    probs: dict[str, np.ndarray]
+    means: dict[str, float]
+
+    @classmethod
+    def make(
+        cls, *, ttft_s: float, tpot_s: float, e2e_s: float, load: float, output_cv: float
+    ) -> LatencyDraw:
+        sigmas = {"ttft": 0.45 + 0.5 * min(load, 1.0), "itl": 0.3, "e2e": 0.3 + 0.5 * output_cv}
+        means = {"ttft": ttft_s, "itl": tpot_s, "e2e": e2e_s}
+        probs = {
+            name: lognormal_bin_probs(bounds, means[name], sigmas[name])
+            for name, bounds in HISTOGRAMS.items()
+            if means[name] > 0
+        }
+        return cls(probs, means)
 
 
 def draw_step(
@@ -82,11 +93,7 @@ def draw_step(
     input_len: float,
     output_len: float,
     preemptions_per_s: float,
-    ttft_s: float,
-    tpot_s: float,
-    e2e_s: float,
-    load: float,
-    output_cv: float,
+    dist: LatencyDraw,
 ) -> np.ndarray:
     """Counter increments of one pod over ``dt_s`` seconds, as a ``LAYOUT`` vector."""
     inc = np.zeros(LAYOUT.size)
@@ -97,15 +104,11 @@ def draw_step(
         inc[LAYOUT.counter["requests"]] = n_req
         inc[LAYOUT.counter["prompt_tokens"]] = round(prompt)
         inc[LAYOUT.counter["generation_tokens"]] = round(generated)
-        sigmas = {"ttft": 0.45 + 0.5 * min(load, 1.0), "itl": 0.3, "e2e": 0.3 + 0.5 * output_cv}
-        means = {"ttft": ttft_s, "itl": tpot_s, "e2e": e2e_s}
         counts = {"ttft": n_req, "itl": max(0, int(round(generated)) - n_req), "e2e": n_req}
-        for name, bounds in HISTOGRAMS.items():
-            if counts[name] == 0 or means[name] <= 0:
-                continue
-            probs = lognormal_bin_probs(bounds, means[name], sigmas[name])
-            inc[LAYOUT.bins[name]] = rng.multinomial(counts[name], probs)
-            inc[LAYOUT.sums[name]] = counts[name] * means[name]
+        for name, probs in dist.probs.items():
+            if counts[name]:
+                inc[LAYOUT.bins[name]] = rng.multinomial(counts[name], probs)
+                inc[LAYOUT.sums[name]] = counts[name] * dist.means[name]
     if preemptions_per_s > 0:
         inc[LAYOUT.counter["preemptions"]] = rng.poisson(preemptions_per_s * dt_s)
     return inc
