@@ -4,7 +4,9 @@ One ``ConsoleState`` per app. Runs are started in a single background worker (a 
 minutes on the twin, longer than an ingress waits for a response) and their progress is read from
 the LangGraph checkpoint and the audit log, like the CLI does. Everything that drives the graph
 or the environment (starting, deciding, chatting) holds ``work_lock``: one mutation at a time.
-Fleet and findings read from a second environment so the pages stay responsive during a run.
+Fleet and findings read from a second environment so the pages stay responsive during a run; it
+is reopened after every run or decision, because the twin keeps its fleet in memory and only the
+environment that ran the workflow saw the change (it persists it under ``$SERVEWISE_HOME/sim``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from servewise.agents.llm import LLMClient, LLMConfig
-from servewise.agents.operator import OperatorAgent
+from servewise.agents.operator import OperatorAgent, parse_command
 from servewise.domain import Finding, InferenceDeployment, NodePool, UnparsedWorkload
 from servewise.errors import NotFoundError, ServewiseError
 from servewise.settings import get_settings
@@ -145,8 +147,15 @@ class ConsoleState:
             self.failures[run_id] = f"{type(exc).__name__}: {exc}"
             self.service.audit.upsert_run(run_id, cluster=opts.cluster, status="failed", summary=str(exc))
             raise
-        self._findings = None  # the fleet may have changed
+        self._refresh_reads()
         return view
+
+    def _refresh_reads(self) -> None:
+        """The fleet may have changed: reopen the read environment and forget cached findings."""
+        fresh = open_environment(self.config.cluster, prometheus=self.config.prometheus)
+        with self.read_lock:
+            self.read_env = fresh
+            self._findings = None
 
     def view(self, run_id: str) -> RunView:
         """The run from its checkpoint, or from the run index while it has none yet."""
@@ -162,7 +171,7 @@ class ConsoleState:
     def decide(self, run_id: str, decision: Decision) -> RunView:
         with self.work_lock:
             view = self.service.decide(run_id, decision)
-        self._findings = None
+        self._refresh_reads()
         return view
 
     # -- chat ------------------------------------------------------------------------------------
@@ -176,6 +185,9 @@ class ConsoleState:
                     operator=OperatorAgent(self.llm, self.env.registry) if self.llm else None,
                 )
             try:
-                return self._chat.handle(message)
+                answer = self._chat.handle(message)
             except ServewiseError as exc:
                 return f"error: {exc}"
+        if parse_command(message) is not None:  # a command may have started or decided a run
+            self._refresh_reads()
+        return answer
