@@ -134,9 +134,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
     print(
-        "| study | points | failed | backend | workers | seconds | points/s | points/s per worker | peak MiB |"
+        "| study | points | failed | backend | workers | seconds (start-up) | points/s | "
+        "points/s after start-up | per worker | peak MiB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['study']} | {r['points']:,} | {r['failed']:,} | {r['backend']} | {r['workers']} | "

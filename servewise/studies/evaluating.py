@@ -9,6 +9,7 @@ backend or worker computed it.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -34,8 +35,35 @@ def study_catalog(study: Study) -> Catalog:
     return _CATALOGS[key]
 
 
+_CONFIGS: dict[tuple[Any, ...], ServingConfig | InputError] = {}
+_CONFIG_KEYS = (
+    "gpu",
+    "weights",
+    "kv_cache",
+    *(k for k in CONFIG_AXES if k not in ("model", "gpu", "weights", "kv_cache")),
+)
+
+
 def serving_config(point: dict[str, Any], cat: Catalog, model_key: str = "model") -> ServingConfig:
-    """The ``ServingConfig`` a point describes (catalog ids resolved, quantization from the axes)."""
+    """The ``ServingConfig`` a point describes (catalog ids resolved, quantization from the axes).
+
+    Sweeps repeat the same configuration under many loads, so results are memoized per process.
+    """
+    key = (cat.version, point[model_key], *(point.get(k) for k in _CONFIG_KEYS))
+    if key not in _CONFIGS:
+        if len(_CONFIGS) > 100_000:
+            _CONFIGS.clear()
+        try:
+            _CONFIGS[key] = _serving_config(point, cat, model_key)
+        except InputError as exc:
+            _CONFIGS[key] = exc
+    found = _CONFIGS[key]
+    if isinstance(found, InputError):
+        raise found
+    return found
+
+
+def _serving_config(point: dict[str, Any], cat: Catalog, model_key: str) -> ServingConfig:
     model_name, _, weights_override = str(point[model_key]).partition(":")
     spec, named = cat.resolve_model(model_name)
     weights_text = weights_override or point.get("weights")
@@ -130,7 +158,7 @@ def _analytical(study: Study, items: list[tuple[int, dict[str, Any]]]) -> list[R
         i, o = max(int(round(wl.input_len.mean)), 1), max(int(round(wl.output_len.mean)), 1)
         c = int(point.get("concurrency") or wl.concurrency or cfg.max_num_seqs)
         rate = wl.arrival_rate_per_s
-        vendor = cat.gpu(cfg.gpu).vendor.lower()
+        vendor = _vendor(cat, cfg.gpu)
         groups.setdefault((cfg.engine.value, vendor), []).append((k, cfg, i, o, c, rate))
     for (engine, vendor), members in groups.items():
         pred = predict_batch(
@@ -149,7 +177,6 @@ def _analytical(study: Study, items: list[tuple[int, dict[str, Any]]]) -> list[R
             thr, req = float(pred.throughput_tok_s[j]), float(pred.request_rate_per_s[j])
             ttft, tpot, cost_h = float(pred.ttft_ms[j]), float(pred.tpot_ms[j]), float(pred.cost_per_hour[j])
             replicas = max(1, math.ceil(rate / req)) if rate else 1
-            model = cat.model(cfg.model)
             row.update(
                 throughput_tok_s=thr,
                 ttft_ms=ttft,
@@ -161,9 +188,19 @@ def _analytical(study: Study, items: list[tuple[int, dict[str, Any]]]) -> list[R
                 kv_capacity_tokens=float(pred.kv_capacity_tokens[j]),
                 replicas=replicas,
                 fleet_cost_per_hour=replicas * cost_h,
-                quality=quality_score(model, cfg.quantization)[0],
+                quality=_quality(cat, cfg.model, cfg.quantization),
             )
     return rows
+
+
+@functools.lru_cache(maxsize=4096)
+def _vendor(cat: Catalog, gpu: str) -> str:
+    return cat.gpu(gpu).vendor.lower()
+
+
+@functools.lru_cache(maxsize=4096)
+def _quality(cat: Catalog, model: str, quant: Quantization) -> float | None:
+    return quality_score(cat.model(model), quant)[0]
 
 
 def _simulate(study: Study, point: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -194,5 +231,5 @@ def _simulate(study: Study, point: dict[str, Any], seed: int) -> dict[str, Any]:
         "kv_usage_peak": res.kv_usage_peak,
         "preemptions": float(res.preemptions),
         "cost_per_1m_output_tokens": res.cost_per_1m_output_tokens,
-        "quality": quality_score(cat.model(cfg.model), cfg.quantization)[0],
+        "quality": _quality(cat, cfg.model, cfg.quantization),
     }
