@@ -1,0 +1,49 @@
+"""`servewise console serve` as a process: the options reach the app and the probes answer."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import FAKE
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.mark.slow
+def test_serve_command_binds_localhost_and_takes_the_cluster_from_the_environment(home: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "SERVEWISE_CLUSTER": FAKE}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "servewise.cli", "console", "serve", "--port", str(port), "--offline",
+         "--log-level", "warning"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "console did not answer"
+                time.sleep(0.2)
+        assert health.json() == {"status": "ok", "cluster": FAKE, "mode": "offline", "home": str(home)}
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").text == "ok"
+        assert "staging/chat-8b" in httpx.get(f"http://127.0.0.1:{port}/").text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
