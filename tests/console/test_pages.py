@@ -43,3 +43,20 @@ def test_run_page_shows_proposals_and_the_decision_forms(client: TestClient) -> 
     assert 'id="approve-form"' not in done and "completed" in done and "alice" in done
     assert client.get("/runs/run-nope").status_code == 404
     assert client.get("/static/console.js").status_code == 200
+
+
+def test_cross_site_form_posts_are_refused_and_pages_cannot_be_framed(client: TestClient, home: Path) -> None:
+    run = client.post("/api/runs", json={"wait": True}).json()["run"]
+    # what a hostile page can send without a CORS preflight: a form or text/plain body
+    forged = client.post(
+        f"/api/runs/{run['run_id']}/approve",
+        content='{"actor": "mallory"}',
+        headers={"Content-Type": "text/plain"},
+    )
+    assert forged.status_code == 422
+    form = client.post(f"/api/runs/{run['run_id']}/approve", data={"actor": "mallory"})
+    assert form.status_code == 422
+    assert client.get(f"/api/runs/{run['run_id']}").json()["status"] == "awaiting_approval"
+    assert fleet_state(home).apply_calls == []
+    headers = client.get(f"/runs/{run['run_id']}").headers
+    assert headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in headers["content-security-policy"]
