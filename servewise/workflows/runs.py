@@ -35,6 +35,9 @@ from servewise.workflows.state import RunOptions
 
 log = logging.getLogger(__name__)
 CHECKPOINT_URL_ENV = "SERVEWISE_CHECKPOINT_URL"
+# LangGraph keeps a ``Command(resume=...)`` value as a pending write on this channel until the
+# interrupted node finishes, so a decision survives a crash inside the gate node.
+RESUME_CHANNEL = "__resume__"
 
 
 class RunView(BaseModel):
@@ -51,6 +54,7 @@ class RunView(BaseModel):
     notes: list[str] = Field(
         default_factory=list, description="deployments the optimizer could not improve, and why"
     )
+    decision: dict[str, Any] | None = Field(default=None, description="the gate's decision, once given")
 
 
 def new_run_id() -> str:
@@ -138,10 +142,11 @@ class WorkflowService:
             if isinstance(intr.value, dict):
                 pending += [p["id"] for p in intr.value.get("pending", [])]
         status = values.get("status", "running")
-        if snap.interrupts:
+        stored = self._stored_decision(run_id)
+        if snap.interrupts and stored is None:
             status = "awaiting_approval"
         elif snap.next:
-            status = "interrupted"
+            status = "interrupted"  # a crash: `resume` continues (with the stored decision, if any)
         return RunView(
             run_id=run_id,
             status=status,
@@ -152,7 +157,15 @@ class WorkflowService:
             report=values.get("report"),
             dropped=values.get("dropped") or [],
             notes=values.get("notes") or [],
+            decision=values.get("decision") or stored,
         )
+
+    def _stored_decision(self, run_id: str) -> dict[str, Any] | None:
+        tup = self._saver.get_tuple(self._config(run_id))
+        for _task, channel, value in (tup.pending_writes or []) if tup else []:
+            if channel == RESUME_CHANNEL and isinstance(value, dict):
+                return value
+        return None
 
     def pending_proposals(self, run_id: str) -> list[Proposal]:
         view = self.view(run_id)

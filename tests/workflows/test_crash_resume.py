@@ -94,14 +94,13 @@ def test_crash_after_the_gate(home: Path, node: str) -> None:
     assert crashed.returncode == CRASH_EXIT, crashed.stderr[-2000:]
     with WorkflowService(home=home, llm=None) as svc:
         after_crash = svc.view(view.run_id).model_dump()
-    if after_crash["status"] == "awaiting_approval":
-        # the decision died with the process before it was recorded: nothing may be applied
-        assert node == "gate:after_decision"
+    assert after_crash["status"] == "interrupted" and after_crash["next"]
+    if node == "gate:after_decision":  # the decision survived the crash: nobody is asked again
+        assert after_crash["decision"]["actor"] == "alice"
         assert FakeCluster(home / "fake-fleet.json").load().apply_calls == []
-        final = doc(cli(home, "approve", view.run_id, "--as", "alice", "--json"))
-    else:
-        assert after_crash["status"] == "interrupted" and after_crash["next"]
-        final = doc(cli(home, "resume", view.run_id, "--json"))
+        rejected = cli(home, "reject", view.run_id, "--reason", "too late", "--as", "mallory")
+        assert rejected.returncode != 0 and "not awaiting approval" in rejected.stderr
+    final = doc(cli(home, "resume", view.run_id, "--json"))
     expected_status = "rolled_back" if node == "rollback" else "completed"
     assert final["status"] == expected_status
     check_exactly_once(home, view.run_id, set(view.pending))
