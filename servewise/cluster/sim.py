@@ -72,7 +72,7 @@ class SimCluster:
             self.state = self._fresh_state(_start_time(start, scenario, self.step_s))
         end = self.state.time_s
         self.state.time_s = end - warmup_s
-        self._rebuild_pods(all_pools=True)
+        self._rebuild_pods()
         self._advance_to(end)
 
     # -- construction ----------------------------------------------------------------------------
@@ -208,15 +208,12 @@ class SimCluster:
         self.history.append(t, gauges, self.totals)
 
     # -- pods and rollouts -----------------------------------------------------------------------
-    def _rebuild_pods(self, all_pools: bool = False) -> None:
+    def _rebuild_pods(self) -> None:
         """Recreate pods whose serving config changed (counters reset, as a new pod's would) and
         re-place every pool."""
         for dep in self.state.deployments:
             current = self.pods.get(dep.key)
-            if current and current[0].config == dep.serving and current[0].pool == dep.serving_pool:
-                continue
-            if current is None and dep.serving.replicas == 0:
-                self.pods[dep.key] = []
+            if current is not None and _same_pods(current, dep.serving, dep.serving_pool):
                 continue
             self.pods[dep.key] = make_pods(
                 dep.namespace, dep.name, dep.serving, dep.serving_pool, self.state.time_s
@@ -328,6 +325,12 @@ class SimCluster:
 
     def run_benchmark(self, request: BenchmarkRequest) -> BenchmarkResult:
         return sim_ops.run_benchmark(self, request)
+
+
+def _same_pods(pods: list[PodRuntime], config: ServingConfig, pool: str) -> bool:
+    if not pods:
+        return config.replicas == 0
+    return pods[0].config == config and pods[0].pool == pool and len(pods) == config.replicas
 
 
 def _start_time(start: datetime | float | None, scenario: Scenario, step_s: float) -> float:

@@ -202,6 +202,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
 def _check_ids(scenario: Scenario, source: str) -> None:
     """Catalog ids and ServingConfig fields are checked up front so errors name the deployment."""
     from servewise.perf.catalog import get_catalog
+    from servewise.perf.memory import plan_memory
 
     catalog = get_catalog()
     for i, pool in enumerate(scenario.pools):
@@ -217,7 +218,13 @@ def _check_ids(scenario: Scenario, source: str) -> None:
             where = ".".join(str(p) for p in err["loc"])
             raise InputError(err["msg"], source=source, field=f"deployments.{i}.config.{where}") from exc
         try:
-            catalog.resolve_model(config.model)
-            catalog.gpu(config.gpu)
+            model, _ = catalog.resolve_model(config.model)
+            hw = catalog.gpu(config.gpu)
         except UnknownIdError as exc:
             raise InputError(str(exc), source=source, field=f"deployments.{i}.config") from exc
+        seq_len = int(dep.workload.input_len.mean + dep.workload.output_len.mean)
+        plan = plan_memory(model, hw, config, seq_len)
+        if not plan.fits:
+            raise InputError(
+                f"{dep.name} does not fit: {plan.reason}", source=source, field=f"deployments.{i}.config"
+            )

@@ -67,6 +67,7 @@ def _base() -> dict:
             "deployments.0.workload.rate_per_s",
         ),
         (lambda d: d["deployments"][0].update(colour="red"), "deployments.0.colour"),
+        (lambda d: d["deployments"][0]["config"].update(model="llama-3.1-405b"), "does not fit"),
     ],
 )
 def test_bad_scenarios_name_the_file_and_field(tmp_path: Path, mutate, field: str) -> None:  # type: ignore[no-untyped-def]
