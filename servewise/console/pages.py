@@ -129,8 +129,9 @@ def _proposal_card(p: Proposal, pending: bool) -> str:
     if me is not None:
         impact.append(["measured", esc(f"{_money(me.cost_per_hour_before)} -> {_money(me.cost_per_hour_after)}"),
                        esc(_ms(me.ttft_p99_ms)), esc(_ms(me.tpot_p99_ms)), "", esc(me.validated_by)])
-    check = (f'<label class="pick"><input type="checkbox" name="proposal_ids" value="{esc(p.id)}" checked> '
-             "include in approval</label>" if pending else "")
+    check = (f'<div class="pick"><label><input type="checkbox" name="proposal_ids" value="{esc(p.id)}" checked> '
+             "include in approval</label> <label>edits <input class=\"edits\" data-proposal=\""
+             f'{esc(p.id)}" placeholder="knob=value, ... (e.g. replicas=2)"></label></div>' if pending else "")
     return f"""
 <article class="proposal" id="{esc(p.id)}">
   <h3>{esc(p.ref.key)} <small>{esc(p.id)}</small></h3>
@@ -153,6 +154,7 @@ def _decision_forms(view: RunView) -> str:
   <label>Your name <input name="actor" required autocomplete="username"></label>
   <label>Comment <input name="comment"></label>
   <button type="submit">Approve selected</button>
+  <span class="hint">tick the proposals below; optional edits are re-validated</span>
 </form>
 <form id="reject-form" data-api="/api/runs/{esc(view.run_id)}/reject">
   <h3>Reject all</h3>

@@ -13,7 +13,7 @@ import uvicorn
 
 from servewise.console import create_app
 
-from .conftest import console_config, real_applies
+from .conftest import console_config, fleet_state, real_applies
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -69,6 +69,12 @@ def test_operator_starts_and_approves_a_run_in_the_browser(
             assert real_applies(home) == []
             page.fill("#approve-form input[name=actor]", "alice")
             page.fill("#approve-form input[name=comment]", "looks right")
+            edits = page.locator("article.proposal", has_text="staging/chat-8b").locator("input.edits")
+            edits.fill("tensor_parallel=3")  # refused by the gate, shown, nothing applied
+            page.click("#approve-form button[type=submit]")
+            sync_api.expect(page.locator("#decide-error")).to_contain_text("tensor_parallel")
+            assert real_applies(home) == []
+            edits.fill("replicas=2")
             page.click("#approve-form button[type=submit]")
             sync_api.expect(page.locator("#run-status")).to_have_text("completed", timeout=60_000)
             sync_api.expect(page.locator("table.report")).to_contain_text("True")
@@ -78,7 +84,8 @@ def test_operator_starts_and_approves_a_run_in_the_browser(
             page.goto(console_url + "/chat")
             page.fill("#chat-form input[name=message]", "status")
             page.press("#chat-form input[name=message]", "Enter")
-            sync_api.expect(page.locator("#transcript pre")).to_contain_text("staging/chat-8b: llama-3.1-8b on 3x1")
+            sync_api.expect(page.locator("#transcript pre")).to_contain_text("staging/chat-8b: llama-3.1-8b on 2x1")
         finally:
             browser.close()
     assert len(real_applies(home)) == 2
+    assert {d.ref.name: d.config.replicas for d in fleet_state(home).deployments} == {"chat-8b": 2, "chat-70b": 1}

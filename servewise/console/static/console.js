@@ -31,6 +31,24 @@ function formFields(form) {
   return out;
 }
 
+// "replicas=2, max_num_seqs=128" per proposal -> {proposal_id: {knob: value}}; the server re-validates.
+function parseEdits(ids) {
+  const edits = {};
+  for (const input of document.querySelectorAll("input.edits")) {
+    const pid = input.dataset.proposal;
+    if (!ids.includes(pid) || !input.value.trim()) continue;
+    edits[pid] = {};
+    for (const part of input.value.split(",")) {
+      const [knob, raw] = part.split("=").map((x) => x && x.trim());
+      if (!knob || raw === undefined || raw === "") throw new Error(`${pid}: expected knob=value, got "${part.trim()}"`);
+      let value = raw;
+      try { value = JSON.parse(raw); } catch (_) { /* a plain string such as a GPU id */ }
+      edits[pid][knob] = value;
+    }
+  }
+  return edits;
+}
+
 function wireStartRun() {
   const button = document.getElementById("start-run");
   if (!button) return;
@@ -65,7 +83,9 @@ function wireDecisions() {
     ev.preventDefault();
     const ids = [...document.querySelectorAll("input[name=proposal_ids]:checked")].map((i) => i.value);
     if (ids.length === 0) { error.textContent = "select at least one proposal (or reject)"; return; }
-    submit(approve, { ...formFields(approve), proposal_ids: ids });
+    let edits;
+    try { edits = parseEdits(ids); } catch (err) { error.textContent = err.message; return; }
+    submit(approve, { ...formFields(approve), proposal_ids: ids, edits });
   });
   if (reject) reject.addEventListener("submit", (ev) => { ev.preventDefault(); submit(reject, formFields(reject)); });
 }
