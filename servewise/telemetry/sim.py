@@ -67,6 +67,8 @@ class SimTelemetrySource:
         seconds = window_seconds(window)
         sim = self.cluster
         times, gauges, totals = sim.history.window(sim.now_s, seconds)
+        covered = float(times[-1] - times[0]) if len(times) > 1 else 0.0
+        short = covered < seconds - sim.step_s - 1e-6
         deployments = []
         for i, key in enumerate(sim.keys):
             dep = sim.deployment_state(key)
@@ -89,6 +91,8 @@ class SimTelemetrySource:
                     value = histogram_quantile(q, HISTOGRAMS[hist], delta[LAYOUT.bins[hist]])
                     if math.isfinite(value):
                         values[signal] = value * 1000.0
+            if short:
+                tel.notes.append(f"the twin's history covers {covered:.0f} s of the {window} window")
             for signal in SIGNALS:
                 if signal in values:
                     tel.signals[signal] = values[signal]
