@@ -24,10 +24,14 @@ PromOpt = Annotated[
 ]
 
 
+def _progress(run_id: str, node: str) -> None:
+    err_console.print(f"[dim]{run_id}: {node} done[/dim]")
+
+
 def _service(**kwargs: Any) -> Any:
     from servewise.workflows.runs import WorkflowService
 
-    return WorkflowService(**kwargs)
+    return WorkflowService(on_node=_progress, **kwargs)
 
 
 def _view_doc(view: Any) -> dict[str, Any]:

@@ -144,7 +144,10 @@ class Nodes:
         crash_point("propose")
         findings = [Finding.model_validate(f) for f in state.get("findings") or []]
         proposals = _proposals(state.get("proposals"))
-        narrative, author = narrate(findings, proposals, self.rt.llm if options(state).use_llm else None)
+        llm = self.rt.llm if options(state).use_llm else None
+        before = llm.usage.as_dict() if llm else {}
+        narrative, author = narrate(findings, proposals, llm)
+        usage = {k: round(v - before.get(k, 0), 6) for k, v in llm.usage.as_dict().items()} if llm else {}
         for p in proposals:
             self.rt.audit.record(
                 state["run_id"],
@@ -166,7 +169,7 @@ class Nodes:
         self._status(
             state, status, proposals=len(proposals), summary=proposals[0].summary if proposals else ""
         )
-        return {"narrative": narrative, "narrative_by": author, "status": status}
+        return {"narrative": narrative, "narrative_by": author, "status": status, "llm_usage": usage}
 
     def gate(self, state: OptimizationState) -> dict[str, Any]:
         run_id, proposals = state["run_id"], _proposals(state.get("proposals"))

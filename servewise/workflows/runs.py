@@ -13,7 +13,7 @@ import logging
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,9 @@ class RunView(BaseModel):
         default_factory=list, description="deployments the optimizer could not improve, and why"
     )
     decision: dict[str, Any] | None = Field(default=None, description="the gate's decision, once given")
+    llm_usage: dict[str, float] = Field(
+        default_factory=dict, description="tokens and USD the run's LLM calls used"
+    )
 
 
 def new_run_id() -> str:
@@ -97,7 +100,9 @@ class WorkflowService:
         home: Path | None = None,
         environment: Environment | None = None,
         llm: LLMClient | None | bool = True,
+        on_node: Callable[[str, str], None] | None = None,
     ) -> None:
+        self.on_node = on_node
         self.home = home or get_settings().ensure_home()
         self._stack = ExitStack()
         self.audit = AuditLog(self.home / "audit.sqlite")
@@ -127,10 +132,17 @@ class WorkflowService:
         if self.graph.get_state(self._config(run_id)).values:
             raise InputError(f"run {run_id} already exists", field="run_id")
         self.audit.upsert_run(run_id, cluster=opts.cluster, status="running")
-        self.graph.invoke(
-            {"run_id": run_id, "options": opts.model_dump()}, self._config(run_id), durability="sync"
-        )
+        self._drive({"run_id": run_id, "options": opts.model_dump()}, run_id)
         return self.view(run_id)
+
+    def _drive(self, graph_input: Any, run_id: str) -> None:
+        """Run the graph until it ends or interrupts, reporting each finished node."""
+        for update in self.graph.stream(
+            graph_input, self._config(run_id), stream_mode="updates", durability="sync"
+        ):
+            for node in update:
+                if not node.startswith("__") and self.on_node is not None:
+                    self.on_node(run_id, node)
 
     def view(self, run_id: str) -> RunView:
         snap = self.graph.get_state(self._config(run_id))
@@ -158,6 +170,7 @@ class WorkflowService:
             dropped=values.get("dropped") or [],
             notes=values.get("notes") or [],
             decision=values.get("decision") or stored,
+            llm_usage=values.get("llm_usage") or {},
         )
 
     def _stored_decision(self, run_id: str) -> dict[str, Any] | None:
@@ -176,7 +189,7 @@ class WorkflowService:
     def decide(self, run_id: str, decision: Decision) -> RunView:
         """Approve or reject at the gate; the decision is validated before the run resumes."""
         resolve_decision(self.pending_proposals(run_id), decision)  # raises InputError; nothing resumes
-        self.graph.invoke(Command(resume=decision.model_dump()), self._config(run_id), durability="sync")
+        self._drive(Command(resume=decision.model_dump()), run_id)
         return self.view(run_id)
 
     def resume(self, run_id: str) -> RunView:
@@ -188,5 +201,5 @@ class WorkflowService:
             )
         if not view.next:
             return view
-        self.graph.invoke(None, self._config(run_id), durability="sync")
+        self._drive(None, run_id)
         return self.view(run_id)

@@ -38,6 +38,7 @@ class OptimizationState(TypedDict, total=False):
     dropped: list[dict[str, Any]]
     narrative: str
     narrative_by: str
+    llm_usage: dict[str, float]
     auto_approved: list[str]
     decision: dict[str, Any] | None
     approved: list[dict[str, Any]]

@@ -167,3 +167,18 @@ def test_auto_approve_policy_is_bounded(service: WorkflowService, env: Environme
     assert real_applies(fleet_state(env)) == [staging]
     ev = [e for e in service.audit.events(view.run_id) if e.proposal_id == staging and e.action == "approved"]
     assert ev[0].actor == "policy:staging-small"
+
+
+def test_analyst_model_writes_the_note_and_usage_is_counted(home: Path, env: Environment) -> None:
+    from servewise.agents.llm import LLMClient, LLMConfig
+    from servewise.testing.scripted_llm import ScriptedLLM, text
+
+    with ScriptedLLM([text("Both changes drop an idle replica; approve chat-8b first.")]) as server:
+        cfg = LLMConfig(base_url=server.base_url, api_key="k", model="scripted", price_input_per_mtok=2.0)
+        with WorkflowService(home=home, environment=env, llm=LLMClient(cfg)) as svc:
+            view = svc.start(opts())
+    assert view.narrative == "Both changes drop an idle replica; approve chat-8b first."
+    assert view.llm_usage["requests"] == 1 and view.llm_usage["prompt_tokens"] > 0
+    assert view.llm_usage["cost_usd"] == pytest.approx(view.llm_usage["prompt_tokens"] * 2.0 / 1e6, abs=1e-6)
+    document = server.requests[0]["messages"][1]["content"]
+    assert all(p["id"] in document for p in view.proposals)
