@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Annotated
 
 import typer
@@ -11,6 +13,16 @@ from servewise.commands._output import err_console
 console_app = typer.Typer(help="The operator console: fleet, findings, runs, approvals, audit, chat.")
 
 
+def resolve_target(
+    cluster: str | None, prometheus: str | None, environ: Mapping[str, str]
+) -> tuple[str, str | None]:
+    """The cluster (default: ``k8s`` inside a pod, else ``sim:demo``) and, for ``k8s``, $PROMETHEUS_URL."""
+    cluster = cluster or ("k8s" if environ.get("KUBERNETES_SERVICE_HOST") else "sim:demo")
+    if prometheus is None and cluster.split(":")[0] == "k8s":
+        prometheus = environ.get("PROMETHEUS_URL") or None
+    return cluster, prometheus
+
+
 @console_app.command()
 def serve(
     host: Annotated[str, typer.Option(help="address to bind; keep 127.0.0.1 unless behind an auth proxy")] = (
@@ -18,11 +30,15 @@ def serve(
     ),
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8080,
     cluster: Annotated[
-        str,
-        typer.Option(envvar="SERVEWISE_CLUSTER", help="sim:SCENARIO | k8s[:CONTEXT] | py:module:factory"),
-    ] = "sim:demo",
+        str | None,
+        typer.Option(
+            envvar="SERVEWISE_CLUSTER",
+            help="sim:SCENARIO | k8s[:CONTEXT] | py:module:factory; default: k8s inside a pod, else sim:demo",
+        ),
+    ] = None,
     prometheus: Annotated[
-        str | None, typer.Option(envvar="PROMETHEUS_URL", help="Prometheus URL for telemetry (required with k8s)")
+        str | None,
+        typer.Option(help="Prometheus URL for telemetry (required with k8s; default $PROMETHEUS_URL there)"),
     ] = None,
     offline: Annotated[bool, typer.Option("--offline", help="no LLM even if one is configured")] = False,
     verify_window: Annotated[float, typer.Option(help="seconds observed after a change")] = 600.0,
@@ -34,6 +50,7 @@ def serve(
 
     from servewise.console import ConsoleConfig, create_app
 
+    cluster, prometheus = resolve_target(cluster, prometheus, os.environ)
     config = ConsoleConfig(
         cluster=cluster,
         prometheus=prometheus,

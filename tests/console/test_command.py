@@ -47,3 +47,14 @@ def test_serve_command_binds_localhost_and_takes_the_cluster_from_the_environmen
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_target_defaults_to_the_cluster_the_pod_runs_in() -> None:
+    from servewise.commands.console import resolve_target
+
+    prom = "http://prometheus:9090"
+    in_pod = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "PROMETHEUS_URL": prom}
+    assert resolve_target(None, None, in_pod) == ("k8s", prom)
+    assert resolve_target("sim:demo", None, in_pod) == ("sim:demo", None)  # the twin has its own telemetry
+    assert resolve_target("k8s:prod", "http://other:9090", in_pod) == ("k8s:prod", "http://other:9090")
+    assert resolve_target(None, None, {"PROMETHEUS_URL": prom}) == ("sim:demo", None)
