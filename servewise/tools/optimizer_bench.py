@@ -151,6 +151,7 @@ def run(scenarios: int, seed: int, *, progress: Callable[[str], None] | None = N
     policy = SearchPolicy()
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
     skipped = 0
+    details: list[dict[str, Any]] = []
     for k in range(scenarios):
         scen = generate_scenario(seed + k)
         sim = SimCluster(scen, warmup_s=60.0, history_s=300.0)
@@ -184,6 +185,10 @@ def run(scenarios: int, seed: int, *, progress: Callable[[str], None] | None = N
                                  False if cost is not None else not judge.passes(dep.config))
             for name, (c, n, violated) in results.items():
                 rows[name].append({"ratio": (c or cur_cost) / optimum, "bench": n, "violation": float(violated)})
+            details.append({"scenario": scen.name, "deployment": dep.ref.name, "model": dep.config.model,
+                            "optimum_cost_per_hour": round(optimum, 4),
+                            **{name: {"cost_per_hour": round(c or cur_cost, 4), "benchmarks": n, "slo_violation": v}
+                               for name, (c, n, v) in results.items()}})
     methods = {}
     for name, rs in rows.items():
         if not rs:
@@ -196,4 +201,5 @@ def run(scenarios: int, seed: int, *, progress: Callable[[str], None] | None = N
             "benchmarks_max": int(max(r["bench"] for r in rs)),
             "deployments": len(rs),
         }
-    return {"scenarios": scenarios, "seed": seed, "deployments_without_optimum": skipped, "methods": methods}
+    return {"scenarios": scenarios, "seed": seed, "deployments_without_optimum": skipped, "methods": methods,
+            "deployments": details}

@@ -24,16 +24,20 @@ from servewise.domain import (
     InferenceDeployment,
     NodePool,
     ServingConfig,
+    Workload,
 )
 from servewise.errors import InputError, ServewiseError
 from servewise.perf.catalog import Catalog, get_catalog
 from servewise.tools.calibrating import Calibration, Observation, fit_calibration
 from servewise.tools.search_space import SearchPolicy, Shape, available_gpus, price_of, shapes
 from servewise.tools.sizing import Load, Sized, forecast, load_for, meets, size
+from servewise.tools.verifying import simulated_p99
 
 log = logging.getLogger(__name__)
 Benchmark = Callable[[BenchmarkRequest], BenchmarkResult]
-EXPLORE_MARGINS = (1.05, 1.2)  # relaxed SLO margins tried once the strict list is exhausted
+EXPLORE_MARGINS = (1.1, 1.3)  # relaxed analytical margins whose candidates the simulator may accept
+SIM_CHECKS = 8  # simulator runs per benchmark decision
+SIM_MARGIN = 1.0  # simulated p99 must meet the objective itself
 
 
 @dataclass
@@ -169,23 +173,14 @@ def optimize(
     by_margin: dict[float, list[Sized]] = {policy.slo_margin: candidates}
     while len(trials) < budget:
         best_pass = min((t.cost_per_hour for t in trials if t.passed), default=float("inf"))
-        nxt = None
-        for m in margins:
-            if m not in by_margin:
-                by_margin[m] = search(dep, pools, load, cal, policy.model_copy(update={"slo_margin": m}), catalog)
-            nxt = next((c for c in by_margin[m] if (c.shape.pool.name, c.config) not in tried
-                        and c.cost_per_hour < best_pass - 1e-9), None)
-            if nxt is not None:
-                break
+        nxt = _next_candidate(dep, pools, load, cal, policy, catalog, margins, by_margin, tried, best_pass)
         if nxt is None:
             break
         tried.add((nxt.shape.pool.name, nxt.config))
         if on_progress:
             on_progress(f"benchmark {len(trials) + 1}/{budget}: {describe(nxt.config)} in {nxt.shape.pool.name}")
         # A benchmark measures one replica at its share of the load (a single-replica Job).
-        share = load.workload(dep.workload).model_copy(
-            update={"arrival_rate_per_s": load.rate_per_s / nxt.config.replicas})
-        request = BenchmarkRequest(ref=dep.ref, config=nxt.config, workload=share)
+        request = BenchmarkRequest(ref=dep.ref, config=nxt.config, workload=share_of(load, dep, nxt.config))
         res = benchmark(request)  # type: ignore[misc]
         net = nxt.shape.pool.network_latency_ms
         passed = benchmark_passes(res, dep.slo, net)
@@ -214,6 +209,38 @@ def optimize(
     else:
         pick = candidates[0] if candidates else None
     return Outcome(dep, load, current_cost, current_forecast(), pick, candidates, trials, cal, notes)
+
+
+def share_of(load: Load, dep: InferenceDeployment, config: ServingConfig) -> Workload:
+    """One replica's part of the peak + headroom load."""
+    return load.workload(dep.workload).model_copy(update={"arrival_rate_per_s": load.rate_per_s / config.replicas})
+
+
+def _next_candidate(
+    dep: InferenceDeployment, pools: list[NodePool], load: Load, cal: Calibration, policy: SearchPolicy,
+    catalog: Catalog, margins: list[float], by_margin: dict[float, list[Sized]],
+    tried: set[tuple[str, ServingConfig]], best_pass: float,
+) -> Sized | None:
+    """The cheapest untried candidate below ``best_pass`` that the simulator (at the calibrated
+    efficiency) predicts to pass; candidates come from the analytical search at the strict margin,
+    then relaxed ones (exploration). Falls back to the analytical order when the simulator rejects
+    all of the first ``SIM_CHECKS``."""
+    slo = dep.slo or SLO()
+    pool: dict[tuple[str, ServingConfig], tuple[float, Sized]] = {}
+    for m in margins:
+        if m not in by_margin:
+            by_margin[m] = search(dep, pools, load, cal, policy.model_copy(update={"slo_margin": m}), catalog)
+        for c in by_margin[m]:
+            key = (c.shape.pool.name, c.config)
+            if key not in tried and key not in pool and c.cost_per_hour < best_pass - 1e-9:
+                pool[key] = (m, c)
+    ordered = sorted(pool.values(), key=lambda mc: (round(mc[1].cost_per_hour, 6), mc[0], mc[1].forecast.e2e_p99_ms))
+    for _, c in ordered[:SIM_CHECKS]:
+        sim = simulated_p99(cal, c.config, share_of(load, dep, c.config), c.shape.pool.network_latency_ms)
+        if "failed" not in sim and meets(slo, sim, SIM_MARGIN):
+            return c
+    strict = [c for m, c in ordered if m == policy.slo_margin]
+    return strict[0] if strict else None
 
 
 def _shape_for(t: Trial, pools: dict[str, NodePool], dep: InferenceDeployment, catalog: Catalog) -> Shape:
