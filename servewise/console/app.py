@@ -32,7 +32,9 @@ SECURITY_HEADERS = {
 OPEN_PATHS = ("/docs", "/redoc")
 
 
-async def _security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+async def _security_headers(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
     response = await call_next(request)
     if not request.url.path.startswith(OPEN_PATHS):
         response.headers.update(SECURITY_HEADERS)

@@ -71,15 +71,31 @@ def fleet_page(state: StateDep) -> HTMLResponse:
         c = d.config
         slo = _ms(d.slo.ttft_p99_ms) if d.slo and d.slo.ttft_p99_ms else "none"
         notes = "; ".join(f"{k}={v}" for k, v in sorted(d.annotations.items()))
-        deps.append([
-            f"<span title=\"{esc(notes)}\">{esc(d.ref.key)}</span>", esc(c.model), esc(c.gpu),
-            esc(f"{c.replicas} x {c.gpus_per_replica}"), esc(c.tensor_parallel), esc(_knob(c, "quantization")),
-            esc(c.max_num_seqs), esc(c.max_num_batched_tokens), esc(d.pool or ""),
-            esc(slo), esc("" if d.ready_replicas is None else d.ready_replicas),
-        ])
+        deps.append(
+            [
+                f'<span title="{esc(notes)}">{esc(d.ref.key)}</span>',
+                esc(c.model),
+                esc(c.gpu),
+                esc(f"{c.replicas} x {c.gpus_per_replica}"),
+                esc(c.tensor_parallel),
+                esc(_knob(c, "quantization")),
+                esc(c.max_num_seqs),
+                esc(c.max_num_batched_tokens),
+                esc(d.pool or ""),
+                esc(slo),
+                esc("" if d.ready_replicas is None else d.ready_replicas),
+            ]
+        )
     pools = [
-        [esc(p.name), esc(p.gpu), esc(p.nodes), esc(p.gpus_per_node), esc(p.free_gpus), esc(p.location),
-         esc(_money(p.price_per_gpu_hour))]
+        [
+            esc(p.name),
+            esc(p.gpu),
+            esc(p.nodes),
+            esc(p.gpus_per_node),
+            esc(p.free_gpus),
+            esc(p.location),
+            esc(_money(p.price_per_gpu_hour)),
+        ]
         for p in fleet.node_pools
     ]
     unparsed = "".join(f"<li>{esc(u.namespace)}/{esc(u.name)}: {esc(u.reason)}</li>" for u in fleet.unparsed)
@@ -90,8 +106,25 @@ def fleet_page(state: StateDep) -> HTMLResponse:
   <p id="start-error" class="error" role="alert"></p>
 </section>
 <h2>Deployments ({len(fleet.deployments)})</h2>
-{table(["deployment", "model", "gpu", "replicas x gpus", "TP", "quant", "max seqs", "batched tokens",
-        "pool", "p99 TTFT SLO", "ready"], deps, cls="deployments")}
+{
+        table(
+            [
+                "deployment",
+                "model",
+                "gpu",
+                "replicas x gpus",
+                "TP",
+                "quant",
+                "max seqs",
+                "batched tokens",
+                "pool",
+                "p99 TTFT SLO",
+                "ready",
+            ],
+            deps,
+            cls="deployments",
+        )
+    }
 <h2>Node pools</h2>
 {table(["pool", "gpu", "nodes", "gpus/node", "free gpus", "location", "price/gpu"], pools)}
 {f"<h2>Not understood</h2><ul>{unparsed}</ul>" if unparsed else ""}
@@ -104,13 +137,21 @@ def fleet_page(state: StateDep) -> HTMLResponse:
 @router.get("/runs", response_class=HTMLResponse)
 def runs_page(state: StateDep) -> HTMLResponse:
     rows = [
-        [f'<a href="/runs/{esc(r.run_id)}">{esc(r.run_id)}</a>', f'<span class="status {esc(r.status)}">'
-         f"{esc(r.status)}</span>", esc(r.proposals), esc(r.cluster), esc(f"{r.created:%Y-%m-%d %H:%M:%S}"),
-         esc(r.summary)]
+        [
+            f'<a href="/runs/{esc(r.run_id)}">{esc(r.run_id)}</a>',
+            f'<span class="status {esc(r.status)}">{esc(r.status)}</span>',
+            esc(r.proposals),
+            esc(r.cluster),
+            esc(f"{r.created:%Y-%m-%d %H:%M:%S}"),
+            esc(r.summary),
+        ]
         for r in state.service.audit.runs()
     ]
-    body = "<h1>Runs</h1>" + (table(["run", "status", "proposals", "cluster", "created", "summary"], rows)
-                              if rows else '<p class="hint">No runs yet: start one from the fleet page.</p>')
+    body = "<h1>Runs</h1>" + (
+        table(["run", "status", "proposals", "cluster", "created", "summary"], rows)
+        if rows
+        else '<p class="hint">No runs yet: start one from the fleet page.</p>'
+    )
     return page("Runs", body, state=state)
 
 
@@ -122,16 +163,33 @@ def _proposal_card(p: Proposal, pending: bool) -> str:
         rows.append(f"<tr{cls}><td>{esc(knob)}</td><td>{esc(before)}</td><td>{esc(after)}</td></tr>")
     pr, me = p.predicted, p.measured
     impact = [
-        ["predicted", esc(f"{_money(pr.cost_per_hour_before)} -> {_money(pr.cost_per_hour_after)}"),
-         esc(_ms(pr.ttft_p99_ms)), esc(_ms(pr.tpot_p99_ms)), esc(f"±{pr.uncertainty_pct:.0f}%"),
-         esc(pr.validated_by)],
+        [
+            "predicted",
+            esc(f"{_money(pr.cost_per_hour_before)} -> {_money(pr.cost_per_hour_after)}"),
+            esc(_ms(pr.ttft_p99_ms)),
+            esc(_ms(pr.tpot_p99_ms)),
+            esc(f"±{pr.uncertainty_pct:.0f}%"),
+            esc(pr.validated_by),
+        ],
     ]
     if me is not None:
-        impact.append(["measured", esc(f"{_money(me.cost_per_hour_before)} -> {_money(me.cost_per_hour_after)}"),
-                       esc(_ms(me.ttft_p99_ms)), esc(_ms(me.tpot_p99_ms)), "", esc(me.validated_by)])
-    check = (f'<div class="pick"><label><input type="checkbox" name="proposal_ids" value="{esc(p.id)}" checked> '
-             "include in approval</label> <label>edits <input class=\"edits\" data-proposal=\""
-             f'{esc(p.id)}" placeholder="knob=value, ... (e.g. replicas=2)"></label></div>' if pending else "")
+        impact.append(
+            [
+                "measured",
+                esc(f"{_money(me.cost_per_hour_before)} -> {_money(me.cost_per_hour_after)}"),
+                esc(_ms(me.ttft_p99_ms)),
+                esc(_ms(me.tpot_p99_ms)),
+                "",
+                esc(me.validated_by),
+            ]
+        )
+    check = (
+        f'<div class="pick"><label><input type="checkbox" name="proposal_ids" value="{esc(p.id)}" checked> '
+        'include in approval</label> <label>edits <input class="edits" data-proposal="'
+        f'{esc(p.id)}" placeholder="knob=value, ... (e.g. replicas=2)"></label></div>'
+        if pending
+        else ""
+    )
     return f"""
 <article class="proposal" id="{esc(p.id)}">
   <h3>{esc(p.ref.key)} <small>{esc(p.id)}</small></h3>
@@ -170,12 +228,24 @@ def _report(report: dict[str, Any]) -> str:
     rows = []
     for r in report.get("proposals", []):
         v = r.get("verification") or {}
-        rows.append([esc(r.get("proposal_id")), esc(r.get("ref")), esc(r.get("approved")), esc(r.get("applied")),
-                     esc(v.get("regression")), esc(r.get("rolled_back"))])
+        rows.append(
+            [
+                esc(r.get("proposal_id")),
+                esc(r.get("ref")),
+                esc(r.get("approved")),
+                esc(r.get("applied")),
+                esc(v.get("regression")),
+                esc(r.get("rolled_back")),
+            ]
+        )
     errors = "".join(f"<li>{esc(e)}</li>" for e in report.get("errors", []))
-    return ("<h2>Outcome</h2>" + table(["proposal", "deployment", "approved", "applied", "regression",
-                                        "rolled back"], rows, cls="report")
-            + (f'<ul class="error">{errors}</ul>' if errors else ""))
+    return (
+        "<h2>Outcome</h2>"
+        + table(
+            ["proposal", "deployment", "approved", "applied", "regression", "rolled back"], rows, cls="report"
+        )
+        + (f'<ul class="error">{errors}</ul>' if errors else "")
+    )
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
@@ -186,11 +256,17 @@ def run_page(state: StateDep, run_id: str) -> HTMLResponse:
         return page("Not found", f"<h1>No run {esc(run_id)}</h1>", state=state, status_code=404)
     pending = set(view.pending)
     cards = "".join(_proposal_card(Proposal.model_validate(p), p["id"] in pending) for p in view.proposals)
-    dropped = "".join(f"<li>{esc(d.get('proposal', {}).get('id'))}: {esc(d.get('reason'))}</li>"
-                      for d in view.dropped)
+    dropped = "".join(
+        f"<li>{esc(d.get('proposal', {}).get('id'))}: {esc(d.get('reason'))}</li>" for d in view.dropped
+    )
     events = [
-        [esc(e.ts.strftime("%H:%M:%S")), esc(e.action), esc(e.actor), esc(e.proposal_id or ""),
-         esc(e.details.get("comment", ""))]
+        [
+            esc(e.ts.strftime("%H:%M:%S")),
+            esc(e.action),
+            esc(e.actor),
+            esc(e.proposal_id or ""),
+            esc(e.details.get("comment", "")),
+        ]
         for e in state.service.audit.events(run_id)
     ]
     refresh = ' data-refresh="3"' if view.status in IN_FLIGHT else ""
@@ -212,11 +288,17 @@ def run_page(state: StateDep, run_id: str) -> HTMLResponse:
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(state: StateDep) -> HTMLResponse:
     rows = [
-        [esc(f"{e.ts:%Y-%m-%d %H:%M:%S}"), f'<a href="/runs/{esc(e.run_id)}">{esc(e.run_id)}</a>', esc(e.action),
-         esc(e.actor), esc(e.proposal_id or ""), esc(e.details.get("comment", ""))]
+        [
+            esc(f"{e.ts:%Y-%m-%d %H:%M:%S}"),
+            f'<a href="/runs/{esc(e.run_id)}">{esc(e.run_id)}</a>',
+            esc(e.action),
+            esc(e.actor),
+            esc(e.proposal_id or ""),
+            esc(e.details.get("comment", "")),
+        ]
         for e in state.service.audit.events()
     ]
-    body = "<h1>Audit log</h1><p class=\"hint\">append-only; every proposal, decision and action</p>" + table(
+    body = '<h1>Audit log</h1><p class="hint">append-only; every proposal, decision and action</p>' + table(
         ["time", "run", "action", "actor", "proposal", "comment"], rows, cls="audit"
     )
     return page("Audit", body, state=state)

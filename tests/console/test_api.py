@@ -30,7 +30,10 @@ def test_health_fleet_and_findings(client: TestClient) -> None:
     assert health["mode"] == "offline" and health["cluster"].endswith("fake_fleet:environment")
     assert client.get("/healthz").text == "ok"
     fleet = client.get("/api/fleet").json()
-    assert {d["ref"]["name"]: d["config"]["replicas"] for d in fleet["deployments"]} == {"chat-8b": 4, "chat-70b": 2}
+    assert {d["ref"]["name"]: d["config"]["replicas"] for d in fleet["deployments"]} == {
+        "chat-8b": 4,
+        "chat-70b": 2,
+    }
     assert fleet["node_pools"] and all("gpu" in p for p in fleet["node_pools"])
     findings = client.get("/api/findings").json()["findings"]
     assert any(f["kind"] == "over_provisioned" and f["ref"]["name"] == "chat-8b" for f in findings)
@@ -88,7 +91,9 @@ def test_reject_records_who_and_why_and_applies_nothing(client: TestClient, home
     assert again.status_code == 400 and again.json()["field"] == "run_id"
 
 
-def test_bad_decisions_are_refused_naming_the_field_and_nothing_resumes(client: TestClient, home: Path) -> None:
+def test_bad_decisions_are_refused_naming_the_field_and_nothing_resumes(
+    client: TestClient, home: Path
+) -> None:
     run = _start(client)
     url = f"/api/runs/{run['run_id']}"
     cases: list[tuple[str, dict[str, Any], int, str]] = [
@@ -106,7 +111,8 @@ def test_bad_decisions_are_refused_naming_the_field_and_nothing_resumes(client: 
         assert name in (named if isinstance(named, list) else [named]), detail
     pid = run["proposals"][0]["id"]
     bad_edit = client.post(
-        f"{url}/approve", json={"actor": "alice", "proposal_ids": [pid], "edits": {pid: {"tensor_parallel": 3}}}
+        f"{url}/approve",
+        json={"actor": "alice", "proposal_ids": [pid], "edits": {pid: {"tensor_parallel": 3}}},
     )
     assert bad_edit.status_code == 400 and bad_edit.json()["field"] == "edits"
     assert "tensor_parallel" in bad_edit.json()["detail"]
@@ -143,5 +149,7 @@ def test_chat_answers_commands_and_needs_a_name_to_approve(client: TestClient, h
 
 def test_openapi_documents_the_approval_body(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    assert {"/api/runs", "/api/runs/{run_id}/approve", "/api/runs/{run_id}/reject", "/api/audit"} <= set(spec["paths"])
+    assert {"/api/runs", "/api/runs/{run_id}/approve", "/api/runs/{run_id}/reject", "/api/audit"} <= set(
+        spec["paths"]
+    )
     assert "actor" in spec["components"]["schemas"]["ApproveIn"]["required"]

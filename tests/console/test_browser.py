@@ -16,8 +16,14 @@ from servewise.console import create_app
 from .conftest import console_config, fleet_state, real_applies
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 def _free_port() -> int:
@@ -30,8 +36,9 @@ def _free_port() -> int:
 @pytest.fixture
 def console_url(home: Path) -> Iterator[str]:
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(console_config(home)), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(console_config(home)), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -56,7 +63,9 @@ def test_operator_starts_and_approves_a_run_in_the_browser(
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(console_url + "/")
             sync_api.expect(page.locator("table.deployments")).to_contain_text("staging/chat-8b")
-            sync_api.expect(page.locator("#findings table")).to_contain_text("over_provisioned", timeout=30_000)
+            sync_api.expect(page.locator("#findings table")).to_contain_text(
+                "over_provisioned", timeout=30_000
+            )
             page.screenshot(path=str(tmp_path / "fleet.png"), full_page=True)
 
             page.click("#start-run")
@@ -84,8 +93,13 @@ def test_operator_starts_and_approves_a_run_in_the_browser(
             page.goto(console_url + "/chat")
             page.fill("#chat-form input[name=message]", "status")
             page.press("#chat-form input[name=message]", "Enter")
-            sync_api.expect(page.locator("#transcript pre")).to_contain_text("staging/chat-8b: llama-3.1-8b on 2x1")
+            sync_api.expect(page.locator("#transcript pre")).to_contain_text(
+                "staging/chat-8b: llama-3.1-8b on 2x1"
+            )
         finally:
             browser.close()
     assert len(real_applies(home)) == 2
-    assert {d.ref.name: d.config.replicas for d in fleet_state(home).deployments} == {"chat-8b": 2, "chat-70b": 1}
+    assert {d.ref.name: d.config.replicas for d in fleet_state(home).deployments} == {
+        "chat-8b": 2,
+        "chat-70b": 1,
+    }

@@ -27,9 +27,22 @@ def test_serve_command_binds_localhost_and_takes_the_cluster_from_the_environmen
     port = _free_port()
     env = {**os.environ, "SERVEWISE_CLUSTER": FAKE}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "servewise.cli", "console", "serve", "--port", str(port), "--offline",
-         "--log-level", "warning"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "servewise.cli",
+            "console",
+            "serve",
+            "--port",
+            str(port),
+            "--offline",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60

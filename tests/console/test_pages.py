@@ -59,4 +59,7 @@ def test_cross_site_form_posts_are_refused_and_pages_cannot_be_framed(client: Te
     assert client.get(f"/api/runs/{run['run_id']}").json()["status"] == "awaiting_approval"
     assert fleet_state(home).apply_calls == []
     headers = client.get(f"/runs/{run['run_id']}").headers
-    assert headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert (
+        headers["x-frame-options"] == "DENY"
+        and "frame-ancestors 'none'" in headers["content-security-policy"]
+    )
