@@ -8,6 +8,7 @@ without the decision recorded in the audit log.
 
 from __future__ import annotations
 
+from concurrent.futures import wait
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
@@ -103,7 +104,8 @@ def findings(state: StateDep, refresh: bool = False) -> FindingsView:
 def start_run(state: StateDep, body: StartIn | None = None) -> RunStarted:
     run_id, future = state.start_run()
     if body is not None and body.wait:
-        view = future.result()
+        wait([future])  # a failure is recorded by the worker; the run view below says what went wrong
+        view = state.view(run_id)
         return RunStarted(run_id=run_id, status=view.status, run=view)
     return RunStarted(run_id=run_id, status="queued")
 

@@ -160,13 +160,18 @@ class ConsoleState:
     def view(self, run_id: str) -> RunView:
         """The run from its checkpoint, or from the run index while it has none yet."""
         try:
-            return self.service.view(run_id)
+            view = self.service.view(run_id)
         except NotFoundError:
             record = self.service.audit.get_run(run_id)
             if record is None:
                 raise
             narrative = self.failures.get(run_id, record.summary)
             return RunView(run_id=run_id, status=record.status, narrative=narrative)
+        error = self.failures.get(run_id)
+        if error and view.next:  # stopped by an error between nodes: say why and how to go on
+            note = f"stopped by an error before {', '.join(view.next)}: {error}; fix it, then `servewise resume {run_id}`"
+            view = view.model_copy(update={"narrative": "\n".join(filter(None, [note, view.narrative]))})
+        return view
 
     def decide(self, run_id: str, decision: Decision) -> RunView:
         with self.work_lock:

@@ -153,3 +153,17 @@ def test_openapi_documents_the_approval_body(client: TestClient) -> None:
         spec["paths"]
     )
     assert "actor" in spec["components"]["schemas"]["ApproveIn"]["required"]
+
+
+def test_a_run_that_fails_says_why_and_changes_nothing(client: TestClient, home: Path) -> None:
+    client.get("/api/fleet")  # the fake fleet file exists now; break it
+    (home / "fake-fleet.json").write_text("{not json")
+    resp = client.post("/api/runs", json={"wait": True})
+    assert resp.status_code == 202
+    run = resp.json()["run"]
+    assert run["status"] != "awaiting_approval" and run["proposals"] == []
+    assert "stopped by an error before collect" in run["narrative"] and "fake-fleet" not in run["status"]
+    assert "FleetState" in run["narrative"]
+    assert client.get("/api/runs").json()["runs"][0]["status"] == "failed"
+    assert client.post(f"/api/runs/{run['run_id']}/approve", json={"actor": "alice"}).status_code == 400
+    assert "stopped by an error" in client.get(f"/runs/{run['run_id']}").text
