@@ -115,9 +115,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--one", nargs=3, metavar=("KIND", "N", "BACKEND"))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--from-json", metavar="FILE", help="print the table and projection of a saved --json run"
+    )
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(args.one[0], int(args.one[1]), args.one[2])))
+        return
+    if args.from_json:
+        text = Path(args.from_json).read_text()
+        table(json.loads(text[: text.index("\n]") + 2]))
         return
     n_an, n_sim = (10_000, 200) if args.quick else (100_000, 2_000)
     results = []
@@ -133,6 +140,10 @@ def main() -> None:
             print(f"done: {kind} {backend}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2))
+    table(results)
+
+
+def table(results: list[dict[str, Any]]) -> None:
     print(
         "| study | points | failed | backend | workers | seconds (start-up) | points/s | "
         "points/s after start-up | per worker | peak MiB |"
@@ -148,9 +159,38 @@ def main() -> None:
     projection(results)
 
 
+def driver_ingest_rate(n_chunks: int = 20) -> tuple[float, float]:
+    """Rows/s the driver can take in (unpickle a 2,000-row chunk + write its Parquet part), bytes/row."""
+    import pickle
+
+    from servewise.studies.evaluating import evaluate_chunk
+    from servewise.studies.sampling import make_space, sample_codes
+    from servewise.studies.storing import ResultStore
+    from servewise.studies.study_file import study_from_dict
+
+    study = study_from_dict(analytical_study(10_000), source="bench")
+    space, codes = make_space(study), sample_codes(study)
+    rows = evaluate_chunk(study, [(i, space.point(codes[i])) for i in range(2000)])
+    blob = pickle.dumps(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ResultStore(tmp, "bench", "bench")
+        started = time.perf_counter()
+        for k in range(n_chunks):
+            chunk = pickle.loads(blob)
+            store.write([{**r, "index": r["index"] + 2000 * k} for r in chunk])
+        seconds = time.perf_counter() - started
+    return 2000 * n_chunks / seconds, len(blob) / 2000
+
+
 def projection(results: list[dict[str, Any]]) -> None:
     """10 million points on a Ray cluster of N nodes, from the measured per-worker rates."""
     cores, total = 16, 10_000_000
+    ingest, row_bytes = driver_ingest_rate()
+    print(
+        f"\nDriver ingest (unpickle + write a Parquet part, one core): {ingest:,.0f} rows/s; "
+        f"{row_bytes:.0f} bytes/row on the wire. Every row passes through the driver, so a study can not "
+        f"finish faster than {total:,} / {ingest:,.0f} = {total / ingest:,.0f} s whatever the cluster size."
+    )
     print(f"\nProjection: {total:,} points on a Ray cluster of N nodes with {cores} worker cores each")
     for kind in ("analytical", "simulate"):
         serial = next(r for r in results if r["study"] == kind and r["backend"] == "serial")
@@ -165,10 +205,12 @@ def projection(results: list[dict[str, Any]]) -> None:
             f"Results: {serial['parquet_bytes_per_point']:.0f} bytes/point -> {size:.2f} GB of Parquet."
         )
         for nodes in (1, 4, 16, 64):
-            secs = total / (nodes * cores * rate * eff)
+            workers_rate = nodes * cores * rate * eff
+            secs = total / min(workers_rate, ingest)
+            bound = "the workers" if workers_rate < ingest else "the driver's ingest"
             print(
-                f"  N={nodes:>2}: {total:,} / ({nodes} x {cores} x {rate:,.0f} x {eff:.2f}) = "
-                f"{secs:,.0f} s ({secs / 3600:.2f} h) + start-up"
+                f"  N={nodes:>2}: {total:,} / min({nodes} x {cores} x {rate:,.0f} x {eff:.2f}, {ingest:,.0f}) = "
+                f"{secs:,.0f} s ({secs / 3600:.2f} h) + start-up; bound by {bound}"
             )
 
 

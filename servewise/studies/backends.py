@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 from urllib.parse import urlparse
@@ -39,7 +39,7 @@ class Backend:
     def close(self) -> None:
         return None
 
-    def run(self, study: Study, chunks: list[Chunk]) -> Iterator[list[Row]]:
+    def run(self, study: Study, chunks: Iterable[Chunk]) -> Iterator[list[Row]]:
         for chunk in chunks:
             yield evaluate_chunk(study, chunk)
 
@@ -58,12 +58,14 @@ class PoolBackend(Backend):
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def run(self, study: Study, chunks: list[Chunk]) -> Iterator[list[Row]]:
+    def run(self, study: Study, chunks: Iterable[Chunk]) -> Iterator[list[Row]]:
         pending: set[Future[list[Row]]] = set()
-        queue = list(reversed(chunks))
-        while queue or pending:
-            while queue and len(pending) < 2 * self.workers:  # bounded in-flight work
-                pending.add(self._pool.submit(evaluate_chunk, study, queue.pop()))
+        queue = iter(chunks)  # pulled lazily: a 10-million-point study never sits in memory as points
+        chunk = next(queue, None)
+        while chunk is not None or pending:
+            while chunk is not None and len(pending) < 2 * self.workers:  # bounded in-flight work
+                pending.add(self._pool.submit(evaluate_chunk, study, chunk))
+                chunk = next(queue, None)
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 yield fut.result()
@@ -118,14 +120,16 @@ class RayBackend(Backend):
         if self._started:
             self._ray.shutdown()
 
-    def run(self, study: Study, chunks: list[Chunk]) -> Iterator[list[Row]]:
+    def run(self, study: Study, chunks: Iterable[Chunk]) -> Iterator[list[Row]]:
         ray = self._ray
         study_ref = ray.put(study)
-        queue = list(reversed(chunks))
+        queue = iter(chunks)
+        chunk = next(queue, None)
         pending: list[Any] = []
-        while queue or pending:
-            while queue and len(pending) < 4 * self.workers:
-                pending.append(self._task.remote(study_ref, queue.pop()))
+        while chunk is not None or pending:
+            while chunk is not None and len(pending) < 4 * self.workers:
+                pending.append(self._task.remote(study_ref, chunk))
+                chunk = next(queue, None)
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
                 yield ray.get(ref)

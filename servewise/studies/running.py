@@ -132,13 +132,25 @@ def _run_sample(
 ) -> tuple[int, int, int]:
     codes = sample_codes(study)
     space = make_space(study)
-    todo = [(i, space.point(codes[i])) for i in range(codes.shape[0]) if i not in done]
+    todo = codes.shape[0] - len(done)
     if done:
         log.info("resuming: %d of %d points already stored", len(done), codes.shape[0])
+
+    def chunks() -> Iterator[Chunk]:  # built as the backend asks for them
+        chunk: Chunk = []
+        for i in range(codes.shape[0]):
+            if i not in done:
+                chunk.append((i, space.point(codes[i])))
+                if len(chunk) == size:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
+
     evaluated = failed = 0
-    bar = Progress(len(todo), progress, f"{study.spec.name} ({backend.name})")
+    bar = Progress(todo, progress, f"{study.spec.name} ({backend.name})")
     try:
-        for rows in _stored(backend.run(study, chunked(todo, size)), store):
+        for rows in _stored(backend.run(study, chunks()), store):
             evaluated += len(rows)
             failed += sum(1 for r in rows if r.get("error"))
             bar.advance(len(rows))
