@@ -40,7 +40,6 @@ class ConsoleConfig(BaseModel):
 
     cluster: str = Field(default="sim:demo", description="sim:SCENARIO | k8s[:CONTEXT] | py:module:factory")
     prometheus: str | None = None
-    home: Path | None = Field(default=None, description="state folder; default $SERVEWISE_HOME")
     offline: bool = Field(default=False, description="never call an LLM, even if one is configured")
     window: str = "15m"
     verify_window_s: float = Field(default=600.0, ge=0)
@@ -81,7 +80,7 @@ class ConsoleState:
 
     @classmethod
     def open(cls, config: ConsoleConfig) -> ConsoleState:
-        home = config.home or get_settings().ensure_home()
+        home = get_settings().ensure_home()  # $SERVEWISE_HOME: runs, audit log and the twin's state
         cfg = None if config.offline else LLMConfig.load(home=home)
         llm = LLMClient(cfg) if cfg else None
         env = open_environment(config.cluster, prometheus=config.prometheus)
@@ -169,7 +168,10 @@ class ConsoleState:
             return RunView(run_id=run_id, status=record.status, narrative=narrative)
         error = self.failures.get(run_id)
         if error and view.next:  # stopped by an error between nodes: say why and how to go on
-            note = f"stopped by an error before {', '.join(view.next)}: {error}; fix it, then `servewise resume {run_id}`"
+            note = (
+                f"stopped by an error before {', '.join(view.next)}: {error}; "
+                f"fix it, then `servewise resume {run_id}`"
+            )
             view = view.model_copy(update={"narrative": "\n".join(filter(None, [note, view.narrative]))})
         return view
 

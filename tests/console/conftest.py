@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +30,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def console_config(home: Path, **kw: object) -> ConsoleConfig:
-    base: dict[str, object] = {"cluster": FAKE, "home": home, "offline": True, "verify_window_s": 300}
+    """A console on the fake fleet; ``home`` is the fixture that points SERVEWISE_HOME at a temp dir."""
+    assert os.environ["SERVEWISE_HOME"] == str(home)
+    base: dict[str, object] = {"cluster": FAKE, "offline": True, "verify_window_s": 300}
     base.update(kw)
     return ConsoleConfig.model_validate(base)
 
