@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Iterator
+from typing import Any
 
 from servewise.agents.llm import LLMClient
 from servewise.agents.loop import load_prompt
@@ -95,4 +98,48 @@ def narrate(findings: list[Finding], proposals: list[Proposal], llm: LLMClient |
     text = (out.content or "").strip()
     if not text:
         return offline_narrative(findings, proposals), "offline"
+    invented = unsupported_numbers(text, document)
+    if invented:
+        log.warning("analyst note cites numbers not in its document %s: using the offline note", invented)
+        return offline_narrative(findings, proposals), "offline"
     return text, llm.config.model
+
+
+_NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(m.replace(",", "")) for m in _NUMBER.findall(text)]
+
+
+def _values(obj: Any) -> Iterator[float]:
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, int | float):
+        yield float(obj)
+    elif isinstance(obj, str):
+        yield from _numbers(obj)
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _numbers(str(key))
+            yield from _values(value)
+    elif isinstance(obj, list):
+        for item in obj:
+            yield from _values(item)
+
+
+def unsupported_numbers(text: str, document: Any) -> list[str]:
+    """Numbers in ``text`` that no value of ``document`` supports (rounding allowed: 1 %, or 0.5 absolute).
+
+    Differences of two document values (``saves $4.00/h``) count as supported. The analyst's note
+    may only cite numbers its tools computed: a note that cites others is not shown.
+    """
+    values = sorted(set(_values(document)))
+    derived = set(values) | {
+        round(abs(a - b), 6) for i, a in enumerate(values) for b in values[i + 1 : i + 60]
+    }
+    out = []
+    for x in _numbers(text):
+        if not any(abs(abs(x) - v) <= max(0.5, 0.01 * abs(v)) for v in derived):
+            out.append(f"{x:g}")
+    return out

@@ -51,3 +51,17 @@ def test_llm_failure_falls_back_to_offline() -> None:
     with ScriptedLLM([http_error(500)] * 2) as server:
         note, author = narrate([FINDING], [PROPOSAL], client_for(server, max_attempts=2))
     assert author == "offline" and note == offline_narrative([FINDING], [PROPOSAL])
+
+
+def test_a_note_with_invented_numbers_is_not_shown() -> None:
+    with ScriptedLLM([text("Approve: this saves $999/h and cuts p99 TTFT to 120 ms.")]) as server:
+        note, author = narrate([FINDING], [PROPOSAL], client_for(server))
+    assert author == "offline" and note == offline_narrative([FINDING], [PROPOSAL])
+
+
+def test_supported_numbers_pass() -> None:
+    from servewise.agents.analyst import unsupported_numbers
+
+    doc = {"a": 80.0, "b": 75.5, "ttft": 912.345, "text": "KV 97% full on 2 replicas"}
+    assert unsupported_numbers("p99 912 ms, 97% full, 2 replicas, saves 4.5 $/h", doc) == []
+    assert unsupported_numbers("p99 650 ms", doc) == ["650"]
