@@ -123,7 +123,7 @@ def _values(obj: Any) -> Iterator[float]:
         for key, value in obj.items():
             yield from _numbers(str(key))
             yield from _values(value)
-    elif isinstance(obj, list):
+    elif isinstance(obj, list | tuple):
         for item in obj:
             yield from _values(item)
 

@@ -47,6 +47,7 @@ class ToolCallRecord(BaseModel):
     ok: bool
     error: str | None = None
     result_excerpt: str = ""
+    result: dict[str, Any] | None = Field(default=None, exclude=True, description="full result, for checks")
 
 
 class AgentResult(BaseModel):
@@ -141,5 +142,8 @@ def _run_one(registry: ToolRegistry, call: ToolCallRequest) -> BaseModel:
 def _record(call: ToolCallRequest, result: BaseModel) -> ToolCallRecord:
     if isinstance(result, ToolError):
         return ToolCallRecord(tool=call.name, arguments=call.arguments, ok=False, error=result.error)
+    data = result.model_dump(mode="json")
     excerpt = result.model_dump_json()[:300]
-    return ToolCallRecord(tool=call.name, arguments=call.arguments, ok=True, result_excerpt=excerpt)
+    return ToolCallRecord(
+        tool=call.name, arguments=call.arguments, ok=True, result_excerpt=excerpt, result=data
+    )

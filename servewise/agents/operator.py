@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from servewise.agents.analyst import unsupported_numbers
 from servewise.agents.llm import LLMClient
 from servewise.agents.loop import AgentResult, load_prompt, run_tool_loop
 from servewise.tools.registry import ToolRegistry
@@ -78,8 +79,13 @@ class OperatorAgent:
         )
 
 
-def format_answer(result: AgentResult) -> str:
+def format_answer(result: AgentResult, question: str = "") -> str:
+    """The answer, the evidence (tool calls actually made) and any number no tool result supports."""
     lines = [result.answer]
+    sources = [question, *[(c.arguments, c.result) for c in result.tool_calls]]
+    unsupported = unsupported_numbers(result.answer, sources)
+    if unsupported:
+        lines.append(f"Unverified (in no tool result): {', '.join(unsupported)}")
     if result.tool_calls:
         lines.append("Evidence (tool calls made):")
         lines += [f"  - {e}" for e in result.evidence_lines()]

@@ -38,7 +38,7 @@ class ChatSession:
             if self.operator is None:
                 return "No LLM is configured (offline mode). I understand these commands:\n" + help_text()
             with use_context(self.env.tool_context()):
-                return format_answer(self.operator.ask(line, on_text=on_text))
+                return format_answer(self.operator.ask(line, on_text=on_text), line)
         try:
             handler: Callable[[ChatCommand], str] = getattr(self, f"_cmd_{cmd.name}")
             return handler(cmd)

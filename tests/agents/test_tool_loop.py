@@ -101,3 +101,18 @@ def test_unknown_tool_and_failing_tool_are_results(fleet: FakeFleet) -> None:
     assert "no tool named" in (result.tool_calls[0].error or "")
     assert "nope" in (result.tool_calls[1].error or "")
     assert result.usage["requests"] == 3
+
+
+def test_operator_answer_flags_numbers_no_tool_returned(fleet: FakeFleet) -> None:
+    from servewise.agents.operator import format_answer
+
+    script = [
+        tool_call("get_signal", {"deployment": "chat-70b", "signal": "ttft_p99_ms"}),
+        text("p99 TTFT is 812.5 ms, up from 400 ms yesterday."),
+    ]
+    with ScriptedLLM(script) as server:
+        result = run_tool_loop(client_for(server), fleet.registry, system_prompt="s", user_message="p99?")
+    answer = format_answer(result, "why is p99 TTFT up on chat-70b?")
+    assert "Unverified (in no tool result): 400" in answer
+    assert "812.5" not in answer.split("Unverified")[1]
+    assert 'get_signal({"deployment": "chat-70b", "signal": "ttft_p99_ms"})' in answer
