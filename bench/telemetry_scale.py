@@ -28,14 +28,20 @@ from servewise.testing.prometheus import PrometheusServer
 def fleet(scenario: Scenario, n: int | None) -> Scenario:
     if n is None:
         return scenario
-    return scenario.model_copy(update={"deployments": scenario.deployments[:n], "name": f"{scenario.name}-{n}"})
+    return scenario.model_copy(
+        update={"deployments": scenario.deployments[:n], "name": f"{scenario.name}-{n}"}
+    )
 
 
-def snapshot_bench(scenario: Scenario, minutes: float, step_s: float, window: str, workdir: Path) -> dict[str, float]:
+def snapshot_bench(
+    scenario: Scenario, minutes: float, step_s: float, window: str, workdir: Path
+) -> dict[str, float]:
     end = time.time() - 300
     end -= end % step_s
     hours = minutes / 60
-    sim = SimCluster(scenario, step_s=step_s, start=end - hours * 3600, warmup_s=0, history_s=hours * 3600 + step_s)
+    sim = SimCluster(
+        scenario, step_s=step_s, start=end - hours * 3600, warmup_s=0, history_s=hours * 3600 + step_s
+    )
     out = workdir / f"{scenario.name}.om"
     t0 = time.perf_counter()
     export = write_history(sim, out, hours=hours, step_s=step_s)
@@ -97,21 +103,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in (50, None):
             rows.append(snapshot_bench(fleet(large, n), args.minutes, args.step, args.window, Path(tmp)))
-    print(f"\nSnapshot from Prometheus ({args.minutes:g} min backfilled at {args.step:g} s, window {args.window})\n")
-    print("| deployments | GPUs | pods | samples backfilled | PromQL queries | snapshot median (s) | max (s) | deployments read | complete |")
+    print(
+        f"\nSnapshot from Prometheus ({args.minutes:g} min backfilled at {args.step:g} s, window {args.window})\n"
+    )
+    print(
+        "| deployments | GPUs | pods | samples backfilled | PromQL queries | snapshot median (s) | max (s) | deployments read | complete |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['deployments']:.0f} | {r['gpus']:.0f} | {r['pods']:.0f} | {r['samples']:,.0f} | {r['queries']:.0f} "
             f"| {r['snapshot_median_s']:.3f} | {r['snapshot_max_s']:.3f} | {r['read_back']:.0f} | {r['complete']:.0f} |"
         )
-    print("\nexport + backfill time: " + ", ".join(
-        f"{r['deployments']:.0f} deployments: export {r['export_s']:.1f} s, promtool+start {r['backfill_start_s']:.1f} s"
-        for r in rows
-    ))
+    print(
+        "\nexport + backfill time: "
+        + ", ".join(
+            f"{r['deployments']:.0f} deployments: export {r['export_s']:.1f} s, promtool+start {r['backfill_start_s']:.1f} s"
+            for r in rows
+        )
+    )
     mem = memory_bench(large)
     print("\nTwin memory (tracemalloc) for `large`\n")
-    print("| GPUs in pools | GPUs serving | pods | history ring (MiB) | traced now (MiB) | traced peak (MiB) | build + simulate 1 h (s) |")
+    print(
+        "| GPUs in pools | GPUs serving | pods | history ring (MiB) | traced now (MiB) | traced peak (MiB) | build + simulate 1 h (s) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     print(
         f"| {mem['gpus_in_pools']:.0f} | {mem['gpus_serving']:.0f} | {mem['pods']:.0f} | {mem['history_mib']:.1f} "

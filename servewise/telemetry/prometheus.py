@@ -78,8 +78,13 @@ class PrometheusSource:
         params = {"time": f"{at.timestamp():.3f}"} if at is not None else None
         try:
             result = self._client.custom_query(promql, params=params, timeout=self.timeout_s)
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            raise BackendUnavailableError(f"Prometheus at {self.url} unreachable: {exc}") from exc
+        except requests.Timeout as exc:
+            raise BackendUnavailableError(
+                f"Prometheus at {self.url} timed out after {self.timeout_s:g} s"
+            ) from exc
+        except requests.ConnectionError as exc:  # the message embeds the whole encoded query: keep it short
+            reason = str(exc).rsplit("Caused by ", 1)[-1][:200]
+            raise BackendUnavailableError(f"Prometheus at {self.url} unreachable: {reason}") from exc
         except PrometheusApiClientException as exc:
             text = str(exc)
             if "Status Code 5" in text or "Status Code 429" in text:
