@@ -96,7 +96,12 @@ def optimize(
         benchmark=benchmark,
         use_llm=not offline,
     )
-    with _service(llm=None if offline else True) as svc:
+    from servewise.workflows.environment import open_environment
+
+    env = open_environment(
+        cluster, prometheus=prometheus
+    )  # bad --cluster/--prometheus fail before a run exists
+    with _service(llm=None if offline else True, environment=env) as svc:
         view = svc.start(opts)
     print_json(_view_doc(view)) if json_out else _print_view(view)
 

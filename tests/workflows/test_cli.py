@@ -83,3 +83,11 @@ def test_bad_policy_fails_before_the_run(home: Path, tmp_path: Path) -> None:
             app, ["optimize", "--cluster", FAKE, "--auto-approve", str(policy)], catch_exceptions=False
         )
     assert run("runs", "--json")["runs"] == []
+
+
+def test_bad_cluster_spec_fails_before_the_run(home: Path) -> None:
+    with pytest.raises(InputError, match="--cluster"):
+        runner.invoke(app, ["optimize", "--cluster", "nomad:prod"], catch_exceptions=False)
+    with pytest.raises(InputError, match="--cluster"):
+        runner.invoke(app, ["optimize", "--cluster", "py:no.such.module:factory"], catch_exceptions=False)
+    assert run("runs", "--json")["runs"] == []
