@@ -204,9 +204,28 @@ def _proposal_card(p: Proposal, pending: bool) -> str:
 </article>"""
 
 
+def _overview(view: RunView) -> str:
+    rows = []
+    for raw in view.proposals:
+        p = Proposal.model_validate(raw)
+        changed = [k for k in KNOBS if _knob(p.current, k) != _knob(p.proposed, k)]
+        pr = p.predicted
+        rows.append(
+            [
+                f'<a href="#{esc(p.id)}">{esc(p.ref.key)}</a>',
+                esc(", ".join(f"{k} {_knob(p.current, k)} -> {_knob(p.proposed, k)}" for k in changed)),
+                esc(f"{_money(pr.cost_per_hour_before)} -> {_money(pr.cost_per_hour_after)}"),
+                esc(_ms(pr.ttft_p99_ms)),
+                esc(p.risk.split(":")[0]),
+                esc("pending" if p.id in view.pending else ""),
+            ]
+        )
+    return table(["deployment", "change", "cost", "p99 TTFT (predicted)", "risk", ""], rows, cls="overview")
+
+
 def _decision_forms(view: RunView) -> str:
     return f"""
-<section class="decide">
+<section class="decide" id="decide">
 <form id="approve-form" data-api="/api/runs/{esc(view.run_id)}/approve">
   <h3>Approve</h3>
   <label>Your name <input name="actor" required autocomplete="username"></label>
@@ -270,14 +289,22 @@ def run_page(state: StateDep, run_id: str) -> HTMLResponse:
         for e in state.service.audit.events(run_id)
     ]
     refresh = ' data-refresh="3"' if view.status in IN_FLIGHT else ""
+    status = f'<span class="status {esc(view.status)}" id="run-status">{esc(view.status)}</span>'
+    waiting = view.status == "awaiting_approval"
     body = f"""
-<h1{refresh} id="run-head">Run {esc(view.run_id)}: <span class="status {esc(view.status)}" id="run-status">
-{esc(view.status)}</span></h1>
-{f'<pre class="narrative">{esc(view.narrative)}</pre>' if view.narrative else ""}
-{_decision_forms(view) if view.status == "awaiting_approval" else ""}
+<h1{refresh} id="run-head">Run {esc(view.run_id)}: {status}</h1>
+{_overview(view) if view.proposals else ""}
+{'<p><a href="#decide">Decide below</a> after reading the proposals.</p>' if waiting else ""}
+{
+        f'<details class="narrative" open><summary>Why (approver note)</summary><pre>{esc(view.narrative)}</pre>'
+        "</details>"
+        if view.narrative
+        else ""
+    }
 <h2>Proposals ({len(view.proposals)})</h2>
 {cards or '<p class="hint">No change proposed.</p>'}
 {f"<h2>Dropped</h2><ul>{dropped}</ul>" if dropped else ""}
+{_decision_forms(view) if waiting else ""}
 {_report(view.report) if view.report else ""}
 <h2>Audit</h2>
 {table(["time", "action", "actor", "proposal", "comment"], events, cls="audit")}

@@ -106,7 +106,7 @@ async function loadFindings() {
     const body = table.createTBody();
     for (const f of data.findings) {
       const row = body.insertRow();
-      const evidence = f.evidence.filter((e) => e.value !== null).map((e) => `${e.signal}=${e.value}`).join(", ");
+      const evidence = f.evidence.filter((e) => e.value !== null).map((e) => `${e.signal}=${Number(e.value.toPrecision(4))}`).join(", ");
       for (const text of [f.severity, `${f.ref.namespace}/${f.ref.name}`, f.kind, f.summary, evidence]) {
         row.insertCell().textContent = text;
       }
