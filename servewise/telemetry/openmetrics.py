@@ -47,12 +47,14 @@ def write_history(
     hours: float,
     step_s: float = 15.0,
     exclude: Callable[[str, Labels], bool] | None = None,
+    on_step: Callable[[SimCluster], None] | None = None,
 ) -> HistoryExport:
     """Advance ``sim`` by ``hours`` in ``step_s`` steps and write every step to ``out``.
 
     ``sim`` should start ``hours`` before the intended end (``SimCluster(..., start=end - span)``);
     when this returns, ``sim`` stands at the end of the history (its own telemetry agrees with it).
-    ``exclude(sample_name, labels)`` drops series, e.g. to mimic a failed scrape target.
+    ``exclude(sample_name, labels)`` drops series, e.g. to mimic a failed scrape target;
+    ``on_step(sim)`` runs before each step (apply a change mid-history, for instance).
     """
     if hours <= 0 or step_s <= 0:
         raise InputError("hours and step must be positive", field="--hours/--step")
@@ -67,6 +69,8 @@ def write_history(
     try:
         for i in range(steps + 1):
             if i:
+                if on_step is not None:
+                    on_step(sim)
                 sim.advance(step_s, persist=False)
             ts = f"{sim.now_s:.3f}"
             for fam in twin_families(sim, target_labels=True):

@@ -2,7 +2,9 @@
 
 Pods map to deployments through kube-state-metrics owners (``kube_pod_owner`` ->
 ``kube_replicaset_owner``) or, without them, through a pod label copied into ``deployment``.
-Only pods that kube-state-metrics lists *now* join, so series of replaced (stale) pods drop out.
+Gauges join only the pods kube-state-metrics lists *now*, so series of replaced (stale) pods drop
+out; rates and histograms join every pod that existed during the window, so requests served by a
+pod replaced mid-window still count (``rate()`` handles each pod's counter from zero).
 """
 
 from __future__ import annotations
@@ -65,24 +67,33 @@ class PromQLBuilder:
             expr = f'label_replace({expr}, "namespace", "$1", "{ns_label}", "(.+)")'
         return expr
 
-    def pod_map(self) -> str:
+    def pod_map(self, window: str | None = None) -> str:
+        """Pod -> deployment series. With ``window``, every pod that existed during the window
+        (for rates and histograms, so traffic served by pods replaced mid-window still counts);
+        without, only the pods that exist now (for gauges: stale pods drop out)."""
         k = self.ksm
-        pods = f'label_replace({k.pod_owner}{{owner_kind="ReplicaSet"}}, "replicaset", "$1", "owner_name", "(.+)")'
+
+        def sel(name: str, kind: str) -> str:
+            s = f'{name}{{owner_kind="{kind}"}}'
+            return f"max_over_time({s}[{window}])" if window else s
+
+        pods = f'label_replace({sel(k.pod_owner, "ReplicaSet")}, "replicaset", "$1", "owner_name", "(.+)")'
         rs = (
-            f"max by (namespace, replicaset, deployment) (label_replace("
-            f'{k.replicaset_owner}{{owner_kind="Deployment"}}, "deployment", "$1", "owner_name", "(.+)"))'
+            "max by (namespace, replicaset, deployment) (label_replace("
+            f'{sel(k.replicaset_owner, "Deployment")}, "deployment", "$1", "owner_name", "(.+)"))'
         )
         return f"max by (namespace, pod, deployment) ({pods} * on (namespace, replicaset) group_left (deployment) {rs})"
 
-    def _by_deployment(self, expr: str) -> str:
+    def _by_deployment(self, expr: str, window: str | None = None) -> str:
         if self.use_owners:
-            return f"({expr}) * on (namespace, pod) group_left (deployment) {self.pod_map()}"
+            return f"({expr}) * on (namespace, pod) group_left (deployment) {self.pod_map(window)}"
         assert self.labels.deployment
         return f'label_replace({expr}, "deployment", "$1", "{self.labels.deployment}", "(.+)")'
 
     def _engine(self, names: tuple[str, ...], func: str, window: str, suffix: str = "") -> str:
         inner = f"{func}({self.selector(names, suffix)}[{window}])"
-        return self._by_deployment(self._normalize(inner, self.labels.namespace, self.labels.pod))
+        expr = self._normalize(inner, self.labels.namespace, self.labels.pod)
+        return self._by_deployment(expr, window if func == "rate" else None)
 
     def _dcgm(self, name: str, window: str) -> str:
         inner = f"avg_over_time({name}[{window}])"

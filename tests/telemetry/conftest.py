@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from servewise.cluster.sim import SimCluster
+from servewise.domain import DeploymentRef
 from servewise.telemetry.openmetrics import HistoryExport, history_twin, write_history
 from servewise.testing.prometheus import PrometheusServer, PrometheusUnavailable, binaries
 
 HOURS = 2.0
 STEP_S = 30.0
-DROPPED_NAMESPACE = "legal"  # its DCGM exporter "failed": its GPU series are absent from the history
+DROPPED_NAMESPACE = "legal"
+ROLLED = "search/rag-search"  # rolled out mid-window: its old pods' series go stale  # its DCGM exporter "failed": its GPU series are absent from the history
 
 
 def need_prometheus() -> None:
@@ -29,6 +31,7 @@ class Backfilled:
     export: HistoryExport
     prom: PrometheusServer
     dropped_namespace: str = DROPPED_NAMESPACE
+    rolled: str = ROLLED
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +45,11 @@ def backfilled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backfilled]
     def drop(name: str, labels: tuple[tuple[str, str], ...]) -> bool:
         return name.startswith("DCGM_") and ("namespace", DROPPED_NAMESPACE) in labels
 
-    export = write_history(sim, out, hours=HOURS, step_s=STEP_S, exclude=drop)
+    def roll(sim: SimCluster) -> None:  # pods of rag-search are replaced 8 minutes before the end
+        if sim.now_s >= end - 8 * 60 and not sim.deployment_state(ROLLED).applied:
+            config = sim.deployment_state(ROLLED).spec.with_changes(max_num_seqs=128)
+            sim.apply(DeploymentRef(name=ROLLED.split("/")[1], namespace="search"), config, proposal_id="mid")
+
+    export = write_history(sim, out, hours=HOURS, step_s=STEP_S, exclude=drop, on_step=roll)
     with PrometheusServer(backfill=[out]) as prom:
         yield Backfilled(sim, export, prom)
