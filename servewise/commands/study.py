@@ -127,7 +127,7 @@ def nas_cmd(
             str(p.shape.vocab_size),
             f"{p.params_b:.2f}",
             f"{p.loss:.4f}",
-            f"{p.score:.3g}",
+            f"{p.score(objective):.3g}",
         )
     out_console.print(table)
     err_console.print(f"{result.evaluated} shapes evaluated, {result.rejected} rejected; {result.proxy_note}")

@@ -36,6 +36,8 @@ PROXY_NOTE = (
     "(Hoffmann et al. 2022, eq. 10), not a measured benchmark score"
 )
 OBJECTIVES = ("tpot", "throughput", "cost")
+# Head sizes vLLM's attention kernels are built for (FlashAttention backend).
+SUPPORTED_HEAD_DIMS = (64, 80, 96, 112, 128, 192, 256)
 # Kaplan et al. 2020 (Scaling Laws for Neural Language Models, fig. 5) found loss nearly independent
 # of shape for width/depth up to ~200; wider-and-shallower shapes are outside what the proxy knows.
 MAX_ASPECT = 200
@@ -43,7 +45,7 @@ MAX_ASPECT = 200
 GENES: dict[str, list[int]] = {
     "num_layers": list(range(8, 97, 2)),
     "hidden_size": list(range(1024, 8193, 256)),
-    "num_heads": [8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64],
+    "head_dim": [64, 96, 128],  # num_heads = hidden_size / head_dim
     "num_kv_heads": [1, 2, 4, 8, 16],
     "ffn_ratio_x4": list(range(8, 17)),  # FFN width = ratio/4 * hidden, rounded to 256
     "num_experts": [0, 0, 0, 8, 16, 32, 64],  # dense is three times as likely a start
@@ -177,9 +179,20 @@ class NasPoint:
 
 def make_shape(genes: dict[str, int], max_context: int) -> ModelSpec:
     """A ModelSpec from gene values; raises ``InputError`` naming the field for impossible shapes."""
-    h, heads, kv = genes["hidden_size"], genes["num_heads"], genes["num_kv_heads"]
+    h, kv = genes["hidden_size"], genes["num_kv_heads"]
+    if "num_heads" not in genes and h % genes["head_dim"]:
+        raise InputError(
+            f"hidden_size {h} is not divisible by head_dim {genes['head_dim']}", field="head_dim"
+        )
+    heads = genes.get("num_heads") or h // genes["head_dim"]
     if h % heads:
         raise InputError(f"hidden_size {h} is not divisible by num_heads {heads}", field="num_heads")
+    if h // heads not in SUPPORTED_HEAD_DIMS:
+        raise InputError(
+            f"head_dim {h // heads} (hidden_size {h} / num_heads {heads}) is not one of the sizes attention "
+            f"kernels support {SUPPORTED_HEAD_DIMS}",
+            field="num_heads",
+        )
     if heads % kv:
         raise InputError(f"num_heads {heads} is not a multiple of num_kv_heads {kv}", field="num_kv_heads")
     if h / genes["num_layers"] > MAX_ASPECT:

@@ -68,3 +68,11 @@ def test_study_nas_json(tmp_path: Path) -> None:
     assert "PROXY" in doc["quality_proxy"] and "Hoffmann" in doc["quality_proxy"]
     assert doc["front"] and all(2 <= p["params_b"] <= 4 for p in doc["front"])
     assert (tmp_path / "front.png").exists() and (tmp_path / "front.csv").exists()
+
+
+def test_study_nas_table_labels_the_proxy() -> None:
+    res = runner.invoke(
+        app, ["study", "nas", "--gpu", "l4", "--params", "2..4", "--generations", "5", "--population", "16"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "quality proxy (Chinchilla loss" in res.output and "shapes evaluated" in res.output

@@ -42,6 +42,7 @@ def _target(gpu: str = "l4", budget: tuple[float, float] = (6, 9), **kw) -> NasT
         ),
         ({"num_heads": 28, "hidden_size": 4096}, "num_heads", "not divisible by num_heads"),
         ({"num_experts": 8, "experts_per_token": 16}, "experts_per_token", "exceeds num_experts"),
+        ({"num_heads": 64, "hidden_size": 3072}, "num_heads", "head_dim 48 .* not one of the sizes"),
         ({"num_layers": 8, "hidden_size": 8192, "num_heads": 64}, "num_layers", "hidden_size/num_layers"),
     ],
 )
@@ -49,6 +50,14 @@ def test_impossible_shapes_are_rejected_with_the_field(change: dict, field: str,
     with pytest.raises(InputError, match=words) as err:
         make_shape({**GENES, **change}, max_context=4096)
     assert err.value.field == field
+
+
+def test_head_dim_gene_must_divide_the_hidden_size() -> None:
+    genes = {k: v for k, v in GENES.items() if k != "num_heads"}
+    assert make_shape({**genes, "head_dim": 128}, max_context=4096).num_heads == 32
+    with pytest.raises(InputError, match="not divisible by head_dim 96") as err:
+        make_shape({**genes, "head_dim": 96, "hidden_size": 4096}, max_context=4096)
+    assert err.value.field == "head_dim"
 
 
 def test_shapes_that_do_not_fit_or_break_tp_are_rejected_with_the_reason() -> None:
