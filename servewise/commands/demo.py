@@ -67,7 +67,7 @@ def _findings(cluster: Any) -> None:
     out_console.print(table)
 
 
-def _optimize(scenario: str, home: Path) -> str | None:
+def _optimize(scenario: str, home: Path, out: Path) -> str | None:
     from servewise.workflows.runs import WorkflowService
     from servewise.workflows.state import RunOptions
 
@@ -87,7 +87,9 @@ def _optimize(scenario: str, home: Path) -> str | None:
         )
     out_console.print(table)
     if view.narrative:
-        out_console.print(view.narrative, markup=False)
+        path = out / "proposals.md"
+        path.write_text(f"# Optimization run {view.run_id}\n\n{view.narrative}\n")
+        out_console.print(f"why, evidence, risk and rollback of each proposal: {path}")
     if view.status == "awaiting_approval":
         out_console.print(
             f"Nothing was applied. Approve with: [bold]servewise approve {view.run_id} --as YOUR_NAME[/bold]"
@@ -141,7 +143,7 @@ def demo(
     cluster = open_cluster(f"sim:{scenario}")
     _fleet(cluster)
     _findings(cluster)
-    _optimize(scenario, home)
+    _optimize(scenario, home, out)
     _model_vs_measurements(out)
     _study(out)
     out_console.print(Rule("done"))
