@@ -22,8 +22,8 @@ from servewise.errors import ServewiseError
 from servewise.perf.analytical import LoadPrediction, predict_load
 from servewise.perf.efficiency import Efficiency, default_efficiency
 
-FITTED = ("compute", "memory", "attention_memory", "attention_compute", "comm", "step_overhead_ms",
-          "seq_overhead_us")
+FITTED = ("compute", "memory", "attention_memory", "attention_compute", "comm", "comm_latency_us",
+          "step_overhead_ms", "seq_overhead_us", "int4_compute_penalty")
 PRIOR_SCALE = 0.15  # prior std of each log-scale (catalog defaults are typically within ~15%)
 MEAS_SCALE = 0.05  # std of log(measured / predicted) from measurement noise
 TAIL_PRIOR = {"ttft": 1.6, "tpot": 1.15}  # p99 / analytical mean before any observation

@@ -33,7 +33,7 @@ class SearchPolicy(BaseModel):
     quality_floor_drop: float = Field(default=1.0, ge=0, description="max score points below the current variant")
     allow_unscored_variants: bool = Field(default=False, description="quantized variants with no published score")
     headroom: float = Field(default=0.2, ge=0, le=5, description="fraction added to the observed peak rate")
-    slo_margin: float = Field(default=0.92, gt=0, le=1, description="predicted p99 must be <= margin x objective")
+    slo_margin: float = Field(default=0.92, gt=0, le=2, description="predicted p99 must be <= margin x objective")
     weights: list[str] = Field(default_factory=lambda: ["bf16", "fp8", "int8", "w4a16"])
     kv_cache: list[Dtype] = Field(default_factory=lambda: [Dtype.BF16, Dtype.FP8])
     tensor_parallel: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
