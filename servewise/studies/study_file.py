@@ -264,6 +264,7 @@ def study_from_dict(
         loc = ".".join(str(p) for p in err["loc"])
         raise InputError(err["msg"].removeprefix("Value error, "), source=source, field=loc or None) from exc
     chips = _load_chips(spec, source, Path(base_dir))
+    spec = _resolve_traces(spec, source, Path(base_dir))
     study = Study(
         spec=spec,
         source=source,
@@ -275,6 +276,40 @@ def study_from_dict(
 
     check_study(study)
     return study
+
+
+def _resolve_traces(spec: StudyFile, source: str, base_dir: Path) -> StudyFile:
+    """Trace paths relative to the study file; each trace read once to check it.
+
+    The simulator replays a trace as it is. The analytical model needs one length pair and a rate, so
+    for it a trace workload becomes its mean prompt and output lengths at the trace's mean arrival rate.
+    """
+    from servewise.domain import LengthDistribution
+    from servewise.perf.sim_requests import read_trace
+
+    workloads = dict(spec.workloads)
+    for name, wl in spec.workloads.items():
+        if wl.trace is None:
+            continue
+        path = Path(wl.trace) if Path(wl.trace).is_absolute() else base_dir / wl.trace
+        try:
+            arrivals, inputs, outputs = read_trace(path)
+        except InputError as exc:
+            raise InputError(str(exc), source=source, field=f"workloads.{name}.trace") from exc
+        wl = wl.model_copy(update={"trace": str(path)})
+        if spec.evaluator != "simulate":
+            span = float(arrivals[-1] - arrivals[0])
+            rate = wl.arrival_rate_per_s or ((len(arrivals) - 1) / span if span > 0 else None)
+            wl = wl.model_copy(
+                update={
+                    "trace": None,
+                    "input_len": LengthDistribution.fixed(max(int(round(inputs.mean())), 1)),
+                    "output_len": LengthDistribution.fixed(max(int(round(outputs.mean())), 1)),
+                    "arrival_rate_per_s": rate,
+                }
+            )
+        workloads[name] = wl
+    return spec.model_copy(update={"workloads": workloads})
 
 
 def _load_chips(spec: StudyFile, source: str, base_dir: Path) -> list[HardwareSpec]:

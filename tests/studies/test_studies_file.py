@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from studies_helpers import make_study, small_study_dict
 
 from servewise.errors import InputError, UnknownIdError
@@ -92,3 +93,29 @@ def test_malformed_yaml_names_the_file(tmp_path: Path) -> None:
 def test_shipped_studies_load(path: Path) -> None:
     study = load_study(path)
     assert study.spec.question.strip()
+
+
+def test_trace_workloads_resolve_next_to_the_study_file(tmp_path: Path) -> None:
+    import numpy as np
+
+    trace = tmp_path / "traces" / "day.csv"
+    trace.parent.mkdir()
+    rows = [(0.5 * k, 200 + 100 * (k % 3), 50 + k % 2) for k in range(21)]
+    trace.write_text(
+        "arrival_s,input_len,output_len\n" + "\n".join(f"{a},{i},{o}" for a, i, o in rows) + "\n"
+    )
+    data = small_study_dict(
+        workloads={"day": {"trace": "traces/day.csv"}}, fixed={"model": "llama-3.1-8b", "workload": "day"}
+    )
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    analytical = load_study(tmp_path / "s.yaml").spec.workloads["day"]
+    assert analytical.input_len.mean == round(np.mean([r[1] for r in rows]))
+    assert analytical.arrival_rate_per_s == pytest.approx(2.0)  # 20 gaps over 10 s
+    data["evaluator"], data["constraints"], data["objective"] = "simulate", [], None
+    (tmp_path / "sim.yaml").write_text(yaml.safe_dump(data))
+    assert load_study(tmp_path / "sim.yaml").spec.workloads["day"].trace == str(trace)
+    data["workloads"] = {"day": {"trace": "traces/missing.csv"}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError, match="cannot read trace") as err:
+        load_study(tmp_path / "bad.yaml")
+    assert err.value.field == "workloads.day.trace"
