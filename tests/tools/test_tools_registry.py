@@ -59,3 +59,18 @@ def test_fleet_milp_respects_pool_capacity() -> None:
     assert plan.total_cost_per_hour == pytest.approx(sum(p.cost_per_hour for p in plan.placements), rel=1e-6)
     alone = optimize_fleet(deps[:1], [cheap, big])
     assert alone.placements[0].pool == "cheap"  # the cheap pool wins when it has room
+
+
+@pytest.mark.slow
+def test_optimize_deployment_tool_on_the_twin(ctx) -> None:  # type: ignore[no-untyped-def]
+    with use_context(ctx):
+        before = ctx.cluster.get_deployment(DeploymentRef(name="rag-search", namespace="search")).config
+        plan = registry.call("optimize_deployment", {"name": "rag-search", "namespace": "search"})
+        assert not isinstance(plan, ToolError), plan
+        prop = plan.proposal  # type: ignore[attr-defined]
+        assert prop is not None and prop.predicted.cost_per_hour_after < prop.predicted.cost_per_hour_before
+        assert prop.predicted.validated_by.startswith("benchmark:") and prop.measured is not None
+        assert 1 <= len(plan.trials) <= 8  # type: ignore[attr-defined]
+        assert prop.manifest_patch and all(op["op"] in ("add", "remove", "replace") for op in prop.manifest_patch)
+        # a proposal is only a proposal: the twin still runs the old config
+        assert ctx.cluster.get_deployment(DeploymentRef(name="rag-search", namespace="search")).config == before
