@@ -74,8 +74,6 @@ def test_bad_inline_chip_names_its_field() -> None:
 
 def test_errors_come_before_any_output(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    import yaml
-
     bad.write_text(yaml.safe_dump(small_study_dict(axes={"gpu": ["l4", "tpu-v9"]})))
     with pytest.raises(InputError):
         run_study(load_study(bad), tmp_path / "out")
