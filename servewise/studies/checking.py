@@ -53,6 +53,7 @@ def check_study(study: Study) -> None:
                 source=src,
                 field=field,
             )
+    _check_metric_ranges(study)
     if spec.report.compare_by and spec.report.compare_by not in values:
         raise InputError(
             f"{spec.report.compare_by!r} is not an axis of this study", source=src, field="report.compare_by"
@@ -106,6 +107,28 @@ def _metric_refs(study: Study) -> list[tuple[str, str]]:
         refs += [(f"report.pareto[{i}]", m) for i, m in enumerate(spec.report.pareto)]
     refs += [(f"report.table_metrics[{i}]", m) for i, m in enumerate(spec.report.table_metrics)]
     return refs
+
+
+_FRACTIONS = {"slo_attainment", "kv_usage_peak", "share_small"}
+
+
+def _check_metric_ranges(study: Study) -> None:
+    """A metric constraint outside the metric's range (every metric >= 0; fractions <= 1) admits nothing."""
+    for i, text in enumerate(study.spec.constraints):
+        c = Constraint.parse(text)
+        if c.field in KNOWN_AXES or not isinstance(c.value, float):
+            continue
+        hi = 1.0 if c.field in _FRACTIONS else float("inf")
+        empty = (c.op in ("<", "<=") and (c.value < 0 or (c.value == 0 and c.op == "<"))) or (
+            c.op in (">", ">=") and (c.value > hi or (c.value == hi and c.op == ">"))
+        )
+        if empty:
+            raise InputError(
+                f"no point can satisfy '{c}': {c.field} is never below 0"
+                + (" or above 1" if c.field in _FRACTIONS else ""),
+                source=study.source,
+                field=f"constraints[{i}]",
+            )
 
 
 def _check_axis_constraints(study: Study, space: Any) -> None:

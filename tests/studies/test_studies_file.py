@@ -10,7 +10,7 @@ from studies_helpers import make_study, small_study_dict
 
 from servewise.errors import InputError, UnknownIdError
 from servewise.studies.running import run_study
-from servewise.studies.study_file import load_study
+from servewise.studies.study_file import load_study, study_from_dict
 
 STUDIES = Path(__file__).parents[2] / "studies"
 
@@ -29,6 +29,7 @@ STUDIES = Path(__file__).parents[2] / "studies"
         ({"axes": {}}, "axes", "at least one axis"),
         ({"constraints": ["max_num_seqs > 100000"]}, "constraints[0]", "no value of max_num_seqs"),
         ({"constraints": ["latency_ms <= 3"]}, "constraints[0]", "unknown metric 'latency_ms'"),
+        ({"constraints": ["tpot_ms <= 40", "tpot_ms < 0"]}, "constraints[1]", "never below 0"),
         ({"constraints": ["tpot_ms is small"]}, "constraints[0]", "not 'field <op> value'"),
         ({"objective": {"metric": "happiness"}}, "objective.metric", "unknown metric"),
         (
@@ -117,3 +118,11 @@ def test_trace_workloads_resolve_next_to_the_study_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot read trace") as err:
         load_study(tmp_path / "bad.yaml")
     assert err.value.field == "workloads.day.trace"
+
+
+def test_a_fraction_above_one_admits_nothing() -> None:
+    data = small_study_dict(evaluator="simulate", constraints=["slo_attainment > 1"], objective=None)
+    data["workloads"]["chat"]["arrival_rate_per_s"] = 2
+    with pytest.raises(InputError, match="never below 0 or above 1") as err:
+        study_from_dict(data, source="s.yaml")
+    assert err.value.field == "constraints[0]"
