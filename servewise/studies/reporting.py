@@ -69,11 +69,13 @@ def write_report(study: Study, out: Path, rows: list[Row], *, backend: str) -> P
     (out / "versions.json").write_text(json.dumps(vers, indent=2) + "\n")
     f = analyze(study, rows)
     plots = _plots(study, out, rows, f)
-    (out / "report.md").write_text(_markdown(study, f, vers, plots, backend))
+    (out / "report.md").write_text(_markdown(study, rows, f, vers, plots, backend))
     return out / "report.md"
 
 
-def _markdown(study: Study, f: Findings, vers: dict[str, Any], plots: list[str], backend: str) -> str:
+def _markdown(
+    study: Study, rows: list[Row], f: Findings, vers: dict[str, Any], plots: list[str], backend: str
+) -> str:
     spec = study.spec
     obj = f.objective
     lines = [f"# Study: {spec.name}", "", "## Question", "", spec.question.strip(), "", "## Method", ""]
@@ -133,9 +135,11 @@ def _markdown(study: Study, f: Findings, vers: dict[str, Any], plots: list[str],
             f"Sensitivity of the top pick's `{obj.metric}` to each axis (others held at the top pick):",
             "",
         ]
+        top = f.top or {}
         for axis, lo, hi, at_lo, at_hi in f.sensitivity:
+            mark_lo, mark_hi = (_mark(study, rows, top, axis, v) for v in (at_lo, at_hi))
             lines.append(
-                f"- `{axis}`: {_fmt(lo)} ({axis}={_fmt(at_lo)}) to {_fmt(hi)} ({axis}={_fmt(at_hi)}), "
+                f"- `{axis}`: {_fmt(lo)} ({axis}={_fmt(at_lo)}{mark_lo}) to {_fmt(hi)} ({axis}={_fmt(at_hi)}{mark_hi}), "
                 f"x{hi / lo if lo else float('inf'):.2f}"
             )
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
@@ -152,6 +156,23 @@ def _markdown(study: Study, f: Findings, vers: dict[str, Any], plots: list[str],
         "",
     ]
     return "\n".join(lines)
+
+
+def _mark(study: Study, rows: list[Row], top: Row, axis: str, value: Any) -> str:
+    """' breaks a constraint' when the top pick with ``axis = value`` is infeasible."""
+    from servewise.studies.searching import feasible
+
+    if value == top.get(axis):
+        return ""
+    row = next(
+        (
+            r
+            for r in rows
+            if r.get(axis) == value and all(r.get(a) == top.get(a) for a in axis_names(study) if a != axis)
+        ),
+        None,
+    )
+    return ", breaks a constraint" if row is not None and not feasible(study, row) else ""
 
 
 def _plots(study: Study, out: Path, rows: list[Row], f: Findings) -> list[str]:
