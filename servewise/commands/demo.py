@@ -45,8 +45,14 @@ def _fleet(cluster: Any) -> None:
         c = dep.config
         cost = cat.gpu(c.gpu).price_per_gpu_hour * c.total_gpus
         total += cost
-        table.add_row(dep.ref.key, c.model, f"{c.gpus_per_replica}x {c.gpu}", str(c.replicas),
-                      c.quantization.label, f"{cost:,.2f}")
+        table.add_row(
+            dep.ref.key,
+            c.model,
+            f"{c.gpus_per_replica}x {c.gpu}",
+            str(c.replicas),
+            c.quantization.label,
+            f"{cost:,.2f}",
+        )
     table.caption = f"fleet cost {total:,.2f} $/hour"
     out_console.print(table)
 
@@ -62,7 +68,11 @@ def _findings(cluster: Any) -> None:
         table.add_column(col)
     for f in analysis.findings:
         ev = f.evidence[0] if f.evidence else None
-        evidence = f"{ev.signal}={ev.value:.3g} (threshold {ev.threshold:.3g})" if ev and ev.value is not None and ev.threshold is not None else ""
+        evidence = (
+            f"{ev.signal}={ev.value:.3g} (threshold {ev.threshold:.3g})"
+            if ev and ev.value is not None and ev.threshold is not None
+            else ""
+        )
         table.add_row(f.ref.name, f.severity.value, f.summary, evidence)
     out_console.print(table)
 
@@ -74,13 +84,23 @@ def _optimize(scenario: str, home: Path, out: Path) -> str | None:
     with WorkflowService(home=home, llm=None) as svc:
         view = svc.start(RunOptions(cluster=f"sim:{scenario}", use_llm=False))
     table = Table(title=f"3. Optimization run {view.run_id}: {view.status}")
-    for col in ("deployment", "change", "$/h before", "$/h after", "p99 TTFT ms", "p99 TPOT ms", "validated by"):
+    for col in (
+        "deployment",
+        "change",
+        "$/h before",
+        "$/h after",
+        "p99 TTFT ms",
+        "p99 TPOT ms",
+        "validated by",
+    ):
         table.add_column(col)
     for p in view.proposals:
         impact = p.get("measured") or p["predicted"]
         table.add_row(
-            p["ref"]["name"], _changes(p["current"], p["proposed"]),
-            f"{p['predicted']['cost_per_hour_before']:,.2f}", f"{p['predicted']['cost_per_hour_after']:,.2f}",
+            p["ref"]["name"],
+            _changes(p["current"], p["proposed"]),
+            f"{p['predicted']['cost_per_hour_before']:,.2f}",
+            f"{p['predicted']['cost_per_hour_after']:,.2f}",
             "" if impact.get("ttft_p99_ms") is None else f"{impact['ttft_p99_ms']:,.0f}",
             "" if impact.get("tpot_p99_ms") is None else f"{impact['tpot_p99_ms']:,.1f}",
             impact.get("validated_by", ""),
@@ -119,14 +139,20 @@ def _model_vs_measurements(out: Path) -> None:
 
 
 def _study(out: Path) -> None:
+    from servewise.studies.running import run_study
+    from servewise.studies.study_file import load_study
+
     if not DEMO_STUDY.exists():
+        err_console.print(f"skipping the study: {DEMO_STUDY} not found")
         return
-    try:
-        from servewise.studies.running import run_study_file  # type: ignore[attr-defined]
-    except ImportError:
-        return
-    result = run_study_file(DEMO_STUDY, out_dir=out / "study")
-    out_console.print(f"5. What-if study: report at {getattr(result, 'report_path', out / 'study')}")
+    study = load_study(DEMO_STUDY)
+    summary = run_study(study, out / "study", workers=1, progress=False)
+    findings = (summary.out_dir / "report.md").read_text().split("## Findings", 1)[-1].split("\n## ", 1)[0]
+    out_console.print(
+        f"5. What-if study '{study.spec.name}': {summary.points} points in {summary.seconds:.1f} s"
+    )
+    out_console.print(findings.strip(), markup=False)
+    out_console.print(f"report with plots: {summary.out_dir / 'report.md'}")
 
 
 def demo(
