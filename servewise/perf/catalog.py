@@ -25,6 +25,7 @@ from servewise.domain.hardware import HardwareSpec
 from servewise.domain.model import ModelSpec
 from servewise.domain.quantization import Dtype, Quantization
 from servewise.errors import InputError, UnknownIdError
+from servewise.perf import shapes
 
 DATA_DIR = Path(__file__).parent / "data"
 HARDWARE_FILES_ENV = "SERVEWISE_HARDWARE_FILES"
@@ -61,30 +62,7 @@ _SHARED_SUFFIX = "-shared"
 
 def estimate_params(model: ModelSpec) -> float:
     """Parameter count in billions from the shapes (matrices only; norms and biases are < 0.1%)."""
-    h = model.hidden_size
-    if model.uses_mla:
-        qk_dim = model.head_dim + model.rope_head_dim
-        attn = (
-            h * model.num_heads * qk_dim  # q_proj
-            + h * (model.kv_lora_rank + model.rope_head_dim)  # kv_a_proj_with_mqa
-            + model.kv_lora_rank * model.num_heads * 2 * model.head_dim  # kv_b_proj (k_nope + v)
-            + model.num_heads * model.head_dim * h  # o_proj
-        )
-    else:
-        q_dim = model.num_heads * model.head_dim
-        kv_dim = model.num_kv_heads * model.head_dim
-        attn = h * (2 * q_dim + 2 * kv_dim)
-    dense_ffn = 3 * h * model.intermediate_size  # gated MLP: gate, up, down
-    if model.is_moe:
-        expert_width = model.moe_intermediate_size or model.intermediate_size
-        experts = (model.num_experts + model.num_shared_experts) * 3 * h * expert_width
-        moe_ffn = experts + h * model.num_experts  # + router
-        moe_layers = model.num_layers - model.first_dense_layers
-        ffn_total = moe_layers * moe_ffn + model.first_dense_layers * dense_ffn
-    else:
-        ffn_total = model.num_layers * dense_ffn
-    embeddings = model.vocab_size * h * (1 if model.tie_embeddings else 2)
-    return (model.num_layers * attn + ffn_total + embeddings) / 1e9
+    return shapes.estimate_params(model) / 1e9
 
 
 _INT4_LABELS = ("w4a16", "awq", "gptq", "int4")
