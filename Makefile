@@ -38,8 +38,13 @@ check: install
 	$(BIN)/mypy servewise
 	$(BIN)/lint-imports
 
-bench: install
+# Speed/memory tables (not timed tests). The studies bench takes ~6 minutes on 2 cores.
+bench: install system-deps
 	$(BIN)/python bench/perf_speed.py
+	$(BIN)/python bench/sim_speed.py
+	$(BIN)/python bench/telemetry_scale.py
+	$(BIN)/servewise bench optimizer --scenarios 3 --seed 0
+	$(BIN)/python bench/studies_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out
