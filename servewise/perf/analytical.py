@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from servewise.domain import HardwareSpec, ModelSpec, PerfPrediction, ServingConfig
+from servewise.domain import HardwareSpec, MemoryPlan, PerfPrediction, ServingConfig
 from servewise.errors import DoesNotFitError, InputError
 from servewise.perf.catalog import Catalog, get_catalog
 from servewise.perf.efficiency import Efficiency, default_efficiency
@@ -150,13 +150,32 @@ def _cycle(
     return _Cycle(b=b, prefill_per_step=p, t_step=t, t_first=align + k * t_chunk, rate=p / (i * t))
 
 
-def _resolve(
-    config: ServingConfig, catalog: Catalog | None, efficiency: Efficiency | None
-) -> tuple[Catalog, ModelSpec, HardwareSpec, Efficiency]:
+@dataclass(frozen=True)
+class _Replica:
+    """Everything about one replica that does not depend on the load (internal)."""
+
+    hw: HardwareSpec
+    eff: Efficiency
+    mem: MemoryPlan
+    shape: ReplicaShape
+
+
+def _replica(
+    config: ServingConfig,
+    catalog: Catalog | None,
+    efficiency: Efficiency | None,
+    input_len: int,
+    output_len: int,
+) -> _Replica:
+    """Resolve ids, check lengths and memory; raise with the reason when the config cannot run."""
+    _check_lengths(input_len, output_len)
     cat = catalog or get_catalog()
     model, hw = cat.model(config.model), cat.gpu(config.gpu)
     eff = efficiency or default_efficiency(config.engine.value, hw.vendor.lower())
-    return cat, model, hw, eff
+    mem = plan_memory(model, hw, config, seq_len=input_len + output_len)
+    if not mem.fits:
+        raise DoesNotFitError(f"{config.model} on {config.tensor_parallel}x {hw.id}: {mem.reason}")
+    return _Replica(hw, eff, mem, replica_shape(model, hw, config))
 
 
 @dataclass(frozen=True)
@@ -198,15 +217,11 @@ def predict(
     catalog: Catalog | None = None,
 ) -> PerfPrediction:
     """Closed-loop steady state of ONE replica with ``concurrency`` requests in flight."""
-    _check_lengths(input_len, output_len)
     if concurrency < 1:
         raise InputError(f"concurrency must be >= 1, got {concurrency}", field="concurrency")
-    _, model, hw, eff = _resolve(config, catalog, efficiency)
+    rep = _replica(config, catalog, efficiency, input_len, output_len)
+    hw, eff, mem, s = rep.hw, rep.eff, rep.mem, rep.shape
     i, o = input_len, output_len
-    mem = plan_memory(model, hw, config, seq_len=i + o)
-    if not mem.fits:
-        raise DoesNotFitError(f"{config.model} on {config.tensor_parallel}x {hw.id}: {mem.reason}")
-    s = replica_shape(model, hw, config)
     cl = closed_loop(s, eff, config, mem.kv_capacity_tokens, i, o, concurrency)
     running, b, tpot, ttft = cl.running, cl.decode_batch, cl.tpot_s, cl.ttft_s
     kv_seqs = max(1, int(mem.kv_capacity_tokens // (i + o / 2.0)))
@@ -265,15 +280,11 @@ def predict_load(
     catalog: Catalog | None = None,
 ) -> LoadPrediction:
     """Open-loop steady state of ONE replica at ``arrival_rate_per_s`` (requests/s to this replica)."""
-    _check_lengths(input_len, output_len)
     if arrival_rate_per_s < 0:
         raise InputError("arrival_rate_per_s must be >= 0", field="arrival_rate_per_s")
-    _, model, hw, eff = _resolve(config, catalog, efficiency)
+    rep = _replica(config, catalog, efficiency, input_len, output_len)
+    eff, mem, s = rep.eff, rep.mem, rep.shape
     i, o = input_len, output_len
-    mem = plan_memory(model, hw, config, seq_len=i + o)
-    if not mem.fits:
-        raise DoesNotFitError(f"{config.model} on {config.tensor_parallel}x {hw.id}: {mem.reason}")
-    s = replica_shape(model, hw, config)
     avg_ctx = i + o / 2.0
     kv_seqs = max(1.0, mem.kv_capacity_tokens / avg_ctx)
     r_max = min(float(config.max_num_seqs), kv_seqs)
