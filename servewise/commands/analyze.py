@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from servewise.commands._output import err_console, out_console, print_json
+
+if TYPE_CHECKING:
+    from servewise.cluster.backend import ClusterBackend
+    from servewise.domain import TelemetrySnapshot
+    from servewise.tools.analyzing import FleetAnalysis
+    from servewise.tools.proposing import DeploymentPlan
 
 
 def register(app: typer.Typer) -> None:
@@ -19,15 +26,15 @@ def register(app: typer.Typer) -> None:
         window: str = typer.Option("15m", "--window"),
         json_out: bool = typer.Option(False, "--json", help="one JSON document on stdout"),
         report: Path | None = typer.Option(None, "--report", help="write a markdown report (+plots) here, e.g. out/"),
+        propose: bool = typer.Option(False, "--propose", help="also optimize deployments with findings (benchmarks)"),
     ) -> None:
         """Run every bottleneck analyzer on every inference deployment."""
         from rich.table import Table
 
         from servewise.cluster.factory import open_cluster
+        from servewise.telemetry.source import TelemetrySource
         from servewise.tools.analyzing import analyze_fleet
         from servewise.tools.reporting import write_report
-
-        from servewise.telemetry.source import TelemetrySource
 
         backend = open_cluster(cluster)
         source: TelemetrySource
@@ -39,12 +46,17 @@ def register(app: typer.Typer) -> None:
             from servewise.telemetry.sim import SimTelemetrySource
 
             source = SimTelemetrySource(backend)  # type: ignore[arg-type]
-        analysis = analyze_fleet(backend, source.snapshot(window=window))
+        snapshot = source.snapshot(window=window)
+        analysis = analyze_fleet(backend, snapshot)
+        plans = _propose(backend, snapshot, analysis) if propose else []
         if report is not None:
-            path = write_report(analysis, [], report)
+            path = write_report(analysis, plans, report)
             err_console.print(f"report: {path}")
         if json_out:
-            print_json(analysis)
+            doc = analysis.model_dump(mode="json")
+            if propose:
+                doc["plans"] = [p.model_dump(mode="json") for p in plans]
+            print_json(doc)
             return
         table = Table(title=f"{len(analysis.findings)} findings ({analysis.source}, {analysis.window})")
         for col in ("deployment", "finding", "severity", "summary", "knob"):
@@ -54,3 +66,29 @@ def register(app: typer.Typer) -> None:
         out_console.print(table)
         for note in analysis.notes:
             err_console.print(f"[dim]{note}[/dim]")
+
+
+def _propose(backend: ClusterBackend, snapshot: TelemetrySnapshot, analysis: FleetAnalysis) -> list[DeploymentPlan]:
+    """Optimize each deployment that has a warning or critical finding, with a progress bar."""
+    from rich.progress import Progress
+
+    from servewise.errors import ServewiseError
+    from servewise.tools.proposing import optimize_deployment
+
+    flagged = {f.ref.key for f in analysis.findings if f.severity.value != "info"}
+    deps = [d for d in backend.list_deployments() if d.ref.key in flagged and d.slo is not None]
+    plans: list[DeploymentPlan] = []
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("optimizing", total=len(deps))
+        for dep in deps:
+            progress.update(task, description=f"optimizing {dep.ref.key}")
+            kinds = sorted({f.kind for f in analysis.findings if f.ref.key == dep.ref.key})
+            try:
+                plans.append(optimize_deployment(
+                    dep, backend, telemetry=snapshot.for_deployment(dep.ref.name, dep.ref.namespace), findings=kinds,
+                    on_progress=lambda msg: progress.update(task, description=msg),
+                ))
+            except ServewiseError as exc:
+                err_console.print(f"[yellow]{dep.ref.key}: {exc}[/yellow]")
+            progress.advance(task)
+    return plans

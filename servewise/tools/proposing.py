@@ -55,6 +55,8 @@ class DeploymentPlan(BaseModel):
     trials: list[TrialRecord] = Field(default_factory=list)
     candidates_evaluated: int = 0
     current_cost_per_hour: float
+    before: dict[str, float] | None = Field(default=None, description="predicted p99s of the current config")
+    after: dict[str, float] | None = Field(default=None, description="predicted p99s of the pick")
     notes: list[str] = Field(default_factory=list)
 
 
@@ -160,6 +162,7 @@ def optimize_deployment(
         trials=[TrialRecord(config=t.config, pool=t.pool, cost_per_hour=t.cost_per_hour, passed=t.passed,
                             predicted=t.predicted, measured=t.measured) for t in out.trials],
         candidates_evaluated=len(out.candidates), current_cost_per_hour=out.current_cost_per_hour, notes=out.notes,
+        before=out.current_forecast, after=out.pick.forecast.as_dict() if out.pick else None,
     )
 
 

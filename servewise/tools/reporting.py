@@ -53,6 +53,21 @@ def _plot_plan(plan: DeploymentPlan, out_dir: Path) -> list[str]:
         fig.savefig(out_dir / name, dpi=110)
         plt.close(fig)
         files.append(name)
+    if plan.before and plan.after:
+        keys = [k for k in ("ttft_p99_ms", "tpot_p99_ms") if k in plan.before and k in plan.after]
+        fig, ax = plt.subplots(figsize=(4, 3))
+        pos = [float(x) for x in range(len(keys))]
+        ax.bar([x - 0.2 for x in pos], [plan.before[k] for k in keys], width=0.4, label="current (predicted)")
+        ax.bar([x + 0.2 for x in pos], [plan.after[k] for k in keys], width=0.4, label="proposed (predicted)")
+        ax.set_xticks(pos, keys)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms at peak + headroom")
+        ax.legend(fontsize=7)
+        name = f"before-after-{plan.namespace}-{plan.deployment}.png"
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        files.append(name)
     return files
 
 

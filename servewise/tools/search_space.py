@@ -85,6 +85,15 @@ def variants(dep: InferenceDeployment, policy: SearchPolicy, catalog: Catalog) -
     return out
 
 
+def max_context_needed(dep: InferenceDeployment, model_max: int) -> int:
+    """Longest prompt + output the workload can send, rounded up to 1024 (at most the model's)."""
+    wl = dep.workload
+    if wl is None:
+        return model_max
+    need = wl.input_len.max + wl.output_len.max if wl.input_len.kind != "fixed" else wl.input_len.mean + wl.output_len.max
+    return int(min(model_max, -(-int(need) // 1024) * 1024))
+
+
 def shapes(
     dep: InferenceDeployment, pools: list[NodePool], policy: SearchPolicy, catalog: Catalog, seq_len: int,
     *, batching: list[tuple[int, int]] | None = None,
@@ -93,6 +102,7 @@ def shapes(
     (default: the deployment's current pair)."""
     cur = dep.config
     model = catalog.model(cur.model)
+    context_cap = max_context_needed(dep, model.max_context)
     pairs = batching or [(cur.max_num_seqs, cur.max_num_batched_tokens)]
     for pool in pools:
         if policy.gpus is not None and pool.gpu not in policy.gpus:
@@ -115,6 +125,11 @@ def shapes(
                                 max_num_seqs=seqs, max_num_batched_tokens=max(tokens, seqs), replicas=1,
                             )
                             plan = plan_memory(model, hw, cfg, seq_len)
+                            if plan.fits and not plan_memory(model, hw, cfg).fits:
+                                # The engine refuses to start unless one max_model_len sequence fits:
+                                # cap the context at what the workload needs (a knob change too).
+                                cfg = cfg.with_changes(max_model_len=context_cap)
+                                plan = plan_memory(model, hw, cfg)
                         except (ValueError, ServewiseError):
                             continue
                         if plan.fits:
