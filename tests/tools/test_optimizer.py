@@ -150,3 +150,39 @@ def test_missing_slo_is_a_clear_error() -> None:
     dep = deployment().model_copy(update={"slo": None})
     with pytest.raises(ValueError, match="SLO"):
         optimize(dep, POOLS)
+
+
+def test_every_shape_can_start_with_its_max_model_len() -> None:
+    from servewise.perf.memory import plan_memory
+
+    dep = InferenceDeployment(
+        ref=DeploymentRef(name="big"), pool="h100",
+        config=ServingConfig(model="llama-3.1-70b", gpu="h100-sxm", tensor_parallel=4, replicas=1),
+        workload=Workload.fixed(1500, 300, rate=0.5), slo=SLO_,
+    )
+    cat = get_catalog()
+    found = list(shapes(dep, POOLS, SearchPolicy(), cat, 1800))
+    assert any(s.config.max_model_len is not None for s in found)  # some only start with a capped context
+    for s in found:
+        assert plan_memory(cat.model(s.config.model), cat.gpu(s.config.gpu), s.config).fits
+        if s.config.max_model_len is not None:
+            assert s.config.max_model_len >= 1500 + 300
+
+
+def test_a_benchmark_that_fails_to_start_is_a_failed_trial() -> None:
+    from servewise.errors import DoesNotFitError
+
+    truth, calls = truth_for(7), []
+    inner = truth_bench(truth, calls)
+    first = [True]
+
+    def flaky(req: BenchmarkRequest) -> BenchmarkResult:
+        if first[0]:
+            first[0] = False
+            raise DoesNotFitError("benchmark pod was OOMKilled")
+        return inner(req)
+
+    out = optimize(deployment(), POOLS, benchmark=flaky, policy=SearchPolicy(benchmark_budget=4))
+    assert out.trials[0].passed is False and out.trials[0].measured == {}
+    assert any("OOMKilled" in n for n in out.notes)
+    assert out.pick is None or out.pick.config != out.trials[0].config
