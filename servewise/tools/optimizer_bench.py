@@ -195,7 +195,9 @@ def run(scenarios: int, seed: int, *, progress: Callable[[str], None] | None = N
             continue
         methods[name] = {
             "cost_ratio_to_optimum": round(statistics.fmean(r["ratio"] for r in rs), 4),
+            "cost_ratio_median": round(statistics.median(r["ratio"] for r in rs), 4),
             "cost_ratio_max": round(max(r["ratio"] for r in rs), 4),
+            "at_or_below_optimum": round(sum(r["ratio"] <= 1.0 + 1e-9 for r in rs) / len(rs), 3),
             "slo_violations": int(sum(r["violation"] for r in rs)),
             "benchmarks_per_deployment": round(statistics.fmean(r["bench"] for r in rs), 2),
             "benchmarks_max": int(max(r["bench"] for r in rs)),
