@@ -33,7 +33,7 @@ SLO_ = SLO(ttft_p99_ms=1500, tpot_p99_ms=60)
 
 
 def deployment(**cfg: object) -> InferenceDeployment:
-    config = ServingConfig(model="llama-3.1-8b", gpu="h100-sxm", tensor_parallel=2, replicas=2, **cfg)  # type: ignore[arg-type]
+    config = ServingConfig(model="llama-3.1-8b", gpu="h100-sxm", tensor_parallel=2, replicas=2, **cfg)
     return InferenceDeployment(ref=DeploymentRef(name="rag"), config=config, pool="h100",
                                workload=Workload.fixed(2000, 200, rate=6.0), slo=SLO_)
 
@@ -43,7 +43,7 @@ def truth_for(seed: int) -> dict[str, Efficiency]:
             for i, g in enumerate(["h100-sxm", "l40s", "a10g"])}
 
 
-def truth_bench(truth: dict[str, Efficiency], calls: list[BenchmarkRequest]):  # type: ignore[no-untyped-def]
+def truth_bench(truth: dict[str, Efficiency], calls: list[BenchmarkRequest]):
     """A benchmark that measures the hidden truth (analytical at the true efficiency, true tails)."""
 
     def bench(req: BenchmarkRequest) -> BenchmarkResult:
@@ -108,7 +108,8 @@ def test_sizing_finds_the_fewest_replicas() -> None:
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_benchmark_loop_picks_a_measured_pass_within_budget(seed: int) -> None:
-    truth, calls = truth_for(seed), []
+    truth = truth_for(seed)
+    calls: list[BenchmarkRequest] = []
     bench = truth_bench(truth, calls)
     out = optimize(deployment(), POOLS, benchmark=bench, policy=SearchPolicy(benchmark_budget=6))
     assert 1 <= len(calls) <= 6 and len(out.trials) == len(calls)
@@ -121,7 +122,8 @@ def test_benchmark_loop_picks_a_measured_pass_within_budget(seed: int) -> None:
 
 
 def test_proposal_and_pareto_front() -> None:
-    truth, calls = truth_for(5), []
+    truth = truth_for(5)
+    calls: list[BenchmarkRequest] = []
     out = optimize(deployment(), POOLS, benchmark=truth_bench(truth, calls))
     prop = build_proposal(out, None)
     assert prop is not None
@@ -172,7 +174,8 @@ def test_every_shape_can_start_with_its_max_model_len() -> None:
 def test_a_benchmark_that_fails_to_start_is_a_failed_trial() -> None:
     from servewise.errors import DoesNotFitError
 
-    truth, calls = truth_for(7), []
+    truth = truth_for(7)
+    calls: list[BenchmarkRequest] = []
     inner = truth_bench(truth, calls)
     first = [True]
 

@@ -21,7 +21,7 @@ def test_every_tool_is_registered_with_a_schema() -> None:
 
 
 @pytest.fixture(scope="module")
-def ctx():  # type: ignore[no-untyped-def]
+def ctx():
     from servewise.cluster.sim import SimCluster
     from servewise.telemetry.sim import SimTelemetrySource
 
@@ -29,7 +29,7 @@ def ctx():  # type: ignore[no-untyped-def]
     return ToolContext(cluster=sim, telemetry=SimTelemetrySource(sim))
 
 
-def test_analyze_and_what_if_through_the_registry(ctx) -> None:  # type: ignore[no-untyped-def]
+def test_analyze_and_what_if_through_the_registry(ctx) -> None:
     with use_context(ctx):
         out = registry.call("analyze_deployment", {"name": "chat-assistant", "namespace": "chat"})
         assert not isinstance(out, ToolError), out
@@ -62,7 +62,7 @@ def test_fleet_milp_respects_pool_capacity() -> None:
 
 
 @pytest.mark.slow
-def test_optimize_deployment_tool_on_the_twin(ctx) -> None:  # type: ignore[no-untyped-def]
+def test_optimize_deployment_tool_on_the_twin(ctx) -> None:
     with use_context(ctx):
         before = ctx.cluster.get_deployment(DeploymentRef(name="rag-search", namespace="search")).config
         plan = registry.call("optimize_deployment", {"name": "rag-search", "namespace": "search"})
