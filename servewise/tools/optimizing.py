@@ -36,10 +36,12 @@ from servewise.tools.verifying import simulated_p99
 
 log = logging.getLogger(__name__)
 Benchmark = Callable[[BenchmarkRequest], BenchmarkResult]
-EXPLORE_MARGINS = (1.1, 1.3)  # relaxed analytical margins whose candidates the simulator may accept
+EXPLORE_MARGINS = (1.1, 1.3, 1.6)  # relaxed analytical margins whose candidates the simulator may accept
+UNCALIBRATED_ONLY = 1.3  # margins above this admit only GPU classes no measurement has calibrated yet
 SIM_CHECKS = 8  # simulator runs per benchmark decision
 SIM_MARGIN = 1.0  # simulated p99 must meet the objective itself
 SIM_EXPLORE = 1.15  # ... or, when nothing cheaper passes, be within this of it (worth a benchmark)
+SIM_EXPLORE_UNCALIBRATED = 1.4  # ... wider on a GPU class the model has never been calibrated on
 
 
 @dataclass
@@ -239,6 +241,8 @@ def _next_candidate(
             by_margin[m] = search(dep, pools, load, cal, policy.model_copy(update={"slo_margin": m}), catalog)
         for c in by_margin[m]:
             key = (c.shape.pool.name, c.config)
+            if m > UNCALIBRATED_ONLY and cal.knows(c.config):
+                continue
             if key not in tried and key not in pool and c.cost_per_hour < best_pass - 1e-9:
                 pool[key] = (m, c)
     # A variant that already failed its benchmark goes behind untried variants at the same cost.
@@ -262,7 +266,9 @@ def _next_candidate(
         worst = max((sim[k] / lim for k, lim in slo.model_dump().items() if lim is not None and k in sim), default=0.0)
         if worst <= SIM_MARGIN and (best is None or worst < best[1]):
             best = (c.cost_per_hour, worst, c)
-        elif worst <= SIM_EXPLORE and (near is None or (c.cost_per_hour, worst) < near[:2]):
+        elif worst <= (SIM_EXPLORE if cal.knows(c.config) else SIM_EXPLORE_UNCALIBRATED) and (
+            near is None or (c.cost_per_hour, worst) < near[:2]
+        ):
             near = (c.cost_per_hour, worst, c)
     if best is not None:
         return best[2]
