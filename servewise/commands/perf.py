@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from servewise.commands._output import err_console, out_console, print_json
+
+if TYPE_CHECKING:
+    from servewise.domain import ServingConfig
+    from servewise.perf.catalog import Catalog
 
 perf_app = typer.Typer(
     help="Performance model: predict, validate, calibrate, simulate.", no_args_is_help=True
@@ -26,7 +30,7 @@ def _config(
     max_num_seqs: int | None,
     max_batched_tokens: int | None,
     hardware_file: list[Path] | None,
-):  # type: ignore[no-untyped-def]
+) -> tuple[ServingConfig, Catalog]:
     from servewise.domain import Engine, Quantization, ServingConfig
     from servewise.domain.quantization import Dtype
     from servewise.errors import InputError
