@@ -156,7 +156,10 @@ def validate_cmd(
         table.add_row(
             metric,
             f"{report.mape[metric]:.1f}%",
-            *(f"{report.mape_by_split[s].get(metric, float('nan')):.1f}%" for s in ("train", "holdout")),
+            *(
+                "-" if (v := report.mape_by_split[s].get(metric)) is None else f"{v:.1f}%"
+                for s in ("train", "holdout")
+            ),
         )
     out_console.print(table)
     for r in report.rows:
