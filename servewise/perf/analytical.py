@@ -294,19 +294,25 @@ def predict_load(
     if saturated:
         r = r_max
     else:  # the number of running sequences at which the completion rate equals the arrival rate
-        lo, hi = 0.0, r_max
-        for _ in range(40):
-            mid = 0.5 * (lo + hi)
-            if (
-                _cycle(
-                    s, eff, config.max_num_batched_tokens, config.enable_chunked_prefill, max(mid, 1e-6), i, o
-                ).rate
-                < lam
-            ):
-                lo = mid
-            else:
-                hi = mid
-        r = hi
+        # Vectorized passes over a grid (the rate grows with the running count) instead of a scalar
+        # bisection, then linear interpolation inside the last bracket.
+        lo, hi, rate_lo, rate_hi = 0.0, r_max, 0.0, cap
+        for _ in range(3):
+            grid = np.linspace(lo, hi, 33)[1:]
+            rates = _cycle(
+                s,
+                eff,
+                config.max_num_batched_tokens,
+                config.enable_chunked_prefill,
+                np.maximum(grid, 1e-6),
+                i,
+                o,
+            ).rate
+            k = min(int(np.searchsorted(rates, lam)), len(grid) - 1)  # first grid point reaching lam
+            if k > 0:
+                lo, rate_lo = float(grid[k - 1]), float(rates[k - 1])
+            hi, rate_hi = float(grid[k]), float(rates[k])
+        r = lo + (hi - lo) * (lam - rate_lo) / max(rate_hi - rate_lo, 1e-12)
     cy = _cycle(s, eff, config.max_num_batched_tokens, config.enable_chunked_prefill, max(r, 1e-6), i, o)
     b = cy.b
     rho = min(lam / cap, 0.99)
