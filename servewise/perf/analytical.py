@@ -116,11 +116,11 @@ class _Cycle:
     request's real time on the GPU.
     """
 
-    b: float  # decoding sequences per step
-    prefill_per_step: float  # prompt tokens per step
-    t_step: float  # average seconds per step (= TPOT)
-    t_first: float  # seconds from admission to first token for a lone prompt
-    rate: float  # requests completed per second
+    b: Any  # decoding sequences per step
+    prefill_per_step: Any  # prompt tokens per step
+    t_step: Any  # average seconds per step (= TPOT)
+    t_first: Any  # seconds from admission to first token for a lone prompt
+    rate: Any  # requests completed per second
 
 
 def _cycle(
