@@ -20,7 +20,9 @@ def parse_cluster_spec(spec: str) -> tuple[str, str | None]:
     raise InputError(f"unknown cluster {spec!r}; use 'sim:SCENARIO' or 'k8s[:CONTEXT]'", field="--cluster")
 
 
-def open_cluster(spec: str = "sim:demo", *, context: str | None = None, seed: int | None = None) -> ClusterBackend:
+def open_cluster(
+    spec: str = "sim:demo", *, context: str | None = None, seed: int | None = None
+) -> ClusterBackend:
     kind, arg = parse_cluster_spec(spec)
     if kind == "sim":
         from servewise.cluster.sim import SimCluster

@@ -22,11 +22,17 @@ def register(app: typer.Typer) -> None:
     @app.command("analyze")
     def analyze(
         cluster: str = typer.Option("sim:demo", "--cluster", help="sim:SCENARIO or k8s[:CONTEXT]"),
-        prometheus: str | None = typer.Option(None, "--prometheus", help="Prometheus URL (default: the twin)"),
+        prometheus: str | None = typer.Option(
+            None, "--prometheus", help="Prometheus URL (default: the twin)"
+        ),
         window: str = typer.Option("15m", "--window"),
         json_out: bool = typer.Option(False, "--json", help="one JSON document on stdout"),
-        report: Path | None = typer.Option(None, "--report", help="write a markdown report (+plots) here, e.g. out/"),
-        propose: bool = typer.Option(False, "--propose", help="also optimize deployments with findings (benchmarks)"),
+        report: Path | None = typer.Option(
+            None, "--report", help="write a markdown report (+plots) here, e.g. out/"
+        ),
+        propose: bool = typer.Option(
+            False, "--propose", help="also optimize deployments with findings (benchmarks)"
+        ),
     ) -> None:
         """Run every bottleneck analyzer on every inference deployment."""
         from rich.table import Table
@@ -68,7 +74,9 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"[dim]{note}[/dim]")
 
 
-def _propose(backend: ClusterBackend, snapshot: TelemetrySnapshot, analysis: FleetAnalysis) -> list[DeploymentPlan]:
+def _propose(
+    backend: ClusterBackend, snapshot: TelemetrySnapshot, analysis: FleetAnalysis
+) -> list[DeploymentPlan]:
     """Optimize each deployment that has a warning or critical finding, with a progress bar."""
     from rich.progress import Progress
 
@@ -84,10 +92,15 @@ def _propose(backend: ClusterBackend, snapshot: TelemetrySnapshot, analysis: Fle
             progress.update(task, description=f"optimizing {dep.ref.key}")
             kinds = sorted({f.kind for f in analysis.findings if f.ref.key == dep.ref.key})
             try:
-                plans.append(optimize_deployment(
-                    dep, backend, telemetry=snapshot.for_deployment(dep.ref.name, dep.ref.namespace), findings=kinds,
-                    on_progress=lambda msg: progress.update(task, description=msg),
-                ))
+                plans.append(
+                    optimize_deployment(
+                        dep,
+                        backend,
+                        telemetry=snapshot.for_deployment(dep.ref.name, dep.ref.namespace),
+                        findings=kinds,
+                        on_progress=lambda msg: progress.update(task, description=msg),
+                    )
+                )
             except ServewiseError as exc:
                 err_console.print(f"[yellow]{dep.ref.key}: {exc}[/yellow]")
             progress.advance(task)

@@ -25,11 +25,24 @@ def optimizer(
         print_json(result)
         return
     table = Table(title=f"optimizer vs true optimum ({scenarios} scenarios, seed {seed})")
-    for col in ("method", "cost / optimum (mean)", "max", "SLO violations", "benchmarks/deployment", "deployments"):
+    for col in (
+        "method",
+        "cost / optimum (mean)",
+        "max",
+        "SLO violations",
+        "benchmarks/deployment",
+        "deployments",
+    ):
         table.add_column(col)
     for name, m in result["methods"].items():
-        table.add_row(name, f"{m['cost_ratio_to_optimum']:.3f}", f"{m['cost_ratio_max']:.3f}", str(m["slo_violations"]),
-                      f"{m['benchmarks_per_deployment']:.1f}", str(m["deployments"]))
+        table.add_row(
+            name,
+            f"{m['cost_ratio_to_optimum']:.3f}",
+            f"{m['cost_ratio_max']:.3f}",
+            str(m["slo_violations"]),
+            f"{m['benchmarks_per_deployment']:.1f}",
+            str(m["deployments"]),
+        )
     out_console.print(table)
 
 

@@ -20,7 +20,9 @@ class HardwareSpec(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$")
     name: str
     vendor: str = "nvidia"
-    memory_gb: float = Field(gt=0, description="HBM/GDDR capacity per GPU as marketed (80 for an 80 GB H100), treated as GiB")
+    memory_gb: float = Field(
+        gt=0, description="HBM/GDDR capacity per GPU as marketed (80 for an 80 GB H100), treated as GiB"
+    )
     memory_bandwidth_gbs: float = Field(gt=0, description="Peak memory bandwidth, GB/s")
     tflops: dict[Dtype, float] = Field(description="Dense peak TFLOP/s per compute dtype")
     interconnect_gbs: float = Field(gt=0, description="Per-GPU unidirectional scale-up bandwidth, GB/s")

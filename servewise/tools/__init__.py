@@ -10,4 +10,12 @@ from servewise.tools.placing import FleetPlan, optimize_fleet
 from servewise.tools.proposing import DeploymentPlan, optimize_deployment
 from servewise.tools.registry import registry
 
-__all__ = ["DeploymentPlan", "FleetAnalysis", "FleetPlan", "optimize_fleet", "analyze_fleet", "optimize_deployment", "registry"]
+__all__ = [
+    "DeploymentPlan",
+    "FleetAnalysis",
+    "FleetPlan",
+    "optimize_fleet",
+    "analyze_fleet",
+    "optimize_deployment",
+    "registry",
+]

@@ -26,7 +26,9 @@ from servewise.tools.sizing import load_for, size
 
 log = logging.getLogger(__name__)
 # Analysis only needs to know whether a much cheaper config exists: a narrower batching sweep.
-ANALYSIS_POLICY = SearchPolicy(refine_top=2, max_num_seqs=[128, 256, 512], max_num_batched_tokens=[8192, 16384])
+ANALYSIS_POLICY = SearchPolicy(
+    refine_top=2, max_num_seqs=[128, 256, 512], max_num_batched_tokens=[8192, 16384]
+)
 
 
 class FleetAnalysis(BaseModel):
@@ -37,8 +39,9 @@ class FleetAnalysis(BaseModel):
     deployments: int = 0
 
 
-def _alternatives(dep: InferenceDeployment, pools: list[NodePool], observed: float | None,
-                  catalog: Catalog) -> tuple[GpuAlternative, ...]:
+def _alternatives(
+    dep: InferenceDeployment, pools: list[NodePool], observed: float | None, catalog: Catalog
+) -> tuple[GpuAlternative, ...]:
     """Cheapest predicted way to serve the observed load per GPU class, same model variant."""
     if dep.workload is None or dep.slo is None:
         return ()
@@ -48,22 +51,30 @@ def _alternatives(dep: InferenceDeployment, pools: list[NodePool], observed: flo
     same_variant = dep.config.quantization
     seq_len = int(load.input_len + load.output_len_p99)
     for shape in shapes(dep, pools, policy.model_copy(update={"weights": ["bf16"]}), catalog, seq_len):
-        shape = shape.__class__(shape.config.with_changes(quantization=same_variant), shape.pool,
-                                shape.price_per_gpu_hour, shape.available_gpus, shape.quality)
+        shape = shape.__class__(
+            shape.config.with_changes(quantization=same_variant),
+            shape.pool,
+            shape.price_per_gpu_hour,
+            shape.available_gpus,
+            shape.quality,
+        )
         try:
             sized = size(shape, load, dep.slo, Calibration(), policy)
         except ServewiseError:
             continue
         if sized is None:
             continue
-        alt = GpuAlternative(sized.config.gpu, sized.config.tensor_parallel, sized.config.replicas, sized.cost_per_hour)
+        alt = GpuAlternative(
+            sized.config.gpu, sized.config.tensor_parallel, sized.config.replicas, sized.cost_per_hour
+        )
         if alt.gpu not in best or alt.cost_per_hour < best[alt.gpu].cost_per_hour:
             best[alt.gpu] = alt
     return tuple(best.values())
 
 
-def _model_pick(dep: InferenceDeployment, pools: list[NodePool], tel: DeploymentTelemetry | None,
-                catalog: Catalog) -> ModelPick | None:
+def _model_pick(
+    dep: InferenceDeployment, pools: list[NodePool], tel: DeploymentTelemetry | None, catalog: Catalog
+) -> ModelPick | None:
     if dep.workload is None or dep.slo is None:
         return None
     out = optimize(dep, pools, telemetry=tel, benchmark=None, policy=ANALYSIS_POLICY, catalog=catalog)
@@ -72,8 +83,13 @@ def _model_pick(dep: InferenceDeployment, pools: list[NodePool], tel: Deployment
     return ModelPick(out.pick.config, out.pick.shape.pool.name, out.pick.cost_per_hour)
 
 
-def analysis_input(dep: InferenceDeployment, snapshot: TelemetrySnapshot | None, cluster: ClusterBackend | None,
-                   pools: list[NodePool], catalog: Catalog) -> AnalysisInput:
+def analysis_input(
+    dep: InferenceDeployment,
+    snapshot: TelemetrySnapshot | None,
+    cluster: ClusterBackend | None,
+    pools: list[NodePool],
+    catalog: Catalog,
+) -> AnalysisInput:
     tel = snapshot.for_deployment(dep.ref.name, dep.ref.namespace) if snapshot else None
     rollout = None
     if cluster is not None:
@@ -92,7 +108,9 @@ def analysis_input(dep: InferenceDeployment, snapshot: TelemetrySnapshot | None,
             seq = int(dep.workload.input_len.mean + dep.workload.output_len.mean)
         memory = plan_memory(model, hw, dep.config, seq)
         if dep.config.tensor_parallel > 1:
-            half = plan_memory(model, hw, dep.config.with_changes(tensor_parallel=dep.config.tensor_parallel // 2), seq)
+            half = plan_memory(
+                model, hw, dep.config.with_changes(tensor_parallel=dep.config.tensor_parallel // 2), seq
+            )
         pool = next((p for p in pools if p.name == dep.pool), None)
         price = price_of(pool, catalog) if pool else hw.price_per_gpu_hour
         cost = dep.config.total_gpus * price
@@ -101,20 +119,35 @@ def analysis_input(dep: InferenceDeployment, snapshot: TelemetrySnapshot | None,
     except ServewiseError as exc:
         log.warning("perf facts for %s unavailable: %s", dep.ref.key, exc)
     return AnalysisInput(
-        deployment=dep, telemetry=tel, window=snapshot.window if snapshot else "15m", rollout=rollout,
-        hardware=hw, memory=memory, memory_half_tp=half, alternatives=alternatives, current_cost_per_hour=cost,
+        deployment=dep,
+        telemetry=tel,
+        window=snapshot.window if snapshot else "15m",
+        rollout=rollout,
+        hardware=hw,
+        memory=memory,
+        memory_half_tp=half,
+        alternatives=alternatives,
+        current_cost_per_hour=cost,
         model_pick=pick,
     )
 
 
-def analyze_fleet(cluster: ClusterBackend, snapshot: TelemetrySnapshot | None, *,
-                  deployments: list[InferenceDeployment] | None = None, catalog: Catalog | None = None) -> FleetAnalysis:
+def analyze_fleet(
+    cluster: ClusterBackend,
+    snapshot: TelemetrySnapshot | None,
+    *,
+    deployments: list[InferenceDeployment] | None = None,
+    catalog: Catalog | None = None,
+) -> FleetAnalysis:
     """Findings for every deployment (or the given ones), most severe first per deployment."""
     catalog = catalog or get_catalog()
     deps = deployments if deployments is not None else cluster.list_deployments()
     pools = cluster.list_node_pools()
-    out = FleetAnalysis(source=snapshot.source if snapshot else cluster.name,
-                        window=snapshot.window if snapshot else "", deployments=len(deps))
+    out = FleetAnalysis(
+        source=snapshot.source if snapshot else cluster.name,
+        window=snapshot.window if snapshot else "",
+        deployments=len(deps),
+    )
     for dep in deps:
         inp = analysis_input(dep, snapshot, cluster, pools, catalog)
         out.findings.extend(run_analyzers(inp))
@@ -160,4 +193,3 @@ def find_deployment(cluster: ClusterBackend, name: str, namespace: str = "defaul
         return next(d for d in deps if d.ref.name == name)
     known = sorted(d.ref.key for d in deps)
     raise NotFoundError(f"no inference deployment {namespace}/{name}; known: {known}")
-

@@ -14,7 +14,9 @@ class RunBenchmarkInput(BaseModel):
     name: str = Field(description="deployment whose load and namespace the benchmark uses")
     namespace: str = "default"
     config: ServingConfig | None = Field(default=None, description="candidate config (None = as deployed)")
-    workload: Workload | None = Field(default=None, description="load for ONE replica (None = declared share)")
+    workload: Workload | None = Field(
+        default=None, description="load for ONE replica (None = declared share)"
+    )
     num_requests: int = Field(default=200, ge=1, le=100_000)
 
 

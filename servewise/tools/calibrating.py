@@ -22,8 +22,17 @@ from servewise.errors import ServewiseError
 from servewise.perf.analytical import LoadPrediction, predict_load
 from servewise.perf.efficiency import Efficiency, default_efficiency
 
-FITTED = ("compute", "memory", "attention_memory", "attention_compute", "comm", "comm_latency_us",
-          "step_overhead_ms", "seq_overhead_us", "int4_compute_penalty")
+FITTED = (
+    "compute",
+    "memory",
+    "attention_memory",
+    "attention_compute",
+    "comm",
+    "comm_latency_us",
+    "step_overhead_ms",
+    "seq_overhead_us",
+    "int4_compute_penalty",
+)
 PRIOR_SCALE = 0.15  # prior std of each log-scale (catalog defaults are typically within ~15%)
 MEAS_SCALE = 0.05  # std of log(measured / predicted) from measurement noise
 TAIL_PRIOR = {"ttft": 1.6, "tpot": 1.15}  # p99 / analytical mean before any observation
@@ -72,8 +81,13 @@ def _key(config: ServingConfig) -> str:
 def predict_with(
     cal: Calibration, config: ServingConfig, input_len: float, output_len: float, rate_per_replica: float
 ) -> LoadPrediction:
-    return _predict_cached(config, cal.efficiency(config), max(1, round(input_len)), max(1, round(output_len)),
-                           float(rate_per_replica))
+    return _predict_cached(
+        config,
+        cal.efficiency(config),
+        max(1, round(input_len)),
+        max(1, round(output_len)),
+        float(rate_per_replica),
+    )
 
 
 @lru_cache(maxsize=200_000)
@@ -139,7 +153,10 @@ def _fit_tails(cal: Calibration, observations: Sequence[Observation]) -> dict[st
             p = predict_with(cal, obs.config, obs.input_len, obs.output_len, obs.rate_per_replica)
         except ServewiseError:
             continue
-        for metric, measured, mean in (("ttft", obs.ttft_p99_ms, p.ttft_ms), ("tpot", obs.tpot_p99_ms, p.tpot_ms)):
+        for metric, measured, mean in (
+            ("ttft", obs.ttft_p99_ms, p.ttft_ms),
+            ("tpot", obs.tpot_p99_ms, p.tpot_ms),
+        ):
             if measured and mean > 0:
                 logs[metric].append(math.log(measured / mean))
     tails = {}

@@ -26,7 +26,9 @@ def list_fleet(args: ListFleetInput) -> FleetListing:
     cluster = current_context().cluster
     deps = [d for d in cluster.list_deployments() if args.namespace in (None, d.ref.namespace)]
     unparsed = [u for u in cluster.list_unparsed() if args.namespace in (None, u.namespace)]
-    return FleetListing(cluster=cluster.name, deployments=deps, unparsed=unparsed, pools=cluster.list_node_pools())
+    return FleetListing(
+        cluster=cluster.name, deployments=deps, unparsed=unparsed, pools=cluster.list_node_pools()
+    )
 
 
 class GetTelemetryInput(BaseModel):
@@ -46,7 +48,8 @@ def get_telemetry(args: GetTelemetryInput) -> TelemetryView:
     """Current telemetry signals per deployment over a window (missing series are listed, never zeroed)."""
     snap = current_context().telemetry.snapshot(window=args.window)
     deps = [
-        d for d in snap.deployments
+        d
+        for d in snap.deployments
         if args.deployment in (None, d.deployment) and args.namespace in (None, d.namespace)
     ]
     return TelemetryView(source=snap.source, window=snap.window, deployments=deps)

@@ -52,19 +52,43 @@ def generate_scenario(seed: int, deployments: int = 3) -> Scenario:
         pool = ["h100", "a100"][int(rng.integers(2))]
         in_mean = float(rng.choice([500, 1500, 3000]))
         out_mean = float(rng.choice([150, 300, 500]))
-        deps.append({
-            "name": f"svc-{i}", "pool": pool,
-            "config": {"model": model, "tensor_parallel": tp, "replicas": int(rng.integers(2, 4))},
-            "workload": {
-                "input_len": {"kind": "lognormal", "mean": in_mean, "std": in_mean / 3, "min": 16, "max": int(in_mean * 4)},
-                "output_len": {"kind": "lognormal", "mean": out_mean, "std": out_mean / 3, "min": 4,
-                               "max": int(out_mean * 4)},
-                "rate_per_s": round(float(rng.uniform(1.0, 6.0)) * (0.3 if tp >= 2 else 1.0), 2),
-            },
-            "slo": {"ttft_p99_ms": float(rng.choice([1500, 3000])), "tpot_p99_ms": float(rng.choice([50, 80]))},
-        })
-    return Scenario.model_validate({"name": f"bench-{seed}", "seed": seed, "pools": pools, "deployments": deps,
-                                    "start": "2026-01-05T14:00:00Z"})
+        deps.append(
+            {
+                "name": f"svc-{i}",
+                "pool": pool,
+                "config": {"model": model, "tensor_parallel": tp, "replicas": int(rng.integers(2, 4))},
+                "workload": {
+                    "input_len": {
+                        "kind": "lognormal",
+                        "mean": in_mean,
+                        "std": in_mean / 3,
+                        "min": 16,
+                        "max": int(in_mean * 4),
+                    },
+                    "output_len": {
+                        "kind": "lognormal",
+                        "mean": out_mean,
+                        "std": out_mean / 3,
+                        "min": 4,
+                        "max": int(out_mean * 4),
+                    },
+                    "rate_per_s": round(float(rng.uniform(1.0, 6.0)) * (0.3 if tp >= 2 else 1.0), 2),
+                },
+                "slo": {
+                    "ttft_p99_ms": float(rng.choice([1500, 3000])),
+                    "tpot_p99_ms": float(rng.choice([50, 80])),
+                },
+            }
+        )
+    return Scenario.model_validate(
+        {
+            "name": f"bench-{seed}",
+            "seed": seed,
+            "pools": pools,
+            "deployments": deps,
+            "start": "2026-01-05T14:00:00Z",
+        }
+    )
 
 
 def _share(load: Load, dep: InferenceDeployment, cfg: ServingConfig) -> BenchmarkRequest:
@@ -75,7 +99,9 @@ def _share(load: Load, dep: InferenceDeployment, cfg: ServingConfig) -> Benchmar
 class Judge:
     """Benchmarks on the twin, memoized (the same config at the same load measures the same)."""
 
-    def __init__(self, sim: SimCluster, dep: InferenceDeployment, load: Load, pools: dict[str, NodePool]) -> None:
+    def __init__(
+        self, sim: SimCluster, dep: InferenceDeployment, load: Load, pools: dict[str, NodePool]
+    ) -> None:
         self.sim, self.dep, self.load, self.pools = sim, dep, load, pools
         self.cache: dict[ServingConfig, bool] = {}
 
@@ -89,8 +115,14 @@ class Judge:
         return self.cache[cfg]
 
 
-def true_optimum(sim: SimCluster, dep: InferenceDeployment, pools: list[NodePool], load: Load, judge: Judge,
-                 policy: SearchPolicy) -> float | None:
+def true_optimum(
+    sim: SimCluster,
+    dep: InferenceDeployment,
+    pools: list[NodePool],
+    load: Load,
+    judge: Judge,
+    policy: SearchPolicy,
+) -> float | None:
     """Cheapest cost over the grid, each shape at its fewest replicas passing on the twin."""
     catalog = get_catalog()
     grid = policy.model_copy(update={"max_num_seqs": [128, 256], "max_num_batched_tokens": [8192]})
@@ -100,8 +132,13 @@ def true_optimum(sim: SimCluster, dep: InferenceDeployment, pools: list[NodePool
     for shape in shapes(dep, pools, grid, catalog, seq_len, batching=pairs):
         eff = sim.truth.efficiency(shape.config.engine.value, shape.config.gpu)
         try:
-            cap = predict_load(shape.config, input_len=round(load.input_len), output_len=round(load.output_len),
-                               arrival_rate_per_s=0.01, efficiency=eff).capacity_rate_per_s
+            cap = predict_load(
+                shape.config,
+                input_len=round(load.input_len),
+                output_len=round(load.output_len),
+                arrival_rate_per_s=0.01,
+                efficiency=eff,
+            ).capacity_rate_per_s
         except ServewiseError:
             continue
         n_lo = max(1, math.ceil(load.rate_per_s / (1.3 * cap)))
@@ -120,11 +157,19 @@ def true_optimum(sim: SimCluster, dep: InferenceDeployment, pools: list[NodePool
     return best if math.isfinite(best) else None
 
 
-def _random_pick(dep: InferenceDeployment, pools: list[NodePool], load: Load, judge: Judge, policy: SearchPolicy,
-                 rng: np.random.Generator) -> tuple[float | None, int]:
+def _random_pick(
+    dep: InferenceDeployment,
+    pools: list[NodePool],
+    load: Load,
+    judge: Judge,
+    policy: SearchPolicy,
+    rng: np.random.Generator,
+) -> tuple[float | None, int]:
     catalog = get_catalog()
     pairs = [(s, t) for s in policy.max_num_seqs for t in policy.max_num_batched_tokens]
-    all_shapes = list(shapes(dep, pools, policy, catalog, int(load.input_len + load.output_len_p99), batching=pairs))
+    all_shapes = list(
+        shapes(dep, pools, policy, catalog, int(load.input_len + load.output_len_p99), batching=pairs)
+    )
     best, used = None, 0
     for i in rng.permutation(len(all_shapes)):
         if used >= policy.benchmark_budget:
@@ -167,28 +212,50 @@ def run(scenarios: int, seed: int, *, progress: Callable[[str], None] | None = N
             if optimum is None:
                 skipped += 1
                 continue
-            price = by_name[dep.pool or ""].price_per_gpu_hour or get_catalog().gpu(dep.config.gpu).price_per_gpu_hour
+            price = (
+                by_name[dep.pool or ""].price_per_gpu_hour
+                or get_catalog().gpu(dep.config.gpu).price_per_gpu_hour
+            )
             results: dict[str, tuple[float | None, int, bool]] = {}
             cur_cost = dep.config.total_gpus * price
             results["current"] = (cur_cost, 0, not judge.passes(dep.config))
             tel = snapshot.for_deployment(dep.ref.name, dep.ref.namespace) if snapshot else None
             for name, calibrate in (("servewise", True), ("uncalibrated", False)):
-                out = optimize(dep, pools, benchmark=sim.run_benchmark if calibrate else None, policy=policy,
-                               calibrate=calibrate, telemetry=tel if calibrate else None)
+                out = optimize(
+                    dep,
+                    pools,
+                    benchmark=sim.run_benchmark if calibrate else None,
+                    policy=policy,
+                    calibrate=calibrate,
+                    telemetry=tel if calibrate else None,
+                )
                 if out.pick is None:
                     results[name] = (cur_cost, len(out.trials), not judge.passes(dep.config))
                 else:
                     ok = judge.passes(out.pick.config, out.pick.shape.pool.network_latency_ms)
                     results[name] = (out.pick.cost_per_hour, len(out.trials), not ok)
             cost, used = _random_pick(dep, pools, load, judge, policy, np.random.default_rng(seed + k))
-            results["random"] = (cost if cost is not None else cur_cost, used,
-                                 False if cost is not None else not judge.passes(dep.config))
+            results["random"] = (
+                cost if cost is not None else cur_cost,
+                used,
+                False if cost is not None else not judge.passes(dep.config),
+            )
             for name, (c, n, violated) in results.items():
-                rows[name].append({"ratio": (c or cur_cost) / optimum, "bench": n, "violation": float(violated)})
-            details.append({"scenario": scen.name, "deployment": dep.ref.name, "model": dep.config.model,
-                            "optimum_cost_per_hour": round(optimum, 4),
-                            **{name: {"cost_per_hour": round(c or cur_cost, 4), "benchmarks": n, "slo_violation": v}
-                               for name, (c, n, v) in results.items()}})
+                rows[name].append(
+                    {"ratio": (c or cur_cost) / optimum, "bench": n, "violation": float(violated)}
+                )
+            details.append(
+                {
+                    "scenario": scen.name,
+                    "deployment": dep.ref.name,
+                    "model": dep.config.model,
+                    "optimum_cost_per_hour": round(optimum, 4),
+                    **{
+                        name: {"cost_per_hour": round(c or cur_cost, 4), "benchmarks": n, "slo_violation": v}
+                        for name, (c, n, v) in results.items()
+                    },
+                }
+            )
     methods = {}
     for name, rs in rows.items():
         if not rs:
@@ -203,5 +270,10 @@ def run(scenarios: int, seed: int, *, progress: Callable[[str], None] | None = N
             "benchmarks_max": int(max(r["bench"] for r in rs)),
             "deployments": len(rs),
         }
-    return {"scenarios": scenarios, "seed": seed, "deployments_without_optimum": skipped, "methods": methods,
-            "deployments": details}
+    return {
+        "scenarios": scenarios,
+        "seed": seed,
+        "deployments_without_optimum": skipped,
+        "methods": methods,
+        "deployments": details,
+    }

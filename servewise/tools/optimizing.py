@@ -82,15 +82,26 @@ def telemetry_observation(dep: InferenceDeployment, tel: DeploymentTelemetry | N
     if not rate or rate <= 0 or replicas < 1:
         return None
     return Observation(
-        config=dep.config.with_changes(replicas=replicas), input_len=dep.workload.input_len.mean,
-        output_len=dep.workload.output_len.mean, rate_per_replica=rate / replicas,
-        ttft_p50_ms=tel.get("ttft_p50_ms"), tpot_p50_ms=tel.get("itl_p50_ms"), ttft_p99_ms=tel.get("ttft_p99_ms"),
-        tpot_p99_ms=tel.get("itl_p99_ms"), source="telemetry",
+        config=dep.config.with_changes(replicas=replicas),
+        input_len=dep.workload.input_len.mean,
+        output_len=dep.workload.output_len.mean,
+        rate_per_replica=rate / replicas,
+        ttft_p50_ms=tel.get("ttft_p50_ms"),
+        tpot_p50_ms=tel.get("itl_p50_ms"),
+        ttft_p99_ms=tel.get("ttft_p99_ms"),
+        tpot_p99_ms=tel.get("itl_p99_ms"),
+        source="telemetry",
     )
 
 
-def search(dep: InferenceDeployment, pools: list[NodePool], load: Load, cal: Calibration, policy: SearchPolicy,
-           catalog: Catalog) -> list[Sized]:
+def search(
+    dep: InferenceDeployment,
+    pools: list[NodePool],
+    load: Load,
+    cal: Calibration,
+    policy: SearchPolicy,
+    catalog: Catalog,
+) -> list[Sized]:
     """Every predicted-feasible candidate, cheapest first (ties: lower predicted e2e p99)."""
     slo = dep.slo or SLO()
     seq_len = int(load.input_len + load.output_len_p99)
@@ -101,10 +112,18 @@ def search(dep: InferenceDeployment, pools: list[NodePool], load: Load, cal: Cal
             found[(shape.pool.name, sized.config)] = sized
     best = sorted(found.values(), key=_rank)
     pairs = [(s, t) for s in policy.max_num_seqs for t in policy.max_num_batched_tokens]
-    refined_keys = {(b.shape.pool.name, b.shape.config.model_copy(update={"max_num_seqs": 1,
-                     "max_num_batched_tokens": 16})) for b in best[: policy.refine_top]}
+    refined_keys = {
+        (
+            b.shape.pool.name,
+            b.shape.config.model_copy(update={"max_num_seqs": 1, "max_num_batched_tokens": 16}),
+        )
+        for b in best[: policy.refine_top]
+    }
     for shape in shapes(dep, pools, policy, catalog, seq_len, batching=pairs):
-        key = (shape.pool.name, shape.config.model_copy(update={"max_num_seqs": 1, "max_num_batched_tokens": 16}))
+        key = (
+            shape.pool.name,
+            shape.config.model_copy(update={"max_num_seqs": 1, "max_num_batched_tokens": 16}),
+        )
         if key not in refined_keys:
             continue
         sized = size(shape, load, slo, cal, policy)
@@ -118,8 +137,12 @@ def _rank(s: Sized) -> tuple[float, float]:
 
 
 def measured_values(res: BenchmarkResult, network_ms: float) -> dict[str, float]:
-    return {"ttft_p99_ms": res.ttft_p99_ms + network_ms, "tpot_p99_ms": res.tpot_p99_ms,
-            "e2e_p99_ms": res.e2e_p99_ms + network_ms, "ttft_p50_ms": res.ttft_p50_ms + network_ms}
+    return {
+        "ttft_p99_ms": res.ttft_p99_ms + network_ms,
+        "tpot_p99_ms": res.tpot_p99_ms,
+        "e2e_p99_ms": res.e2e_p99_ms + network_ms,
+        "ttft_p50_ms": res.ttft_p50_ms + network_ms,
+    }
 
 
 def benchmark_passes(res: BenchmarkResult, slo: SLO, network_ms: float) -> bool:
@@ -142,7 +165,9 @@ def optimize(
     policy = policy or SearchPolicy()
     catalog = catalog or get_catalog()
     if dep.slo is None:
-        raise InputError(f"deployment {dep.ref.key} declares no SLO; nothing to optimize against", field="slo")
+        raise InputError(
+            f"deployment {dep.ref.key} declares no SLO; nothing to optimize against", field="slo"
+        )
     observed = telemetry.get("request_rate_per_s") if telemetry else None
     load = load_for(dep, observed, policy, peak_rate_per_s)
     pool_by_name = {p.name: p for p in pools}
@@ -158,12 +183,16 @@ def optimize(
         else:
             notes.append("no usable telemetry: starting from the uncalibrated model")
     current_pool = pool_by_name.get(dep.pool or "")
-    price = price_of(current_pool, catalog) if current_pool else catalog.gpu(dep.config.gpu).price_per_gpu_hour
+    price = (
+        price_of(current_pool, catalog) if current_pool else catalog.gpu(dep.config.gpu).price_per_gpu_hour
+    )
     current_cost = dep.config.total_gpus * price
 
     def current_forecast() -> dict[str, float] | None:
         try:
-            return forecast(cal, dep.config, load, current_pool.network_latency_ms if current_pool else 0).as_dict()
+            return forecast(
+                cal, dep.config, load, current_pool.network_latency_ms if current_pool else 0
+            ).as_dict()
         except ServewiseError:
             return None
 
@@ -177,29 +206,50 @@ def optimize(
     by_margin: dict[float, list[Sized]] = {policy.slo_margin: candidates}
     while len(trials) < budget:
         best_pass = min((t.cost_per_hour for t in trials if t.passed), default=float("inf"))
-        nxt = _next_candidate(dep, pools, load, cal, policy, catalog, margins, by_margin, tried, best_pass, trials)
+        nxt = _next_candidate(
+            dep, pools, load, cal, policy, catalog, margins, by_margin, tried, best_pass, trials
+        )
         if nxt is None:
             break
         tried.add((nxt.shape.pool.name, nxt.config))
         if on_progress:
-            on_progress(f"benchmark {len(trials) + 1}/{budget}: {describe(nxt.config)} in {nxt.shape.pool.name}")
+            on_progress(
+                f"benchmark {len(trials) + 1}/{budget}: {describe(nxt.config)} in {nxt.shape.pool.name}"
+            )
         # A benchmark measures one replica at its share of the load (a single-replica Job).
         request = BenchmarkRequest(ref=dep.ref, config=nxt.config, workload=share_of(load, dep, nxt.config))
         try:
             res = benchmark(request)  # type: ignore[misc]
         except ServewiseError as exc:  # the candidate did not start (OOM, unschedulable): a failed trial
             notes.append(f"benchmark of {describe(nxt.config)} failed: {exc}")
-            trials.append(Trial(nxt.config, nxt.shape.pool.name, nxt.forecast.as_dict(), {}, False, nxt.cost_per_hour))
+            trials.append(
+                Trial(nxt.config, nxt.shape.pool.name, nxt.forecast.as_dict(), {}, False, nxt.cost_per_hour)
+            )
             continue
         net = nxt.shape.pool.network_latency_ms
         passed = benchmark_passes(res, dep.slo, net)
-        trials.append(Trial(nxt.config, nxt.shape.pool.name, nxt.forecast.as_dict(), measured_values(res, net),
-                            passed, nxt.cost_per_hour))
-        observations.append(Observation(
-            config=nxt.config, input_len=load.input_len, output_len=load.output_len,
-            rate_per_replica=load.rate_per_s / nxt.config.replicas, ttft_p50_ms=res.ttft_p50_ms,
-            tpot_p50_ms=res.tpot_p50_ms, ttft_p99_ms=res.ttft_p99_ms, tpot_p99_ms=res.tpot_p99_ms,
-        ))
+        trials.append(
+            Trial(
+                nxt.config,
+                nxt.shape.pool.name,
+                nxt.forecast.as_dict(),
+                measured_values(res, net),
+                passed,
+                nxt.cost_per_hour,
+            )
+        )
+        observations.append(
+            Observation(
+                config=nxt.config,
+                input_len=load.input_len,
+                output_len=load.output_len,
+                rate_per_replica=load.rate_per_s / nxt.config.replicas,
+                ttft_p50_ms=res.ttft_p50_ms,
+                tpot_p50_ms=res.tpot_p50_ms,
+                ttft_p99_ms=res.ttft_p99_ms,
+                tpot_p99_ms=res.tpot_p99_ms,
+            )
+        )
         cal = fit_calibration(observations, cal)
         candidates = search(dep, pools, load, cal, policy, catalog)
         by_margin = {policy.slo_margin: candidates}
@@ -211,10 +261,16 @@ def optimize(
         pick = None
         if best is not None:
             shape = _shape_for(best, pool_by_name, dep, catalog)
-            pick = Sized(shape, best.config, forecast(cal, best.config, load, shape.pool.network_latency_ms),
-                         best.cost_per_hour)
+            pick = Sized(
+                shape,
+                best.config,
+                forecast(cal, best.config, load, shape.pool.network_latency_ms),
+                best.cost_per_hour,
+            )
         if pick is None:
-            notes.append(f"no candidate passed its benchmark in {len(trials)} run(s); keeping the current config")
+            notes.append(
+                f"no candidate passed its benchmark in {len(trials)} run(s); keeping the current config"
+            )
     else:
         pick = candidates[0] if candidates else None
     return Outcome(dep, load, current_cost, current_forecast(), pick, candidates, trials, cal, notes)
@@ -222,13 +278,23 @@ def optimize(
 
 def share_of(load: Load, dep: InferenceDeployment, config: ServingConfig) -> Workload:
     """One replica's part of the peak + headroom load."""
-    return load.workload(dep.workload).model_copy(update={"arrival_rate_per_s": load.rate_per_s / config.replicas})
+    return load.workload(dep.workload).model_copy(
+        update={"arrival_rate_per_s": load.rate_per_s / config.replicas}
+    )
 
 
 def _next_candidate(
-    dep: InferenceDeployment, pools: list[NodePool], load: Load, cal: Calibration, policy: SearchPolicy,
-    catalog: Catalog, margins: list[float], by_margin: dict[float, list[Sized]],
-    tried: set[tuple[str, ServingConfig]], best_pass: float, trials: list[Trial],
+    dep: InferenceDeployment,
+    pools: list[NodePool],
+    load: Load,
+    cal: Calibration,
+    policy: SearchPolicy,
+    catalog: Catalog,
+    margins: list[float],
+    by_margin: dict[float, list[Sized]],
+    tried: set[tuple[str, ServingConfig]],
+    best_pass: float,
+    trials: list[Trial],
 ) -> Sized | None:
     """The cheapest untried candidate below ``best_pass`` that the simulator (at the calibrated
     efficiency) predicts to pass; candidates come from the analytical search at the strict margin,
@@ -247,8 +313,15 @@ def _next_candidate(
                 pool[key] = (m, c)
     # A variant that already failed its benchmark goes behind untried variants at the same cost.
     failed = [_family(t.config) for t in trials if not t.passed]
-    ordered = sorted(pool.values(), key=lambda mc: (round(mc[1].cost_per_hour, 6), failed.count(_family(mc[1].config)),
-                                                     mc[0], mc[1].forecast.e2e_p99_ms))
+    ordered = sorted(
+        pool.values(),
+        key=lambda mc: (
+            round(mc[1].cost_per_hour, 6),
+            failed.count(_family(mc[1].config)),
+            mc[0],
+            mc[1].forecast.e2e_p99_ms,
+        ),
+    )
     # The simulator's own error on this deployment's benchmarks so far (per metric, >= 1).
     bias = _sim_bias(cal, load, dep, trials)
     # Among the simulator's passes at the lowest cost, take the one with the most slack.
@@ -263,7 +336,9 @@ def _next_candidate(
         if "failed" in raw:
             continue
         sim = {k: v * bias.get(k, 1.0) for k, v in raw.items()}
-        worst = max((sim[k] / lim for k, lim in slo.model_dump().items() if lim is not None and k in sim), default=0.0)
+        worst = max(
+            (sim[k] / lim for k, lim in slo.model_dump().items() if lim is not None and k in sim), default=0.0
+        )
         if worst <= SIM_MARGIN and (best is None or worst < best[1]):
             best = (c.cost_per_hour, worst, c)
         elif worst <= (SIM_EXPLORE if cal.knows(c.config) else SIM_EXPLORE_UNCALIBRATED) and (
@@ -282,7 +357,9 @@ def _family(c: ServingConfig) -> tuple[str, str, str, int]:
     return (c.gpu, c.model, c.quantization.label, c.tensor_parallel)
 
 
-def _sim_bias(cal: Calibration, load: Load, dep: InferenceDeployment, trials: list[Trial]) -> dict[str, float]:
+def _sim_bias(
+    cal: Calibration, load: Load, dep: InferenceDeployment, trials: list[Trial]
+) -> dict[str, float]:
     """Geometric-mean ratio measured / simulated p99 over the trials, per metric, floored at 1."""
     logs: dict[str, list[float]] = {}
     for t in trials:
@@ -297,12 +374,16 @@ def _sim_bias(cal: Calibration, load: Load, dep: InferenceDeployment, trials: li
 
 def _shape_for(t: Trial, pools: dict[str, NodePool], dep: InferenceDeployment, catalog: Catalog) -> Shape:
     pool = pools[t.pool]
-    return Shape(t.config.with_changes(replicas=1), pool, price_of(pool, catalog), available_gpus(pool, dep), None)
+    return Shape(
+        t.config.with_changes(replicas=1), pool, price_of(pool, catalog), available_gpus(pool, dep), None
+    )
 
 
 def describe(c: ServingConfig) -> str:
-    return (f"{c.replicas}x {c.model} {c.quantization.label} on {c.tensor_parallel}x{c.gpu} "
-            f"seqs={c.max_num_seqs} tokens={c.max_num_batched_tokens}")
+    return (
+        f"{c.replicas}x {c.model} {c.quantization.label} on {c.tensor_parallel}x{c.gpu} "
+        f"seqs={c.max_num_seqs} tokens={c.max_num_batched_tokens}"
+    )
 
 
 def proposal_id(dep: InferenceDeployment, config: ServingConfig) -> str:

@@ -36,8 +36,13 @@ def render_patch(current: ServingConfig, proposed: ServingConfig) -> list[dict[s
     for knob, flag in _ARG_FLAGS.items():
         old, new = getattr(current, knob), getattr(proposed, knob)
         if old != new:
-            ops.append({"op": "replace" if old is not None else "add", "path": f"{ARGS}/{flag}",
-                        "value": None if new is None else str(new)})
+            ops.append(
+                {
+                    "op": "replace" if old is not None else "add",
+                    "path": f"{ARGS}/{flag}",
+                    "value": None if new is None else str(new),
+                }
+            )
     old_q, new_q = _quant_args(current), _quant_args(proposed)
     for flag, new in new_q.items():
         if old_q[flag] != new:
@@ -49,12 +54,21 @@ def render_patch(current: ServingConfig, proposed: ServingConfig) -> list[dict[s
     if current.model != proposed.model:
         ops.append({"op": "replace", "path": f"{ARGS}/--model", "value": proposed.model})
     if current.gpu != proposed.gpu:
-        ops.append({"op": "replace", "path": f"/spec/template/spec/nodeSelector/{_escape(GPU_LABEL)}",
-                    "value": proposed.gpu})
+        ops.append(
+            {
+                "op": "replace",
+                "path": f"/spec/template/spec/nodeSelector/{_escape(GPU_LABEL)}",
+                "value": proposed.gpu,
+            }
+        )
     if current.gpus_per_replica != proposed.gpus_per_replica:
-        ops.append({"op": "replace",
-                    "path": "/spec/template/spec/containers/0/resources/limits/nvidia.com~1gpu",
-                    "value": str(proposed.gpus_per_replica)})
+        ops.append(
+            {
+                "op": "replace",
+                "path": "/spec/template/spec/containers/0/resources/limits/nvidia.com~1gpu",
+                "value": str(proposed.gpus_per_replica),
+            }
+        )
     if current.replicas != proposed.replicas:
         ops.append({"op": "replace", "path": "/spec/replicas", "value": proposed.replicas})
     return ops

@@ -40,8 +40,13 @@ class FleetPlan(BaseModel):
     unplaced: list[str] = Field(default_factory=list, description="deployments with no feasible option")
 
 
-def optimize_fleet(deployments: list[InferenceDeployment], pools: list[NodePool], *,
-                   snapshot: TelemetrySnapshot | None = None, policy: SearchPolicy | None = None) -> FleetPlan:
+def optimize_fleet(
+    deployments: list[InferenceDeployment],
+    pools: list[NodePool],
+    *,
+    snapshot: TelemetrySnapshot | None = None,
+    policy: SearchPolicy | None = None,
+) -> FleetPlan:
     """Plain-Python API: cheapest joint placement (no benchmarks; per-deployment loops validate later)."""
     from servewise.tools.calibrating import fit_calibration
 
@@ -53,8 +58,11 @@ def optimize_fleet(deployments: list[InferenceDeployment], pools: list[NodePool]
         if d.pool in capacity:
             capacity[d.pool] += d.config.total_gpus
         pool = next((p for p in pools if p.name == d.pool), None)
-        price = (pool.price_per_gpu_hour if pool and pool.price_per_gpu_hour is not None
-                 else catalog.gpu(d.config.gpu).price_per_gpu_hour)
+        price = (
+            pool.price_per_gpu_hour
+            if pool and pool.price_per_gpu_hour is not None
+            else catalog.gpu(d.config.gpu).price_per_gpu_hour
+        )
         current += d.config.total_gpus * price
     # Each deployment may use a whole pool's capacity while searching; the MILP shares it.
     shared = [p.model_copy(update={"free_gpus": capacity[p.name]}) for p in pools]
@@ -80,8 +88,9 @@ def optimize_fleet(deployments: list[InferenceDeployment], pools: list[NodePool]
             options.append((i, pool_name, cfg, cost, cfg.total_gpus))
     placed = sorted({o[0] for o in options})
     if not options:
-        return FleetPlan(status="infeasible", total_cost_per_hour=None, current_cost_per_hour=current,
-                         unplaced=unplaced)
+        return FleetPlan(
+            status="infeasible", total_cost_per_hour=None, current_cost_per_hour=current, unplaced=unplaced
+        )
     n = len(options)
     objective = np.array([o[3] for o in options])
     rows, lo, hi = [], [], []
@@ -93,16 +102,37 @@ def optimize_fleet(deployments: list[InferenceDeployment], pools: list[NodePool]
         rows.append([float(o[4]) if o[1] == p.name else 0.0 for o in options])
         lo.append(0.0)
         hi.append(float(capacity[p.name]))
-    res = milp(objective, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=np.ones(n),
-               bounds=Bounds(0, 1))
+    res = milp(
+        objective,
+        constraints=LinearConstraint(np.array(rows), lo, hi),
+        integrality=np.ones(n),
+        bounds=Bounds(0, 1),
+    )
     if not res.success or res.x is None:
-        return FleetPlan(status=f"infeasible: {res.message}", total_cost_per_hour=None, current_cost_per_hour=current,
-                         unplaced=unplaced)
+        return FleetPlan(
+            status=f"infeasible: {res.message}",
+            total_cost_per_hour=None,
+            current_cost_per_hour=current,
+            unplaced=unplaced,
+        )
     chosen = [options[k] for k in range(n) if res.x[k] > 0.5]
-    placements = [Placement(deployment=deployments[i].ref.name, namespace=deployments[i].ref.namespace, pool=pool,
-                            config=cfg, cost_per_hour=round(c, 4)) for i, pool, cfg, c, _ in chosen]
-    return FleetPlan(status="optimal", total_cost_per_hour=round(float(res.fun), 4), current_cost_per_hour=current,
-                     placements=placements, unplaced=unplaced)
+    placements = [
+        Placement(
+            deployment=deployments[i].ref.name,
+            namespace=deployments[i].ref.namespace,
+            pool=pool,
+            config=cfg,
+            cost_per_hour=round(c, 4),
+        )
+        for i, pool, cfg, c, _ in chosen
+    ]
+    return FleetPlan(
+        status="optimal",
+        total_cost_per_hour=round(float(res.fun), 4),
+        current_cost_per_hour=current,
+        placements=placements,
+        unplaced=unplaced,
+    )
 
 
 class OptimizeFleetInput(BaseModel):
@@ -115,5 +145,9 @@ def optimize_fleet_tool(args: OptimizeFleetInput) -> FleetPlan:
     """Assign every deployment to a GPU pool and size it, minimizing total $/h under pool capacity."""
     ctx = current_context()
     cluster: ClusterBackend = ctx.cluster
-    return optimize_fleet(cluster.list_deployments(), cluster.list_node_pools(),
-                          snapshot=ctx.telemetry.snapshot(window=args.window), policy=args.policy)
+    return optimize_fleet(
+        cluster.list_deployments(),
+        cluster.list_node_pools(),
+        snapshot=ctx.telemetry.snapshot(window=args.window),
+        policy=args.policy,
+    )

@@ -20,7 +20,9 @@ class PredictInput(BaseModel):
     config: ServingConfig
     input_len: int = Field(gt=0, le=2_000_000)
     output_len: int = Field(gt=0, le=2_000_000)
-    arrival_rate_per_s: float = Field(gt=0, description="requests/s to the whole deployment (split over replicas)")
+    arrival_rate_per_s: float = Field(
+        gt=0, description="requests/s to the whole deployment (split over replicas)"
+    )
 
 
 class PredictOutput(BaseModel):
@@ -32,14 +34,27 @@ class PredictOutput(BaseModel):
     e2e_p99_ms: float
 
 
-def _predict(config: ServingConfig, input_len: float, output_len: float, rate: float, cal: Calibration) -> PredictOutput:
-    per = predict_load(config, input_len=round(input_len), output_len=round(output_len),
-                       arrival_rate_per_s=rate / max(config.replicas, 1), efficiency=cal.efficiency(config))
+def _predict(
+    config: ServingConfig, input_len: float, output_len: float, rate: float, cal: Calibration
+) -> PredictOutput:
+    per = predict_load(
+        config,
+        input_len=round(input_len),
+        output_len=round(output_len),
+        arrival_rate_per_s=rate / max(config.replicas, 1),
+        efficiency=cal.efficiency(config),
+    )
     load = Load(input_len, output_len, output_len, rate, rate)
     fc = forecast(cal, config, load)
     price = get_catalog().gpu(config.gpu).price_per_gpu_hour
-    return PredictOutput(per_replica=per, replicas=config.replicas, cost_per_hour=config.total_gpus * price,
-                         ttft_p99_ms=fc.ttft_p99_ms, tpot_p99_ms=fc.tpot_p99_ms, e2e_p99_ms=fc.e2e_p99_ms)
+    return PredictOutput(
+        per_replica=per,
+        replicas=config.replicas,
+        cost_per_hour=config.total_gpus * price,
+        ttft_p99_ms=fc.ttft_p99_ms,
+        tpot_p99_ms=fc.tpot_p99_ms,
+        e2e_p99_ms=fc.e2e_p99_ms,
+    )
 
 
 @registry.tool()
@@ -52,7 +67,9 @@ class WhatIfInput(BaseModel):
     name: str = Field(description="deployment name")
     namespace: str = "default"
     changes: dict[str, Any] = Field(description="ServingConfig fields to change, e.g. {'max_num_seqs': 256}")
-    arrival_rate_per_s: float | None = Field(default=None, gt=0, description="load to predict at (default: declared)")
+    arrival_rate_per_s: float | None = Field(
+        default=None, gt=0, description="load to predict at (default: declared)"
+    )
 
 
 class WhatIfOutput(BaseModel):
@@ -92,5 +109,13 @@ def what_if(args: WhatIfInput) -> WhatIfOutput:
         vals = {"ttft_p99_ms": p.ttft_p99_ms, "tpot_p99_ms": p.tpot_p99_ms, "e2e_p99_ms": p.e2e_p99_ms}
         return not p.per_replica.saturated and meets(dep.slo, vals)
 
-    return WhatIfOutput(current=dep.config, proposed=proposed, before=out["before"], after=out["after"], slo=dep.slo,
-                        meets_slo_before=ok(out["before"]), meets_slo_after=ok(out["after"]), errors=errors)
+    return WhatIfOutput(
+        current=dep.config,
+        proposed=proposed,
+        before=out["before"],
+        after=out["after"],
+        slo=dep.slo,
+        meets_slo_before=ok(out["before"]),
+        meets_slo_after=ok(out["after"]),
+        errors=errors,
+    )

@@ -70,9 +70,15 @@ def pareto_front(candidates: list[Sized], pick: Sized | None) -> list[ParetoPoin
             front.append(s)
             best_lat = s.forecast.e2e_p99_ms
     return [
-        ParetoPoint(config=s.config, pool=s.shape.pool.name, cost_per_hour=round(s.cost_per_hour, 4),
-                    ttft_p99_ms=s.forecast.ttft_p99_ms, tpot_p99_ms=s.forecast.tpot_p99_ms,
-                    e2e_p99_ms=s.forecast.e2e_p99_ms, picked=pick is not None and s.config == pick.config)
+        ParetoPoint(
+            config=s.config,
+            pool=s.shape.pool.name,
+            cost_per_hour=round(s.cost_per_hour, 4),
+            ttft_p99_ms=s.forecast.ttft_p99_ms,
+            tpot_p99_ms=s.forecast.tpot_p99_ms,
+            e2e_p99_ms=s.forecast.e2e_p99_ms,
+            picked=pick is not None and s.config == pick.config,
+        )
         for s in front
     ]
 
@@ -109,17 +115,25 @@ def build_proposal(out: Outcome, cluster: ClusterBackend | None) -> Proposal | N
     trial = next((t for t in out.trials if t.config == pick.config), None)
     before = out.current_forecast or {}
     predicted = Impact(
-        cost_per_hour_before=out.current_cost_per_hour, cost_per_hour_after=pick.cost_per_hour,
-        ttft_p99_ms=pick.forecast.ttft_p99_ms, tpot_p99_ms=pick.forecast.tpot_p99_ms,
+        cost_per_hour_before=out.current_cost_per_hour,
+        cost_per_hour_after=pick.cost_per_hour,
+        ttft_p99_ms=pick.forecast.ttft_p99_ms,
+        tpot_p99_ms=pick.forecast.tpot_p99_ms,
         uncertainty_pct=_uncertainty_pct(out),
         validated_by=(f"benchmark:{len(out.trials)}" if verified else "model")
-        + (f"+telemetry-calibrated({out.calibration.observations} obs)" if out.calibration.observations else ""),
+        + (
+            f"+telemetry-calibrated({out.calibration.observations} obs)"
+            if out.calibration.observations
+            else ""
+        ),
     )
     measured = None
     if trial is not None:
         measured = Impact(
-            cost_per_hour_before=out.current_cost_per_hour, cost_per_hour_after=pick.cost_per_hour,
-            ttft_p99_ms=trial.measured.get("ttft_p99_ms"), tpot_p99_ms=trial.measured.get("tpot_p99_ms"),
+            cost_per_hour_before=out.current_cost_per_hour,
+            cost_per_hour_after=pick.cost_per_hour,
+            ttft_p99_ms=trial.measured.get("ttft_p99_ms"),
+            tpot_p99_ms=trial.measured.get("tpot_p99_ms"),
             validated_by=f"benchmark at {out.load.rate_per_s:.2f} req/s (peak + headroom)",
         )
     patch: list[dict[str, object]] = []
@@ -131,38 +145,74 @@ def build_proposal(out: Outcome, cluster: ClusterBackend | None) -> Proposal | N
     if not patch:
         patch = render_patch(dep.config, pick.config)
     saving = out.current_cost_per_hour - pick.cost_per_hour
-    summary = (f"{describe(dep.config)} -> {describe(pick.config)}: ${out.current_cost_per_hour:.2f}/h -> "
-               f"${pick.cost_per_hour:.2f}/h ({'saves' if saving >= 0 else 'adds'} ${abs(saving):.2f}/h) at "
-               f"{out.load.rate_per_s:.2f} req/s peak+headroom; before: "
-               + ", ".join(f"{k}={v:.0f}" for k, v in before.items()))
+    summary = (
+        f"{describe(dep.config)} -> {describe(pick.config)}: ${out.current_cost_per_hour:.2f}/h -> "
+        f"${pick.cost_per_hour:.2f}/h ({'saves' if saving >= 0 else 'adds'} ${abs(saving):.2f}/h) at "
+        f"{out.load.rate_per_s:.2f} req/s peak+headroom; before: "
+        + ", ".join(f"{k}={v:.0f}" for k, v in before.items())
+    )
     return Proposal(
-        id=pid, ref=dep.ref, current=dep.config, proposed=pick.config, summary=summary, predicted=predicted,
-        measured=measured, risk=_risk(dep.config, pick.config, verified), manifest_patch=patch,
-        rollback=(f"rollback({dep.ref.key}, proposal_id={pid}) restores the recorded previous spec "
-                  f"({describe(dep.config)}); trigger it if the post-apply SLO check fails"),
+        id=pid,
+        ref=dep.ref,
+        current=dep.config,
+        proposed=pick.config,
+        summary=summary,
+        predicted=predicted,
+        measured=measured,
+        risk=_risk(dep.config, pick.config, verified),
+        manifest_patch=patch,
+        rollback=(
+            f"rollback({dep.ref.key}, proposal_id={pid}) restores the recorded previous spec "
+            f"({describe(dep.config)}); trigger it if the post-apply SLO check fails"
+        ),
     )
 
 
 def optimize_deployment(
-    dep: InferenceDeployment, cluster: ClusterBackend, *, telemetry: DeploymentTelemetry | None = None,
-    policy: SearchPolicy | None = None, benchmark: bool = True, findings: list[str] | None = None,
+    dep: InferenceDeployment,
+    cluster: ClusterBackend,
+    *,
+    telemetry: DeploymentTelemetry | None = None,
+    policy: SearchPolicy | None = None,
+    benchmark: bool = True,
+    findings: list[str] | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> DeploymentPlan:
     """Plain-Python API: optimize one deployment and return its plan (proposal + Pareto front).
 
     ``on_progress`` receives one line per benchmark run (for a progress bar)."""
-    out = optimize(dep, cluster.list_node_pools(), telemetry=telemetry,
-                   benchmark=cluster.run_benchmark if benchmark else None, policy=policy, on_progress=on_progress)
+    out = optimize(
+        dep,
+        cluster.list_node_pools(),
+        telemetry=telemetry,
+        benchmark=cluster.run_benchmark if benchmark else None,
+        policy=policy,
+        on_progress=on_progress,
+    )
     proposal = build_proposal(out, cluster)
     if proposal is not None and findings:
         proposal = proposal.model_copy(update={"findings": findings})
     return DeploymentPlan(
-        deployment=dep.ref.name, namespace=dep.ref.namespace, proposal=proposal,
+        deployment=dep.ref.name,
+        namespace=dep.ref.namespace,
+        proposal=proposal,
         pareto_front=pareto_front(out.candidates, out.pick),
-        trials=[TrialRecord(config=t.config, pool=t.pool, cost_per_hour=t.cost_per_hour, passed=t.passed,
-                            predicted=t.predicted, measured=t.measured) for t in out.trials],
-        candidates_evaluated=len(out.candidates), current_cost_per_hour=out.current_cost_per_hour, notes=out.notes,
-        before=out.current_forecast, after=out.pick.forecast.as_dict() if out.pick else None,
+        trials=[
+            TrialRecord(
+                config=t.config,
+                pool=t.pool,
+                cost_per_hour=t.cost_per_hour,
+                passed=t.passed,
+                predicted=t.predicted,
+                measured=t.measured,
+            )
+            for t in out.trials
+        ],
+        candidates_evaluated=len(out.candidates),
+        current_cost_per_hour=out.current_cost_per_hour,
+        notes=out.notes,
+        before=out.current_forecast,
+        after=out.pick.forecast.as_dict() if out.pick else None,
     )
 
 

@@ -80,7 +80,9 @@ class ToolRegistry:
         self._tools[tool.name] = tool
         return tool
 
-    def tool(self, *, name: str | None = None, mutates: bool = False) -> Callable[[Callable[[In], Out]], Callable[[In], Out]]:
+    def tool(
+        self, *, name: str | None = None, mutates: bool = False
+    ) -> Callable[[Callable[[In], Out]], Callable[[In], Out]]:
         """Decorator form: ``@registry.tool()``."""
 
         def wrap(func: Callable[[In], Out]) -> Callable[[In], Out]:
@@ -102,7 +104,9 @@ class ToolRegistry:
         """Run a tool; never raises for bad arguments or tool failures (returns ``ToolError``)."""
         tool = self._tools.get(name)
         if tool is None:
-            return ToolError(tool=name, kind="unknown_tool", error=f"no tool named {name!r}; known: {self.names()}")
+            return ToolError(
+                tool=name, kind="unknown_tool", error=f"no tool named {name!r}; known: {self.names()}"
+            )
         try:
             if isinstance(arguments, BaseModel):
                 args = tool.input_model.model_validate(arguments.model_dump())
@@ -129,7 +133,9 @@ def _summarize(exc: ValidationError) -> str:
 
 def _resolve(func: Callable[..., Any], hint: Any) -> type[BaseModel]:
     if isinstance(hint, str):
-        hint = eval(hint, func.__globals__)  # annotations are strings under `from __future__ import annotations`
+        hint = eval(
+            hint, func.__globals__
+        )  # annotations are strings under `from __future__ import annotations`
     if not (isinstance(hint, type) and issubclass(hint, BaseModel)):
         raise TypeError(f"tool {func.__name__}: arguments and result must be pydantic models, got {hint!r}")
     return hint

@@ -22,7 +22,14 @@ def _plot_plan(plan: DeploymentPlan, out_dir: Path) -> list[str]:
         ax.step(xs, ys, where="post", marker="o", label="Pareto front (predicted)")
         picked = [p for p in plan.pareto_front if p.picked]
         if picked:
-            ax.scatter([picked[0].cost_per_hour], [picked[0].e2e_p99_ms / 1e3], s=120, c="red", label="pick", zorder=3)
+            ax.scatter(
+                [picked[0].cost_per_hour],
+                [picked[0].e2e_p99_ms / 1e3],
+                s=120,
+                c="red",
+                label="pick",
+                zorder=3,
+            )
         ax.axvline(plan.current_cost_per_hour, ls="--", c="gray", label="current cost")
         ax.set_xlabel("$ / hour")
         ax.set_ylabel("e2e p99 (s)")
@@ -33,8 +40,12 @@ def _plot_plan(plan: DeploymentPlan, out_dir: Path) -> list[str]:
         fig.savefig(out_dir / name, dpi=110)
         plt.close(fig)
         files.append(name)
-    pts = [(t.predicted[k], t.measured[k], k) for t in plan.trials for k in ("ttft_p99_ms", "tpot_p99_ms")
-           if k in t.predicted and k in t.measured]
+    pts = [
+        (t.predicted[k], t.measured[k], k)
+        for t in plan.trials
+        for k in ("ttft_p99_ms", "tpot_p99_ms")
+        if k in t.predicted and k in t.measured
+    ]
     if pts:
         fig, ax = plt.subplots(figsize=(4, 4))
         for metric, color in (("ttft_p99_ms", "tab:blue"), ("tpot_p99_ms", "tab:orange")):
@@ -73,12 +84,20 @@ def _plot_plan(plan: DeploymentPlan, out_dir: Path) -> list[str]:
 
 def write_report(analysis: FleetAnalysis, plans: list[DeploymentPlan], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = [f"# servewise analysis: {analysis.source}", "", f"Window: {analysis.window or 'n/a'}; "
-             f"{analysis.deployments} deployments; {len(analysis.findings)} findings.", "",
-             "| deployment | finding | severity | summary | knob |", "|---|---|---|---|---|"]
+    lines = [
+        f"# servewise analysis: {analysis.source}",
+        "",
+        f"Window: {analysis.window or 'n/a'}; "
+        f"{analysis.deployments} deployments; {len(analysis.findings)} findings.",
+        "",
+        "| deployment | finding | severity | summary | knob |",
+        "|---|---|---|---|---|",
+    ]
     for f in analysis.findings:
-        lines.append(f"| {f.ref.key} | {f.kind} | {f.severity.value} | {f.summary.replace('|', '/')} | "
-                     f"{f.suggested_knob or ''} |")
+        lines.append(
+            f"| {f.ref.key} | {f.kind} | {f.severity.value} | {f.summary.replace('|', '/')} | "
+            f"{f.suggested_knob or ''} |"
+        )
     if analysis.notes:
         lines += ["", "## Not assessed", ""] + [f"- {n}" for n in analysis.notes]
     for plan in plans:
@@ -87,9 +106,14 @@ def write_report(analysis: FleetAnalysis, plans: list[DeploymentPlan], out_dir: 
             lines.append("No cheaper configuration meets the SLO. " + " ".join(plan.notes))
         else:
             p = plan.proposal
-            lines += [p.summary, "", f"- predicted: {p.predicted.model_dump_json()}",
-                      f"- measured: {p.measured.model_dump_json() if p.measured else 'not benchmarked'}",
-                      f"- risk: {p.risk}", f"- rollback: {p.rollback}"]
+            lines += [
+                p.summary,
+                "",
+                f"- predicted: {p.predicted.model_dump_json()}",
+                f"- measured: {p.measured.model_dump_json() if p.measured else 'not benchmarked'}",
+                f"- risk: {p.risk}",
+                f"- rollback: {p.rollback}",
+            ]
         for name in _plot_plan(plan, out_dir):
             lines += ["", f"![{name}]({name})"]
     path = out_dir / "report.md"

@@ -30,10 +30,16 @@ WEIGHT_VARIANTS: dict[str, Quantization] = {
 class SearchPolicy(BaseModel):
     """What the optimizer may change and how sure it must be."""
 
-    quality_floor_drop: float = Field(default=1.0, ge=0, description="max score points below the current variant")
-    allow_unscored_variants: bool = Field(default=False, description="quantized variants with no published score")
+    quality_floor_drop: float = Field(
+        default=1.0, ge=0, description="max score points below the current variant"
+    )
+    allow_unscored_variants: bool = Field(
+        default=False, description="quantized variants with no published score"
+    )
     headroom: float = Field(default=0.2, ge=0, le=5, description="fraction added to the observed peak rate")
-    slo_margin: float = Field(default=0.92, gt=0, le=2, description="predicted p99 must be <= margin x objective")
+    slo_margin: float = Field(
+        default=0.92, gt=0, le=2, description="predicted p99 must be <= margin x objective"
+    )
     weights: list[str] = Field(default_factory=lambda: ["bf16", "fp8", "int8", "w4a16"])
     kv_cache: list[Dtype] = Field(default_factory=lambda: [Dtype.BF16, Dtype.FP8])
     tensor_parallel: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
@@ -56,7 +62,11 @@ class Shape:
 
 
 def price_of(pool: NodePool, catalog: Catalog) -> float:
-    return pool.price_per_gpu_hour if pool.price_per_gpu_hour is not None else catalog.gpu(pool.gpu).price_per_gpu_hour
+    return (
+        pool.price_per_gpu_hour
+        if pool.price_per_gpu_hour is not None
+        else catalog.gpu(pool.gpu).price_per_gpu_hour
+    )
 
 
 def available_gpus(pool: NodePool, dep: InferenceDeployment) -> int:
@@ -65,18 +75,23 @@ def available_gpus(pool: NodePool, dep: InferenceDeployment) -> int:
     return pool.free_gpus + mine
 
 
-def variants(dep: InferenceDeployment, policy: SearchPolicy, catalog: Catalog) -> list[tuple[Quantization, float | None]]:
+def variants(
+    dep: InferenceDeployment, policy: SearchPolicy, catalog: Catalog
+) -> list[tuple[Quantization, float | None]]:
     """Weight variants within the quality floor (KV formats are combined later)."""
     model = catalog.model(dep.config.model)
     current, _ = quality_score(model, dep.config.quantization)
     out = []
     for label in policy.weights:
         if label not in WEIGHT_VARIANTS:
-            raise InputError(f"unknown weights variant {label!r}; known: {sorted(WEIGHT_VARIANTS)}",
-                             field="policy.weights")
+            raise InputError(
+                f"unknown weights variant {label!r}; known: {sorted(WEIGHT_VARIANTS)}", field="policy.weights"
+            )
         q = WEIGHT_VARIANTS[label]
         score, used = quality_score(model, q)
-        published = used is not None and (q.weights in (Dtype.BF16, Dtype.FP16) or used not in ("bf16", "fp16"))
+        published = used is not None and (
+            q.weights in (Dtype.BF16, Dtype.FP16) or used not in ("bf16", "fp16")
+        )
         if not published and not policy.allow_unscored_variants and q != Quantization():
             continue
         if current is not None and score is not None and score < current - policy.quality_floor_drop:
@@ -90,13 +105,22 @@ def max_context_needed(dep: InferenceDeployment, model_max: int) -> int:
     wl = dep.workload
     if wl is None:
         return model_max
-    need = wl.input_len.max + wl.output_len.max if wl.input_len.kind != "fixed" else wl.input_len.mean + wl.output_len.max
+    need = (
+        wl.input_len.max + wl.output_len.max
+        if wl.input_len.kind != "fixed"
+        else wl.input_len.mean + wl.output_len.max
+    )
     return int(min(model_max, -(-int(need) // 1024) * 1024))
 
 
 def shapes(
-    dep: InferenceDeployment, pools: list[NodePool], policy: SearchPolicy, catalog: Catalog, seq_len: int,
-    *, batching: list[tuple[int, int]] | None = None,
+    dep: InferenceDeployment,
+    pools: list[NodePool],
+    policy: SearchPolicy,
+    catalog: Catalog,
+    seq_len: int,
+    *,
+    batching: list[tuple[int, int]] | None = None,
 ) -> Iterator[Shape]:
     """Every valid shape; ``batching`` = (max_num_seqs, max_num_batched_tokens) pairs to try
     (default: the deployment's current pair)."""
@@ -121,8 +145,13 @@ def shapes(
                     for seqs, tokens in pairs:
                         try:
                             cfg = cur.with_changes(
-                                gpu=pool.gpu, quantization=quant, tensor_parallel=tp, pipeline_parallel=1,
-                                max_num_seqs=seqs, max_num_batched_tokens=max(tokens, seqs), replicas=1,
+                                gpu=pool.gpu,
+                                quantization=quant,
+                                tensor_parallel=tp,
+                                pipeline_parallel=1,
+                                max_num_seqs=seqs,
+                                max_num_batched_tokens=max(tokens, seqs),
+                                replicas=1,
                             )
                             plan = plan_memory(model, hw, cfg, seq_len)
                             if plan.fits and not plan_memory(model, hw, cfg).fits:

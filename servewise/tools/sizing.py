@@ -33,8 +33,12 @@ class Load:
         return base.model_copy(update={"arrival_rate_per_s": self.rate_per_s, "concurrency": None})
 
 
-def load_for(dep: InferenceDeployment, observed_rate: float | None, policy: SearchPolicy,
-             peak_rate: float | None = None) -> Load:
+def load_for(
+    dep: InferenceDeployment,
+    observed_rate: float | None,
+    policy: SearchPolicy,
+    peak_rate: float | None = None,
+) -> Load:
     wl = dep.workload
     if wl is None:
         raise InputError(f"deployment {dep.ref.key} has no workload to size for", field="workload")
@@ -44,8 +48,10 @@ def load_for(dep: InferenceDeployment, observed_rate: float | None, policy: Sear
     peak = peak_rate if peak_rate else max(rates)
     sample = wl.output_len.sample(np.random.default_rng(0), 4000)
     return Load(
-        input_len=float(wl.input_len.mean), output_len=float(wl.output_len.mean),
-        output_len_p99=float(np.percentile(sample, 99)), rate_per_s=peak * (1 + policy.headroom),
+        input_len=float(wl.input_len.mean),
+        output_len=float(wl.output_len.mean),
+        output_len_p99=float(np.percentile(sample, 99)),
+        rate_per_s=peak * (1 + policy.headroom),
         observed_rate_per_s=observed_rate or wl.arrival_rate_per_s or peak,
     )
 
@@ -60,8 +66,12 @@ class Forecast:
     capacity_rate_per_s: float
 
     def as_dict(self) -> dict[str, float]:
-        return {"ttft_p99_ms": self.ttft_p99_ms, "tpot_p99_ms": self.tpot_p99_ms, "e2e_p99_ms": self.e2e_p99_ms,
-                "ttft_p50_ms": self.ttft_p50_ms}
+        return {
+            "ttft_p99_ms": self.ttft_p99_ms,
+            "tpot_p99_ms": self.tpot_p99_ms,
+            "e2e_p99_ms": self.e2e_p99_ms,
+            "ttft_p50_ms": self.ttft_p50_ms,
+        }
 
 
 def forecast(cal: Calibration, config: ServingConfig, load: Load, network_ms: float = 0.0) -> Forecast:
@@ -71,9 +81,12 @@ def forecast(cal: Calibration, config: ServingConfig, load: Load, network_ms: fl
     ttft99 = p.ttft_ms * cal.tails["ttft"] + network_ms
     tpot99 = p.tpot_ms * cal.tails["tpot"]
     return Forecast(
-        ttft_p99_ms=ttft99, tpot_p99_ms=tpot99,
+        ttft_p99_ms=ttft99,
+        tpot_p99_ms=tpot99,
         e2e_p99_ms=ttft99 + max(load.output_len_p99 - 1, 0) * p.tpot_ms,
-        ttft_p50_ms=p.ttft_ms + network_ms, saturated=p.saturated, capacity_rate_per_s=p.capacity_rate_per_s,
+        ttft_p50_ms=p.ttft_ms + network_ms,
+        saturated=p.saturated,
+        capacity_rate_per_s=p.capacity_rate_per_s,
     )
 
 
@@ -92,7 +105,9 @@ class Sized:
     cost_per_hour: float
 
 
-def size(shape: Shape, load: Load, slo: SLO, cal: Calibration, policy: SearchPolicy, *, extra: int = 0) -> Sized | None:
+def size(
+    shape: Shape, load: Load, slo: SLO, cal: Calibration, policy: SearchPolicy, *, extra: int = 0
+) -> Sized | None:
     """Fewest replicas meeting the SLO (plus ``extra``); None when the pool cannot hold enough.
 
     Latency falls as replicas are added, so a binary search between the capacity bound and the

@@ -18,13 +18,17 @@ SEEDS = (101, 202)
 NUM_REQUESTS = 200
 
 
-def simulated_p99(cal: Calibration, config: ServingConfig, share: Workload, network_ms: float = 0.0) -> dict[str, float]:
+def simulated_p99(
+    cal: Calibration, config: ServingConfig, share: Workload, network_ms: float = 0.0
+) -> dict[str, float]:
     """Simulated p99s of one replica of ``config`` at ``share`` (its part of the load)."""
     return dict(_simulate(config.with_changes(replicas=1), share, cal.efficiency(config), network_ms))
 
 
 @lru_cache(maxsize=20_000)
-def _simulate(config: ServingConfig, share: Workload, eff: Efficiency, network_ms: float) -> tuple[tuple[str, float], ...]:
+def _simulate(
+    config: ServingConfig, share: Workload, eff: Efficiency, network_ms: float
+) -> tuple[tuple[str, float], ...]:
     from servewise.perf.simulator import simulate_config
 
     totals = {"ttft_p99_ms": 0.0, "tpot_p99_ms": 0.0, "e2e_p99_ms": 0.0, "ttft_p50_ms": 0.0}

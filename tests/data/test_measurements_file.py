@@ -18,8 +18,18 @@ MEASUREMENTS = Path(__file__).resolve().parents[2] / "data" / "published" / "mea
 SOURCES_DOC = MEASUREMENTS.with_name("SOURCES.md")
 
 REQUIRED = [
-    "source", "model", "gpu", "num_gpus", "tensor_parallel", "weight_dtype", "kv_dtype",
-    "input_len", "output_len", "concurrency", "metric", "value",
+    "source",
+    "model",
+    "gpu",
+    "num_gpus",
+    "tensor_parallel",
+    "weight_dtype",
+    "kv_dtype",
+    "input_len",
+    "output_len",
+    "concurrency",
+    "metric",
+    "value",
 ]
 EXTRA = ["engine", "engine_version", "note"]
 METRICS = {"throughput_tok_s", "ttft_ms", "tpot_ms"}
@@ -27,12 +37,31 @@ DTYPES = {"bf16", "fp16", "fp8", "int8", "int4", "fp4"}
 ENGINES = {"vllm", "sglang", "trtllm", "tgi", "lmdeploy"}
 # Fallback ids (CONVENTIONS.md) used only when the catalog module is not importable.
 FALLBACK_MODELS = {
-    "llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b", "llama-3.2-1b", "llama-3.2-3b", "qwen2.5-7b",
-    "qwen2.5-32b", "qwen2.5-72b", "mistral-7b", "mixtral-8x7b", "gemma-2-9b", "gemma-2-27b",
+    "llama-3.1-8b",
+    "llama-3.1-70b",
+    "llama-3.1-405b",
+    "llama-3.2-1b",
+    "llama-3.2-3b",
+    "qwen2.5-7b",
+    "qwen2.5-32b",
+    "qwen2.5-72b",
+    "mistral-7b",
+    "mixtral-8x7b",
+    "gemma-2-9b",
+    "gemma-2-27b",
     "deepseek-v2-lite",
 }
 FALLBACK_GPUS = {
-    "a10g", "l4", "l40s", "a100-40gb", "a100-80gb", "h100-pcie", "h100-sxm", "h200", "mi300x", "b200",
+    "a10g",
+    "l4",
+    "l40s",
+    "a100-40gb",
+    "a100-80gb",
+    "h100-pcie",
+    "h100-sxm",
+    "h200",
+    "mi300x",
+    "b200",
 }
 
 
@@ -99,7 +128,9 @@ def test_numbers_are_positive_and_consistent(rows: list[dict[str, str]]) -> None
     for line, r in enumerate(rows, start=2):
         value = float(r["value"])
         assert value > 0, f"line {line}: value {value}"
-        ints = {c: int(r[c]) for c in ("num_gpus", "tensor_parallel", "input_len", "output_len", "concurrency")}
+        ints = {
+            c: int(r[c]) for c in ("num_gpus", "tensor_parallel", "input_len", "output_len", "concurrency")
+        }
         assert all(v > 0 for v in ints.values()), f"line {line}: non-positive field in {ints}"
         assert ints["num_gpus"] % ints["tensor_parallel"] == 0, f"line {line}: TP does not divide num_gpus"
 

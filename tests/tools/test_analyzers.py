@@ -41,8 +41,14 @@ HEALTHY = {
 }
 SLO_ = SLO(ttft_p99_ms=1000, tpot_p99_ms=60, e2e_p99_ms=20000)
 H100 = HardwareSpec(
-    id="h100-sxm", name="H100", memory_gb=80, memory_bandwidth_gbs=3350, tflops={"bf16": 989},
-    interconnect_gbs=450, interconnect="nvlink", price_per_gpu_hour=4.0,
+    id="h100-sxm",
+    name="H100",
+    memory_gb=80,
+    memory_bandwidth_gbs=3350,
+    tflops={"bf16": 989},
+    interconnect_gbs=450,
+    interconnect="nvlink",
+    price_per_gpu_hour=4.0,
 )
 L40S = H100.model_copy(update={"id": "l40s", "interconnect_gbs": 32, "interconnect": "pcie-gen4"})
 
@@ -59,11 +65,16 @@ def make(
         sig.pop(name, None)
     cfg = ServingConfig(model="llama-3.1-8b", gpu="h100-sxm", replicas=2, max_num_seqs=128, **(config or {}))
     dep = InferenceDeployment(
-        ref=DeploymentRef(name="llm"), config=cfg, workload=Workload.fixed(1000, 250, rate=4.0), slo=SLO_,
+        ref=DeploymentRef(name="llm"),
+        config=cfg,
+        workload=Workload.fixed(1000, 250, rate=4.0),
+        slo=SLO_,
         ready_replicas=kw.pop("ready", cfg.replicas),
     )
     tel = DeploymentTelemetry(
-        deployment="llm", replicas=cfg.replicas, signals=sig,
+        deployment="llm",
+        replicas=cfg.replicas,
+        signals=sig,
         evidence={"kv_cache_usage": SignalEvidence(query="avg(vllm:gpu_cache_usage_perc)", window="5m")},
     )
     return AnalysisInput(deployment=dep, telemetry=tel, hardware=kw.pop("hardware", H100), **kw)
@@ -90,7 +101,9 @@ def test_kv_saturation_and_preemptions() -> None:
     assert kv.severity == "critical" and kv.suggested_knob == "quantization.kv_cache"
     ev = {e.signal: e for e in kv.evidence}
     assert ev["kv_cache_usage"].value == 0.97 and ev["kv_cache_usage"].threshold == 0.9
-    assert ev["kv_cache_usage"].query == "avg(vllm:gpu_cache_usage_perc)" and ev["kv_cache_usage"].window == "5m"
+    assert (
+        ev["kv_cache_usage"].query == "avg(vllm:gpu_cache_usage_perc)" and ev["kv_cache_usage"].window == "5m"
+    )
     # with an fp8 KV cache already, the knob is capacity, not the cache format
     fp8 = make({"kv_cache_usage": 0.95}, config={"quantization": Quantization(kv_cache="fp8")})
     kv8 = next(f for f in run_analyzers(fp8) if f.kind == "kv_saturation")
@@ -116,26 +129,56 @@ def test_prefill_bound_ttft() -> None:
 
 
 def test_decode_memory_bound_small_batch() -> None:
-    mem = MemoryPlan(weights_gb=16, activation_gb=2, kv_cache_gb=50, kv_bytes_per_token=131072,
-                     kv_capacity_tokens=400000, max_concurrent_seqs=300, fits=True)
-    inp = make({"itl_p99_ms": 55.0, "requests_running": 8.0, "pod/llm-a/requests_running": 4.0,
-                "pod/llm-b/requests_running": 4.0}, memory=mem)
+    mem = MemoryPlan(
+        weights_gb=16,
+        activation_gb=2,
+        kv_cache_gb=50,
+        kv_bytes_per_token=131072,
+        kv_capacity_tokens=400000,
+        max_concurrent_seqs=300,
+        fits=True,
+    )
+    inp = make(
+        {
+            "itl_p99_ms": 55.0,
+            "requests_running": 8.0,
+            "pod/llm-a/requests_running": 4.0,
+            "pod/llm-b/requests_running": 4.0,
+        },
+        memory=mem,
+    )
     f = next(f for f in run_analyzers(inp) if f.kind == "decode_memory_bound")
     assert f.suggested_knob == "quantization.weights"
-    assert any(e.signal == "itl_p50_ms" and e.threshold == pytest.approx(16 / 3350 * 1e3, rel=1e-3) for e in f.evidence)
+    assert any(
+        e.signal == "itl_p50_ms" and e.threshold == pytest.approx(16 / 3350 * 1e3, rel=1e-3)
+        for e in f.evidence
+    )
 
 
 def test_under_batched_by_max_num_seqs() -> None:
-    inp = make({"requests_running": 256.0, "requests_waiting": 1.5, "kv_cache_usage": 0.3,
-                "pod/llm-a/requests_running": 128.0, "pod/llm-b/requests_running": 128.0})
+    inp = make(
+        {
+            "requests_running": 256.0,
+            "requests_waiting": 1.5,
+            "kv_cache_usage": 0.3,
+            "pod/llm-a/requests_running": 128.0,
+            "pod/llm-b/requests_running": 128.0,
+        }
+    )
     assert "under_batched" in kinds(inp)
-    assert "under_batched" not in kinds(make({"requests_running": 256.0, "requests_waiting": 1.5,
-                                              "kv_cache_usage": 0.85}))
+    assert "under_batched" not in kinds(
+        make({"requests_running": 256.0, "requests_waiting": 1.5, "kv_cache_usage": 0.85})
+    )
 
 
 def test_over_provisioned() -> None:
-    idle = {"gpu_utilization": 0.1, "kv_cache_usage": 0.05, "ttft_p99_ms": 150.0, "itl_p99_ms": 20.0,
-            "e2e_p99_ms": 5000.0}
+    idle = {
+        "gpu_utilization": 0.1,
+        "kv_cache_usage": 0.05,
+        "ttft_p99_ms": 150.0,
+        "itl_p99_ms": 20.0,
+        "e2e_p99_ms": 5000.0,
+    }
     f = next(f for f in run_analyzers(make(idle)) if f.kind == "over_provisioned")
     assert f.suggested_knob == "replicas"
     # idle GPUs but latency close to the SLO: no slack, so not over-provisioned
@@ -143,7 +186,11 @@ def test_over_provisioned() -> None:
 
 
 def test_slo_violations_each_objective() -> None:
-    found = [f for f in run_analyzers(make({"itl_p99_ms": 100.0, "e2e_p99_ms": 25000.0})) if f.kind == "slo_violation"]
+    found = [
+        f
+        for f in run_analyzers(make({"itl_p99_ms": 100.0, "e2e_p99_ms": 25000.0}))
+        if f.kind == "slo_violation"
+    ]
     by_signal = {f.evidence[0].signal: f for f in found}
     assert set(by_signal) == {"itl_p99_ms", "e2e_p99_ms"}
     assert by_signal["itl_p99_ms"].severity == "critical"  # 100/60 > 1.5
@@ -151,13 +198,21 @@ def test_slo_violations_each_objective() -> None:
 
 
 def test_tp_overhead_when_half_tp_fits() -> None:
-    half = MemoryPlan(weights_gb=16, activation_gb=2, kv_cache_gb=50, kv_bytes_per_token=131072,
-                      kv_capacity_tokens=400000, max_concurrent_seqs=300, fits=True)
+    half = MemoryPlan(
+        weights_gb=16,
+        activation_gb=2,
+        kv_cache_gb=50,
+        kv_bytes_per_token=131072,
+        kv_capacity_tokens=400000,
+        max_concurrent_seqs=300,
+        fits=True,
+    )
     inp = make(config={"tensor_parallel": 2}, memory_half_tp=half, hardware=L40S)
     f = next(f for f in run_analyzers(inp) if f.kind == "tp_overhead")
     assert f.severity == "warning" and f.suggested_knob == "tensor_parallel"
-    assert "tp_overhead" not in kinds(make(config={"tensor_parallel": 2}, memory_half_tp=half.model_copy(
-        update={"fits": False})))
+    assert "tp_overhead" not in kinds(
+        make(config={"tensor_parallel": 2}, memory_half_tp=half.model_copy(update={"fits": False}))
+    )
 
 
 def test_replica_imbalance_and_missing_pod_data() -> None:
@@ -187,8 +242,14 @@ def test_wrong_gpu_class() -> None:
     ],
 )
 def test_pod_failures_from_events(event: str, kind: str) -> None:
-    ro = RolloutStatus(ref=DeploymentRef(name="llm"), done=False, desired_replicas=2, updated_replicas=2,
-                       available_replicas=1, events=[event])
+    ro = RolloutStatus(
+        ref=DeploymentRef(name="llm"),
+        done=False,
+        desired_replicas=2,
+        updated_replicas=2,
+        available_replicas=1,
+        events=[event],
+    )
     found = run_analyzers(make(rollout=ro))
     assert found[0].kind == kind and found[0].severity == "critical"
 
@@ -206,8 +267,10 @@ def test_no_telemetry_only_health_is_checked() -> None:
 
 
 def test_prefill_bound_budget_starved_even_under_queueing() -> None:
-    inp = make({"ttft_p99_ms": 9000.0, "prompt_tokens_per_s": 4.0 * 5000, "requests_waiting": 8.0},
-               config={"max_num_batched_tokens": 256})
+    inp = make(
+        {"ttft_p99_ms": 9000.0, "prompt_tokens_per_s": 4.0 * 5000, "requests_waiting": 8.0},
+        config={"max_num_batched_tokens": 256},
+    )
     f = next(f for f in run_analyzers(inp) if f.kind == "prefill_bound")
     assert f.severity == "critical" and f.suggested_knob == "max_num_batched_tokens"
     # long prompts within the budget, decode fine, short queue: prefill compute is the bottleneck
@@ -215,8 +278,9 @@ def test_prefill_bound_budget_starved_even_under_queueing() -> None:
     f2 = next(f for f in run_analyzers(long) if f.kind == "prefill_bound")
     assert f2.suggested_knob == "tensor_parallel"
     # ... but with a long queue the queue explains the TTFT
-    assert "prefill_bound" not in kinds(make({"ttft_p99_ms": 1500.0, "prompt_tokens_per_s": 4.0 * 6000,
-                                              "requests_waiting": 8.0}))
+    assert "prefill_bound" not in kinds(
+        make({"ttft_p99_ms": 1500.0, "prompt_tokens_per_s": 4.0 * 6000, "requests_waiting": 8.0})
+    )
 
 
 def test_cheaper_config_names_the_first_changed_knob() -> None:
@@ -224,7 +288,11 @@ def test_cheaper_config_names_the_first_changed_knob() -> None:
 
     current = make().config
     pick = ModelPick(current.with_changes(quantization=Quantization(weights="fp8"), replicas=1), "h100", 4.0)
-    f = next(f for f in run_analyzers(make(model_pick=pick, current_cost_per_hour=8.0)) if f.kind == "cheaper_config")
+    f = next(
+        f
+        for f in run_analyzers(make(model_pick=pick, current_cost_per_hour=8.0))
+        if f.kind == "cheaper_config"
+    )
     assert f.suggested_knob == "quantization.weights" and "replicas: 2 -> 1" in f.summary
     assert "cheaper_config" not in kinds(make(model_pick=pick, current_cost_per_hour=4.5))
 

@@ -14,7 +14,9 @@ from servewise.cli import app
 @pytest.mark.slow
 def test_analyze_json_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SERVEWISE_HOME", str(tmp_path / "home"))
-    res = CliRunner().invoke(app, ["analyze", "--cluster", "sim:demo", "--json", "--report", str(tmp_path / "out")])
+    res = CliRunner().invoke(
+        app, ["analyze", "--cluster", "sim:demo", "--json", "--report", str(tmp_path / "out")]
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     by = {(f["ref"]["name"], f["kind"]) for f in doc["findings"]}

@@ -34,13 +34,20 @@ SLO_ = SLO(ttft_p99_ms=1500, tpot_p99_ms=60)
 
 def deployment(**cfg: object) -> InferenceDeployment:
     config = ServingConfig(model="llama-3.1-8b", gpu="h100-sxm", tensor_parallel=2, replicas=2, **cfg)
-    return InferenceDeployment(ref=DeploymentRef(name="rag"), config=config, pool="h100",
-                               workload=Workload.fixed(2000, 200, rate=6.0), slo=SLO_)
+    return InferenceDeployment(
+        ref=DeploymentRef(name="rag"),
+        config=config,
+        pool="h100",
+        workload=Workload.fixed(2000, 200, rate=6.0),
+        slo=SLO_,
+    )
 
 
 def truth_for(seed: int) -> dict[str, Efficiency]:
-    return {g: default_efficiency("vllm", g).perturbed(np.random.default_rng(seed + i), 0.15)
-            for i, g in enumerate(["h100-sxm", "l40s", "a10g"])}
+    return {
+        g: default_efficiency("vllm", g).perturbed(np.random.default_rng(seed + i), 0.15)
+        for i, g in enumerate(["h100-sxm", "l40s", "a10g"])
+    }
 
 
 def truth_bench(truth: dict[str, Efficiency], calls: list[BenchmarkRequest]):
@@ -50,13 +57,27 @@ def truth_bench(truth: dict[str, Efficiency], calls: list[BenchmarkRequest]):
         calls.append(req)
         cfg = req.config
         assert cfg is not None and req.workload.arrival_rate_per_s is not None
-        p = predict_load(cfg, input_len=int(req.workload.input_len.mean), output_len=int(req.workload.output_len.mean),
-                         arrival_rate_per_s=req.workload.arrival_rate_per_s, efficiency=truth[cfg.gpu])
+        p = predict_load(
+            cfg,
+            input_len=int(req.workload.input_len.mean),
+            output_len=int(req.workload.output_len.mean),
+            arrival_rate_per_s=req.workload.arrival_rate_per_s,
+            efficiency=truth[cfg.gpu],
+        )
         ttft, tpot = (p.ttft_ms * 10, p.tpot_ms * 10) if p.saturated else (p.ttft_ms, p.tpot_ms)
-        return BenchmarkResult(ref=req.ref, config=cfg, workload=req.workload, completed=200,
-                               throughput_tok_s=p.throughput_tok_s, request_throughput_per_s=p.arrival_rate_per_s,
-                               ttft_p50_ms=ttft, ttft_p99_ms=ttft * 1.8, tpot_p50_ms=tpot, tpot_p99_ms=tpot * 1.2,
-                               e2e_p99_ms=ttft * 1.8 + 199 * tpot)
+        return BenchmarkResult(
+            ref=req.ref,
+            config=cfg,
+            workload=req.workload,
+            completed=200,
+            throughput_tok_s=p.throughput_tok_s,
+            request_throughput_per_s=p.arrival_rate_per_s,
+            ttft_p50_ms=ttft,
+            ttft_p99_ms=ttft * 1.8,
+            tpot_p50_ms=tpot,
+            tpot_p99_ms=tpot * 1.2,
+            e2e_p99_ms=ttft * 1.8 + 199 * tpot,
+        )
 
     return bench
 
@@ -65,7 +86,9 @@ def test_calibration_recovers_truth_from_one_observation() -> None:
     truth = default_efficiency("vllm", "l40s").scaled(memory=0.8, attention_memory=0.85, compute=1.1)
     cfg = ServingConfig(model="llama-3.1-8b", gpu="l40s")
     p = predict_load(cfg, input_len=1000, output_len=200, arrival_rate_per_s=2.0, efficiency=truth)
-    cal = fit_calibration([Observation(cfg, 1000, 200, 2.0, p.ttft_ms, p.tpot_ms, p.ttft_ms * 2, p.tpot_ms * 1.3)])
+    cal = fit_calibration(
+        [Observation(cfg, 1000, 200, 2.0, p.ttft_ms, p.tpot_ms, p.ttft_ms * 2, p.tpot_ms * 1.3)]
+    )
     other = cfg.with_changes(max_num_seqs=64, max_num_batched_tokens=4096)
     true = predict_load(other, input_len=1000, output_len=200, arrival_rate_per_s=3.0, efficiency=truth)
     fitted = predict_with(cal, other, 1000, 200, 3.0)
@@ -95,15 +118,22 @@ def test_sizing_finds_the_fewest_replicas() -> None:
     policy = SearchPolicy()
     load = load_for(dep, None, policy)
     assert load.rate_per_s == pytest.approx(6.0 * 1.2)
-    shape = next(s for s in shapes(dep, POOLS, policy, get_catalog(), 2400) if s.pool.name == "l40s"
-                 and s.config.quantization.weights.value == "bf16" and s.config.tensor_parallel == 1)
+    shape = next(
+        s
+        for s in shapes(dep, POOLS, policy, get_catalog(), 2400)
+        if s.pool.name == "l40s"
+        and s.config.quantization.weights.value == "bf16"
+        and s.config.tensor_parallel == 1
+    )
     sized = size(shape, load, SLO_, Calibration(), policy)
     assert sized is not None
     assert meets(SLO_, sized.forecast.as_dict(), policy.slo_margin)
     if sized.config.replicas > 1:
         fewer = forecast(Calibration(), sized.config.with_changes(replicas=sized.config.replicas - 1), load)
         assert fewer.saturated or not meets(SLO_, fewer.as_dict(), policy.slo_margin)
-    assert sized.cost_per_hour == pytest.approx(sized.config.replicas * get_catalog().gpu("l40s").price_per_gpu_hour)
+    assert sized.cost_per_hour == pytest.approx(
+        sized.config.replicas * get_catalog().gpu("l40s").price_per_gpu_hour
+    )
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -158,9 +188,11 @@ def test_every_shape_can_start_with_its_max_model_len() -> None:
     from servewise.perf.memory import plan_memory
 
     dep = InferenceDeployment(
-        ref=DeploymentRef(name="big"), pool="h100",
+        ref=DeploymentRef(name="big"),
+        pool="h100",
         config=ServingConfig(model="llama-3.1-70b", gpu="h100-sxm", tensor_parallel=4, replicas=1),
-        workload=Workload.fixed(1500, 300, rate=0.5), slo=SLO_,
+        workload=Workload.fixed(1500, 300, rate=0.5),
+        slo=SLO_,
     )
     cat = get_catalog()
     found = list(shapes(dep, POOLS, SearchPolicy(), cat, 1800))

@@ -10,8 +10,17 @@ from servewise.tools.context import ToolContext, use_context
 from servewise.tools.placing import optimize_fleet
 from servewise.tools.registry import ToolError, registry
 
-EXPECTED = {"list_fleet", "get_telemetry", "analyze_deployment", "analyze_fleet", "predict_performance", "what_if",
-            "optimize_deployment", "optimize_fleet", "run_benchmark"}
+EXPECTED = {
+    "list_fleet",
+    "get_telemetry",
+    "analyze_deployment",
+    "analyze_fleet",
+    "predict_performance",
+    "what_if",
+    "optimize_deployment",
+    "optimize_fleet",
+    "run_benchmark",
+}
 
 
 def test_every_tool_is_registered_with_a_schema() -> None:
@@ -35,7 +44,9 @@ def test_analyze_and_what_if_through_the_registry(ctx) -> None:
         assert not isinstance(out, ToolError), out
         kinds = {f.kind for f in out.findings}  # type: ignore[attr-defined]
         assert "kv_saturation" in kinds  # the scenario's documented problem
-        wi = registry.call("what_if", {"name": "rag-search", "namespace": "search", "changes": {"replicas": 1}})
+        wi = registry.call(
+            "what_if", {"name": "rag-search", "namespace": "search", "changes": {"replicas": 1}}
+        )
         assert not isinstance(wi, ToolError), wi
         assert wi.after.replicas == 1 and wi.after.cost_per_hour < wi.before.cost_per_hour  # type: ignore[attr-defined]
         bad = registry.call("analyze_deployment", {"name": "nope"})
@@ -44,8 +55,13 @@ def test_analyze_and_what_if_through_the_registry(ctx) -> None:
 
 def _dep(name: str, rate: float) -> InferenceDeployment:
     cfg = ServingConfig(model="llama-3.1-8b", gpu="h100-sxm", replicas=1)
-    return InferenceDeployment(ref=DeploymentRef(name=name), config=cfg, pool="big",
-                               workload=Workload.fixed(1000, 200, rate=rate), slo=SLO(ttft_p99_ms=2000, tpot_p99_ms=80))
+    return InferenceDeployment(
+        ref=DeploymentRef(name=name),
+        config=cfg,
+        pool="big",
+        workload=Workload.fixed(1000, 200, rate=rate),
+        slo=SLO(ttft_p99_ms=2000, tpot_p99_ms=80),
+    )
 
 
 def test_fleet_milp_respects_pool_capacity() -> None:
@@ -71,6 +87,10 @@ def test_optimize_deployment_tool_on_the_twin(ctx) -> None:
         assert prop is not None and prop.predicted.cost_per_hour_after < prop.predicted.cost_per_hour_before
         assert prop.predicted.validated_by.startswith("benchmark:") and prop.measured is not None
         assert 1 <= len(plan.trials) <= 8  # type: ignore[attr-defined]
-        assert prop.manifest_patch and all(op["op"] in ("add", "remove", "replace") for op in prop.manifest_patch)
+        assert prop.manifest_patch and all(
+            op["op"] in ("add", "remove", "replace") for op in prop.manifest_patch
+        )
         # a proposal is only a proposal: the twin still runs the old config
-        assert ctx.cluster.get_deployment(DeploymentRef(name="rag-search", namespace="search")).config == before
+        assert (
+            ctx.cluster.get_deployment(DeploymentRef(name="rag-search", namespace="search")).config == before
+        )

@@ -102,7 +102,11 @@ class AnalysisInput:
         knob: str | None,
     ) -> Finding:
         return Finding(
-            ref=self.deployment.ref, kind=kind, severity=severity, summary=summary, evidence=evidence,
+            ref=self.deployment.ref,
+            kind=kind,
+            severity=severity,
+            summary=summary,
+            evidence=evidence,
             suggested_knob=knob,
         )
 

@@ -11,7 +11,11 @@ from servewise.tools.analyzers.base import AnalysisInput
 _EVENT_KINDS = (
     ("oom", re.compile(r"OOMKilled|out of memory|CUDA out of memory", re.I), "gpu_memory_utilization"),
     ("crash_loop", re.compile(r"CrashLoopBackOff|Back-off restarting|Error: exit", re.I), None),
-    ("unschedulable", re.compile(r"FailedScheduling|Unschedulable|Insufficient nvidia\.com/gpu", re.I), "gpu"),
+    (
+        "unschedulable",
+        re.compile(r"FailedScheduling|Unschedulable|Insufficient nvidia\.com/gpu", re.I),
+        "gpu",
+    ),
 )
 IMBALANCE = 1.5  # busiest pod / mean above this is imbalance
 IMBALANCE_MIN_GAP = 4.0  # ... and at least this many requests apart
@@ -31,8 +35,15 @@ def pod_failures(inp: AnalysisInput) -> list[Finding]:
                         kind,
                         Severity.CRITICAL,
                         f"{len(hits)} event(s) show {kind.replace('_', ' ')}: {hits[0][:160]}",
-                        [Evidence(signal="events", value=float(len(hits)), threshold=0.0, window=inp.window,
-                                  query=f"rollout_status({inp.deployment.ref.key}).events")],
+                        [
+                            Evidence(
+                                signal="events",
+                                value=float(len(hits)),
+                                threshold=0.0,
+                                window=inp.window,
+                                query=f"rollout_status({inp.deployment.ref.key}).events",
+                            )
+                        ],
                         knob,
                     )
                 )
@@ -46,9 +57,17 @@ def pod_failures(inp: AnalysisInput) -> list[Finding]:
             inp.finding(
                 "replicas_unavailable",
                 Severity.CRITICAL if ready == 0 else Severity.WARNING,
-                f"only {ready} of {desired} replicas are available" + (f" ({ro.reason})" if ro and ro.reason else ""),
-                [Evidence(signal="available_replicas", value=float(ready), threshold=float(desired),
-                          window=inp.window, query=f"rollout_status({inp.deployment.ref.key})")],
+                f"only {ready} of {desired} replicas are available"
+                + (f" ({ro.reason})" if ro and ro.reason else ""),
+                [
+                    Evidence(
+                        signal="available_replicas",
+                        value=float(ready),
+                        threshold=float(desired),
+                        window=inp.window,
+                        query=f"rollout_status({inp.deployment.ref.key})",
+                    )
+                ],
                 "replicas",
             )
         )
@@ -72,8 +91,15 @@ def replica_imbalance(inp: AnalysisInput) -> list[Finding]:
             Severity.WARNING,
             f"pod {busiest} runs {top:.0f} requests vs a mean of {mean:.1f} over {len(pods)} pods: the load "
             "balancer is not spreading load (sticky sessions or prefix-affinity routing?).",
-            [Evidence(signal=f"pod/{busiest}/requests_running", value=top, threshold=IMBALANCE * mean,
-                      window=inp.window, query=inp.evidence("requests_running").query)],
+            [
+                Evidence(
+                    signal=f"pod/{busiest}/requests_running",
+                    value=top,
+                    threshold=IMBALANCE * mean,
+                    window=inp.window,
+                    query=inp.evidence("requests_running").query,
+                )
+            ],
             "load_balancer",
         )
     ]
@@ -85,7 +111,9 @@ def coverage_notes(inp: AnalysisInput) -> list[str]:
     if inp.telemetry is None:
         notes.append(f"{inp.deployment.ref.key}: no telemetry; only rollout health was checked")
     elif inp.replicas() > 1 and len(inp.pod_signals()) < 2:
-        notes.append(f"{inp.deployment.ref.key}: replica imbalance not assessed: the snapshot has no per-pod series")
+        notes.append(
+            f"{inp.deployment.ref.key}: replica imbalance not assessed: the snapshot has no per-pod series"
+        )
     if inp.deployment.slo is None:
         notes.append(f"{inp.deployment.ref.key}: no SLO declared; SLO and slack checks skipped")
     if inp.telemetry is not None and inp.telemetry.missing:

@@ -99,8 +99,11 @@ def prefill_bound(inp: AnalysisInput) -> list[Finding]:
             Severity.CRITICAL if starved and chunks >= 4 else Severity.WARNING,
             f"TTFT p99 {ttft:.0f} ms with ~{in_len:.0f}-token prompts and a {budget}-token step budget "
             f"({chunks:.1f} budgets per prompt): "
-            + ("prefill is chunked too finely; raise max_num_batched_tokens."
-               if starved else "prefill compute dominates; more tensor parallelism or a faster GPU helps."),
+            + (
+                "prefill is chunked too finely; raise max_num_batched_tokens."
+                if starved
+                else "prefill compute dominates; more tensor parallelism or a faster GPU helps."
+            ),
             [inp.evidence("ttft_p99_ms", _ttft_limit(inp)), inp.evidence("prompt_tokens_per_s")],
             "max_num_batched_tokens" if starved else "tensor_parallel",
         )
@@ -128,8 +131,11 @@ def decode_memory_bound(inp: AnalysisInput) -> list[Finding]:
             "decode_memory_bound",
             Severity.WARNING,
             f"ITL p99 {itl:.1f} ms at only {per_replica:.1f} running sequences per replica: decode is "
-            + ("bound by streaming 16-bit weights; fp8/int4 weights cut the bytes per step."
-               if w16 else "memory-bound; more tensor parallelism adds bandwidth per replica."),
+            + (
+                "bound by streaming 16-bit weights; fp8/int4 weights cut the bytes per step."
+                if w16
+                else "memory-bound; more tensor parallelism adds bandwidth per replica."
+            ),
             evidence,
             "quantization.weights" if w16 else "tensor_parallel",
         )
@@ -150,7 +156,10 @@ def under_batched(inp: AnalysisInput) -> list[Finding]:
             Severity.WARNING,
             f"{running:.0f} of max {cap} sequences running with {waiting:.1f} waiting but KV only {kv:.0%} "
             "used: max_num_seqs caps the batch; raise it.",
-            [inp.evidence("requests_running", UNDER_BATCH_RUNNING * cap), inp.evidence("kv_cache_usage", UNDER_BATCH_KV)],
+            [
+                inp.evidence("requests_running", UNDER_BATCH_RUNNING * cap),
+                inp.evidence("kv_cache_usage", UNDER_BATCH_KV),
+            ],
             "max_num_seqs",
         )
     ]
@@ -166,7 +175,11 @@ def over_provisioned(inp: AnalysisInput) -> list[Finding]:
     slo = inp.deployment.slo
     if slo is None:
         return []
-    checks = [("ttft_p99_ms", slo.ttft_p99_ms), ("itl_p99_ms", slo.tpot_p99_ms), ("e2e_p99_ms", slo.e2e_p99_ms)]
+    checks = [
+        ("ttft_p99_ms", slo.ttft_p99_ms),
+        ("itl_p99_ms", slo.tpot_p99_ms),
+        ("e2e_p99_ms", slo.e2e_p99_ms),
+    ]
     evidence = [inp.evidence("gpu_utilization", IDLE_UTIL)]
     for name, limit in checks:
         if limit is None:

@@ -20,7 +20,9 @@ def tp_overhead(inp: AnalysisInput) -> list[Finding]:
     if half.max_concurrent_seqs < need:
         return []
     slow = inp.hardware is not None and inp.hardware.interconnect_gbs < SLOW_FABRIC_GBS
-    fabric = f"{inp.hardware.interconnect} ({inp.hardware.interconnect_gbs:.0f} GB/s)" if inp.hardware else "?"
+    fabric = (
+        f"{inp.hardware.interconnect} ({inp.hardware.interconnect_gbs:.0f} GB/s)" if inp.hardware else "?"
+    )
     return [
         inp.finding(
             "tp_overhead",
@@ -28,10 +30,20 @@ def tp_overhead(inp: AnalysisInput) -> list[Finding]:
             f"TP={tp} over {fabric}: the model fits at TP={tp // 2} with room for {half.max_concurrent_seqs} "
             f"sequences; two TP={tp // 2} replicas avoid the all-reduce cost per layer.",
             [
-                Evidence(signal="tensor_parallel", value=float(tp), threshold=float(tp // 2), window=inp.window,
-                         query="config"),
-                Evidence(signal="max_concurrent_seqs_at_half_tp", value=float(half.max_concurrent_seqs),
-                         threshold=need, window=inp.window, query="perf.memory.plan_memory"),
+                Evidence(
+                    signal="tensor_parallel",
+                    value=float(tp),
+                    threshold=float(tp // 2),
+                    window=inp.window,
+                    query="config",
+                ),
+                Evidence(
+                    signal="max_concurrent_seqs_at_half_tp",
+                    value=float(half.max_concurrent_seqs),
+                    threshold=need,
+                    window=inp.window,
+                    query="perf.memory.plan_memory",
+                ),
             ],
             "tensor_parallel",
         )
@@ -58,16 +70,31 @@ def wrong_gpu_class(inp: AnalysisInput) -> list[Finding]:
             Severity.WARNING,
             f"{inp.config.gpu} costs ${cost:.2f}/h; {best.replicas}x {best.gpu} (TP={best.tensor_parallel}) is "
             f"predicted to serve the observed load for ${best.cost_per_hour:.2f}/h.",
-            [Evidence(signal="cost_per_hour", value=round(best.cost_per_hour, 3), threshold=round(CHEAPER * cost, 3),
-                      window=inp.window, query=f"perf.analytical.predict_load(gpu={best.gpu})")],
+            [
+                Evidence(
+                    signal="cost_per_hour",
+                    value=round(best.cost_per_hour, 3),
+                    threshold=round(CHEAPER * cost, 3),
+                    window=inp.window,
+                    query=f"perf.analytical.predict_load(gpu={best.gpu})",
+                )
+            ],
             "gpu",
         )
     ]
 
 
 # Knobs in the order a change is named by (the first one that differs).
-_KNOBS = ("model", "quantization.weights", "gpu", "tensor_parallel", "quantization.kv_cache", "max_num_seqs",
-          "max_num_batched_tokens", "replicas")
+_KNOBS = (
+    "model",
+    "quantization.weights",
+    "gpu",
+    "tensor_parallel",
+    "quantization.kv_cache",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "replicas",
+)
 
 
 def _knob_value(config: object, knob: str) -> object:
@@ -91,8 +118,15 @@ def cheaper_config(inp: AnalysisInput) -> list[Finding]:
             Severity.WARNING,
             f"predicted to meet the SLO at peak load for ${pick.cost_per_hour:.2f}/h instead of ${cost:.2f}/h "
             f"with {what} (model only: run optimize_deployment to benchmark it).",
-            [Evidence(signal="cost_per_hour", value=round(pick.cost_per_hour, 3), threshold=round(CHEAPER * cost, 3),
-                      window=inp.window, query="optimizer.search(calibrated on telemetry)")],
+            [
+                Evidence(
+                    signal="cost_per_hour",
+                    value=round(pick.cost_per_hour, 3),
+                    threshold=round(CHEAPER * cost, 3),
+                    window=inp.window,
+                    query="optimizer.search(calibrated on telemetry)",
+                )
+            ],
             changed[0],
         )
     ]
