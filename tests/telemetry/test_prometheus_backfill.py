@@ -61,7 +61,9 @@ def test_snapshot_matches_the_twins_ground_truth(backfilled: Any) -> None:
             offered / dep.serving.replicas,
         )
         if not truth.saturated:
-            assert got.signals["request_rate_per_s"] == pytest.approx(offered, rel=0.12), key
+            # Poisson arrivals: a 15-minute count of N requests is off by ~1/sqrt(N); allow 4 sigma
+            tolerance = max(0.12, 4.0 / float(np.sqrt(max(offered * 900.0, 1.0))))
+            assert got.signals["request_rate_per_s"] == pytest.approx(offered, rel=tolerance), key
         assert got.signals["kv_cache_usage"] == pytest.approx(truth.kv_usage, rel=0.25, abs=0.03), key
         # ITL p50 through coarse buckets: within the bucket-interpolation error
         assert got.signals["itl_p50_ms"] == pytest.approx(truth.tpot_ms, rel=0.5), key
