@@ -15,20 +15,6 @@ from servewise.testing.fake_fleet import FakeCluster, FleetState
 FAKE = "py:servewise.testing.fake_fleet:environment"
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("SERVEWISE_HOME", str(tmp_path))
-    for var in (
-        "OPENAI_BASE_URL",
-        "OPENAI_API_KEY",
-        "SERVEWISE_MODEL",
-        "SERVEWISE_CRASH_AT",
-        "SERVEWISE_FAKE_FLEET",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path
-
-
 def console_config(home: Path, **kw: object) -> ConsoleConfig:
     """A console on the fake fleet; ``home`` is the fixture that points SERVEWISE_HOME at a temp dir."""
     assert os.environ["SERVEWISE_HOME"] == str(home)

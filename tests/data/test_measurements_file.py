@@ -14,25 +14,15 @@ from typing import Any
 
 import pytest
 
+from servewise.perf.measurements import METRICS as MEASURED_METRICS
+from servewise.perf.measurements import REQUIRED_COLUMNS
+
 MEASUREMENTS = Path(__file__).resolve().parents[2] / "data" / "published" / "measurements.csv"
 SOURCES_DOC = MEASUREMENTS.with_name("SOURCES.md")
 
-REQUIRED = [
-    "source",
-    "model",
-    "gpu",
-    "num_gpus",
-    "tensor_parallel",
-    "weight_dtype",
-    "kv_dtype",
-    "input_len",
-    "output_len",
-    "concurrency",
-    "metric",
-    "value",
-]
+REQUIRED = list(REQUIRED_COLUMNS)  # the reader's own list (CONVENTIONS.md)
 EXTRA = ["engine", "engine_version", "note"]
-METRICS = {"throughput_tok_s", "ttft_ms", "tpot_ms"}
+METRICS = set(MEASURED_METRICS)
 DTYPES = {"bf16", "fp16", "fp8", "int8", "int4", "fp4"}
 ENGINES = {"vllm", "sglang", "trtllm", "tgi", "lmdeploy"}
 # Fallback ids (CONVENTIONS.md) used only when the catalog module is not importable.

@@ -16,20 +16,6 @@ FAKE = "py:servewise.testing.fake_fleet:environment"
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("SERVEWISE_HOME", str(tmp_path))
-    for var in (
-        "OPENAI_BASE_URL",
-        "OPENAI_API_KEY",
-        "SERVEWISE_MODEL",
-        "SERVEWISE_CRASH_AT",
-        "SERVEWISE_FAKE_FLEET",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path
-
-
-@pytest.fixture
 def env(home: Path) -> Environment:
     from servewise.testing.fake_fleet import environment
 
