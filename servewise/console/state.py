@@ -72,6 +72,9 @@ class ConsoleState:
     work_lock: threading.RLock = field(default_factory=threading.RLock)
     read_lock: threading.Lock = field(default_factory=threading.Lock)
     failures: dict[str, str] = field(default_factory=dict)
+    # runs the background worker has queued or is executing: between two nodes their checkpoint
+    # looks like a run stopped by a crash ("interrupted"), but they are still in flight
+    in_flight: set[str] = field(default_factory=set)
     _executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="servewise-run")
     )
@@ -135,6 +138,7 @@ class ConsoleState:
         run_id = new_run_id()
         opts = self.options()
         self.service.audit.upsert_run(run_id, cluster=opts.cluster, status="queued")
+        self.in_flight.add(run_id)
         return run_id, self._executor.submit(self._run, run_id, opts)
 
     def _run(self, run_id: str, opts: RunOptions) -> RunView:
@@ -146,6 +150,8 @@ class ConsoleState:
             self.failures[run_id] = f"{type(exc).__name__}: {exc}"
             self.service.audit.upsert_run(run_id, cluster=opts.cluster, status="failed", summary=str(exc))
             raise
+        finally:
+            self.in_flight.discard(run_id)
         self._refresh_reads()
         return view
 
@@ -166,6 +172,8 @@ class ConsoleState:
                 raise
             narrative = self.failures.get(run_id, record.summary)
             return RunView(run_id=run_id, status=record.status, narrative=narrative)
+        if run_id in self.in_flight and view.status == "interrupted":
+            return view.model_copy(update={"status": "running"})
         error = self.failures.get(run_id)
         if error and view.next:  # stopped by an error between nodes: say why and how to go on
             note = (
