@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ FITTED = (
     "seq_overhead_us",
     "int4_compute_penalty",
 )
-FRACTION_MAX = 0.98
 # Physically plausible ranges (absolute); the fit never leaves them, so a source's quirks show up
 # as that source's error instead of an absurd factor that breaks every other prediction.
 RANGES = {
@@ -51,11 +49,8 @@ MIN_ROWS_VENDOR_FIT = 6
 
 
 def _with(base: Efficiency, x: np.ndarray) -> Efficiency:
-    values = {f.name: getattr(base, f.name) for f in fields(base)}
-    for name, lx in zip(FITTED, x, strict=True):
-        v = values[name] * float(np.exp(lx))
-        values[name] = min(v, FRACTION_MAX) if name not in ("step_overhead_ms", "seq_overhead_us") else v
-    return Efficiency(**values)
+    """``base`` with the ``FITTED`` factors multiplied by ``exp(x)``, fractions kept physical."""
+    return base.scaled(**{name: float(np.exp(lx)) for name, lx in zip(FITTED, x, strict=True)}).clipped()
 
 
 # Hardware-kernel factors are shared physics and move little between engines; engine overheads

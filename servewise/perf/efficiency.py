@@ -49,18 +49,17 @@ class Efficiency:
 
     def perturbed(self, rng: np.random.Generator, scale: float = 0.15) -> Efficiency:
         """A randomly perturbed copy (log-normal, ``scale`` ~ relative std), fractions kept < 1."""
-        values = {}
-        for f in fields(self):
-            v = getattr(self, f.name) * float(np.exp(rng.normal(0.0, scale)))
-            if f.name in _FRACTIONS:
-                v = min(v, 0.98)
-            values[f.name] = v
-        return Efficiency(**values)
+        return self.scaled(**{f.name: float(np.exp(rng.normal(0.0, scale))) for f in fields(self)}).clipped()
+
+    def clipped(self) -> Efficiency:
+        """A copy whose fractions of peak stay at or below ``FRACTION_MAX``."""
+        return replace(self, **{k: min(getattr(self, k), FRACTION_MAX) for k in _FRACTIONS})
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
+FRACTION_MAX = 0.98
 _FRACTIONS = {"compute", "memory", "attention_memory", "attention_compute", "comm", "int4_compute_penalty"}
 
 
