@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from servewise.tools.analyzing import FleetAnalysis
 from servewise.tools.proposing import DeploymentPlan
+
+
+def _save(fig: Any, out_dir: Path, name: str) -> str:
+    """Write ``fig`` as ``out_dir/name``, release it, and return the file name."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    return name
 
 
 def _plot_plan(plan: DeploymentPlan, out_dir: Path) -> list[str]:
@@ -35,11 +46,7 @@ def _plot_plan(plan: DeploymentPlan, out_dir: Path) -> list[str]:
         ax.set_ylabel("e2e p99 (s)")
         ax.set_title(f"{plan.namespace}/{plan.deployment}")
         ax.legend(fontsize=7)
-        name = f"pareto-{plan.namespace}-{plan.deployment}.png"
-        fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=110)
-        plt.close(fig)
-        files.append(name)
+        files.append(_save(fig, out_dir, f"pareto-{plan.namespace}-{plan.deployment}.png"))
     pts = [
         (t.predicted[k], t.measured[k], k)
         for t in plan.trials
@@ -59,11 +66,7 @@ def _plot_plan(plan: DeploymentPlan, out_dir: Path) -> list[str]:
         ax.set_xlabel("measured (ms)")
         ax.set_ylabel("predicted before the run (ms)")
         ax.legend(fontsize=7)
-        name = f"pred-vs-meas-{plan.namespace}-{plan.deployment}.png"
-        fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=110)
-        plt.close(fig)
-        files.append(name)
+        files.append(_save(fig, out_dir, f"pred-vs-meas-{plan.namespace}-{plan.deployment}.png"))
     if plan.before and plan.after:
         keys = [k for k in ("ttft_p99_ms", "tpot_p99_ms") if k in plan.before and k in plan.after]
         fig, ax = plt.subplots(figsize=(4, 3))
@@ -74,11 +77,7 @@ def _plot_plan(plan: DeploymentPlan, out_dir: Path) -> list[str]:
         ax.set_yscale("log")
         ax.set_ylabel("ms at peak + headroom")
         ax.legend(fontsize=7)
-        name = f"before-after-{plan.namespace}-{plan.deployment}.png"
-        fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=110)
-        plt.close(fig)
-        files.append(name)
+        files.append(_save(fig, out_dir, f"before-after-{plan.namespace}-{plan.deployment}.png"))
     return files
 
 
