@@ -1,7 +1,7 @@
 """Analytical performance model of one LLM-serving replica.
 
 Per-iteration latency of a mixed prefill/decode batch is a roofline over the kernels of one
-forward pass (GEMMs: compute vs weight streaming; attention: KV reads for decode, FLOPs for
+forward pass (GEMMs: compute plus weight streaming; attention: KV reads for decode, FLOPs for
 prefill; tensor-parallel all-reduces over the interconnect; fixed engine overheads), scaled by
 fitted ``Efficiency`` factors. Steady states follow from it:
 
@@ -29,6 +29,16 @@ from servewise.perf.memory import plan_memory
 from servewise.perf.shapes import ReplicaShape, replica_shape
 
 MAX_LEN = 2_000_000
+# KV tokens an engine's admission sets aside per running request, as a share of its output length.
+# vLLM and SGLang admit on the sequence's current size and preempt when blocks run out, so running
+# sequences hold ``i + o/2`` tokens on average. TensorRT-LLM's default capacity scheduler
+# (GUARANTEED_NO_EVICT) and TGI's token budget reserve the prompt plus the whole output up front.
+OUTPUT_RESERVED = {"trtllm": 1.0, "tgi": 1.0}
+
+
+def kv_tokens_per_request(engine: str, input_len: Any, output_len: Any) -> Any:
+    """KV-cache tokens one admitted request takes from the capacity under ``engine``'s admission."""
+    return input_len + OUTPUT_RESERVED.get(engine, 0.5) * output_len
 
 
 def step_time(
@@ -53,7 +63,10 @@ def step_time(
     frac_untouched = (1.0 - s.experts_per_token / np.maximum(s.num_experts, 1)) ** tokens
     expert_bytes = s.expert_bytes_per_gpu * s.pp * s.num_experts * (1.0 - frac_untouched)
     t_weights = (s.dense_weight_bytes_per_gpu * s.pp + expert_bytes) / (s.memory_bw * eff.memory)
-    t_gemm = np.maximum(t_compute, t_weights)
+    # Compute and weight streaming are added, not overlapped (max): near the ridge point a GEMM
+    # reaches neither peak, and the additive form cross-validates better on public measurements
+    # (bench/perf_crossval.py: 20.7% vs 23.0% out-of-fold throughput MAPE with max()).
+    t_gemm = t_compute + t_weights
     # Attention: decode reads the KV cache; prefill is FLOP-bound (flash attention).
     t_attn_decode = decode_kv_tokens * s.kv_bytes_per_token * s.pp / (s.memory_bw * eff.attention_memory)
     t_attn_prefill = prefill_attn_pairs * s.attn_flops_per_pair / (s.tflops_16 * 1e12 * eff.attention_compute)
@@ -199,7 +212,7 @@ def closed_loop(
     ``c / rate`` seconds each, so queueing behind ``max_num_seqs`` or the KV capacity shows up in
     TTFT without a separate queue model.
     """
-    kv_seqs = max(1, int(kv_capacity_tokens // (i + o / 2.0)))
+    kv_seqs = max(1, int(kv_capacity_tokens // kv_tokens_per_request(config.engine.value, i, o)))
     running = float(min(c, config.max_num_seqs, kv_seqs))
     cy = _cycle(s, eff, config.max_num_batched_tokens, config.enable_chunked_prefill, running, i, o)
     rate, t_step = float(cy.rate), float(cy.t_step)
@@ -224,7 +237,7 @@ def predict(
     i, o = input_len, output_len
     cl = closed_loop(s, eff, config, mem.kv_capacity_tokens, i, o, concurrency)
     running, b, tpot, ttft = cl.running, cl.decode_batch, cl.tpot_s, cl.ttft_s
-    kv_seqs = max(1, int(mem.kv_capacity_tokens // (i + o / 2.0)))
+    kv_seqs = max(1, int(mem.kv_capacity_tokens // kv_tokens_per_request(config.engine.value, i, o)))
     req_rate = cl.request_rate_per_s
     e2e = ttft + (o - 1) * tpot
     throughput = cl.throughput_tok_s
@@ -286,7 +299,7 @@ def predict_load(
     eff, mem, s = rep.eff, rep.mem, rep.shape
     i, o = input_len, output_len
     avg_ctx = i + o / 2.0
-    kv_seqs = max(1.0, mem.kv_capacity_tokens / avg_ctx)
+    kv_seqs = max(1.0, mem.kv_capacity_tokens / kv_tokens_per_request(config.engine.value, i, o))
     r_max = min(float(config.max_num_seqs), kv_seqs)
     cap = _cycle(s, eff, config.max_num_batched_tokens, config.enable_chunked_prefill, r_max, i, o).rate
     lam = arrival_rate_per_s

@@ -3,11 +3,15 @@
 Follows vLLM's accounting: the engine may use ``gpu_memory_utilization`` of the GPU; weights and
 the peak activation of a profiling run with ``max_num_batched_tokens`` tokens (plus CUDA graphs,
 NCCL buffers and the CUDA context) come first, and what is left becomes paged KV cache.
+
+TensorRT-LLM sizes its KV cache the other way round: ``kv_cache_free_gpu_mem_fraction`` (default
+0.9) of the memory still free after weights and activations. For a ``trtllm`` config,
+``gpu_memory_utilization`` carries that fraction.
 """
 
 from __future__ import annotations
 
-from servewise.domain import HardwareSpec, MemoryPlan, ModelSpec, ServingConfig
+from servewise.domain import Engine, HardwareSpec, MemoryPlan, ModelSpec, ServingConfig
 from servewise.perf.shapes import GIB, ReplicaShape, replica_shape
 
 FIXED_RUNTIME_GIB = 1.0  # CUDA context + CUDA graphs + NCCL buffers, per GPU (typical vLLM logs)
@@ -34,10 +38,14 @@ def plan_memory(
     """
     shape = replica_shape(m, hw, config)
     need_len = seq_len or config.max_model_len or m.max_context
-    budget = hw.memory_gb * GIB * config.gpu_memory_utilization
     weights = shape.weight_bytes_per_gpu
     act = activation_bytes(m, shape, config)
-    kv_bytes = max(budget - weights - act, 0.0)
+    if config.engine == Engine.TRTLLM:  # a fraction of what weights and activations leave free
+        budget = hw.memory_gb * GIB
+        kv_bytes = max(budget - weights - act, 0.0) * config.gpu_memory_utilization
+    else:  # vLLM, SGLang, TGI: a fraction of the whole GPU for everything
+        budget = hw.memory_gb * GIB * config.gpu_memory_utilization
+        kv_bytes = max(budget - weights - act, 0.0)
     kv_tokens_raw = int(kv_bytes // shape.kv_bytes_per_token)
     kv_tokens = kv_tokens_raw // BLOCK_SIZE * BLOCK_SIZE
     reason = None

@@ -182,3 +182,22 @@ def test_open_loop_load_saturates_at_capacity() -> None:
     assert low.kv_usage < mid.kv_usage
     assert low.throughput_tok_s == pytest.approx(200.0)
     assert over.throughput_tok_s == pytest.approx(low.capacity_rate_per_s * 200.0)
+
+
+def test_trtllm_admission_reserves_whole_outputs_and_its_kv_pool_comes_from_free_memory() -> None:
+    """TensorRT-LLM's GUARANTEED_NO_EVICT reserves prompt + full output per request; vLLM admits on
+    current size (i + o/2 on average). Its KV pool is a fraction of the memory left after weights."""
+    cat = get_catalog()
+    m, hw = cat.model("llama-3.1-70b"), cat.gpu("h100-sxm")
+    i, o = 128, 4096
+    configs = {e: cfg(model=m.id, tensor_parallel=2, engine=e, max_num_seqs=4096) for e in ("vllm", "trtllm")}
+    plans = {e: plan_memory(m, hw, c, i + o) for e, c in configs.items()}
+    free_gb = hw.memory_gb - plans["trtllm"].weights_gb - plans["trtllm"].activation_gb
+    assert plans["trtllm"].kv_cache_gb == pytest.approx(0.9 * free_gb, rel=1e-6)
+    assert plans["vllm"].kv_cache_gb == pytest.approx(free_gb - 0.1 * hw.memory_gb, rel=1e-6)
+    # KV-bound load: TensorRT-LLM runs capacity / (i + o) sequences, vLLM capacity / (i + o/2).
+    for engine, per_request in (("vllm", i + o / 2), ("trtllm", i + o)):
+        running = predict(
+            configs[engine], input_len=i, output_len=o, concurrency=4000, efficiency=EFF
+        ).concurrency
+        assert running == plans[engine].kv_capacity_tokens // per_request
