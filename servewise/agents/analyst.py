@@ -22,8 +22,19 @@ log = logging.getLogger(__name__)
 
 
 def changed_knobs(before: ServingConfig, after: ServingConfig) -> list[str]:
-    b, a = before.model_dump(mode="json"), after.model_dump(mode="json")
-    return [f"{k} {b[k]} -> {a[k]}" for k in b if b[k] != a[k]]
+    """``["replicas 3 -> 2", "quantization.weights bf16 -> fp8", ...]``: one entry per changed knob."""
+    b, a = _flat(before.model_dump(mode="json")), _flat(after.model_dump(mode="json"))
+    return [f"{k} {b.get(k)} -> {a.get(k)}" for k in {**b, **a} if b.get(k) != a.get(k)]
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _ms(value: float | None) -> str:

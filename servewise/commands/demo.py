@@ -22,15 +22,11 @@ DEMO_STUDY = REPO_ROOT / "studies" / "demo.yaml"
 
 
 def _changes(current: dict[str, Any], proposed: dict[str, Any]) -> str:
-    parts = []
-    for key in ("model", "gpu", "tensor_parallel", "replicas", "max_num_seqs", "max_num_batched_tokens"):
-        if current.get(key) != proposed.get(key):
-            parts.append(f"{key} {current.get(key)}->{proposed.get(key)}")
-    cq, pq = current.get("quantization") or {}, proposed.get("quantization") or {}
-    for key in ("weights", "kv_cache"):
-        if cq.get(key) != pq.get(key):
-            parts.append(f"{key} {cq.get(key)}->{pq.get(key)}")
-    return ", ".join(parts) or "(no knob change)"
+    from servewise.agents.analyst import changed_knobs
+    from servewise.domain import ServingConfig
+
+    before, after = ServingConfig.model_validate(current), ServingConfig.model_validate(proposed)
+    return ", ".join(changed_knobs(before, after)) or "(no knob change)"
 
 
 def _fleet(cluster: Any) -> None:
