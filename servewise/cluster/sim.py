@@ -166,13 +166,18 @@ class SimCluster:
             rate_noise = float(np.exp(rng.normal(0.0, noise)))
             jitter = float(np.exp(rng.normal(0.0, noise)))
             extra_s = self.scenario.pool(pods[0].pool).network_latency_ms / 1000.0
-            dist = LatencyDraw.make(
-                ttft_s=st.ttft_ms / 1000.0 * jitter + extra_s,
-                tpot_s=st.tpot_ms / 1000.0 * jitter,
-                e2e_s=st.e2e_ms / 1000.0 * jitter + extra_s,
-                load=per_replica / st.capacity_rate_per_s if st.capacity_rate_per_s > 0 else 1.0,
-                output_cv=load.output_len.std / mean_out if load.output_len.kind != "fixed" else 0.0,
-            )
+            # latencies: the benchmark's simulator at this rate while the queue is stable (sim_latency)
+            samples = None if st.saturated else self.truth.latencies(pods[0].config, key, load, per_replica)
+            if samples is not None:
+                dist = LatencyDraw.from_samples(samples, scale=jitter, extra_s=extra_s)
+            else:
+                dist = LatencyDraw.make(
+                    ttft_s=st.ttft_ms / 1000.0 * jitter + extra_s,
+                    tpot_s=st.tpot_ms / 1000.0 * jitter,
+                    e2e_s=st.e2e_ms / 1000.0 * jitter + extra_s,
+                    load=per_replica / st.capacity_rate_per_s if st.capacity_rate_per_s > 0 else 1.0,
+                    output_cv=load.output_len.std / mean_out if load.output_len.kind != "fixed" else 0.0,
+                )
             for pod in pods:
                 share = float(np.exp(rng.normal(0.0, noise)))  # pod-to-pod imbalance of the load balancer
                 offered = per_replica * rate_noise * share

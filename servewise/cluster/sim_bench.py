@@ -28,23 +28,36 @@ class Measurement:
     method: str
 
 
+WARMUP_SHARE = 0.25  # requests sent before measuring, as a share of the measured ones (at least 50)
+
+
+def warmup_requests(num_requests: int) -> int:
+    return max(50, round(WARMUP_SHARE * num_requests))
+
+
 def measure(
     config: ServingConfig, workload: Workload, num_requests: int, eff: Efficiency, rng: np.random.Generator
 ) -> Measurement:
     """One replica of ``config`` under ``workload`` at efficiency ``eff``.
 
     Uses the discrete-event simulator (``servewise.perf.simulator.simulate_config``) when it is
-    available, else the analytical model's steady state.
+    available, else the analytical model's steady state. Statistics cover ``num_requests`` requests
+    sent after ``warmup_requests(num_requests)`` warm-up requests (a warm server, as the fleet is).
     """
     try:
         from servewise.perf.simulator import simulate_config
     except ImportError:
         return _analytical(config, workload, num_requests, eff)
+    # A benchmark harness warms the server up before it measures: the first requests would meet an
+    # empty queue and make the tail look better than the steady state the fleet then serves.
+    warm = warmup_requests(num_requests)
+    total = num_requests + warm
     res = simulate_config(
-        config, workload, num_requests=num_requests, efficiency=eff, seed=int(rng.integers(2**31))
-    )
+        config, workload, num_requests=total, efficiency=eff, seed=int(rng.integers(2**31)),
+        warmup_fraction=warm / total,
+    )  # fmt: skip
     return Measurement(
-        completed=res.completed,
+        completed=round(res.completed * num_requests / total),
         throughput_tok_s=res.throughput_tok_s,
         request_throughput_per_s=res.request_throughput_per_s,
         ttft_p50_ms=res.ttft_ms.p50,

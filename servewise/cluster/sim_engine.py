@@ -12,12 +12,17 @@ import hashlib
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from servewise.domain import ServingConfig
 from servewise.perf.catalog import get_catalog
 from servewise.perf.efficiency import Efficiency, default_efficiency
+
+if TYPE_CHECKING:
+    from servewise.cluster.sim_latency import LatencySamples
+    from servewise.cluster.sim_scenario import LoadSpec
 
 # Board power (W) of the GPUs the catalog knows; power draw = idle + (tdp - idle) * busy.
 TDP_W = {
@@ -68,6 +73,16 @@ class TruthModel:
             rng = np.random.default_rng(stable_seed("truth", self.seed, *key))
             self._cache[key] = default_efficiency(str(engine), gpu).perturbed(rng, self.scale)
         return self._cache[key]
+
+    def latencies(
+        self, config: ServingConfig, key: str, load: LoadSpec, rate_per_s: float
+    ) -> LatencySamples | None:
+        """Steady-state latency samples of one replica of deployment ``key`` (see ``sim_latency``)."""
+        from servewise.cluster.sim_latency import replica_latencies
+
+        eff = self.efficiency(config.engine.value, config.gpu)
+        seed = stable_seed("latency", self.seed, key) % 2**31
+        return replica_latencies(config, load.as_workload(), rate_per_s, eff, seed)
 
     def replica_state(
         self, config: ServingConfig, input_len: float, output_len: float, rate_per_s: float

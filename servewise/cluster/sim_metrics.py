@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
+from servewise.cluster.sim_latency import LatencySamples, sample_bin_probs
+
 # Bucket upper bounds (seconds) as vLLM's Prometheus logger defines them.
 TTFT_BUCKETS = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -83,6 +85,21 @@ class LatencyDraw:
             if means[name] > 0
         }
         return cls(probs, means)
+
+    @classmethod
+    def from_samples(cls, samples: LatencySamples, *, scale: float, extra_s: float) -> LatencyDraw:
+        """The distributions of simulated requests (``sim_latency``), latencies times ``scale``
+        (per-step noise) plus ``extra_s`` of network on TTFT and E2E."""
+        ttft, e2e = samples.ttft_s * scale + extra_s, samples.e2e_s * scale + extra_s
+        probs = {
+            "ttft": sample_bin_probs(TTFT_BUCKETS, ttft, 1.0),
+            "itl": sample_bin_probs(ITL_BUCKETS, samples.tpot_s, scale, samples.tpot_weight),
+            "e2e": sample_bin_probs(E2E_BUCKETS, e2e, 1.0),
+        }
+        w = samples.tpot_weight
+        itl_mean = float(np.dot(samples.tpot_s, w) / w.sum()) * scale if w.sum() > 0 else 0.0
+        means = {"ttft": float(ttft.mean()), "itl": itl_mean, "e2e": float(e2e.mean())}
+        return cls({k: v for k, v in probs.items() if v.sum() > 0}, means)
 
 
 def draw_step(
