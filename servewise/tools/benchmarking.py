@@ -17,7 +17,9 @@ class RunBenchmarkInput(BaseModel):
     workload: Workload | None = Field(
         default=None, description="load for ONE replica (None = declared share)"
     )
-    num_requests: int = Field(default=200, ge=1, le=100_000)
+    num_requests: int = Field(
+        default=1000, ge=1, le=100_000, description="measured requests (a p99 needs ~1000)"
+    )
 
 
 @registry.tool()
