@@ -230,11 +230,14 @@ class SimCluster:
         changed = False
         for dep in self.state.deployments:
             ro = dep.rollout
-            if ro is None or ro.failed or t < ro.ready_at_s:
+            if ro is None or ro.failed or ro.pending or t < ro.ready_at_s:
                 continue
             dep.serving, dep.serving_pool, dep.rollout = ro.config, ro.pool, None
             dep.revision += 1
             changed = True
+        for dep in self.state.deployments:  # pending pods get the GPUs that finished rollouts freed
+            if dep.rollout is not None and dep.rollout.pending:
+                sim_ops.retry_pending(self, dep, t)
         return changed
 
     def deployment_state(self, ref: DeploymentRef | str) -> DeploymentState:
@@ -255,7 +258,7 @@ class SimCluster:
             serving = dep.serving.total_gpus
             used[dep.serving_pool] += serving
             ro = dep.rollout
-            if ro is not None and not ro.failed:
+            if ro is not None and not ro.failed and not ro.pending:  # Pending pods hold no GPUs
                 if ro.pool == dep.serving_pool:
                     used[ro.pool] += max(0, ro.config.total_gpus - serving)
                 else:

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from servewise.cluster.sim import SimCluster
 
 OOM_FAIL_AFTER_S = 45.0  # a container that cannot load its weights dies within the first minute
+# Pods that cannot be scheduled stay Pending and are retried as GPUs free up (other rollouts finish);
+# the Deployment reports ProgressDeadlineExceeded after Kubernetes' default progressDeadlineSeconds.
+PROGRESS_DEADLINE_S = 600.0
 
 
 def ref_of(dep: DeploymentState) -> DeploymentRef:
@@ -193,10 +196,15 @@ def _start_rollout(
         config=config, pool=pool, proposal_id=proposal_id, started_at_s=now, ready_at_s=now + delay
     )
     if sched_error:
-        record.failed, record.fails_at_s, record.reason = True, now, "FailedScheduling"
+        record.pending, record.fails_at_s, record.reason = True, now + PROGRESS_DEADLINE_S, "FailedScheduling"
         record.events = [f"Warning FailedScheduling pod/{dep.name}: {sched_error}"]
         return record
-    oom = _memory_failure(config)
+    _check_memory(record, dep.name, now, delay)
+    return record
+
+
+def _check_memory(record: RolloutRecord, name: str, now: float, delay: float) -> None:
+    oom = _memory_failure(record.config)
     if oom:
         record.failed, record.fails_at_s, record.reason = (
             True,
@@ -204,10 +212,27 @@ def _start_rollout(
             "OOMKilled",
         )
         record.events = [
-            f"Warning BackOff pod/{dep.name}: Back-off restarting failed container vllm",
-            f"OOMKilled: container vllm of {dep.name} was killed: {oom}",
+            f"Warning BackOff pod/{name}: Back-off restarting failed container vllm",
+            f"OOMKilled: container vllm of {name} was killed: {oom}",
         ]
-    return record
+
+
+def retry_pending(sim: SimCluster, dep: DeploymentState, now: float) -> None:
+    """Schedule a pending rollout's pods once a pool has room; past the deadline the rollout fails."""
+    ro = dep.rollout
+    if ro is None or not ro.pending:
+        return
+    pool, sched_error = _choose_pool(sim, dep, ro.config)
+    if sched_error is None:
+        delay = sim.scenario.truth.rollout_delay_s
+        ro.pending, ro.pool, ro.reason, ro.fails_at_s = False, pool, None, None
+        ro.started_at_s, ro.ready_at_s = now, now + delay
+        ro.events.append(f"Normal Scheduled pod/{dep.name}: assigned to pool {pool}")
+        _check_memory(ro, dep.name, now, delay)
+    elif ro.fails_at_s is not None and now >= ro.fails_at_s:
+        ro.pending, ro.failed = False, True
+        ro.reason = f"ProgressDeadlineExceeded: FailedScheduling for {PROGRESS_DEADLINE_S:.0f} s"
+        ro.events.append(f"Warning FailedScheduling pod/{dep.name}: {sched_error}")
 
 
 def rollout_status(sim: SimCluster, dep: DeploymentState) -> RolloutStatus:
@@ -223,10 +248,14 @@ def rollout_status(sim: SimCluster, dep: DeploymentState) -> RolloutStatus:
             ref=ref, done=False, desired_replicas=desired, updated_replicas=0,
             available_replicas=dep.serving.replicas, events=list(ro.events), failed=True, reason=ro.reason,
         )  # fmt: skip
-    progress = f"Progressing: waiting for {desired} new replicas (ready at {_iso(ro.ready_at_s)})"
+    if ro.pending:
+        progress = f"Progressing: {desired} new replicas Pending (no pool has the GPUs yet)"
+        events = [progress, *ro.events]
+    else:
+        events = [f"Progressing: waiting for {desired} new replicas (ready at {_iso(ro.ready_at_s)})"]
     return RolloutStatus(
         ref=ref, done=False, desired_replicas=desired, updated_replicas=0,
-        available_replicas=dep.serving.replicas, events=[progress],
+        available_replicas=dep.serving.replicas, events=events,
     )  # fmt: skip
 
 

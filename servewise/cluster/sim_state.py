@@ -37,6 +37,9 @@ class RolloutRecord(BaseModel):
     proposal_id: str
     started_at_s: float
     ready_at_s: float
+    pending: bool = Field(
+        default=False, description="new pods wait for GPUs (FailedScheduling events; retried every step)"
+    )
     failed: bool = False
     fails_at_s: float | None = None
     reason: str | None = None

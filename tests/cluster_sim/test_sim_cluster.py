@@ -100,12 +100,35 @@ def test_oom_fails_the_rollout_and_rollback_restores(demo: SimCluster) -> None:
 
 
 def test_capacity_limits_fail_scheduling(demo: SimCluster) -> None:
+    """Pods that no pool can take stay Pending (as on Kubernetes) until the progress deadline."""
     ref = DeploymentRef(name="translate", namespace="i18n")
     too_many = demo.get_deployment(ref).config.with_changes(replicas=64)
     demo.apply(ref, too_many, proposal_id="p-big")
     status = demo.rollout_status(ref)
-    assert status.failed and status.reason == "FailedScheduling"
-    assert "Insufficient nvidia.com/gpu" in status.events[0]
+    assert not status.done and not status.failed
+    assert any("FailedScheduling" in e and "Insufficient nvidia.com/gpu" in e for e in status.events)
+    status = demo.wait_for_rollout(ref, timeout_s=900)
+    assert status.failed and "FailedScheduling" in (status.reason or "")
+    assert "ProgressDeadlineExceeded" in (status.reason or "")
+    assert demo.get_deployment(ref).ready_replicas == 3  # the old pods kept serving
+
+
+def test_pending_pods_start_when_another_rollout_frees_the_gpus(demo: SimCluster) -> None:
+    """Changes applied together: one shrinks a pool's user, the next needs those GPUs. The second
+    rollout waits (Pending) instead of failing, and finishes after the first one freed its GPUs."""
+    legal = DeploymentRef(name="legal-summarizer", namespace="legal")
+    code = DeploymentRef(name="code-review", namespace="dev-tools")
+    h100 = next(p for p in demo.list_node_pools() if p.name == "h100-pool")
+    smaller = demo.get_deployment(legal).config.with_changes(replicas=1)
+    # code-review moves to H100 with more GPUs than are free until legal-summarizer has shrunk
+    bigger = demo.get_deployment(code).config.with_changes(gpu="h100-sxm", tensor_parallel=8, replicas=2)
+    assert h100.free_gpus < bigger.total_gpus <= h100.free_gpus + 24
+    demo.apply(legal, smaller, proposal_id="p-shrink")
+    demo.apply(code, bigger, proposal_id="p-grow")
+    assert any("FailedScheduling" in e for e in demo.rollout_status(code).events)
+    status = demo.wait_for_rollout(code, timeout_s=900)
+    assert status.done and not status.failed
+    assert demo.get_deployment(code).pool == "h100-pool"
 
 
 def test_moving_to_another_gpu_picks_a_matching_pool(demo: SimCluster) -> None:
