@@ -166,8 +166,10 @@ class SimCluster:
             rate_noise = float(np.exp(rng.normal(0.0, noise)))
             jitter = float(np.exp(rng.normal(0.0, noise)))
             extra_s = self.scenario.pool(pods[0].pool).network_latency_ms / 1000.0
-            # latencies: the benchmark's simulator at this rate while the queue is stable (sim_latency)
-            samples = None if st.saturated else self.truth.latencies(pods[0].config, key, load, per_replica)
+            # latencies: the benchmark's simulator at this rate while its queue is stable (sim_latency);
+            # it, not the analytical capacity, decides whether the replica keeps up (as a benchmark would)
+            samples = self.truth.latencies(pods[0].config, key, load, per_replica)
+            saturated = st.saturated and samples is None
             if samples is not None:
                 dist = LatencyDraw.from_samples(samples, scale=jitter, extra_s=extra_s)
             else:
@@ -181,7 +183,7 @@ class SimCluster:
             for pod in pods:
                 share = float(np.exp(rng.normal(0.0, noise)))  # pod-to-pod imbalance of the load balancer
                 offered = per_replica * rate_noise * share
-                served = min(offered, st.capacity_rate_per_s) if st.saturated else offered
+                served = min(offered, st.capacity_rate_per_s) if saturated else offered
                 inc = draw_step(
                     rng,
                     dt_s=dt,

@@ -1,0 +1,88 @@
+"""The twin's benchmark Jobs and its fleet serve the same physics (issue 5: a change that passed its
+benchmark was rolled back by the fleet's verification because the two disagreed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from servewise.cluster.sim import SimCluster
+from servewise.cluster.sim_metrics import ITL_BUCKETS, TTFT_BUCKETS
+from servewise.domain import BenchmarkRequest, DeploymentRef
+from servewise.telemetry.sim import SimTelemetrySource
+
+from .conftest import START
+
+
+def _bucket(value_ms: float, bounds_s: tuple[float, ...]) -> int:
+    return int(np.searchsorted(np.asarray(bounds_s) * 1e3, value_ms, side="left"))
+
+
+@pytest.mark.parametrize(("name", "namespace"), [("rag-search", "search"), ("doc-extract", "docs")])
+def test_fleet_p99s_agree_with_a_benchmark_at_the_same_rate(name: str, namespace: str) -> None:
+    """Half an hour of the fleet's telemetry and a 1000-request benchmark of one replica at the
+    fleet's mean per-replica rate: the p99s agree within the histogram's resolution."""
+    sim = SimCluster.from_scenario("demo", ephemeral=True, start=START, warmup_s=60)
+    ref = DeploymentRef(name=name, namespace=namespace)
+    spec, t0 = sim.specs[ref.key], sim.now_s
+    sim.advance(1800, persist=False)
+    fleet = SimTelemetrySource(sim).snapshot(window="30m").for_deployment(name, namespace)
+    assert fleet is not None
+    replicas = sim.get_deployment(ref).config.replicas
+    rate = float(np.mean([spec.workload.rate_at(t) for t in np.arange(t0 + 15, sim.now_s + 1, 15)]))
+    workload = spec.workload.as_workload().model_copy(update={"arrival_rate_per_s": rate / replicas})
+    bench = sim.run_benchmark(BenchmarkRequest(ref=ref, workload=workload, num_requests=1000))
+
+    ttft = fleet.signals["ttft_p99_ms"]
+    assert _bucket(ttft, TTFT_BUCKETS) == _bucket(bench.ttft_p99_ms, TTFT_BUCKETS) or (
+        ttft == pytest.approx(bench.ttft_p99_ms, rel=0.25)
+    ), (ttft, bench.ttft_p99_ms)
+    itl = fleet.signals["itl_p99_ms"]
+    assert _bucket(itl, ITL_BUCKETS) == _bucket(bench.tpot_p99_ms, ITL_BUCKETS), (itl, bench.tpot_p99_ms)
+    assert fleet.signals["ttft_p50_ms"] == pytest.approx(bench.ttft_p50_ms, rel=0.3)
+
+
+def test_the_fleets_latency_profile_is_the_benchmarks_steady_state() -> None:
+    """The latency samples the fleet draws from and repeated 1000-request benchmarks measure the
+    same p99s (the benchmark warms up first, so it does not see an empty queue's short tail)."""
+    sim = SimCluster.from_scenario("demo", ephemeral=True, start=START, warmup_s=60)
+    ref = DeploymentRef(name="doc-extract", namespace="docs")
+    spec = sim.specs[ref.key]
+    config = sim.get_deployment(ref).config
+    rate = 0.6  # requests/s per replica: a busy but stable replica
+    profile = sim.truth.latencies(config, ref.key, spec.workload, rate)
+    assert profile is not None
+    workload = spec.workload.as_workload().model_copy(update={"arrival_rate_per_s": rate})
+    runs = []
+    for _ in range(5):
+        runs.append(sim.run_benchmark(BenchmarkRequest(ref=ref, workload=workload, num_requests=1000)))
+        sim.advance(60, persist=False)  # another benchmark run: other requests, other noise
+    ttft = float(np.median([r.ttft_p99_ms for r in runs]))
+    tpot = float(np.median([r.tpot_p99_ms for r in runs]))
+    assert ttft == pytest.approx(profile.percentile_ms("ttft", 99), rel=0.15)
+    assert tpot == pytest.approx(float(np.percentile(profile.tpot_s, 99)) * 1e3, rel=0.15)
+
+
+def test_an_overloaded_replica_keeps_the_analytical_latencies() -> None:
+    sim = SimCluster.from_scenario("demo", ephemeral=True, start=START, warmup_s=60)
+    ref = DeploymentRef(name="doc-extract", namespace="docs")
+    config = sim.get_deployment(ref).config
+    assert sim.truth.latencies(config, ref.key, sim.specs[ref.key].workload, 50.0) is None
+
+
+def test_benchmark_on_another_pool_carries_no_network_latency_of_the_current_pool() -> None:
+    """A benchmark Job measures next to the replica; the caller adds the candidate pool's network
+    latency. The twin used to add the *current* pool's latency even for a candidate elsewhere."""
+    sim = SimCluster.from_scenario("edge", ephemeral=True, start=START, warmup_s=60)
+    dep = next(d for d in sim.list_deployments() if d.pool is not None)
+    pools = {p.name: p for p in sim.list_node_pools()}
+    current = pools[dep.pool or ""]
+    # make the current pool's network latency unmistakable
+    i = next(i for i, p in enumerate(sim.scenario.pools) if p.name == current.name)
+    sim.scenario.pools[i] = sim.scenario.pools[i].model_copy(update={"network_latency_ms": 60_000.0})
+    other = next(p for p in pools.values() if p.name != current.name and p.gpu != current.gpu)
+    candidate = dep.config.with_changes(gpu=other.gpu)
+    assert dep.workload is not None
+    workload = dep.workload.model_copy(update={"arrival_rate_per_s": 0.2})
+    res = sim.run_benchmark(BenchmarkRequest(ref=dep.ref, config=candidate, workload=workload))
+    assert res.ttft_p50_ms < 60_000.0
