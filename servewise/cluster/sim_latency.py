@@ -25,7 +25,7 @@ from servewise.domain import ServingConfig, Workload
 from servewise.errors import ServewiseError
 from servewise.perf.efficiency import Efficiency
 
-PROFILE_REQUESTS = 2000  # ~16 samples above the p99 after the warm-up: a stable tail
+PROFILE_REQUESTS = 1000  # 8 samples above the p99 after the warm-up
 WARMUP_FRACTION = 0.2  # a benchmark's and the fleet's queue start warm, not empty
 STABLE_COMPLETION = 0.98  # completions per arrival below this: the queue grows (no steady state)
 _RATE_BUCKET = 0.02

@@ -18,6 +18,11 @@ def _bucket(value_ms: float, bounds_s: tuple[float, ...]) -> int:
     return int(np.searchsorted(np.asarray(bounds_s) * 1e3, value_ms, side="left"))
 
 
+def _same_within_resolution(fleet_ms: float, bench_ms: float, bounds_s: tuple[float, ...]) -> bool:
+    """The fleet's histogram p99 lies in a bucket that a value within 15 % of the benchmark's would."""
+    return _bucket(fleet_ms, bounds_s) in {_bucket(bench_ms * f, bounds_s) for f in (0.85, 1.0, 1.15)}
+
+
 @pytest.mark.parametrize(("name", "namespace"), [("rag-search", "search"), ("doc-extract", "docs")])
 def test_fleet_p99s_agree_with_a_benchmark_at_the_same_rate(name: str, namespace: str) -> None:
     """Half an hour of the fleet's telemetry and a 1000-request benchmark of one replica at the
@@ -33,12 +38,9 @@ def test_fleet_p99s_agree_with_a_benchmark_at_the_same_rate(name: str, namespace
     workload = spec.workload.as_workload().model_copy(update={"arrival_rate_per_s": rate / replicas})
     bench = sim.run_benchmark(BenchmarkRequest(ref=ref, workload=workload, num_requests=1000))
 
-    ttft = fleet.signals["ttft_p99_ms"]
-    assert _bucket(ttft, TTFT_BUCKETS) == _bucket(bench.ttft_p99_ms, TTFT_BUCKETS) or (
-        ttft == pytest.approx(bench.ttft_p99_ms, rel=0.25)
-    ), (ttft, bench.ttft_p99_ms)
-    itl = fleet.signals["itl_p99_ms"]
-    assert _bucket(itl, ITL_BUCKETS) == _bucket(bench.tpot_p99_ms, ITL_BUCKETS), (itl, bench.tpot_p99_ms)
+    ttft, itl = fleet.signals["ttft_p99_ms"], fleet.signals["itl_p99_ms"]
+    assert _same_within_resolution(ttft, bench.ttft_p99_ms, TTFT_BUCKETS), (ttft, bench.ttft_p99_ms)
+    assert _same_within_resolution(itl, bench.tpot_p99_ms, ITL_BUCKETS), (itl, bench.tpot_p99_ms)
     assert fleet.signals["ttft_p50_ms"] == pytest.approx(bench.ttft_p50_ms, rel=0.3)
 
 
