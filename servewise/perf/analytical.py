@@ -75,6 +75,7 @@ def step_time(
     ring = 2.0 * (s.tp - 1) / s.tp * msg / (s.interconnect_bw * eff.comm)
     t_comm = 2.0 * s.num_layers * (eff.comm_latency_us * 1e-6 * (s.tp > 1) + ring)
     t_overhead = eff.step_overhead_ms * 1e-3 + eff.seq_overhead_us * 1e-6 * sampled
+    t_overhead = t_overhead + eff.layer_overhead_us * 1e-6 * s.num_layers
     return t_gemm + t_attn_decode + t_attn_prefill + t_comm + t_overhead
 
 

@@ -30,6 +30,7 @@ FITTED = (
     "comm",
     "step_overhead_ms",
     "seq_overhead_us",
+    "layer_overhead_us",
     "int4_compute_penalty",
 )
 # Physically plausible ranges (absolute); the fit never leaves them, so a source's quirks show up
@@ -42,6 +43,7 @@ RANGES = {
     "comm": (0.2, 0.95),
     "step_overhead_ms": (0.1, 20.0),
     "seq_overhead_us": (1.0, 200.0),
+    "layer_overhead_us": (1.0, 100.0),
     "int4_compute_penalty": (0.3, 1.0),
 }
 MIN_ROWS_OWN_FIT = 25

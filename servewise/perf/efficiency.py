@@ -31,6 +31,7 @@ class Efficiency:
     - ``step_overhead_ms``: per-iteration fixed cost (scheduling, sampling, launch gaps).
     - ``seq_overhead_us``: per-sequence cost per iteration (input prep, sampling, detokenize).
     - ``int4_compute_penalty``: GEMM efficiency multiplier for weight-only int4 kernels (dequant).
+    - ``layer_overhead_us``: fixed cost per layer per step (kernel launches, norms, rotary, gaps).
     """
 
     compute: float = 0.62
@@ -41,6 +42,7 @@ class Efficiency:
     comm_latency_us: float = 12.0
     step_overhead_ms: float = 1.2
     seq_overhead_us: float = 12.0
+    layer_overhead_us: float = 10.0
     int4_compute_penalty: float = 0.7
 
     def scaled(self, **factors: float) -> Efficiency:

@@ -201,3 +201,16 @@ def test_trtllm_admission_reserves_whole_outputs_and_its_kv_pool_comes_from_free
             configs[engine], input_len=i, output_len=o, concurrency=4000, efficiency=EFF
         ).concurrency
         assert running == plans[engine].kv_capacity_tokens // per_request
+
+
+def test_each_layer_adds_a_fixed_cost_to_every_step() -> None:
+    """Kernel launches and small per-layer ops cost time whatever the batch: 80 layers pay more than 32."""
+    for model, layers in (("llama-3.1-8b", 32), ("llama-3.1-70b", 80)):
+        config = cfg(model=model, tensor_parallel=4)
+        base = IterationCostModel.for_config(config, Efficiency(layer_overhead_us=0.0)).step_time_s(
+            0, 0, 1, 512
+        )
+        slow = IterationCostModel.for_config(config, Efficiency(layer_overhead_us=50.0)).step_time_s(
+            0, 0, 1, 512
+        )
+        assert slow - base == pytest.approx(50e-6 * layers, rel=1e-9)
