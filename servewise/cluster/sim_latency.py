@@ -9,7 +9,7 @@ distributions, prefix share and Poisson arrivals; a warm-up share of the request
 the fleet's histograms are drawn from those samples. An overloaded replica (no steady state to
 simulate) keeps the analytical model's latencies (``sim_metrics.LatencyDraw.make``).
 
-Profiles are cached per configuration, workload and arrival-rate bucket (2 % wide); all buckets
+Profiles are cached per configuration, workload and arrival-rate bucket (5 % wide); all buckets
 of one deployment share a seed (common random numbers), so the tails move smoothly with the rate.
 """
 
@@ -28,7 +28,7 @@ from servewise.perf.efficiency import Efficiency
 PROFILE_REQUESTS = 1000  # 8 samples above the p99 after the warm-up
 WARMUP_FRACTION = 0.2  # a benchmark's and the fleet's queue start warm, not empty
 STABLE_COMPLETION = 0.98  # completions per arrival below this: the queue grows (no steady state)
-_RATE_BUCKET = 0.02
+_RATE_BUCKET = 0.05  # tails move slowly with the rate; a simulator run costs ~0.05-0.2 s
 
 
 @dataclass(frozen=True)
