@@ -1,4 +1,4 @@
-"""`servewise perf ...`: predict one configuration, validate/calibrate against measurements."""
+"""`servewise perf ...`: predict one configuration, validate/calibrate/cross-validate against measurements."""
 
 from __future__ import annotations
 
@@ -256,9 +256,41 @@ def simulate_cmd(
     )
 
 
+def crossval_cmd(
+    file: Annotated[Path, typer.Argument(help="measurements CSV (CONVENTIONS.md format)")],
+    folds: Annotated[int, typer.Option(help="folds of whole configuration groups")] = 4,
+    by: Annotated[
+        str, typer.Option(help="'group' folds, or 'source': leave one public source out")
+    ] = "group",
+    split: Annotated[str, typer.Option(help="all or train rows (train: for model development)")] = "all",
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+) -> None:
+    """Cross-validate: predict every row with a calibration fitted without its fold; MAPE per metric."""
+    from servewise.errors import InputError
+    from servewise.perf.crossval import cross_validate
+    from servewise.perf.measurements import read_measurements
+
+    if by not in ("group", "source"):
+        raise InputError("must be group or source", field="--by")
+    if split not in ("all", "train"):
+        raise InputError("must be all or train", field="--split")
+    rows = [r for r in read_measurements(file) if split == "all" or r.split == "train"]
+    result = cross_validate(rows, folds=folds, by=by)  # type: ignore[arg-type]
+    if json_out:
+        print_json(result)
+        return
+    table = Table(title=f"{file}: out-of-fold MAPE ({split} rows, {result.folds} folds by {by})")
+    for col in ("metric", "rows", "MAPE"):
+        table.add_column(col, justify="right")
+    for metric, mape in result.mape.items():
+        table.add_row(metric, str(result.rows[metric]), f"{mape:.1f}%")
+    out_console.print(table)
+
+
 def register(app: typer.Typer) -> None:
     perf_app.command("predict")(predict_cmd)
     perf_app.command("validate")(validate_cmd)
     perf_app.command("calibrate")(calibrate_cmd)
+    perf_app.command("crossval")(crossval_cmd)
     perf_app.command("simulate")(simulate_cmd)
     app.add_typer(perf_app, name="perf")
