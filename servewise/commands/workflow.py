@@ -45,6 +45,8 @@ def _view_doc(view: Any) -> dict[str, Any]:
 
 
 def _print_view(view: Any) -> None:
+    from servewise.workflows.verification import verdict
+
     out_console.print(f"[bold]run {view.run_id}[/bold]: {view.status}")
     if view.narrative:
         out_console.print(view.narrative, markup=False, soft_wrap=True)
@@ -63,6 +65,8 @@ def _print_view(view: Any) -> None:
                 markup=False,
                 soft_wrap=True,
             )
+            if row["applied"]:
+                out_console.print(f"    verification: {verdict(v)}", markup=False, soft_wrap=True)
         for e in view.report.get("errors", []):
             err_console.print(f"error: {e}", markup=False, soft_wrap=True)
 

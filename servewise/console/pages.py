@@ -20,6 +20,7 @@ from servewise.console.api import StateDep
 from servewise.domain import Proposal, ServingConfig
 from servewise.errors import NotFoundError
 from servewise.workflows.runs import RunView
+from servewise.workflows.verification import verdict
 
 router = APIRouter(include_in_schema=False)
 LAYOUT = Template(resources.files("servewise.console").joinpath("templates/layout.html").read_text())
@@ -255,13 +256,16 @@ def _report(report: dict[str, Any]) -> str:
                 esc(r.get("applied")),
                 esc(v.get("regression")),
                 esc(r.get("rolled_back")),
+                esc(verdict(v) if r.get("applied") else ""),
             ]
         )
     errors = "".join(f"<li>{esc(e)}</li>" for e in report.get("errors", []))
     return (
         "<h2>Outcome</h2>"
         + table(
-            ["proposal", "deployment", "approved", "applied", "regression", "rolled back"], rows, cls="report"
+            ["proposal", "deployment", "approved", "applied", "regression", "rolled back", "verification"],
+            rows,
+            cls="report",
         )
         + (f'<ul class="error">{errors}</ul>' if errors else "")
     )

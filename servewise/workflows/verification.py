@@ -75,6 +75,19 @@ def observation_window_s(
     return float(min(max(needed, minimum_s), max(MAX_WINDOW_S, minimum_s)))
 
 
+def verdict(result: dict[str, Any] | None) -> str:
+    """One line for people: ``passed``, ``regression: ...``, ``unresolved: ...`` or ``inconclusive``."""
+    if not result:
+        return "not verified"
+    if result.get("regression"):
+        return "regression: " + "; ".join(result.get("reasons") or [])
+    if result.get("inconclusive"):
+        return "inconclusive: no latency series after the change"
+    if result.get("unresolved"):
+        return "unresolved (kept, look at it): " + "; ".join(result["unresolved"])
+    return "passed"
+
+
 def window_label(seconds: float) -> str:
     s = max(1, round(seconds))
     return f"{s // 60}m" if s % 60 == 0 else f"{s}s"

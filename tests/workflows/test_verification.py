@@ -157,3 +157,18 @@ def test_an_slo_inside_the_p99s_histogram_bucket_is_unresolved_only_with_a_passi
     measured: float, limit: float, benchmarked: float | None, unresolved: bool
 ) -> None:
     assert unresolved_by_buckets("tpot_p99_ms", measured, limit, benchmarked) is unresolved
+
+
+def test_verdict_names_the_outcome_a_person_must_act_on() -> None:
+    from servewise.workflows.verification import verdict
+
+    assert verdict(None) == "not verified"
+    assert verdict({"regression": False, "inconclusive": False, "unresolved": []}) == "passed"
+    assert verdict({"regression": True, "reasons": ["SLO ttft_p99_ms broken: 900 > 500"]}).startswith(
+        "regression: SLO ttft_p99_ms broken"
+    )
+    assert "inconclusive" in verdict({"regression": False, "inconclusive": True})
+    unresolved = verdict(
+        {"regression": False, "inconclusive": False, "unresolved": ["SLO itl_p99_ms: p99 45"]}
+    )
+    assert unresolved.startswith("unresolved") and "itl_p99_ms" in unresolved
