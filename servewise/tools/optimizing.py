@@ -237,7 +237,16 @@ def optimize(
                 observations.append(obs)
             # A pass by less than the run-to-run spread of a short run's p99 may be luck: confirm it
             # with a longer run (its verdict replaces the short one's) while the budget allows.
-            narrow = trial.passed and _worst_ratio(dep.slo, trial.measured) > policy.confirm_above
+            # So may a pass where a twin of it (other batching knobs only) failed: conflicting evidence.
+            twin_failed = any(
+                not t.passed
+                and _family(t.config) == _family(trial.config)
+                and t.config.replicas == nxt.config.replicas
+                for t in trials
+            )
+            narrow = trial.passed and (
+                twin_failed or _worst_ratio(dep.slo, trial.measured) > policy.confirm_above
+            )
             if not narrow or requests >= policy.confirm_requests:
                 break
             if len(trials) >= budget:

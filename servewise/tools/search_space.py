@@ -53,7 +53,7 @@ class SearchPolicy(BaseModel):
         default=1000, ge=1, le=100_000, description="requests of the run that confirms a narrow pass"
     )
     confirm_above: float = Field(
-        default=0.9, gt=0, le=1, description="a pass whose worst p99 / objective exceeds this is confirmed"
+        default=0.8, gt=0, le=1, description="a pass whose worst p99 / objective exceeds this is confirmed"
     )
     tolerance: float = Field(default=0.15, gt=0, description="predicted vs measured p99 agreement")
     refine_top: int = Field(default=6, ge=1, description="shapes whose batching knobs are swept")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
@@ -19,7 +21,8 @@ from servewise.perf.analytical import predict_load
 from servewise.perf.catalog import get_catalog
 from servewise.perf.efficiency import Efficiency, default_efficiency
 from servewise.tools.calibrating import Calibration, Observation, fit_calibration, predict_with
-from servewise.tools.optimizing import optimize
+from servewise.tools.optimizer_bench import Judge
+from servewise.tools.optimizing import optimize, verdicts
 from servewise.tools.proposing import build_proposal, pareto_front
 from servewise.tools.search_space import SearchPolicy, shapes
 from servewise.tools.sizing import forecast, load_for, meets, size
@@ -221,3 +224,86 @@ def test_a_benchmark_that_fails_to_start_is_a_failed_trial() -> None:
     assert out.trials[0].passed is False and out.trials[0].measured == {}
     assert any("OOMKilled" in n for n in out.notes)
     assert out.pick is None or out.pick.config != out.trials[0].config
+
+
+# -- narrow passes are confirmed by a longer run; the bench's truth is a majority of runs ---------
+
+
+def _scaled(res: BenchmarkResult, factor: float) -> BenchmarkResult:
+    return res.model_copy(
+        update={
+            k: getattr(res, k) * factor for k in ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms")
+        }
+    )
+
+
+def test_a_narrow_short_pass_that_a_long_run_fails_is_not_picked() -> None:
+    """Short runs put every candidate just under the SLO; the 1000-request run shows the truth
+    (10 % over the objectives): no narrow short pass may become the pick."""
+    calls: list[BenchmarkRequest] = []
+    inner = truth_bench(truth_for(3), calls)
+
+    def lucky(req: BenchmarkRequest) -> BenchmarkResult:
+        res = inner(req)
+        worst = max(res.ttft_p99_ms / SLO_.ttft_p99_ms, res.tpot_p99_ms / SLO_.tpot_p99_ms)  # type: ignore[operator]
+        return _scaled(res, (1.1 if req.num_requests >= 1000 else 0.95) / worst)
+
+    policy = SearchPolicy(benchmark_budget=6)
+    out = optimize(deployment(), POOLS, benchmark=lucky, policy=policy)
+    assert len(out.trials) <= 6
+    longs = [t for t in out.trials if t.requests == policy.confirm_requests]
+    assert longs and all(not t.passed for t in longs)
+    assert {r.num_requests for r in calls} == {policy.benchmark_requests, policy.confirm_requests}
+    for t in out.trials:  # every confirmation follows the narrow short pass of the same config
+        if t.requests == policy.confirm_requests:
+            short = [s for s in out.trials if s.config == t.config and s.requests < t.requests]
+            assert short and short[-1].passed
+    assert out.pick is None and not out.verified  # nothing truly passed: keep the current config
+    assert not any(v.passed for v in verdicts(out.trials).values())
+
+
+def test_a_clear_pass_needs_no_confirmation() -> None:
+    calls: list[BenchmarkRequest] = []
+    bench = truth_bench(truth_for(1), calls)
+
+    def clear(req: BenchmarkRequest) -> BenchmarkResult:
+        res = bench(req)
+        worst = max(res.ttft_p99_ms / SLO_.ttft_p99_ms, res.tpot_p99_ms / SLO_.tpot_p99_ms)  # type: ignore[operator]
+        return _scaled(res, 0.5 / worst) if worst <= 1.0 else res  # passes are far from the SLO
+
+    out = optimize(deployment(), POOLS, benchmark=clear, policy=SearchPolicy(benchmark_budget=4))
+    assert out.pick is not None and out.verified
+    assert all(r.num_requests == 200 for r in calls)
+
+
+@dataclass
+class _Votes:
+    """A backend whose benchmark passes or fails as told (one per independent run)."""
+
+    ok: bool
+
+    def run_benchmark(self, request: BenchmarkRequest) -> BenchmarkResult:
+        factor = 0.5 if self.ok else 2.0
+        assert request.config is not None
+        return BenchmarkResult(
+            ref=request.ref,
+            config=request.config,
+            workload=request.workload,
+            completed=200,
+            throughput_tok_s=1000.0,
+            request_throughput_per_s=1.0,
+            ttft_p50_ms=SLO_.ttft_p99_ms * factor / 2,  # type: ignore[operator]
+            ttft_p99_ms=SLO_.ttft_p99_ms * factor,  # type: ignore[operator]
+            tpot_p50_ms=SLO_.tpot_p99_ms * factor / 2,  # type: ignore[operator]
+            tpot_p99_ms=SLO_.tpot_p99_ms * factor,  # type: ignore[operator]
+            e2e_p99_ms=1.0,
+        )
+
+
+def test_truth_is_a_majority_of_independent_runs() -> None:
+    dep = deployment()
+    load = load_for(dep, None, SearchPolicy())
+    cfg: ServingConfig = dep.config
+    for passing, expected in ((2, False), (3, True), (5, True), (0, False)):
+        backends = [_Votes(i < passing) for i in range(5)]
+        assert Judge(backends, dep, load).passes(cfg) is expected  # type: ignore[arg-type]
