@@ -245,7 +245,7 @@ def test_a_narrow_short_pass_that_a_long_run_fails_is_not_picked() -> None:
 
     def lucky(req: BenchmarkRequest) -> BenchmarkResult:
         res = inner(req)
-        worst = max(res.ttft_p99_ms / SLO_.ttft_p99_ms, res.tpot_p99_ms / SLO_.tpot_p99_ms)  # type: ignore[operator]
+        worst = max(res.ttft_p99_ms / SLO_.ttft_p99_ms, res.tpot_p99_ms / SLO_.tpot_p99_ms)
         return _scaled(res, (1.1 if req.num_requests >= 1000 else 0.95) / worst)
 
     policy = SearchPolicy(benchmark_budget=6)
@@ -268,7 +268,7 @@ def test_a_clear_pass_needs_no_confirmation() -> None:
 
     def clear(req: BenchmarkRequest) -> BenchmarkResult:
         res = bench(req)
-        worst = max(res.ttft_p99_ms / SLO_.ttft_p99_ms, res.tpot_p99_ms / SLO_.tpot_p99_ms)  # type: ignore[operator]
+        worst = max(res.ttft_p99_ms / SLO_.ttft_p99_ms, res.tpot_p99_ms / SLO_.tpot_p99_ms)
         return _scaled(res, 0.5 / worst) if worst <= 1.0 else res  # passes are far from the SLO
 
     out = optimize(deployment(), POOLS, benchmark=clear, policy=SearchPolicy(benchmark_budget=4))
