@@ -45,6 +45,8 @@ BENCHMARK_REQUESTS = 1000
 SIM_MARGIN = 1.0  # simulated p99 must meet the objective itself
 SIM_EXPLORE = 1.15  # ... or, when nothing cheaper passes, be within this of it (worth a benchmark)
 SIM_EXPLORE_UNCALIBRATED = 1.4  # ... wider on a GPU class the model has never been calibrated on
+SAFE_MARGIN = 0.8  # with the budget nearly spent and nothing passed, only a clear simulated pass
+SAFE_REMAINING = 2  # ... that is, with this many benchmarks left
 
 
 @dataclass
@@ -218,8 +220,9 @@ def optimize(
     while len(trials) < budget:
         final = list(verdicts(trials).values())
         best_pass = min((t.cost_per_hour for t in final if t.passed), default=float("inf"))
+        safe = best_pass == float("inf") and budget - len(trials) <= SAFE_REMAINING
         nxt = _next_candidate(
-            dep, pools, load, cal, policy, catalog, margins, by_margin, tried, best_pass, final
+            dep, pools, load, cal, policy, catalog, margins, by_margin, tried, best_pass, final, safe
         )
         if nxt is None:
             break
@@ -337,11 +340,15 @@ def _next_candidate(
     tried: set[tuple[str, ServingConfig]],
     best_pass: float,
     trials: list[Trial],
+    safe: bool = False,
 ) -> Sized | None:
     """The cheapest untried candidate below ``best_pass`` that the simulator (at the calibrated
     efficiency) predicts to pass; candidates come from the analytical search at the strict margin,
     then relaxed ones (exploration). Falls back to the analytical order when the simulator rejects
-    all of the first ``SIM_CHECKS``."""
+    all of the first ``SIM_CHECKS``. A candidate whose batching-knob twins (same variant, GPU, TP
+    and replicas) failed twice is skipped, after one failure it needs a simulated pass. ``safe``
+    (nothing passed yet, the budget nearly spent): only a simulated pass with ``SAFE_MARGIN``
+    slack, the cheapest of all candidates."""
     slo = dep.slo or SLO()
     pool: dict[tuple[str, ServingConfig], tuple[float, Sized]] = {}
     for m in margins:
@@ -355,6 +362,8 @@ def _next_candidate(
                 pool[key] = (m, c)
     # A variant that already failed its benchmark goes behind untried variants at the same cost.
     failed = [_family(t.config) for t in trials if not t.passed]
+    failed_twins = [(_family(t.config), t.config.replicas) for t in trials if not t.passed]
+    pool = {k: mc for k, mc in pool.items() if failed_twins.count((_family(k[1]), k[1].replicas)) < 2}
     ordered = sorted(
         pool.values(),
         key=lambda mc: (
@@ -371,7 +380,7 @@ def _next_candidate(
     # pass, explore the cheapest one the simulator puts within SIM_EXPLORE of the objectives.
     best: tuple[float, float, Sized] | None = None
     near: tuple[float, float, Sized] | None = None
-    for _, c in ordered[:SIM_CHECKS]:
+    for _, c in ordered if safe else ordered[:SIM_CHECKS]:
         if best is not None and c.cost_per_hour > best[0] + 1e-9:
             break
         raw = simulated_p99(cal, c.config, share_of(load, dep, c.config), c.shape.pool.network_latency_ms)
@@ -381,8 +390,10 @@ def _next_candidate(
         worst = max(
             (sim[k] / lim for k, lim in slo.model_dump().items() if lim is not None and k in sim), default=0.0
         )
-        if worst <= SIM_MARGIN and (best is None or worst < best[1]):
+        if worst <= (SAFE_MARGIN if safe else SIM_MARGIN) and (best is None or worst < best[1]):
             best = (c.cost_per_hour, worst, c)
+        elif safe or (_family(c.config), c.config.replicas) in failed_twins:
+            continue
         elif worst <= (SIM_EXPLORE if cal.knows(c.config) else SIM_EXPLORE_UNCALIBRATED) and (
             near is None or (c.cost_per_hour, worst) < near[:2]
         ):
@@ -391,6 +402,8 @@ def _next_candidate(
         return best[2]
     if near is not None:
         return near[2]
+    if safe:
+        return None
     strict = [c for m, c in ordered if m == policy.slo_margin]
     return strict[0] if strict else None
 
