@@ -125,8 +125,12 @@ def calibrate(
     info: dict[str, Any] = {"default": global_info}
     for engine in sorted({p.row.calibration_key for p in train}):
         own = [p for p in train if p.row.calibration_key == engine]
-        weight = engine_prior if len(own) >= MIN_ROWS_OWN_FIT else max(1.0, engine_prior)
-        engines[engine], info[engine] = fit(own, global_eff, prior_weight=weight, kernel_prior=4 * weight)
+        # The engine's own factors come from its NVIDIA rows when there are enough of them: other
+        # vendors' software stacks get their own fit below instead of pulling this one.
+        nvidia = [p for p in own if p.vendor == "nvidia"]
+        base_rows = nvidia if len(nvidia) >= MIN_ROWS_OWN_FIT else own
+        weight = engine_prior if len(base_rows) >= MIN_ROWS_OWN_FIT else max(1.0, engine_prior)
+        engines[engine], info[engine] = fit(base_rows, global_eff, prior_weight=weight, kernel_prior=4 * weight)
         # A vendor's software stack (ROCm vs CUDA) shifts kernel efficiency: fit it around the engine.
         for vendor in sorted({p.vendor for p in own if p.vendor != "nvidia"}):
             mine = [p for p in own if p.vendor == vendor]
