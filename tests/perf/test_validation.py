@@ -188,3 +188,27 @@ def test_cli_predict_json_and_clear_errors() -> None:
         text=True,
     )
     assert bad.returncode == 2 and "output_len" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_another_vendors_rows_do_not_pull_an_engines_nvidia_factors(tmp_path: Path) -> None:
+    """NVIDIA rows from one truth, MI300X rows from a much slower stack: the engine's own factors
+    must still fit the NVIDIA rows; the MI300X rows get their own ``vllm@amd`` fit."""
+    fast = Efficiency(compute=0.6, memory=0.8, step_overhead_ms=1.0)
+    slow = Efficiency(compute=0.3, memory=0.5, step_overhead_ms=8.0)
+    rows = [
+        row(model=m, gpu=g, input_len=i, output_len=o, concurrency=c, source=g)
+        for g in ("h100-sxm", "a100-80gb", "mi300x")
+        for m in ("llama-3.1-8b", "qwen2.5-7b")
+        for i, o in ((128, 512), (1024, 256), (2048, 1024))
+        for c in (1, 16, 64, 256)
+    ]
+    path = write_csv(tmp_path / "vendors.csv", rows)
+    for r, p in zip(rows, prepare(read_measurements(path)), strict=True):
+        r["value"] = predict_prepared(p, slow if r["gpu"] == "mi300x" else fast)
+    parsed = read_measurements(write_csv(path, rows))
+    result = calibrate(parsed, split="all")
+    assert "vllm@amd" in result["engines"]
+    own = Efficiency(**result["engines"]["vllm"])
+    nvidia = [r for r in parsed if r.raw["gpu"] != "mi300x"]
+    report = validate(nvidia, efficiency_for=lambda e, v: own)
+    assert report.mape["throughput_tok_s"] < 5.0, report.mape
