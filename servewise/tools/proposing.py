@@ -112,7 +112,8 @@ def build_proposal(out: Outcome, cluster: ClusterBackend | None) -> Proposal | N
         return None
     pid = proposal_id(dep, pick.config)
     verified = out.verified
-    trial = next((t for t in out.trials if t.config == pick.config), None)
+    # the last run of the pick decides (a short pass may have been overruled by a longer confirming run)
+    trial = next((t for t in reversed(out.trials) if t.config == pick.config), None)
     before = out.current_forecast or {}
     predicted = Impact(
         cost_per_hour_before=out.current_cost_per_hour,
