@@ -87,7 +87,7 @@ def test_known_model_lands_at_or_behind_the_front(model_id: str, gpu: str) -> No
     model = get_catalog().model(model_id).model_copy(update={"max_context": 1280})
     known = evaluate_shape(target, model)
     assert known.ok, known.reason
-    result = search_front(target, generations=25, population=48, seed=1)
+    result = search_front(target, generations=60, population=48, seed=1)
     assert len(result.front) >= 3 and result.rejected > 0
     assert not any(known.dominates(p, "tpot") for p in result.front)
     # the search found a shape at least as good on both objectives (the known model is behind the front)

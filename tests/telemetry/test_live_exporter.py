@@ -65,7 +65,7 @@ def test_live_scrape_reads_back_every_deployment(exporter: str) -> None:
             ready = [
                 d
                 for d in snap.deployments
-                if "request_rate_per_s" in d.signals and "ttft_p50_ms" in d.signals
+                if d.signals.get("request_rate_per_s", 0.0) > 0 and "ttft_p50_ms" in d.signals
             ]
             if len(ready) == len(expected):
                 break
