@@ -130,7 +130,9 @@ def calibrate(
         nvidia = [p for p in own if p.vendor == "nvidia"]
         base_rows = nvidia if len(nvidia) >= MIN_ROWS_OWN_FIT else own
         weight = engine_prior if len(base_rows) >= MIN_ROWS_OWN_FIT else max(1.0, engine_prior)
-        engines[engine], info[engine] = fit(base_rows, global_eff, prior_weight=weight, kernel_prior=4 * weight)
+        engines[engine], info[engine] = fit(
+            base_rows, global_eff, prior_weight=weight, kernel_prior=4 * weight
+        )
         # A vendor's software stack (ROCm vs CUDA) shifts kernel efficiency: fit it around the engine.
         for vendor in sorted({p.vendor for p in own if p.vendor != "nvidia"}):
             mine = [p for p in own if p.vendor == vendor]
