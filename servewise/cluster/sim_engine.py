@@ -18,7 +18,7 @@ import numpy as np
 
 from servewise.domain import ServingConfig
 from servewise.perf.catalog import get_catalog
-from servewise.perf.efficiency import Efficiency, default_efficiency
+from servewise.perf.efficiency import Efficiency, efficiency_on
 
 if TYPE_CHECKING:
     from servewise.cluster.sim_latency import LatencySamples
@@ -71,7 +71,7 @@ class TruthModel:
         key = (str(engine), gpu)
         if key not in self._cache:
             rng = np.random.default_rng(stable_seed("truth", self.seed, *key))
-            self._cache[key] = default_efficiency(str(engine), gpu).perturbed(rng, self.scale)
+            self._cache[key] = efficiency_on(str(engine), get_catalog().gpu(gpu)).perturbed(rng, self.scale)
         return self._cache[key]
 
     def latencies(

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from servewise.domain import HardwareSpec, MemoryPlan, PerfPrediction, ServingConfig
 from servewise.errors import DoesNotFitError, InputError
 from servewise.perf.catalog import Catalog, get_catalog
-from servewise.perf.efficiency import Efficiency, default_efficiency
+from servewise.perf.efficiency import Efficiency, efficiency_on
 from servewise.perf.memory import plan_memory
 from servewise.perf.shapes import ReplicaShape, replica_shape
 
@@ -93,7 +93,7 @@ class IterationCostModel:
         cat = catalog or get_catalog()
         hw = cat.gpu(config.gpu)
         shape = replica_shape(cat.model(config.model), hw, config)
-        return cls(shape, efficiency or default_efficiency(config.engine.value, hw.vendor.lower()))
+        return cls(shape, efficiency or efficiency_on(config.engine.value, hw))
 
     def step_time_s(
         self, prefill_tokens: int, prefill_attn_pairs: float, decode_seqs: int, decode_kv_tokens: int
@@ -185,7 +185,7 @@ def _replica(
     _check_lengths(input_len, output_len)
     cat = catalog or get_catalog()
     model, hw = cat.model(config.model), cat.gpu(config.gpu)
-    eff = efficiency or default_efficiency(config.engine.value, hw.vendor.lower())
+    eff = efficiency or efficiency_on(config.engine.value, hw)
     mem = plan_memory(model, hw, config, seq_len=input_len + output_len)
     if not mem.fits:
         raise DoesNotFitError(f"{config.model} on {config.tensor_parallel}x {hw.id}: {mem.reason}")

@@ -18,7 +18,7 @@ from servewise.domain import ServingConfig
 from servewise.errors import ServewiseError
 from servewise.perf.analytical import _cycle, kv_tokens_per_request
 from servewise.perf.catalog import Catalog, get_catalog
-from servewise.perf.efficiency import Efficiency, default_efficiency
+from servewise.perf.efficiency import Efficiency, efficiency_on
 from servewise.perf.memory import plan_memory
 from servewise.perf.shapes import ReplicaShape, replica_shape
 
@@ -96,7 +96,7 @@ def predict_batch(
                     (float(mem.kv_capacity_tokens), hw.price_per_gpu_hour * cfg.gpus_per_replica, reason)
                 )
                 if eff_engine is None:
-                    eff_engine = default_efficiency(cfg.engine.value, hw.vendor.lower())
+                    eff_engine = efficiency_on(cfg.engine.value, hw)
             except (ServewiseError, ValueError) as exc:
                 shape = None  # placeholder row, masked out below
                 key_info.append((0.0, 0.0, str(exc)))

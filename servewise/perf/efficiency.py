@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from servewise.domain import HardwareSpec
+
 CALIBRATION_FILE = Path(__file__).parent / "data" / "calibration.json"
 
 
@@ -85,6 +87,11 @@ def lookup(table: dict[str, Efficiency], engine: str, vendor: str = "nvidia") ->
 def default_efficiency(engine: str = "vllm", gpu_vendor: str = "nvidia") -> Efficiency:
     """The calibrated efficiency for ``engine`` on a GPU of ``gpu_vendor``, else the defaults."""
     return lookup(_fitted(), str(engine), gpu_vendor)
+
+
+def efficiency_on(engine: str, hw: HardwareSpec) -> Efficiency:
+    """The calibrated efficiency for ``engine`` on the GPU ``hw`` (its vendor picks the fit)."""
+    return default_efficiency(engine, hw.vendor.lower())
 
 
 @lru_cache(maxsize=1)

@@ -26,7 +26,7 @@ from servewise.domain.quantization import Dtype
 from servewise.errors import InputError, ServewiseError
 from servewise.perf.analytical import closed_loop
 from servewise.perf.catalog import get_catalog
-from servewise.perf.efficiency import Efficiency, default_efficiency
+from servewise.perf.efficiency import Efficiency, efficiency_on
 from servewise.perf.memory import plan_memory
 from servewise.perf.shapes import estimate_params, ffn_params, replica_shape
 
@@ -129,7 +129,7 @@ class NasTarget:
             quant,
             tp,
             train_tokens,
-            default_efficiency("vllm", hw.vendor.lower()),
+            efficiency_on("vllm", hw),
         )
 
 

@@ -20,7 +20,8 @@ from scipy.optimize import least_squares
 from servewise.domain import ServingConfig
 from servewise.errors import ServewiseError
 from servewise.perf.analytical import LoadPrediction, predict_load
-from servewise.perf.efficiency import Efficiency, default_efficiency
+from servewise.perf.catalog import get_catalog
+from servewise.perf.efficiency import Efficiency, efficiency_on
 
 FITTED = (
     "compute",
@@ -64,7 +65,7 @@ class Calibration:
     residual_pct: float | None = None  # RMS relative error of the fit on its observations
 
     def efficiency(self, config: ServingConfig) -> Efficiency:
-        base = default_efficiency(config.engine.value, config.gpu)
+        base = efficiency_on(config.engine.value, get_catalog().gpu(config.gpu))
         scales = self.log_scales.get(_key(config))
         if scales is None:
             return base

@@ -214,3 +214,14 @@ def test_each_layer_adds_a_fixed_cost_to_every_step() -> None:
             0, 0, 1, 512
         )
         assert slow - base == pytest.approx(50e-6 * layers, rel=1e-9)
+
+
+def test_a_gpus_vendor_picks_its_calibration() -> None:
+    """``efficiency_on`` resolves the GPU's vendor: an MI300X gets the ``vllm@amd`` fit, not a lookup
+    keyed by the GPU id (which silently fell back to the NVIDIA-fitted ``vllm``)."""
+    from servewise.perf.efficiency import default_efficiency, efficiency_on
+
+    cat = get_catalog()
+    assert efficiency_on("vllm", cat.gpu("mi300x")) == default_efficiency("vllm", "amd")
+    assert efficiency_on("vllm", cat.gpu("h100-sxm")) == default_efficiency("vllm", "nvidia")
+    assert efficiency_on("vllm", cat.gpu("mi300x")) != efficiency_on("vllm", cat.gpu("h100-sxm"))
