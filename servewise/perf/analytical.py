@@ -36,9 +36,14 @@ MAX_LEN = 2_000_000
 OUTPUT_RESERVED = {"trtllm": 1.0, "tgi": 1.0}
 
 
+def output_reserved(engine: str) -> float:
+    """Share of a request's output tokens ``engine``'s admission holds KV-cache blocks for."""
+    return OUTPUT_RESERVED.get(engine, 0.5)
+
+
 def kv_tokens_per_request(engine: str, input_len: Any, output_len: Any) -> Any:
     """KV-cache tokens one admitted request takes from the capacity under ``engine``'s admission."""
-    return input_len + OUTPUT_RESERVED.get(engine, 0.5) * output_len
+    return input_len + output_reserved(engine) * output_len
 
 
 def step_time(
@@ -197,6 +202,7 @@ class ClosedLoop:
     """Closed-loop steady state (internal core of ``predict``, reused by calibration)."""
 
     running: float
+    kv_seqs: int  # sequences the KV capacity admits at once under the engine's admission
     decode_batch: float
     tpot_s: float
     ttft_s: float
@@ -218,7 +224,7 @@ def closed_loop(
     cy = _cycle(s, eff, config.max_num_batched_tokens, config.enable_chunked_prefill, running, i, o)
     rate, t_step = float(cy.rate), float(cy.t_step)
     ttft = max(c / rate - (o - 1) * t_step, float(cy.t_first))
-    return ClosedLoop(running, float(cy.b), t_step, ttft, rate * o, rate)
+    return ClosedLoop(running, kv_seqs, float(cy.b), t_step, ttft, rate * o, rate)
 
 
 def predict(
@@ -238,7 +244,7 @@ def predict(
     i, o = input_len, output_len
     cl = closed_loop(s, eff, config, mem.kv_capacity_tokens, i, o, concurrency)
     running, b, tpot, ttft = cl.running, cl.decode_batch, cl.tpot_s, cl.ttft_s
-    kv_seqs = max(1, int(mem.kv_capacity_tokens // kv_tokens_per_request(config.engine.value, i, o)))
+    kv_seqs = cl.kv_seqs
     req_rate = cl.request_rate_per_s
     e2e = ttft + (o - 1) * tpot
     throughput = cl.throughput_tok_s

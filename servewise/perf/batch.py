@@ -16,7 +16,7 @@ import numpy as np
 
 from servewise.domain import ServingConfig
 from servewise.errors import ServewiseError
-from servewise.perf.analytical import _cycle, kv_tokens_per_request
+from servewise.perf.analytical import _cycle, output_reserved
 from servewise.perf.catalog import Catalog, get_catalog
 from servewise.perf.efficiency import Efficiency, efficiency_on
 from servewise.perf.memory import plan_memory
@@ -114,9 +114,9 @@ def predict_batch(
     budget = np.array([cfg.max_num_batched_tokens for cfg in configs], dtype=float)
     max_seqs = np.array([cfg.max_num_seqs for cfg in configs], dtype=float)
     chunked = np.array([cfg.enable_chunked_prefill for cfg in configs])
-    per_request = np.array([kv_tokens_per_request(cfg.engine.value, 0.0, 1.0) for cfg in configs])
+    reserved = np.array([output_reserved(cfg.engine.value) for cfg in configs])
     return _closed_loop_arrays(
-        s, eff_engine or Efficiency(), budget, chunked, max_seqs, kv, price, i, o, c, reasons, per_request
+        s, eff_engine or Efficiency(), budget, chunked, max_seqs, kv, price, i, o, c, reasons, reserved
     )
 
 
@@ -132,9 +132,9 @@ def _closed_loop_arrays(
     o: np.ndarray,
     c: np.ndarray,
     reasons: list[str | None],
-    output_reserved: np.ndarray | float = 0.5,
+    reserved: np.ndarray,
 ) -> BatchPrediction:
-    kv_seqs = np.floor(kv / (i + output_reserved * o))
+    kv_seqs = np.floor(kv / (i + reserved * o))
     fits = (kv >= i + o) & np.array([r is None for r in reasons])
     reasons = [
         r if r is not None or f else f"KV cache holds {int(k)} tokens, fewer than one sequence"
