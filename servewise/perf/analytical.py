@@ -70,7 +70,7 @@ def step_time(
     t_weights = (s.dense_weight_bytes_per_gpu * s.pp + expert_bytes) / (s.memory_bw * eff.memory)
     # Compute and weight streaming are added, not overlapped (max): near the ridge point a GEMM
     # reaches neither peak, and the additive form cross-validates better on public measurements
-    # (bench/perf_crossval.py: 20.7% vs 23.0% out-of-fold throughput MAPE with max()).
+    # (`servewise perf crossval --split train`: 20.7% vs 23.0% out-of-fold throughput MAPE with max()).
     t_gemm = t_compute + t_weights
     # Attention: decode reads the KV cache; prefill is FLOP-bound (flash attention).
     t_attn_decode = decode_kv_tokens * s.kv_bytes_per_token * s.pp / (s.memory_bw * eff.attention_memory)
