@@ -298,7 +298,8 @@ def run_benchmark(sim: SimCluster, request: BenchmarkRequest) -> BenchmarkResult
     if oom:
         raise DoesNotFitError(f"benchmark pod for {dep.key} was OOMKilled: {oom}")
     eff = sim.truth.efficiency(config.engine.value, config.gpu)
-    rng = np.random.default_rng(stable_seed("bench", sim.seed, dep.key, config.model_dump_json(), sim.now_s))
+    variant = "" if sim.common_random_numbers else config.model_dump_json()
+    rng = np.random.default_rng(stable_seed("bench", sim.seed, dep.key, variant, sim.now_s))
     from servewise.cluster.sim_bench import measure
 
     m = measure(config, request.workload, request.num_requests, eff, rng)

@@ -24,12 +24,15 @@ def optimizer(
     if json_out:
         print_json(result)
         return
-    table = Table(title=f"optimizer vs true optimum ({scenarios} scenarios, seed {seed})")
+    table = Table(
+        title=f"optimizer vs true optimum ({scenarios} scenarios, seed {seed}; truth: {result['truth']})"
+    )
     for col in (
         "method",
         "cost / optimum (mean)",
         "max",
         "SLO violations",
+        "above optimum (optimum at the SLO's edge)",
         "benchmarks/deployment",
         "deployments",
     ):
@@ -40,6 +43,7 @@ def optimizer(
             f"{m['cost_ratio_to_optimum']:.3f}",
             f"{m['cost_ratio_max']:.3f}",
             str(m["slo_violations"]),
+            f"{round((1 - m['at_or_below_optimum']) * m['deployments'])} ({m['above_optimum_at_slo_edge']})",
             f"{m['benchmarks_per_deployment']:.1f}",
             str(m["deployments"]),
         )

@@ -4,7 +4,8 @@ The twin's truth (and a real cluster) differs from the catalog defaults by unkno
 factors *per engine and GPU class*. We fit multiplicative corrections on the ``Efficiency`` of each
 GPU class (a MAP estimate: log-scales with a Gaussian prior of ``PRIOR_SCALE``) to the observed
 median TTFT and TPOT, with ``scipy.optimize.least_squares``. Tails are a separate per-metric factor
-(p99 / predicted mean) fitted on the observed p99s and shrunk toward a prior.
+(p99 / predicted mean) fitted on the observed p99s and shrunk toward a prior: pooled over every
+observation, and per GPU class (shrunk toward the pooled one) where that class was observed.
 """
 
 from __future__ import annotations
@@ -60,22 +61,29 @@ class Calibration:
     """Fitted corrections: efficiency log-scales per (engine, GPU) and p99 tail factors."""
 
     log_scales: dict[str, tuple[float, ...]] = field(default_factory=dict)  # key: 'engine/gpu'
-    tails: dict[str, float] = field(default_factory=lambda: dict(TAIL_PRIOR))
+    tails: dict[str, float] = field(default_factory=lambda: dict(TAIL_PRIOR))  # pooled over classes
+    class_tails: dict[str, dict[str, float]] = field(default_factory=dict)  # key: 'engine/gpu'
     observations: int = 0
     residual_pct: float | None = None  # RMS relative error of the fit on its observations
 
     def efficiency(self, config: ServingConfig) -> Efficiency:
         base = efficiency_on(config.engine.value, get_catalog().gpu(config.gpu))
-        scales = self.log_scales.get(_key(config))
+        scales = self.log_scales.get(class_key(config))
         if scales is None:
             return base
         return base.scaled(**{name: math.exp(s) for name, s in zip(FITTED, scales, strict=True)})
 
     def knows(self, config: ServingConfig) -> bool:
-        return _key(config) in self.log_scales
+        return class_key(config) in self.log_scales
+
+    def tail(self, config: ServingConfig, metric: str) -> float:
+        """p99 / predicted mean of ``metric`` ('ttft' or 'tpot') on ``config``'s GPU class: its own
+        fit where observed, else the pooled one (an A100's TTFT tail of 2.5 once priced H100s out)."""
+        return self.class_tails.get(class_key(config), self.tails)[metric]
 
 
-def _key(config: ServingConfig) -> str:
+def class_key(config: ServingConfig) -> str:
+    """The GPU class a calibration is fitted per: engine and GPU."""
     return f"{config.engine.value}/{config.gpu}"
 
 
@@ -104,15 +112,21 @@ def fit_calibration(observations: Sequence[Observation], prior: Calibration | No
     sq_errors: list[float] = []
     by_key: dict[str, list[Observation]] = {}
     for obs in observations:
-        by_key.setdefault(_key(obs.config), []).append(obs)
+        by_key.setdefault(class_key(obs.config), []).append(obs)
     for key, group in by_key.items():
         theta, errs = _fit_group(group)
         scales[key] = tuple(float(x) for x in theta)
         sq_errors += errs
     partial = Calibration(log_scales=scales, tails=dict(TAIL_PRIOR), observations=len(observations))
-    tails = _fit_tails(partial, observations)
+    tails, class_tails = _fit_tails(partial, observations)
     rms = math.sqrt(sum(sq_errors) / len(sq_errors)) * 100 if sq_errors else None
-    return Calibration(log_scales=scales, tails=tails, observations=len(observations), residual_pct=rms)
+    return Calibration(
+        log_scales=scales,
+        tails=tails,
+        class_tails=class_tails,
+        observations=len(observations),
+        residual_pct=rms,
+    )
 
 
 def _targets(obs: Observation) -> list[tuple[str, float]]:
@@ -130,7 +144,7 @@ def _fit_group(group: list[Observation]) -> tuple[np.ndarray, list[float]]:
         return np.zeros(len(FITTED)), []
 
     def residuals(theta: np.ndarray) -> np.ndarray:
-        cal = Calibration(log_scales={_key(group[0].config): tuple(theta)})
+        cal = Calibration(log_scales={class_key(group[0].config): tuple(theta)})
         res: list[float] = []
         for obs in group:
             try:
@@ -147,22 +161,35 @@ def _fit_group(group: list[Observation]) -> tuple[np.ndarray, list[float]]:
     return sol.x, [float(math.expm1(abs(r) * MEAS_SCALE) ** 2) for r in fitted]
 
 
-def _fit_tails(cal: Calibration, observations: Sequence[Observation]) -> dict[str, float]:
-    logs: dict[str, list[float]] = {"ttft": [], "tpot": []}
+def _fit_tails(
+    cal: Calibration, observations: Sequence[Observation]
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Pooled tail factors (shrunk toward ``TAIL_PRIOR``) and per-class ones (shrunk toward the
+    pooled), each a geometric mean of observed p99 / predicted mean."""
+    logs: dict[str, dict[str, list[float]]] = {}
     for obs in observations:
         try:
             p = predict_with(cal, obs.config, obs.input_len, obs.output_len, obs.rate_per_replica)
         except ServewiseError:
             continue
+        per_metric = logs.setdefault(class_key(obs.config), {"ttft": [], "tpot": []})
         for metric, measured, mean in (
             ("ttft", obs.ttft_p99_ms, p.ttft_ms),
             ("tpot", obs.tpot_p99_ms, p.tpot_ms),
         ):
             if measured and mean > 0:
-                logs[metric].append(math.log(measured / mean))
-    tails = {}
-    for metric, prior in TAIL_PRIOR.items():
-        values = logs[metric]
+                per_metric[metric].append(math.log(measured / mean))
+
+    def shrunk(prior: float, values: list[float]) -> float:
         total = TAIL_PRIOR_WEIGHT * math.log(prior) + sum(values)
-        tails[metric] = math.exp(total / (TAIL_PRIOR_WEIGHT + len(values)))
-    return tails
+        return math.exp(total / (TAIL_PRIOR_WEIGHT + len(values)))
+
+    pooled = {
+        metric: shrunk(prior, [v for per in logs.values() for v in per[metric]])
+        for metric, prior in TAIL_PRIOR.items()
+    }
+    per_class = {
+        key: {metric: shrunk(pooled[metric], per[metric]) for metric in TAIL_PRIOR}
+        for key, per in logs.items()
+    }
+    return pooled, per_class

@@ -70,7 +70,8 @@ def optimize_fleet(
     unplaced = []
     for i, d in enumerate(deployments):
         tel = snapshot.for_deployment(d.ref.name, d.ref.namespace) if snapshot else None
-        obs = telemetry_observation(d, tel)
+        home_pool = next((p for p in pools if p.name == d.pool), None)
+        obs = telemetry_observation(d, tel, home_pool.network_latency_ms if home_pool else 0.0)
         cal = fit_calibration([obs]) if obs else Calibration()
         try:
             load = load_for(d, tel.get("request_rate_per_s") if tel else None, policy)

@@ -48,12 +48,20 @@ class SearchPolicy(BaseModel):
     gpus: list[str] | None = Field(default=None, description="restrict to these GPU ids (None = every pool)")
     max_replicas: int = Field(default=64, ge=1)
     benchmark_budget: int = Field(default=8, ge=0, le=64)
-    benchmark_requests: int = Field(default=200, ge=1, le=100_000, description="requests per benchmark run")
+    benchmark_requests: int = Field(
+        default=1000, ge=1, le=100_000, description="requests per benchmark run (vLLM's benchmark default)"
+    )
     confirm_requests: int = Field(
-        default=1000, ge=1, le=100_000, description="requests of the run that confirms a narrow pass"
+        default=2000, ge=1, le=100_000, description="requests of the run that confirms a narrow pass"
     )
     confirm_above: float = Field(
-        default=0.8, gt=0, le=1, description="a pass whose worst p99 / objective exceeds this is confirmed"
+        default=0.85, gt=0, le=1, description="a pass whose worst p99 / objective exceeds this is confirmed"
+    )
+    confirm_margin: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="a confirming run must measure within this x each objective (its p99 reads a few % low)",
     )
     tolerance: float = Field(default=0.15, gt=0, description="predicted vs measured p99 agreement")
     refine_top: int = Field(default=6, ge=1, description="shapes whose batching knobs are swept")

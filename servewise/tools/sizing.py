@@ -78,8 +78,8 @@ def forecast(cal: Calibration, config: ServingConfig, load: Load, network_ms: fl
     """Predicted p99s of ``config`` (with its replicas) at the load's total rate."""
     per_replica = load.rate_per_s / max(config.replicas, 1)
     p = predict_with(cal, config, load.input_len, load.output_len, per_replica)
-    ttft99 = p.ttft_ms * cal.tails["ttft"] + network_ms
-    tpot99 = p.tpot_ms * cal.tails["tpot"]
+    ttft99 = p.ttft_ms * cal.tail(config, "ttft") + network_ms
+    tpot99 = p.tpot_ms * cal.tail(config, "tpot")
     return Forecast(
         ttft_p99_ms=ttft99,
         tpot_p99_ms=tpot99,

@@ -88,3 +88,23 @@ def test_benchmark_on_another_pool_carries_no_network_latency_of_the_current_poo
     workload = dep.workload.model_copy(update={"arrival_rate_per_s": 0.2})
     res = sim.run_benchmark(BenchmarkRequest(ref=dep.ref, config=candidate, workload=workload))
     assert res.ttft_p50_ms < 60_000.0
+
+
+@pytest.mark.parametrize("common", [True, False])
+def test_common_random_numbers_give_equivalent_configs_one_measurement(common: bool) -> None:
+    """With common random numbers, two configs that differ only in a knob that does not bind at
+    this load (max_num_seqs far above the running batch) meet the same requests and noise, so they
+    measure alike; without, each config draws its own."""
+    sim = SimCluster.from_scenario(
+        "demo", ephemeral=True, start=START, warmup_s=60, common_random_numbers=common
+    )
+    dep = sim.list_deployments()[0]
+    assert dep.workload is not None
+    workload = dep.workload.model_copy(update={"arrival_rate_per_s": 0.5})
+    one, other = (dep.config.with_changes(replicas=1, max_num_seqs=n) for n in (256, 512))
+    runs = [
+        sim.run_benchmark(BenchmarkRequest(ref=dep.ref, config=c, workload=workload, num_requests=300))
+        for c in (one, other)
+    ]
+    same = runs[0].tpot_p99_ms == runs[1].tpot_p99_ms and runs[0].ttft_p99_ms == runs[1].ttft_p99_ms
+    assert same is common
