@@ -302,7 +302,15 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, float | int]:
     }
 
 
-def run(scenarios: int, seed: int, *, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run(
+    scenarios: int,
+    seed: int,
+    *,
+    progress: Callable[[str], None] | None = None,
+    truth_repeats: int = TRUTH_REPEATS,
+    truth_requests: int = TRUTH_REQUESTS,
+) -> dict[str, Any]:
+    """The bench (see the module docstring); ``truth_*`` trade the truth's precision for time."""
     policy = SearchPolicy()
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
     skipped = 0
@@ -310,13 +318,13 @@ def run(scenarios: int, seed: int, *, progress: Callable[[str], None] | None = N
     for k in range(scenarios):
         scen = generate_scenario(seed + k)
         sim = SimCluster(scen, warmup_s=60.0, history_s=300.0)
-        truth = truth_backends(scen)
+        truth = truth_backends(scen, truth_repeats)
         pools = sim.list_node_pools()
         by_name = {p.name: p for p in pools}
         snapshot = _snapshot(sim)
         for dep in sim.list_deployments():
             load = load_for(dep, None, policy)
-            judge = Judge(truth, dep, load)  # the truth: the long-run p99 over fresh runs
+            judge = Judge(truth, dep, load, truth_requests)  # the truth: the long-run p99 of fresh runs
             probe = Judge([sim], dep, load, policy.benchmark_requests)  # one standard run, as the methods see
             optimum = true_optimum(sim, dep, pools, load, judge, policy)
             single = true_optimum(sim, dep, pools, load, probe, policy)
@@ -403,7 +411,7 @@ def run(scenarios: int, seed: int, *, progress: Callable[[str], None] | None = N
     return {
         "scenarios": scenarios,
         "seed": seed,
-        "truth": f"mean p99 of {TRUTH_REPEATS} independent benchmark runs of {TRUTH_REQUESTS} requests",
+        "truth": f"mean p99 of {truth_repeats} independent benchmark runs of {truth_requests} requests",
         "deployments_without_optimum": skipped,
         "methods": {name: _summary(rs) for name, rs in rows.items() if rs},
         "deployments": details,
