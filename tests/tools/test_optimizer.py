@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -254,18 +255,30 @@ def _scaled(res: BenchmarkResult, factor: float) -> BenchmarkResult:
     )
 
 
+def _pinned(
+    inner: Callable[[BenchmarkRequest], BenchmarkResult],
+    policy: SearchPolicy,
+    standard: float,
+    confirming: float,
+) -> Callable[[BenchmarkRequest], BenchmarkResult]:
+    """``inner``'s results scaled so that the worst p99 / objective is ``standard`` on a standard
+    run and ``confirming`` on a confirming (longer) one."""
+
+    def bench(req: BenchmarkRequest) -> BenchmarkResult:
+        res = inner(req)
+        worst = max(res.ttft_p99_ms / SLO_.ttft_p99_ms, res.tpot_p99_ms / SLO_.tpot_p99_ms)
+        target = confirming if req.num_requests >= policy.confirm_requests else standard
+        return _scaled(res, target / worst)
+
+    return bench
+
+
 def test_a_narrow_short_pass_that_a_long_run_fails_is_not_picked() -> None:
     """Standard runs put every candidate just under the SLO; the longer confirming run shows the
     truth (10 % over the objectives): no narrow pass may become the pick."""
     calls: list[BenchmarkRequest] = []
-    inner = truth_bench(truth_for(3), calls)
     policy = SearchPolicy(benchmark_budget=6)
-
-    def lucky(req: BenchmarkRequest) -> BenchmarkResult:
-        res = inner(req)
-        worst = max(res.ttft_p99_ms / SLO_.ttft_p99_ms, res.tpot_p99_ms / SLO_.tpot_p99_ms)
-        return _scaled(res, (1.1 if req.num_requests >= policy.confirm_requests else 0.95) / worst)
-
+    lucky = _pinned(truth_bench(truth_for(3), calls), policy, standard=0.95, confirming=1.1)
     out = optimize(deployment(), POOLS, benchmark=lucky, policy=policy)
     assert len(out.trials) <= 6
     longs = [t for t in out.trials if t.requests == policy.confirm_requests]
@@ -299,14 +312,8 @@ def test_a_confirming_run_must_pass_inside_the_guard_band(confirmed_at: float, p
     """A p99 read from a finite run sits a few % below the long-run tail: a narrow pass counts
     only when the confirming run measures within ``confirm_margin`` of every objective."""
     calls: list[BenchmarkRequest] = []
-    inner = truth_bench(truth_for(5), calls)
     policy = SearchPolicy(benchmark_budget=2)
-
-    def narrow(req: BenchmarkRequest) -> BenchmarkResult:
-        res = inner(req)
-        worst = max(res.ttft_p99_ms / SLO_.ttft_p99_ms, res.tpot_p99_ms / SLO_.tpot_p99_ms)
-        target = confirmed_at if req.num_requests >= policy.confirm_requests else 0.9
-        return _scaled(res, target / worst)
+    narrow = _pinned(truth_bench(truth_for(5), calls), policy, standard=0.9, confirming=confirmed_at)
 
     out = optimize(deployment(), POOLS, benchmark=narrow, policy=policy)
     assert [t.requests for t in out.trials] == [policy.benchmark_requests, policy.confirm_requests]
