@@ -43,7 +43,7 @@ def optimizer(
             f"{m['cost_ratio_to_optimum']:.3f}",
             f"{m['cost_ratio_max']:.3f}",
             str(m["slo_violations"]),
-            f"{round((1 - m['at_or_below_optimum']) * m['deployments'])} ({m['above_optimum_at_slo_edge']})",
+            f"{m['above_optimum']} ({m['above_optimum_at_slo_edge']})",
             f"{m['benchmarks_per_deployment']:.1f}",
             str(m["deployments"]),
         )

@@ -168,9 +168,13 @@ def measured_values(res: BenchmarkResult, network_ms: float) -> dict[str, float]
     }
 
 
+def requests_ok(res: BenchmarkResult) -> bool:
+    """The run served its requests: some completed and at most 1 % failed."""
+    return res.completed > 0 and res.failed <= 0.01 * (res.completed + res.failed)
+
+
 def benchmark_passes(res: BenchmarkResult, slo: SLO, network_ms: float) -> bool:
-    ok_requests = res.completed > 0 and res.failed <= 0.01 * (res.completed + res.failed)
-    return ok_requests and meets(slo, measured_values(res, network_ms))
+    return requests_ok(res) and meets(slo, measured_values(res, network_ms))
 
 
 def optimize(
@@ -259,9 +263,9 @@ def optimize(
             )
             if requests >= policy.confirm_requests and trial.passed:
                 # A run's p99 reads the long-run tail a few % low: a confirmation needs a guard band.
-                trial.passed = _worst_ratio(dep.slo, trial.measured) <= policy.confirm_margin
+                trial.passed = worst_ratio(dep.slo, trial.measured) <= policy.confirm_margin
             narrow = trial.passed and (
-                twin_failed or _worst_ratio(dep.slo, trial.measured) > policy.confirm_above
+                twin_failed or worst_ratio(dep.slo, trial.measured) > policy.confirm_above
             )
             if not narrow or requests >= policy.confirm_requests:
                 break
@@ -328,10 +332,15 @@ def _benchmark(
     return trial, obs
 
 
-def _worst_ratio(slo: SLO | None, values: dict[str, float]) -> float:
-    """The largest measured / objective ratio (1.0 = exactly at the SLO)."""
+def slo_ratios(slo: SLO | None, values: dict[str, float]) -> list[float]:
+    """Each value / its objective, for the objectives the SLO sets and ``values`` holds."""
     limits = (slo or SLO()).model_dump()
-    return max((values[k] / lim for k, lim in limits.items() if lim and k in values), default=0.0)
+    return [values[k] / lim for k, lim in limits.items() if lim and k in values]
+
+
+def worst_ratio(slo: SLO | None, values: dict[str, float]) -> float:
+    """The largest measured / objective ratio (1.0 = exactly at the SLO)."""
+    return max(slo_ratios(slo, values), default=0.0)
 
 
 def share_of(load: Load, dep: InferenceDeployment, config: ServingConfig) -> Workload:
@@ -358,7 +367,7 @@ def _next_candidate(
     """The cheapest untried candidate below ``best_pass`` that the simulator (at the calibrated
     efficiency) predicts to pass; candidates come from the analytical search at the strict margin,
     then relaxed ones (exploration). Falls back to the analytical order when the simulator rejects
-    all of the first ``SIM_CHECKS``. A candidate whose batching-knob twins (same variant, GPU, TP
+    all of the first ``SIM_SHAPES`` shapes. A candidate whose batching-knob twins (same variant, GPU, TP
     and replicas) failed twice is skipped, after one failure it needs a simulated pass. ``safe``
     (nothing passed yet, the budget nearly spent): only a simulated pass with ``SAFE_MARGIN``
     slack, the cheapest of all candidates."""
@@ -444,7 +453,7 @@ def _simulated_ratios(
         return None
     factors = bias.get(class_key(c.config), {})
     sim = {k: v * factors.get(k, 1.0) for k, v in raw.items()}
-    return [sim[k] / lim for k, lim in slo.model_dump().items() if lim is not None and k in sim] or [0.0]
+    return slo_ratios(slo, sim) or [0.0]
 
 
 def _sim_bias(

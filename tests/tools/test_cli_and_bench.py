@@ -45,6 +45,7 @@ def test_optimizer_bench_shape_and_servewise_targets() -> None:
     assert methods["random"]["benchmarks_per_deployment"] <= 8
     for m in methods.values():  # misses above the optimum are at most all deployments above it
         above = round((1 - m["at_or_below_optimum"]) * m["deployments"])
+        assert m["above_optimum"] == above
         assert 0 <= m["above_optimum_at_slo_edge"] <= above
     for d in result["deployments"]:
         assert 0 < d["optimum_worst_ratio"] <= 1.0  # the optimum passes the truth it was chosen by
