@@ -63,6 +63,13 @@ class SearchPolicy(BaseModel):
         le=1,
         description="a confirming run must measure within this x each objective (its p99 reads a few % low)",
     )
+    confidence_z: float = Field(
+        default=1.65,
+        ge=0,
+        le=5,
+        description="a pass counts when each measured p99 x (1 + z x its simulated run-to-run spread)"
+        " is within the objective; otherwise a longer run confirms it (0: trust single runs)",
+    )
     tolerance: float = Field(default=0.15, gt=0, description="predicted vs measured p99 agreement")
     refine_top: int = Field(default=6, ge=1, description="shapes whose batching knobs are swept")
 

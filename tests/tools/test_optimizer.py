@@ -24,10 +24,11 @@ from servewise.perf.catalog import get_catalog
 from servewise.perf.efficiency import Efficiency, default_efficiency
 from servewise.tools.calibrating import Calibration, Observation, fit_calibration, predict_with
 from servewise.tools.optimizer_bench import SCREEN_REQUESTS, TRUTH_REQUESTS, Judge
-from servewise.tools.optimizing import optimize, verdicts
+from servewise.tools.optimizing import SPREAD_FLOOR, optimize, underpredicted, upper_ratio, verdicts
 from servewise.tools.proposing import build_proposal, pareto_front
 from servewise.tools.search_space import SearchPolicy, shapes
 from servewise.tools.sizing import forecast, load_for, meets, size
+from servewise.tools.verifying import simulated_spread
 
 POOLS = [
     NodePool(name="h100", gpu="h100-sxm", nodes=2, gpus_per_node=8, free_gpus=12),
@@ -319,6 +320,54 @@ def test_a_confirming_run_must_pass_inside_the_guard_band(confirmed_at: float, p
     assert [t.requests for t in out.trials] == [policy.benchmark_requests, policy.confirm_requests]
     assert out.trials[-1].passed is picked
     assert (out.pick is not None and out.pick.config == out.trials[0].config) is picked
+
+
+@pytest.mark.parametrize(("z", "confirmed"), [(0.0, False), (5.0, True)])
+def test_a_pass_inside_its_run_to_run_spread_is_confirmed(z: float, confirmed: bool) -> None:
+    """A standard run reads 0.9 of the objectives; the long run breaks them. With the spread
+    ignored (z = 0) the pass is taken as is; when 0.9 x (1 + z x spread) exceeds the objective,
+    a confirming run is spent and its failure keeps the candidate out."""
+    calls: list[BenchmarkRequest] = []
+    policy = SearchPolicy(benchmark_budget=2, confidence_z=z, tolerance=100.0, confirm_above=1.0)
+    bench = _pinned(truth_bench(truth_for(5), calls), policy, standard=0.9, confirming=1.1)
+    out = optimize(deployment(), POOLS, benchmark=bench, policy=policy)
+    first = out.trials[0]
+    assert first.ratio_bound is not None and first.ratio_bound >= 0.9 * (1 + z * SPREAD_FLOOR) - 1e-9
+    if confirmed:
+        assert [t.requests for t in out.trials] == [policy.benchmark_requests, policy.confirm_requests]
+        assert out.pick is None or out.pick.config != first.config
+    else:
+        assert out.trials[0].passed and out.pick is not None and out.pick.config == first.config
+
+
+def test_a_pass_the_model_underpredicted_needs_confirming() -> None:
+    predicted = {"ttft_p99_ms": 500.0, "tpot_p99_ms": 30.0}
+    assert underpredicted(SLO_, predicted, {"ttft_p99_ms": 400.0, "tpot_p99_ms": 40.0}, 0.15)
+    assert not underpredicted(SLO_, predicted, {"ttft_p99_ms": 570.0, "tpot_p99_ms": 34.0}, 0.15)
+    # a metric the SLO does not set does not count
+    assert not underpredicted(
+        SLO(tpot_p99_ms=60), predicted, {"ttft_p99_ms": 900.0, "tpot_p99_ms": 30.0}, 0.15
+    )
+
+
+def test_upper_ratio_widens_each_metric_by_its_own_spread() -> None:
+    measured = {"ttft_p99_ms": 750.0, "tpot_p99_ms": 48.0}  # 0.5 and 0.8 of SLO_
+    assert upper_ratio(SLO_, measured, {"ttft_p99_ms": 0.6, "tpot_p99_ms": 0.0}, 1.0) == pytest.approx(
+        max(0.5 * 1.6, 0.8 * (1 + SPREAD_FLOOR))
+    )
+    assert upper_ratio(SLO_, measured, {}, 0.0) == pytest.approx(0.8)
+
+
+def test_the_simulated_spread_of_a_p99_grows_as_the_replica_nears_saturation() -> None:
+    cfg = ServingConfig(model="llama-3.1-8b", gpu="l40s")
+    cap = predict_load(cfg, input_len=2000, output_len=200, arrival_rate_per_s=0.1).capacity_rate_per_s
+    light, busy, saturated = (Workload.fixed(2000, 200, rate=cap * u) for u in (0.2, 0.7, 0.95))
+    spread = {
+        name: simulated_spread(Calibration(), cfg, w, 300)
+        for name, w in [("light", light), ("busy", busy), ("saturated", saturated)]
+    }
+    assert spread["busy"]["tpot_p99_ms"] > 2 * spread["light"]["tpot_p99_ms"]
+    assert spread["saturated"]["ttft_p99_ms"] > 3 * spread["light"]["ttft_p99_ms"]
 
 
 @dataclass
