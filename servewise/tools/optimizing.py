@@ -211,7 +211,8 @@ def optimize(
         if obs is not None:
             observations.append(obs)
             cal = fit_calibration(observations)
-            notes.append(f"calibrated on telemetry of {dep.config.gpu}: fit residual {cal.residual_pct:.1f}%")
+            fit = "n/a" if cal.residual_pct is None else f"{cal.residual_pct:.1f}%"
+            notes.append(f"calibrated on telemetry of {dep.config.gpu}: fit residual {fit}")
         else:
             notes.append("no usable telemetry: starting from the uncalibrated model")
     price = (

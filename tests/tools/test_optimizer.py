@@ -437,3 +437,17 @@ def test_the_simulator_bias_learned_on_one_gpu_class_stays_there() -> None:
     bias = _sim_bias(cal, load, dep, [Trial(h100, "h100", {}, measured, False, 1.0)])
     assert bias[class_key(h100)]["tpot_p99_ms"] == pytest.approx(1.5)
     assert class_key(h100.with_changes(gpu="l40s")) not in bias
+
+
+def test_telemetry_that_fits_nothing_is_noted_not_a_crash(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The fake fleet's telemetry has a TTFT p99 but no p50s: the calibration fits no target, and
+    the optimizer says so instead of failing on a missing residual."""
+    from servewise.testing import fake_fleet
+
+    monkeypatch.setenv("SERVEWISE_FAKE_FLEET", str(tmp_path / "fleet.json"))
+    env = fake_fleet.environment()
+    dep = next(d for d in env.cluster.list_deployments() if d.ref.name == "chat-8b")
+    tel = env.telemetry.snapshot().for_deployment(dep.ref.name, dep.ref.namespace)
+    out = optimize(dep, env.cluster.list_node_pools(), benchmark=env.cluster.run_benchmark, telemetry=tel)
+    assert "calibrated on telemetry of h100-sxm: fit residual n/a" in out.notes
+    assert out.pick is not None and out.verified
