@@ -30,8 +30,16 @@ from servewise.domain import (
 from servewise.errors import InputError, ServewiseError
 from servewise.perf.catalog import Catalog, get_catalog
 from servewise.tools.calibrating import Calibration, Observation, class_key, fit_calibration
+from servewise.tools.judging import (
+    benchmark_passes,
+    measured_values,
+    slo_ratios,
+    underpredicted,
+    upper_ratio,
+    worst_ratio,
+)
 from servewise.tools.search_space import SearchPolicy, Shape, available_gpus, price_of, shapes
-from servewise.tools.sizing import Load, Sized, forecast, load_for, meets, size
+from servewise.tools.sizing import Load, Sized, forecast, load_for, size
 from servewise.tools.verifying import simulated_p99, simulated_spread
 
 log = logging.getLogger(__name__)
@@ -49,9 +57,6 @@ SIM_EXPLORE = 1.15  # ... or, when nothing cheaper passes, be within this of it 
 SIM_EXPLORE_UNCALIBRATED = 1.4  # ... wider on a GPU class the model has never been calibrated on
 SAFE_MARGIN = 0.8  # with the budget nearly spent and nothing passed, only a clear simulated pass
 SAFE_REMAINING = 2  # ... that is, with this many benchmarks left
-# Spread of a real benchmark's p99 beyond the simulator's queueing noise (clocks, tokenizer, network):
-# the floor under the simulated spread when a pass is judged.
-SPREAD_FLOOR = 0.03
 
 
 @dataclass
@@ -161,24 +166,6 @@ def search(
 
 def _rank(s: Sized) -> tuple[float, float]:
     return (round(s.cost_per_hour, 6), s.forecast.e2e_p99_ms)
-
-
-def measured_values(res: BenchmarkResult, network_ms: float) -> dict[str, float]:
-    return {
-        "ttft_p99_ms": res.ttft_p99_ms + network_ms,
-        "tpot_p99_ms": res.tpot_p99_ms,
-        "e2e_p99_ms": res.e2e_p99_ms + network_ms,
-        "ttft_p50_ms": res.ttft_p50_ms + network_ms,
-    }
-
-
-def requests_ok(res: BenchmarkResult) -> bool:
-    """The run served its requests: some completed and at most 1 % failed."""
-    return res.completed > 0 and res.failed <= 0.01 * (res.completed + res.failed)
-
-
-def benchmark_passes(res: BenchmarkResult, slo: SLO, network_ms: float) -> bool:
-    return requests_ok(res) and meets(slo, measured_values(res, network_ms))
 
 
 def optimize(
@@ -347,46 +334,6 @@ def _benchmark(
         cand.config, pool, predicted, measured_values(res, net), passed, cand.cost_per_hour, requests, net
     )
     return trial, obs
-
-
-def slo_ratios(slo: SLO | None, values: dict[str, float]) -> list[float]:
-    """Each value / its objective, for the objectives the SLO sets and ``values`` holds."""
-    limits = (slo or SLO()).model_dump()
-    return [values[k] / lim for k, lim in limits.items() if lim and k in values]
-
-
-def underpredicted(
-    slo: SLO | None, predicted: dict[str, float], measured: dict[str, float], tolerance: float
-) -> bool:
-    """Whether a metric the SLO sets measured worse than predicted by more than ``tolerance``: the
-    model does not know this config's regime (a TP or batching cliff), so one lucky run is all the
-    evidence there is for a pass (seed 11: predicted TPOT 50 ms, one run 64, the long run 83)."""
-    limits = (slo or SLO()).model_dump()
-    return any(
-        measured.get(k, 0.0) > (1 + tolerance) * predicted[k]
-        for k, lim in limits.items()
-        if lim and predicted.get(k)
-    )
-
-
-def upper_ratio(slo: SLO | None, values: dict[str, float], spread: dict[str, float], z: float) -> float:
-    """The worst measured / objective ratio with each metric widened to the upper end of its
-    run-to-run spread (coefficient of variation, floored at ``SPREAD_FLOOR``): above 1, the
-    long-run p99 may break the objective although this run met it."""
-    limits = (slo or SLO()).model_dump()
-    return max(
-        (
-            values[k] / lim * (1 + z * max(SPREAD_FLOOR, spread.get(k, SPREAD_FLOOR)))
-            for k, lim in limits.items()
-            if lim and k in values
-        ),
-        default=0.0,
-    )
-
-
-def worst_ratio(slo: SLO | None, values: dict[str, float]) -> float:
-    """The largest measured / objective ratio (1.0 = exactly at the SLO)."""
-    return max(slo_ratios(slo, values), default=0.0)
 
 
 def share_of(load: Load, dep: InferenceDeployment, config: ServingConfig) -> Workload:

@@ -23,8 +23,9 @@ from servewise.perf.analytical import predict_load
 from servewise.perf.catalog import get_catalog
 from servewise.perf.efficiency import Efficiency, default_efficiency
 from servewise.tools.calibrating import Calibration, Observation, fit_calibration, predict_with
+from servewise.tools.judging import SPREAD_FLOOR, underpredicted, upper_ratio
 from servewise.tools.optimizer_bench import SCREEN_REQUESTS, TRUTH_REQUESTS, Judge
-from servewise.tools.optimizing import SPREAD_FLOOR, optimize, underpredicted, upper_ratio, verdicts
+from servewise.tools.optimizing import optimize, verdicts
 from servewise.tools.proposing import build_proposal, pareto_front
 from servewise.tools.search_space import SearchPolicy, shapes
 from servewise.tools.sizing import forecast, load_for, meets, size
