@@ -68,7 +68,7 @@ def describe_proposal(p: Proposal, findings: list[Finding]) -> str:
     if p.measured is not None:
         m = p.measured
         parts.append(
-            f"Benchmark ({m.validated_by}): p99 TTFT {_ms(m.ttft_p99_ms)}, p99 TPOT {_ms(m.tpot_p99_ms)}."
+            f"Measured by a {m.validated_by}: p99 TTFT {_ms(m.ttft_p99_ms)}, p99 TPOT {_ms(m.tpot_p99_ms)}."
         )
     else:
         parts.append("Not benchmarked: the prediction is the performance model's.")

@@ -19,7 +19,8 @@ from servewise.domain import DeploymentTelemetry, Impact, InferenceDeployment, P
 from servewise.errors import ServewiseError
 from servewise.tools.analyzing import find_deployment
 from servewise.tools.context import current_context
-from servewise.tools.optimizing import Outcome, describe, optimize, proposal_id
+from servewise.tools.judging import worst_ratio
+from servewise.tools.optimizing import Outcome, Trial, describe, optimize, proposal_id
 from servewise.tools.patching import render_patch
 from servewise.tools.registry import registry
 from servewise.tools.search_space import SearchPolicy
@@ -95,6 +96,20 @@ def _uncertainty_pct(out: Outcome) -> float:
     return round(max(25.0, out.calibration.residual_pct or 0.0), 1)
 
 
+def _how_measured(out: Outcome, trial: Trial) -> str:
+    """The deciding run in words: its length and load, whether it confirmed a shorter pass, and its
+    worst p99 / objective with and without the run-to-run spread (``judging.upper_ratio``)."""
+    confirmed = any(t.config == trial.config and t.requests < trial.requests for t in out.trials)
+    text = f"benchmark of {trial.requests} requests at {out.load.rate_per_s:.2f} req/s (peak + headroom)"
+    if confirmed:
+        text += ", confirming a shorter run's pass"
+    if trial.measured:
+        text += f"; worst p99 at {worst_ratio(out.deployment.slo, trial.measured):.2f} of its objective"
+        if trial.ratio_bound is not None:
+            text += f" ({trial.ratio_bound:.2f} with its run-to-run spread)"
+    return text
+
+
 def _risk(current: ServingConfig, proposed: ServingConfig, verified: bool) -> str:
     changed = {k for k in ServingConfig.model_fields if getattr(current, k) != getattr(proposed, k)}
     if not verified:
@@ -135,7 +150,7 @@ def build_proposal(out: Outcome, cluster: ClusterBackend | None) -> Proposal | N
             cost_per_hour_after=pick.cost_per_hour,
             ttft_p99_ms=trial.measured.get("ttft_p99_ms"),
             tpot_p99_ms=trial.measured.get("tpot_p99_ms"),
-            validated_by=f"benchmark at {out.load.rate_per_s:.2f} req/s (peak + headroom)",
+            validated_by=_how_measured(out, trial),
         )
     patch: list[dict[str, object]] = []
     if cluster is not None:

@@ -321,6 +321,13 @@ def test_a_confirming_run_must_pass_inside_the_guard_band(confirmed_at: float, p
     assert [t.requests for t in out.trials] == [policy.benchmark_requests, policy.confirm_requests]
     assert out.trials[-1].passed is picked
     assert (out.pick is not None and out.pick.config == out.trials[0].config) is picked
+    if picked:  # the proposal says which run decided, and how close to the SLO it measured
+        measured = build_proposal(out, None).measured  # type: ignore[union-attr]
+        assert measured is not None and measured.validated_by.startswith(
+            f"benchmark of {policy.confirm_requests} requests"
+        )
+        assert "confirming a shorter run's pass" in measured.validated_by
+        assert f"worst p99 at {confirmed_at:.2f} of its objective" in measured.validated_by
 
 
 @pytest.mark.parametrize(("z", "confirmed"), [(0.0, False), (5.0, True)])
