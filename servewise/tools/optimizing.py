@@ -244,34 +244,7 @@ def optimize(
             trials.append(trial)
             if obs is not None:
                 observations.append(obs)
-            # A pass by less than the run-to-run spread of a short run's p99 may be luck: confirm it
-            # with a longer run (its verdict replaces the short one's) while the budget allows.
-            # So may a pass where a twin of it (other batching knobs only) failed: conflicting evidence.
-            twin_failed = any(
-                not t.passed
-                and _family(t.config) == _family(trial.config)
-                and t.config.replicas == nxt.config.replicas
-                for t in trials
-            )
-            if trial.passed:
-                spread = simulated_spread(
-                    cal, nxt.config, share_of(load, dep, nxt.config), requests, trial.network_ms
-                )
-                trial.ratio_bound = upper_ratio(dep.slo, trial.measured, spread, policy.confidence_z)
-            if requests >= policy.confirm_requests and trial.passed:
-                # A run's p99 reads the long-run tail a few % low, and strays from it by the spread
-                # the simulator predicts for this config: a confirmation needs both guard bands.
-                trial.passed = (
-                    worst_ratio(dep.slo, trial.measured) <= policy.confirm_margin
-                    and (trial.ratio_bound or 0.0) <= 1.0
-                )
-            narrow = trial.passed and (
-                twin_failed
-                or worst_ratio(dep.slo, trial.measured) > policy.confirm_above
-                or (trial.ratio_bound or 0.0) > 1.0
-                or underpredicted(dep.slo, trial.predicted, trial.measured, policy.tolerance)
-            )
-            if not narrow or requests >= policy.confirm_requests:
+            if not _judge(trial, trials, cal, load, dep, policy):
                 break
             if len(trials) >= budget:
                 trial.passed = False  # an unconfirmed narrow pass is not trusted
@@ -302,6 +275,45 @@ def optimize(
     else:
         pick = candidates[0] if candidates else None
     return Outcome(dep, load, current_cost, current_forecast(), pick, candidates, trials, cal, notes)
+
+
+def _judge(
+    trial: Trial,
+    trials: list[Trial],
+    cal: Calibration,
+    load: Load,
+    dep: InferenceDeployment,
+    policy: SearchPolicy,
+) -> bool:
+    """Settle ``trial.passed`` for a run of ``trial.requests``; True when it is a pass that a longer
+    confirming run must back before it counts.
+
+    A pass by less than its run-to-run spread may be luck, and so may one where a twin (other
+    batching knobs only) failed, or one the model under-predicted (it does not know the regime).
+    A confirming run must itself clear the guard band and its own spread bound: a run's p99 reads
+    the long-run tail a few % low and strays from it by the spread the simulator predicts."""
+    if not trial.passed:
+        return False
+    spread = simulated_spread(
+        cal, trial.config, share_of(load, dep, trial.config), trial.requests, trial.network_ms
+    )
+    trial.ratio_bound = upper_ratio(dep.slo, trial.measured, spread, policy.confidence_z)
+    worst = worst_ratio(dep.slo, trial.measured)
+    if trial.requests >= policy.confirm_requests:
+        trial.passed = worst <= policy.confirm_margin and trial.ratio_bound <= 1.0
+        return False
+    twin_failed = any(
+        not t.passed
+        and _family(t.config) == _family(trial.config)
+        and t.config.replicas == trial.config.replicas
+        for t in trials
+    )
+    return (
+        twin_failed
+        or worst > policy.confirm_above
+        or trial.ratio_bound > 1.0
+        or underpredicted(dep.slo, trial.predicted, trial.measured, policy.tolerance)
+    )
 
 
 def _benchmark(
