@@ -268,9 +268,13 @@ def optimize(
                 forecast(cal, best.config, load, shape.pool.network_latency_ms),
                 best.cost_per_hour,
             )
-        if pick is None:
+        if pick is None and trials:
             notes.append(
                 f"no candidate passed its benchmark in {len(trials)} run(s); keeping the current config"
+            )
+        elif pick is None:
+            notes.append(
+                "no candidate is predicted to meet the SLO, so none was benchmarked; keeping the current config"
             )
     else:
         pick = candidates[0] if candidates else None

@@ -459,3 +459,14 @@ def test_telemetry_that_fits_nothing_is_noted_not_a_crash(tmp_path, monkeypatch)
     out = optimize(dep, env.cluster.list_node_pools(), benchmark=env.cluster.run_benchmark, telemetry=tel)
     assert "calibrated on telemetry of h100-sxm: fit residual n/a" in out.notes
     assert out.pick is not None and out.verified
+
+
+def test_an_slo_nothing_can_meet_spends_no_benchmark_and_says_so() -> None:
+    calls: list[BenchmarkRequest] = []
+    dep = deployment().model_copy(update={"slo": SLO(ttft_p99_ms=1, tpot_p99_ms=0.1)})
+    out = optimize(dep, POOLS, benchmark=truth_bench(truth_for(1), calls))
+    assert calls == [] and out.pick is None
+    assert (
+        "no candidate is predicted to meet the SLO, so none was benchmarked; keeping the current config"
+        in out.notes
+    )
