@@ -89,10 +89,12 @@ class SLO(BaseModel):
     tpot_p99_ms: float | None = Field(default=None, gt=0)
     e2e_p99_ms: float | None = Field(default=None, gt=0)
 
+    def objectives(self) -> dict[str, float]:
+        """The objectives this SLO sets, by field name (metrics without one left out)."""
+        return {name: limit for name, limit in self.model_dump().items() if limit is not None}
+
     def violations(self, measured: dict[str, float]) -> list[str]:
         """Names of objectives that ``measured`` (same keys as the fields) breaks."""
-        out = []
-        for name, limit in self.model_dump().items():
-            if limit is not None and name in measured and measured[name] > limit:
-                out.append(name)
-        return out
+        return [
+            name for name, limit in self.objectives().items() if name in measured and measured[name] > limit
+        ]

@@ -93,7 +93,7 @@ def _markdown(
         lines.append("Feasible means no error and: " + ", ".join(f"`{c}`" for c in spec.constraints) + ".")
     lines += ["", "## Assumptions", ""]
     lines += [f"- {a}" for a in spec.assumptions] or ["- None beyond the performance model's own."]
-    slo = {k: v for k, v in spec.slo.model_dump().items() if v is not None}
+    slo = spec.slo.objectives()
     if slo:
         lines.append("- SLO: " + ", ".join(f"{k} <= {v:g}" for k, v in slo.items()))
     lines += ["", "## Findings", ""]

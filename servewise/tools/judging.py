@@ -36,8 +36,7 @@ def benchmark_passes(res: BenchmarkResult, slo: SLO, network_ms: float) -> bool:
 
 def slo_ratios(slo: SLO | None, values: dict[str, float]) -> list[float]:
     """Each value / its objective, for the objectives the SLO sets and ``values`` holds."""
-    limits = (slo or SLO()).model_dump()
-    return [values[k] / lim for k, lim in limits.items() if lim and k in values]
+    return [values[k] / lim for k, lim in (slo or SLO()).objectives().items() if k in values]
 
 
 def worst_ratio(slo: SLO | None, values: dict[str, float]) -> float:
@@ -49,12 +48,11 @@ def upper_ratio(slo: SLO | None, values: dict[str, float], spread: dict[str, flo
     """The worst measured / objective ratio with each metric widened to the upper end of its
     run-to-run spread (coefficient of variation, floored at ``SPREAD_FLOOR``): above 1, the
     long-run p99 may break the objective although this run met it."""
-    limits = (slo or SLO()).model_dump()
     return max(
         (
             values[k] / lim * (1 + z * max(SPREAD_FLOOR, spread.get(k, SPREAD_FLOOR)))
-            for k, lim in limits.items()
-            if lim and k in values
+            for k, lim in (slo or SLO()).objectives().items()
+            if k in values
         ),
         default=0.0,
     )
@@ -66,9 +64,8 @@ def underpredicted(
     """Whether a metric the SLO sets measured worse than predicted by more than ``tolerance``: the
     model does not know this config's regime (a TP or batching cliff), so one lucky run is all the
     evidence there is for a pass (seed 11: predicted TPOT 50 ms, one run 64, the long run 83)."""
-    limits = (slo or SLO()).model_dump()
     return any(
         measured.get(k, 0.0) > (1 + tolerance) * predicted[k]
-        for k, lim in limits.items()
-        if lim and predicted.get(k)
+        for k in (slo or SLO()).objectives()
+        if predicted.get(k)
     )

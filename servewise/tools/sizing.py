@@ -91,10 +91,9 @@ def forecast(cal: Calibration, config: ServingConfig, load: Load, network_ms: fl
 
 
 def meets(slo: SLO, values: dict[str, float], margin: float = 1.0) -> bool:
-    for name, limit in slo.model_dump().items():
-        if limit is not None and name in values and values[name] > margin * limit:
-            return False
-    return True
+    return not any(
+        values[name] > margin * limit for name, limit in slo.objectives().items() if name in values
+    )
 
 
 @dataclass(frozen=True)
