@@ -11,6 +11,7 @@ preemption bursts make TTFT tails the widest), so a single pass is only as good 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
@@ -37,25 +38,43 @@ def simulated_p99(
 def _simulate(
     config: ServingConfig, share: Workload, eff: Efficiency, network_ms: float
 ) -> tuple[tuple[str, float], ...]:
-    from servewise.perf.simulator import simulate_config
-
-    totals = {"ttft_p99_ms": 0.0, "tpot_p99_ms": 0.0, "e2e_p99_ms": 0.0, "ttft_p50_ms": 0.0}
+    runs: list[dict[str, float]] = []
     try:
-        for seed in SEEDS:
-            total = NUM_REQUESTS + WARMUP_REQUESTS
-            r = simulate_config(
-                config, share, num_requests=total, seed=seed, efficiency=eff,
-                warmup_fraction=WARMUP_REQUESTS / total,
-            )  # fmt: skip
-            if r.completed < 0.99 * r.num_requests:
+        for values, complete in _runs(config, share, eff, NUM_REQUESTS, network_ms, SEEDS):
+            if not complete:
                 return (("failed", 1.0),)
-            totals["ttft_p99_ms"] += r.ttft_ms.p99 + network_ms
-            totals["tpot_p99_ms"] += r.tpot_ms.p99
-            totals["e2e_p99_ms"] += r.e2e_ms.p99 + network_ms
-            totals["ttft_p50_ms"] += r.ttft_ms.p50 + network_ms
+            runs.append(values)
     except ServewiseError:
         return (("failed", 1.0),)
-    return tuple((k, v / len(SEEDS)) for k, v in totals.items())
+    return tuple((k, sum(r[k] for r in runs) / len(SEEDS)) for k in runs[0])
+
+
+def _runs(
+    config: ServingConfig,
+    share: Workload,
+    eff: Efficiency,
+    requests: int,
+    network_ms: float,
+    seeds: tuple[int, ...],
+) -> Iterator[tuple[dict[str, float], bool]]:
+    """One simulated benchmark per seed, warmed up as a benchmark is (a quarter of the requests,
+    at least ``WARMUP_REQUESTS``): the values the SLO reads (network latency included) and whether
+    it completed 99 % of its requests. Raises what the simulator raises."""
+    from servewise.perf.simulator import simulate_config
+
+    warm = max(WARMUP_REQUESTS, requests // 4)
+    for seed in seeds:
+        r = simulate_config(
+            config, share, num_requests=requests + warm, seed=seed, efficiency=eff,
+            warmup_fraction=warm / (requests + warm),
+        )  # fmt: skip
+        values = {
+            "ttft_p99_ms": r.ttft_ms.p99 + network_ms,
+            "tpot_p99_ms": r.tpot_ms.p99,
+            "e2e_p99_ms": r.e2e_ms.p99 + network_ms,
+            "ttft_p50_ms": r.ttft_ms.p50 + network_ms,
+        }
+        yield values, r.completed >= 0.99 * r.num_requests
 
 
 def simulated_spread(
@@ -63,8 +82,8 @@ def simulated_spread(
 ) -> dict[str, float]:
     """The simulator's run-to-run coefficient of variation of each p99 (and the TTFT p50) that one
     benchmark of ``requests`` requests measures on one replica of ``config`` at ``share``: the
-    spread of a p99 estimate, from independent simulated runs warmed up as a benchmark is
-    (a quarter of the requests, at least 50). Empty when the simulator cannot run the config."""
+    spread of a p99 estimate, from independent simulated runs (``_runs``). Empty when the
+    simulator cannot run the config."""
     return dict(_spread(config.with_changes(replicas=1), share, cal.efficiency(config), requests, network_ms))
 
 
@@ -72,20 +91,9 @@ def simulated_spread(
 def _spread(
     config: ServingConfig, share: Workload, eff: Efficiency, requests: int, network_ms: float
 ) -> tuple[tuple[str, float], ...]:
-    from servewise.perf.simulator import simulate_config
-
-    warm = max(WARMUP_REQUESTS, requests // 4)
-    runs: dict[str, list[float]] = {"ttft_p99_ms": [], "tpot_p99_ms": [], "e2e_p99_ms": [], "ttft_p50_ms": []}
     try:
-        for seed in SPREAD_SEEDS:
-            r = simulate_config(
-                config, share, num_requests=requests + warm, seed=seed, efficiency=eff,
-                warmup_fraction=warm / (requests + warm),
-            )  # fmt: skip
-            runs["ttft_p99_ms"].append(r.ttft_ms.p99 + network_ms)
-            runs["tpot_p99_ms"].append(r.tpot_ms.p99)
-            runs["e2e_p99_ms"].append(r.e2e_ms.p99 + network_ms)
-            runs["ttft_p50_ms"].append(r.ttft_ms.p50 + network_ms)
+        runs = [values for values, _ in _runs(config, share, eff, requests, network_ms, SPREAD_SEEDS)]
     except ServewiseError:
         return ()
-    return tuple((k, float(np.std(v, ddof=1) / np.mean(v))) for k, v in runs.items() if np.mean(v) > 0)
+    series = {k: [r[k] for r in runs] for k in runs[0]}
+    return tuple((k, float(np.std(v, ddof=1) / np.mean(v))) for k, v in series.items() if np.mean(v) > 0)
