@@ -92,6 +92,19 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def no_pick_reason(self) -> str | None:
+        """Why there is no pick (None when there is one)."""
+        if self.pick is not None:
+            return None
+        if self.trials:
+            return (
+                f"no candidate passed its benchmark in {len(self.trials)} run(s); keeping the current config"
+            )
+        return (
+            "no candidate is predicted to meet the SLO, so none was benchmarked; keeping the current config"
+        )
+
+    @property
     def verified(self) -> bool:
         if self.pick is None:
             return False
@@ -268,17 +281,12 @@ def optimize(
                 forecast(cal, best.config, load, shape.pool.network_latency_ms),
                 best.cost_per_hour,
             )
-        if pick is None and trials:
-            notes.append(
-                f"no candidate passed its benchmark in {len(trials)} run(s); keeping the current config"
-            )
-        elif pick is None:
-            notes.append(
-                "no candidate is predicted to meet the SLO, so none was benchmarked; keeping the current config"
-            )
     else:
         pick = candidates[0] if candidates else None
-    return Outcome(dep, load, current_cost, current_forecast(), pick, candidates, trials, cal, notes)
+    out = Outcome(dep, load, current_cost, current_forecast(), pick, candidates, trials, cal, notes)
+    if budget and out.no_pick_reason:
+        out.notes.append(out.no_pick_reason)
+    return out
 
 
 def _judge(

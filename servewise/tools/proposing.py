@@ -59,6 +59,9 @@ class DeploymentPlan(BaseModel):
     before: dict[str, float] | None = Field(default=None, description="predicted p99s of the current config")
     after: dict[str, float] | None = Field(default=None, description="predicted p99s of the pick")
     notes: list[str] = Field(default_factory=list)
+    no_proposal_reason: str | None = Field(
+        default=None, description="why there is no proposal, when there is none"
+    )
 
 
 def pareto_front(candidates: list[Sized], pick: Sized | None) -> list[ParetoPoint]:
@@ -108,6 +111,12 @@ def _how_measured(out: Outcome, trial: Trial) -> str:
         if trial.ratio_bound is not None:
             text += f" ({trial.ratio_bound:.2f} with its run-to-run spread)"
     return text
+
+
+def no_proposal_reason(out: Outcome) -> str:
+    """Why ``build_proposal`` proposes nothing for ``out``: the optimizer's reason for having no
+    pick, or a pick that is the current config at no lower cost."""
+    return out.no_pick_reason or "the current configuration is already the cheapest that meets the SLO"
 
 
 def _risk(current: ServingConfig, proposed: ServingConfig, verified: bool) -> str:
@@ -229,6 +238,7 @@ def optimize_deployment(
         notes=out.notes,
         before=out.current_forecast,
         after=out.pick.forecast.as_dict() if out.pick else None,
+        no_proposal_reason=None if proposal else no_proposal_reason(out),
     )
 
 

@@ -71,27 +71,14 @@ def optimize(
             continue
         proposal = getattr(plan, "proposal", None)
         if proposal is None:
-            notes.append(f"{key}: no proposal: {why_no_proposal(plan)}")
+            reason = getattr(plan, "no_proposal_reason", None) or "no cheaper configuration meets the SLO"
+            notes.append(f"{key}: no proposal: {reason}")
             continue
         p = Proposal.model_validate(
             proposal.model_dump(mode="json") if isinstance(proposal, BaseModel) else proposal
         )
         proposals.append(p if p.findings else p.model_copy(update={"findings": sorted(set(kinds[key]))}))
     return proposals, notes
-
-
-def why_no_proposal(plan: BaseModel) -> str:
-    """The optimizer's reason for proposing nothing: no benchmark passed (its own note says how
-    many ran), nothing is even predicted to pass, or the current config is already the pick."""
-    notes = [n for n in getattr(plan, "notes", []) if isinstance(n, str)]
-    failed = next(
-        (n for n in notes if n.startswith(("no candidate passed", "no candidate is predicted"))), None
-    )
-    if failed:
-        return failed
-    if getattr(plan, "after", None) is None:
-        return "no configuration is predicted to meet the SLO"
-    return "the current configuration is already the cheapest that meets the SLO"
 
 
 def slo_of(env: Environment, proposal: Proposal) -> SLO | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
@@ -26,7 +26,7 @@ from servewise.tools.calibrating import Calibration, Observation, fit_calibratio
 from servewise.tools.judging import SPREAD_FLOOR, underpredicted, upper_ratio
 from servewise.tools.optimizer_bench import SCREEN_REQUESTS, TRUTH_REQUESTS, Judge
 from servewise.tools.optimizing import optimize, verdicts
-from servewise.tools.proposing import build_proposal, pareto_front
+from servewise.tools.proposing import build_proposal, no_proposal_reason, pareto_front
 from servewise.tools.search_space import SearchPolicy, shapes
 from servewise.tools.sizing import forecast, load_for, meets, size
 from servewise.tools.verifying import simulated_spread
@@ -466,7 +466,24 @@ def test_an_slo_nothing_can_meet_spends_no_benchmark_and_says_so() -> None:
     dep = deployment().model_copy(update={"slo": SLO(ttft_p99_ms=1, tpot_p99_ms=0.1)})
     out = optimize(dep, POOLS, benchmark=truth_bench(truth_for(1), calls))
     assert calls == [] and out.pick is None
+    nothing = "no candidate is predicted to meet the SLO, so none was benchmarked; keeping the current config"
+    assert nothing in out.notes
+    assert build_proposal(out, None) is None and no_proposal_reason(out) == nothing
+
+
+def test_without_a_proposal_the_optimizer_says_why() -> None:
+    failing = optimize(
+        deployment(), POOLS, benchmark=_Runs(2.0).run_benchmark, policy=SearchPolicy(benchmark_budget=3)
+    )
+    failed = "no candidate passed its benchmark in 3 run(s); keeping the current config"
+    assert failing.pick is None and failed in failing.notes and no_proposal_reason(failing) == failed
+    # a pick that is the current config at no lower cost proposes nothing either
+    out = optimize(deployment(), POOLS, benchmark=truth_bench(truth_for(1), []))
+    assert out.pick is not None
+    current = replace(
+        out, pick=replace(out.pick, config=out.deployment.config, cost_per_hour=out.current_cost_per_hour)
+    )
+    assert build_proposal(current, None) is None
     assert (
-        "no candidate is predicted to meet the SLO, so none was benchmarked; keeping the current config"
-        in out.notes
+        no_proposal_reason(current) == "the current configuration is already the cheapest that meets the SLO"
     )

@@ -182,21 +182,3 @@ def test_analyst_model_writes_the_note_and_usage_is_counted(home: Path, env: Env
     assert view.llm_usage["cost_usd"] == pytest.approx(view.llm_usage["prompt_tokens"] * 2.0 / 1e6, abs=1e-6)
     document = server.requests[0]["messages"][1]["content"]
     assert all(p["id"] in document for p in view.proposals)
-
-
-def test_a_deployment_without_a_proposal_gets_the_optimizers_reason() -> None:
-    from servewise.tools.proposing import DeploymentPlan
-    from servewise.workflows.steps import why_no_proposal
-
-    def plan(**kw: object) -> DeploymentPlan:
-        return DeploymentPlan(
-            deployment="chat", namespace="prod", proposal=None, current_cost_per_hour=10.0, **kw
-        )  # type: ignore[arg-type]
-
-    failed = "no candidate passed its benchmark in 8 run(s); keeping the current config"
-    assert why_no_proposal(plan(notes=["calibrated on telemetry of l4: fit residual 3.0%", failed])) == failed
-    assert why_no_proposal(plan()) == "no configuration is predicted to meet the SLO"
-    nothing = "no candidate is predicted to meet the SLO, so none was benchmarked; keeping the current config"
-    assert why_no_proposal(plan(notes=[nothing])) == nothing
-    kept = plan(after={"ttft_p99_ms": 500.0})
-    assert why_no_proposal(kept) == "the current configuration is already the cheapest that meets the SLO"
