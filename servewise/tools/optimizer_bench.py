@@ -38,7 +38,7 @@ from servewise.perf.analytical import predict_load
 from servewise.perf.catalog import get_catalog
 from servewise.tools.calibrating import Calibration
 from servewise.tools.judging import measured_values, requests_ok, worst_ratio
-from servewise.tools.optimizing import describe, optimize
+from servewise.tools.optimizing import describe, optimize, share_of
 from servewise.tools.search_space import SearchPolicy, shapes
 from servewise.tools.sizing import Load, Sized, load_for, size
 
@@ -114,8 +114,7 @@ def generate_scenario(seed: int, deployments: int = 3) -> Scenario:
 
 
 def _share(load: Load, dep: InferenceDeployment, cfg: ServingConfig, requests: int) -> BenchmarkRequest:
-    wl = load.workload(dep.workload).model_copy(update={"arrival_rate_per_s": load.rate_per_s / cfg.replicas})
-    return BenchmarkRequest(ref=dep.ref, config=cfg, workload=wl, num_requests=requests)
+    return BenchmarkRequest(ref=dep.ref, config=cfg, workload=share_of(load, dep, cfg), num_requests=requests)
 
 
 def truth_backends(scenario: Scenario, repeats: int = TRUTH_REPEATS) -> list[SimCluster]:
