@@ -27,6 +27,7 @@ from servewise.domain import (
     ServingConfig,
     Workload,
 )
+from servewise.domain.histograms import quantile_bucket
 from servewise.errors import InputError, ServewiseError
 from servewise.perf.catalog import Catalog, get_catalog
 from servewise.tools.calibrating import Calibration, Observation, class_key, fit_calibration
@@ -126,6 +127,16 @@ def telemetry_observation(
     def server_side(ttft: float | None) -> float | None:
         return None if ttft is None or ttft <= network_ms else ttft - network_ms
 
+    # Quantiles read through histogram_quantile lie anywhere in their bucket (TTFT's net of the network).
+    buckets = []
+    for name, signal, shift in (
+        ("ttft_p50", "ttft_p50_ms", network_ms), ("ttft_p99", "ttft_p99_ms", network_ms),
+        ("tpot_p50", "itl_p50_ms", 0.0), ("tpot_p99", "itl_p99_ms", 0.0),
+    ):  # fmt: skip
+        value = tel.get(signal)
+        bucket = quantile_bucket(dep.config.engine.value, signal, value) if value else None
+        if bucket is not None:
+            buckets.append((name, max(bucket[0] - shift, 0.0), bucket[1] - shift))
     return Observation(
         config=dep.config.with_changes(replicas=replicas),
         input_len=dep.workload.input_len.mean,
@@ -136,6 +147,7 @@ def telemetry_observation(
         ttft_p99_ms=server_side(tel.get("ttft_p99_ms")),
         tpot_p99_ms=tel.get("itl_p99_ms"),
         source="telemetry",
+        buckets=tuple(buckets),
     )
 
 
