@@ -487,6 +487,32 @@ def test_the_simulator_bias_learned_on_one_gpu_class_stays_there() -> None:
     assert class_key(h100.with_changes(gpu="l40s")) not in bias
 
 
+def test_the_simulator_bias_of_one_weight_format_stays_with_it() -> None:
+    """An int4 benchmark measuring 2x the simulator's p99s corrects later int4 candidates on that
+    GPU; fp8 there takes its own bias where it was benchmarked, else the class's."""
+    from servewise.domain import Quantization
+    from servewise.tools.optimizing import Trial, _sim_bias, bias_for, share_of
+    from servewise.tools.verifying import simulated_p99
+
+    dep = deployment()
+    load = load_for(dep, None, SearchPolicy())
+    cal = Calibration()
+    int4 = dep.config.with_changes(replicas=3, quantization=Quantization(weights="int4"))
+    fp8 = dep.config.with_changes(replicas=3, quantization=Quantization(weights="fp8"))
+
+    def trial(config: ServingConfig, factor: float) -> Trial:
+        sim = simulated_p99(cal, config, share_of(load, dep, config))
+        measured = {k: factor * sim[k] for k in ("ttft_p99_ms", "tpot_p99_ms", "e2e_p99_ms")}
+        return Trial(config, "h100", {}, measured, False, 1.0)
+
+    only_int4 = _sim_bias(cal, load, dep, [trial(int4, 2.0)])
+    assert bias_for(only_int4, int4)["tpot_p99_ms"] == pytest.approx(2.0)
+    assert bias_for(only_int4, fp8)["tpot_p99_ms"] == pytest.approx(2.0)  # nothing better known
+    both = _sim_bias(cal, load, dep, [trial(int4, 2.0), trial(fp8, 1.1)])
+    assert bias_for(both, fp8)["tpot_p99_ms"] == pytest.approx(1.1)
+    assert bias_for(both, int4)["tpot_p99_ms"] == pytest.approx(2.0)
+
+
 def test_telemetry_that_fits_nothing_is_noted_not_a_crash(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The fake fleet's telemetry has a TTFT p99 but no p50s: the calibration fits no target, and
     the optimizer says so instead of failing on a missing residual."""
