@@ -46,6 +46,13 @@ class TrialRecord(BaseModel):
     passed: bool
     predicted: dict[str, float]
     measured: dict[str, float]
+    requests: int = Field(
+        description="benchmark length; a longer run of the same config confirms a narrow pass"
+    )
+    ratio_bound: float | None = Field(
+        default=None,
+        description="worst measured p99 / objective widened by the run's simulated run-to-run spread",
+    )
 
 
 class DeploymentPlan(BaseModel):
@@ -230,6 +237,8 @@ def optimize_deployment(
                 passed=t.passed,
                 predicted=t.predicted,
                 measured=t.measured,
+                requests=t.requests,
+                ratio_bound=t.ratio_bound,
             )
             for t in out.trials
         ],
