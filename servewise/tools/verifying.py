@@ -20,6 +20,7 @@ from servewise.domain import ServingConfig, Workload
 from servewise.errors import ServewiseError
 from servewise.perf.efficiency import Efficiency
 from servewise.tools.calibrating import Calibration
+from servewise.tools.judging import slo_values
 
 SEEDS = (101, 202)
 SPREAD_SEEDS = tuple(range(301, 309))  # independent simulated runs behind one spread estimate
@@ -68,12 +69,7 @@ def _runs(
             config, share, num_requests=requests + warm, seed=seed, efficiency=eff,
             warmup_fraction=warm / (requests + warm),
         )  # fmt: skip
-        values = {
-            "ttft_p99_ms": r.ttft_ms.p99 + network_ms,
-            "tpot_p99_ms": r.tpot_ms.p99,
-            "e2e_p99_ms": r.e2e_ms.p99 + network_ms,
-            "ttft_p50_ms": r.ttft_ms.p50 + network_ms,
-        }
+        values = slo_values(r.ttft_ms.p99, r.tpot_ms.p99, r.e2e_ms.p99, r.ttft_ms.p50, network_ms)
         yield values, r.completed >= 0.99 * r.num_requests
 
 
