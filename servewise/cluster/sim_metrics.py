@@ -17,20 +17,12 @@ import numpy as np
 from scipy.special import ndtr
 
 from servewise.cluster.sim_latency import LatencySamples, sample_bin_probs
+from servewise.domain.histograms import VLLM_E2E_BUCKETS_S, VLLM_ITL_BUCKETS_S, VLLM_TTFT_BUCKETS_S
 
 # Bucket upper bounds (seconds) as vLLM's Prometheus logger defines them.
-TTFT_BUCKETS = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-    20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
-)  # fmt: skip
-ITL_BUCKETS = (
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
-    40.0, 80.0,
-)  # fmt: skip
-E2E_BUCKETS = (
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
-    480.0, 960.0, 1920.0, 7680.0,
-)  # fmt: skip
+TTFT_BUCKETS = VLLM_TTFT_BUCKETS_S
+ITL_BUCKETS = VLLM_ITL_BUCKETS_S
+E2E_BUCKETS = VLLM_E2E_BUCKETS_S
 HISTOGRAMS: dict[str, tuple[float, ...]] = {"ttft": TTFT_BUCKETS, "itl": ITL_BUCKETS, "e2e": E2E_BUCKETS}
 COUNTERS = ("requests", "prompt_tokens", "generation_tokens", "preemptions")
 GAUGES = ("running", "waiting", "kv_usage", "gpu_utilization", "gpu_memory_used_bytes", "ready_pods")

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
+from scipy.special import gammaincc
 
 from servewise.domain import HardwareSpec, MemoryPlan, PerfPrediction, ServingConfig
 from servewise.errors import DoesNotFitError, InputError
@@ -290,6 +291,28 @@ class LoadPrediction(BaseModel):
     preemptions_per_s: float
 
 
+def admission_queue(busy: float, slots: float) -> float:
+    """Mean number of requests waiting for a batch slot (Erlang C, M/M/c): ``slots`` concurrent
+    sequences (max_num_seqs or the KV capacity, whichever is less), ``busy`` of them taken on
+    average (the offered load in Erlangs). A continuous-batching engine admits a request at once
+    while a slot is free, so the queue stays empty until the running set nears its cap.
+
+    The single-server M/M/1 queue the model used before (rho^2 / (1 - rho) waiting at utilization
+    rho) put 0.9 requests in the queue at 60 % of capacity: for llama-3.1-8b fp8 on an L40S
+    (1000/300 tokens, 512 sequences) that predicted a 209 ms mean TTFT where the simulator
+    measures 92 ms, and calibration bent the compute and memory factors to explain the gap."""
+    c = max(int(math.floor(slots)), 1)
+    a = min(max(busy, 0.0), c * (1.0 - 1e-9))
+    if a <= 0.0:
+        return 0.0
+    # Erlang B = Poisson(a) pmf(c) / cdf(c), then Erlang C; in logs, stable for hundreds of slots.
+    log_pmf = c * math.log(a) - a - math.lgamma(c + 1)
+    cdf = float(gammaincc(c + 1, a))
+    erlang_b = min(math.exp(log_pmf) / cdf, 1.0) if cdf > 0 else 1.0
+    p_wait = erlang_b / (1.0 - (a / c) * (1.0 - erlang_b))
+    return p_wait * a / (c - a)
+
+
 def predict_load(
     config: ServingConfig,
     *,
@@ -335,9 +358,8 @@ def predict_load(
         r = lo + (hi - lo) * (lam - rate_lo) / max(rate_hi - rate_lo, 1e-12)
     cy = _cycle(s, eff, config.max_num_batched_tokens, config.enable_chunked_prefill, max(r, 1e-6), i, o)
     b = cy.b
-    rho = min(lam / cap, 0.99)
-    # M/M/1-style waiting for admission near capacity; grows without bound when saturated.
-    waiting = rho * rho / (1.0 - rho) if not saturated else max(r_max, 1.0) * 10.0
+    # Waiting for admission: a request waits only while all r_max batch slots are taken.
+    waiting = admission_queue(r, r_max) if not saturated else max(r_max, 1.0) * 10.0
     served = min(lam, cap)
     queue_wait = waiting / served if served > 0 else 0.0
     budget = float(config.max_num_batched_tokens)

@@ -54,6 +54,17 @@ class Observation:
     ttft_p99_ms: float | None = None
     tpot_p99_ms: float | None = None
     source: str = "benchmark"
+    # (name, lower, upper): the histogram bucket a value was read from ("ttft_p50", "tpot_p99", ...);
+    # the true value lies anywhere inside it (see ``servewise.domain.histograms``). A benchmark's
+    # percentiles come from its raw samples and have none.
+    buckets: tuple[tuple[str, float, float], ...] = ()
+
+    def interval(self, name: str, value: float) -> tuple[float, float]:
+        """What ``value`` (this observation's ``name``) pins down: its bucket, else the point."""
+        for n, lower, upper in self.buckets:
+            if n == name:
+                return lower, upper
+        return value, value
 
 
 @dataclass(frozen=True)
@@ -129,13 +140,23 @@ def fit_calibration(observations: Sequence[Observation], prior: Calibration | No
     )
 
 
-def _targets(obs: Observation) -> list[tuple[str, float]]:
+def _targets(obs: Observation) -> list[tuple[str, float, float]]:
+    """(metric, lower, upper) of each median to fit: a point, or the histogram bucket it lies in."""
     out = []
-    if obs.ttft_p50_ms and obs.ttft_p50_ms > 0:
-        out.append(("ttft", obs.ttft_p50_ms))
-    if obs.tpot_p50_ms and obs.tpot_p50_ms > 0:
-        out.append(("tpot", obs.tpot_p50_ms))
+    for metric, value in (("ttft", obs.ttft_p50_ms), ("tpot", obs.tpot_p50_ms)):
+        if value and value > 0:
+            out.append((metric, *obs.interval(f"{metric}_p50", value)))
     return out
+
+
+def _log_outside(pred: float, lower: float, upper: float) -> float:
+    """log distance from ``pred`` to the interval [lower, upper] (0 inside it)."""
+    pred = max(pred, 1e-9)
+    if pred > upper:
+        return math.log(pred / upper)
+    if pred < lower:
+        return math.log(pred / max(lower, 1e-9))
+    return 0.0
 
 
 def _fit_group(group: list[Observation]) -> tuple[np.ndarray, list[float]]:
@@ -143,7 +164,7 @@ def _fit_group(group: list[Observation]) -> tuple[np.ndarray, list[float]]:
     if n_res == 0:
         return np.zeros(len(FITTED)), []
 
-    def residuals(theta: np.ndarray) -> np.ndarray:
+    def data_residuals(theta: np.ndarray) -> np.ndarray:
         cal = Calibration(log_scales={class_key(group[0].config): tuple(theta)})
         res: list[float] = []
         for obs in group:
@@ -152,12 +173,15 @@ def _fit_group(group: list[Observation]) -> tuple[np.ndarray, list[float]]:
                 pred = {"ttft": p.ttft_ms, "tpot": p.tpot_ms}
             except ServewiseError:
                 pred = {"ttft": 1e9, "tpot": 1e9}
-            for metric, measured in _targets(obs):
-                res.append(math.log(max(pred[metric], 1e-9) / measured) / MEAS_SCALE)
-        return np.concatenate([np.asarray(res), theta / PRIOR_SCALE])
+            for metric, lower, upper in _targets(obs):
+                res.append(_log_outside(pred[metric], lower, upper) / MEAS_SCALE)
+        return np.asarray(res)
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        return np.concatenate([data_residuals(theta), theta / PRIOR_SCALE])
 
     sol = least_squares(residuals, np.zeros(len(FITTED)), diff_step=1e-3, max_nfev=60 * len(FITTED))
-    fitted = residuals(sol.x)[:n_res]
+    fitted = data_residuals(sol.x)
     return sol.x, [float(math.expm1(abs(r) * MEAS_SCALE) ** 2) for r in fitted]
 
 
@@ -178,7 +202,10 @@ def _fit_tails(
             ("tpot", obs.tpot_p99_ms, p.tpot_ms),
         ):
             if measured and mean > 0:
-                per_metric[metric].append(math.log(measured / mean))
+                # a p99 read from a histogram bucket: the prior's p99 where the bucket allows it
+                lower, upper = obs.interval(f"{metric}_p99", measured)
+                p99 = min(max(TAIL_PRIOR[metric] * mean, lower), upper)
+                per_metric[metric].append(math.log(p99 / mean))
 
     def shrunk(prior: float, values: list[float]) -> float:
         total = TAIL_PRIOR_WEIGHT * math.log(prior) + sum(values)

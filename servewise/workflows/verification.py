@@ -15,11 +15,10 @@ or a regression.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
-from servewise.cluster.sim_metrics import ITL_BUCKETS, TTFT_BUCKETS
 from servewise.domain import SLO, DeploymentTelemetry, Proposal, RolloutStatus, TelemetrySnapshot
+from servewise.domain.histograms import VLLM_ITL_BUCKETS_S, VLLM_TTFT_BUCKETS_S, bucket_around
 from servewise.errors import ServewiseError
 from servewise.workflows.environment import Environment
 from servewise.workflows.state import RunOptions
@@ -37,16 +36,9 @@ MAX_WINDOW_S = 1800.0
 # Bucket bounds (ms) of the histograms behind each SLO's signal: vLLM's, which the twin exports too.
 # A p99 read through histogram_quantile is only known to lie inside the bucket it falls in.
 SLO_BUCKETS_MS = {
-    "ttft_p99_ms": tuple(1e3 * b for b in TTFT_BUCKETS),
-    "tpot_p99_ms": tuple(1e3 * b for b in ITL_BUCKETS),
+    "ttft_p99_ms": tuple(1e3 * b for b in VLLM_TTFT_BUCKETS_S),
+    "tpot_p99_ms": tuple(1e3 * b for b in VLLM_ITL_BUCKETS_S),
 }
-
-
-def bucket_around(value: float, bounds: tuple[float, ...]) -> tuple[float, float]:
-    """The histogram bucket ``(lower, upper]`` that holds ``value``."""
-    lower = max((b for b in bounds if b < value), default=0.0)
-    upper = min((b for b in bounds if b >= value), default=math.inf)
-    return lower, upper
 
 
 def unresolved_by_buckets(name: str, measured: float, limit: float, benchmarked: float | None) -> bool:

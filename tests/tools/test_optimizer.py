@@ -13,11 +13,13 @@ from servewise.domain import (
     BenchmarkRequest,
     BenchmarkResult,
     DeploymentRef,
+    DeploymentTelemetry,
     InferenceDeployment,
     NodePool,
     ServingConfig,
     Workload,
 )
+from servewise.domain.histograms import quantile_bucket
 from servewise.errors import DoesNotFitError
 from servewise.perf.analytical import predict_load
 from servewise.perf.catalog import get_catalog
@@ -25,7 +27,7 @@ from servewise.perf.efficiency import Efficiency, default_efficiency
 from servewise.tools.calibrating import Calibration, Observation, fit_calibration, predict_with
 from servewise.tools.judging import SPREAD_FLOOR, underpredicted, upper_ratio
 from servewise.tools.optimizer_bench import SCREEN_REQUESTS, TRUTH_REQUESTS, Judge
-from servewise.tools.optimizing import optimize, verdicts
+from servewise.tools.optimizing import optimize, telemetry_observation, verdicts
 from servewise.tools.proposing import build_proposal, no_proposal_reason, pareto_front
 from servewise.tools.search_space import SearchPolicy, shapes
 from servewise.tools.sizing import forecast, load_for, meets, size
@@ -104,6 +106,44 @@ def test_calibration_recovers_truth_from_one_observation() -> None:
     assert err < 0.5 * abs(default.tpot_ms - true.tpot_ms) / true.tpot_ms
     assert cal.tails["ttft"] > 1.6  # pulled toward the observed 2x tail
     assert not cal.knows(cfg.with_changes(gpu="a10g"))  # another GPU class keeps the defaults
+
+
+def test_a_histogram_median_is_fitted_as_the_bucket_it_lies_in() -> None:
+    """Telemetry reads a median through histogram_quantile: every TPOT in (25, 50] ms reads 37.5 ms.
+    Fitted as a point it drags a model that was right (30 ms) 25 % off; fitted as its bucket it
+    leaves it where the prior and the bucket agree."""
+    cfg = ServingConfig(model="llama-3.1-8b", gpu="l40s")
+    true = predict_load(cfg, input_len=1000, output_len=200, arrival_rate_per_s=0.5)
+    lower, upper = quantile_bucket("vllm", "itl_p50_ms", true.tpot_ms) or (0.0, 0.0)
+    read = (lower + upper) / 2  # what histogram_quantile(0.5) gives when all samples share a bucket
+    assert abs(read - true.tpot_ms) / true.tpot_ms > 0.2
+
+    def fitted_tpot(buckets: tuple[tuple[str, float, float], ...]) -> float:
+        obs = Observation(cfg, 1000, 200, 0.5, tpot_p50_ms=read, source="telemetry", buckets=buckets)
+        return predict_with(fit_calibration([obs]), cfg, 1000, 200, 0.5).tpot_ms
+
+    assert abs(fitted_tpot((("tpot_p50", lower, upper),)) - true.tpot_ms) / true.tpot_ms < 0.02
+    assert abs(fitted_tpot(()) - true.tpot_ms) / true.tpot_ms > 0.1
+
+
+def test_telemetry_quantiles_carry_their_histogram_buckets() -> None:
+    """vLLM's bucket layout is known: each quantile becomes its bucket (TTFT net of an edge pool's
+    network latency); an engine whose layout is not known keeps points."""
+    dep = InferenceDeployment(
+        ref=DeploymentRef(name="d", namespace="ns"),
+        config=ServingConfig(model="llama-3.1-8b", gpu="l40s"),
+        workload=Workload.fixed(1000, 200, rate=1.0),
+    )
+    signals = {"request_rate_per_s": 1.0, "ttft_p50_ms": 175.0, "itl_p50_ms": 37.5, "itl_p99_ms": 49.75}
+    tel = DeploymentTelemetry(deployment="d", namespace="ns", replicas=1, signals=signals)
+    obs = telemetry_observation(dep, tel, network_ms=30.0)
+    assert obs is not None
+    assert obs.interval("tpot_p50", 37.5) == (25.0, 50.0)
+    assert obs.interval("tpot_p99", 49.75) == (25.0, 50.0)
+    assert obs.interval("ttft_p50", 145.0) == (70.0, 220.0)
+    tgi = dep.model_copy(update={"config": dep.config.with_changes(engine="tgi")})
+    obs = telemetry_observation(tgi, tel)
+    assert obs is not None and obs.interval("tpot_p50", 37.5) == (37.5, 37.5)
 
 
 def test_tail_factors_are_fitted_per_gpu_class() -> None:
@@ -445,6 +485,32 @@ def test_the_simulator_bias_learned_on_one_gpu_class_stays_there() -> None:
     bias = _sim_bias(cal, load, dep, [Trial(h100, "h100", {}, measured, False, 1.0)])
     assert bias[class_key(h100)]["tpot_p99_ms"] == pytest.approx(1.5)
     assert class_key(h100.with_changes(gpu="l40s")) not in bias
+
+
+def test_the_simulator_bias_of_one_weight_format_stays_with_it() -> None:
+    """An int4 benchmark measuring 2x the simulator's p99s corrects later int4 candidates on that
+    GPU; fp8 there takes its own bias where it was benchmarked, else the class's."""
+    from servewise.domain import Quantization
+    from servewise.tools.optimizing import Trial, _sim_bias, bias_for, share_of
+    from servewise.tools.verifying import simulated_p99
+
+    dep = deployment()
+    load = load_for(dep, None, SearchPolicy())
+    cal = Calibration()
+    int4 = dep.config.with_changes(replicas=3, quantization=Quantization(weights="int4"))
+    fp8 = dep.config.with_changes(replicas=3, quantization=Quantization(weights="fp8"))
+
+    def trial(config: ServingConfig, factor: float) -> Trial:
+        sim = simulated_p99(cal, config, share_of(load, dep, config))
+        measured = {k: factor * sim[k] for k in ("ttft_p99_ms", "tpot_p99_ms", "e2e_p99_ms")}
+        return Trial(config, "h100", {}, measured, False, 1.0)
+
+    only_int4 = _sim_bias(cal, load, dep, [trial(int4, 2.0)])
+    assert bias_for(only_int4, int4)["tpot_p99_ms"] == pytest.approx(2.0)
+    assert bias_for(only_int4, fp8)["tpot_p99_ms"] == pytest.approx(2.0)  # nothing better known
+    both = _sim_bias(cal, load, dep, [trial(int4, 2.0), trial(fp8, 1.1)])
+    assert bias_for(both, fp8)["tpot_p99_ms"] == pytest.approx(1.1)
+    assert bias_for(both, int4)["tpot_p99_ms"] == pytest.approx(2.0)
 
 
 def test_telemetry_that_fits_nothing_is_noted_not_a_crash(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
