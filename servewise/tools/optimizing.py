@@ -62,6 +62,7 @@ SAFE_MARGIN = 0.8  # with the budget nearly spent and nothing passed, only a cle
 # of 8 on near misses at 0.95-0.97 of the objective, and its unconfirmable 8th kept the current
 # config at 13x the optimum's cost).
 SAFE_REMAINING = 3
+TWIN_TOLERANCE = 0.01  # knob twins whose simulated p99s agree this closely are one system to the loop
 
 
 @dataclass
@@ -401,7 +402,8 @@ def _next_candidate(
     efficiency) predicts to pass; candidates come from the analytical search at the strict margin,
     then relaxed ones (exploration). Falls back to the analytical order when the simulator rejects
     all of the first ``SIM_SHAPES`` shapes. A candidate whose batching-knob twins (same variant, GPU, TP
-    and replicas) failed twice is skipped, after one failure it needs a simulated pass. ``safe``
+    and replicas) failed twice is skipped, after one failure it needs a simulated pass, and one the
+    simulator cannot tell from a failed twin is skipped (``_same_as_failed``). ``safe``
     (nothing passed yet, the budget nearly spent): only a simulated pass with ``SAFE_MARGIN``
     slack, the cheapest of all candidates."""
     slo = dep.slo or SLO()
@@ -443,7 +445,12 @@ def _next_candidate(
     for members in groups if safe else groups[:SIM_SHAPES]:
         if best is not None and members[0].cost_per_hour > best[0] + 1e-9:
             break
-        scored = [(r, c) for c in members if (r := _simulated_ratios(cal, load, dep, c, slo, bias))]
+        scored = [
+            (r, c)
+            for c in members
+            if not _same_as_failed(cal, load, dep, c, slo, trials)
+            and (r := _simulated_ratios(cal, load, dep, c, slo, bias))
+        ]
         if not scored:
             continue
         # the knobs with the most slack on the binding metric (to 1 %, the simulator's own noise);
@@ -466,6 +473,37 @@ def _next_candidate(
         return None
     strict = [c for m, c in ordered if m == policy.slo_margin]
     return strict[0] if strict else None
+
+
+def _same_as_failed(
+    cal: Calibration, load: Load, dep: InferenceDeployment, c: Sized, slo: SLO, trials: list[Trial]
+) -> bool:
+    """Whether the simulator cannot tell ``c`` from a knob twin (same pool, variant, GPU, TP and
+    replicas) that failed its benchmark: every simulated p99 the SLO sets within ``TWIN_TOLERANCE``.
+    Batching knobs that do not bind at the load simulate identically, and benchmarking such a twin
+    is one more draw of the system that failed (bench seed 11, svc-2: 64 and 128 sequences on the
+    same TP=4 A100 replica, two benchmarks each, both rejected by their confirming run)."""
+    twins = [
+        t
+        for t in trials
+        if not t.passed
+        and t.measured
+        and t.pool == c.shape.pool.name
+        and _family(t.config) == _family(c.config)
+        and t.config.replicas == c.config.replicas
+    ]
+    if not twins:
+        return False
+    mine = simulated_p99(cal, c.config, share_of(load, dep, c.config), c.shape.pool.network_latency_ms)
+    if "failed" in mine:
+        return False
+    for t in twins:
+        theirs = simulated_p99(cal, t.config, share_of(load, dep, t.config), t.network_ms)
+        if "failed" not in theirs and all(
+            abs(mine[k] / theirs[k] - 1) <= TWIN_TOLERANCE for k in slo.objectives() if theirs.get(k)
+        ):
+            return True
+    return False
 
 
 def _family(c: ServingConfig) -> tuple[str, str, str, int]:

@@ -553,3 +553,31 @@ def test_without_a_proposal_the_optimizer_says_why() -> None:
     assert (
         no_proposal_reason(current) == "the current configuration is already the cheapest that meets the SLO"
     )
+
+
+def test_a_knob_twin_the_simulator_cannot_tell_from_a_failed_one_is_skipped() -> None:
+    """After a config fails its benchmark, a twin whose batching knobs do not bind at the load
+    simulates identically (one more draw of the system that failed) and is skipped; a twin whose
+    knobs change the simulated p99s, or any config with no failed twin, is not."""
+    from servewise.tools.optimizing import Trial, _same_as_failed
+    from servewise.tools.search_space import Shape, price_of
+    from servewise.tools.sizing import Sized
+
+    dep = deployment()
+    load = load_for(dep, None, SearchPolicy())
+    cal = Calibration()
+    pool = POOLS[0]
+
+    def sized(config: ServingConfig) -> Sized:
+        shape = Shape(config.with_changes(replicas=1), pool, price_of(pool, get_catalog()), 12, None)
+        return Sized(shape, config, forecast(cal, config, load), 1.0)
+
+    failed = dep.config.with_changes(replicas=3, max_num_seqs=256)
+    loose = failed.with_changes(max_num_seqs=512)  # more sequences than the load ever runs at once
+    tight = failed.with_changes(max_num_batched_tokens=512)  # 2000-token prompts in 4 chunks
+    trials = [Trial(failed, pool.name, {}, {"tpot_p99_ms": 70.0}, False, 1.0)]
+    assert _same_as_failed(cal, load, dep, sized(loose), SLO_, trials)
+    assert not _same_as_failed(cal, load, dep, sized(tight), SLO_, trials)
+    assert not _same_as_failed(cal, load, dep, sized(loose), SLO_, [replace(trials[0], passed=True)])
+    other_replicas = loose.with_changes(replicas=4)
+    assert not _same_as_failed(cal, load, dep, sized(other_replicas), SLO_, trials)
