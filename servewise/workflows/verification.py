@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from servewise.domain import SLO, DeploymentTelemetry, Proposal, RolloutStatus, TelemetrySnapshot
-from servewise.domain.histograms import VLLM_ITL_BUCKETS_S, VLLM_TTFT_BUCKETS_S, bucket_around
+from servewise.domain.histograms import SIGNAL_BUCKETS_MS, bucket_around
 from servewise.errors import ServewiseError
 from servewise.workflows.environment import Environment
 from servewise.workflows.state import RunOptions
@@ -36,8 +36,8 @@ MAX_WINDOW_S = 1800.0
 # Bucket bounds (ms) of the histograms behind each SLO's signal: vLLM's, which the twin exports too.
 # A p99 read through histogram_quantile is only known to lie inside the bucket it falls in.
 SLO_BUCKETS_MS = {
-    "ttft_p99_ms": tuple(1e3 * b for b in VLLM_TTFT_BUCKETS_S),
-    "tpot_p99_ms": tuple(1e3 * b for b in VLLM_ITL_BUCKETS_S),
+    "ttft_p99_ms": SIGNAL_BUCKETS_MS["vllm"]["ttft_p99_ms"],
+    "tpot_p99_ms": SIGNAL_BUCKETS_MS["vllm"]["itl_p99_ms"],
 }
 
 
