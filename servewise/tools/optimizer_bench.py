@@ -37,8 +37,9 @@ from servewise.errors import ServewiseError
 from servewise.perf.analytical import predict_load
 from servewise.perf.catalog import get_catalog
 from servewise.tools.calibrating import Calibration
+from servewise.tools.choosing import share_of
 from servewise.tools.judging import measured_values, requests_ok, worst_ratio
-from servewise.tools.optimizing import describe, optimize, share_of
+from servewise.tools.optimizing import describe, optimize
 from servewise.tools.search_space import SearchPolicy, shapes
 from servewise.tools.sizing import Load, Sized, load_for, size
 

@@ -17,8 +17,9 @@ from servewise.domain import InferenceDeployment, NodePool, ServingConfig, Telem
 from servewise.errors import ServewiseError
 from servewise.perf.catalog import get_catalog
 from servewise.tools.calibrating import Calibration
+from servewise.tools.choosing import search
 from servewise.tools.context import current_context
-from servewise.tools.optimizing import search, telemetry_observation
+from servewise.tools.optimizing import telemetry_observation
 from servewise.tools.registry import registry
 from servewise.tools.search_space import SearchPolicy
 from servewise.tools.sizing import load_for

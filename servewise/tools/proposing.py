@@ -18,9 +18,10 @@ from servewise.cluster.backend import ClusterBackend
 from servewise.domain import DeploymentTelemetry, Impact, InferenceDeployment, Proposal, ServingConfig
 from servewise.errors import ServewiseError
 from servewise.tools.analyzing import find_deployment
+from servewise.tools.choosing import Trial
 from servewise.tools.context import current_context
 from servewise.tools.judging import worst_ratio
-from servewise.tools.optimizing import Outcome, Trial, describe, optimize, proposal_id
+from servewise.tools.optimizing import Outcome, describe, optimize, proposal_id
 from servewise.tools.patching import render_patch
 from servewise.tools.registry import registry
 from servewise.tools.search_space import SearchPolicy

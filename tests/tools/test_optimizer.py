@@ -473,7 +473,7 @@ def test_the_simulator_bias_learned_on_one_gpu_class_stays_there() -> None:
     """A benchmark that measures 1.5x the simulator's p99s on H100 corrects later H100 candidates,
     not the L40S ones: the calibration is per GPU class, and so is the simulator's error on it."""
     from servewise.tools.calibrating import class_key
-    from servewise.tools.optimizing import Trial, _sim_bias, share_of
+    from servewise.tools.choosing import Trial, share_of, sim_bias
     from servewise.tools.verifying import simulated_p99
 
     dep = deployment()
@@ -482,7 +482,7 @@ def test_the_simulator_bias_learned_on_one_gpu_class_stays_there() -> None:
     h100 = dep.config.with_changes(replicas=3)
     sim = simulated_p99(cal, h100, share_of(load, dep, h100))
     measured = {k: 1.5 * sim[k] for k in ("ttft_p99_ms", "tpot_p99_ms", "e2e_p99_ms")}
-    bias = _sim_bias(cal, load, dep, [Trial(h100, "h100", {}, measured, False, 1.0)])
+    bias = sim_bias(cal, load, dep, [Trial(h100, "h100", {}, measured, False, 1.0)])
     assert bias[class_key(h100)]["tpot_p99_ms"] == pytest.approx(1.5)
     assert class_key(h100.with_changes(gpu="l40s")) not in bias
 
@@ -491,7 +491,7 @@ def test_the_simulator_bias_of_one_weight_format_stays_with_it() -> None:
     """An int4 benchmark measuring 2x the simulator's p99s corrects later int4 candidates on that
     GPU; fp8 there takes its own bias where it was benchmarked, else the class's."""
     from servewise.domain import Quantization
-    from servewise.tools.optimizing import Trial, _sim_bias, bias_for, share_of
+    from servewise.tools.choosing import Trial, bias_for, share_of, sim_bias
     from servewise.tools.verifying import simulated_p99
 
     dep = deployment()
@@ -505,10 +505,10 @@ def test_the_simulator_bias_of_one_weight_format_stays_with_it() -> None:
         measured = {k: factor * sim[k] for k in ("ttft_p99_ms", "tpot_p99_ms", "e2e_p99_ms")}
         return Trial(config, "h100", {}, measured, False, 1.0)
 
-    only_int4 = _sim_bias(cal, load, dep, [trial(int4, 2.0)])
+    only_int4 = sim_bias(cal, load, dep, [trial(int4, 2.0)])
     assert bias_for(only_int4, int4)["tpot_p99_ms"] == pytest.approx(2.0)
     assert bias_for(only_int4, fp8)["tpot_p99_ms"] == pytest.approx(2.0)  # nothing better known
-    both = _sim_bias(cal, load, dep, [trial(int4, 2.0), trial(fp8, 1.1)])
+    both = sim_bias(cal, load, dep, [trial(int4, 2.0), trial(fp8, 1.1)])
     assert bias_for(both, fp8)["tpot_p99_ms"] == pytest.approx(1.1)
     assert bias_for(both, int4)["tpot_p99_ms"] == pytest.approx(2.0)
 
@@ -559,7 +559,7 @@ def test_a_knob_twin_the_simulator_cannot_tell_from_a_failed_one_is_skipped() ->
     """After a config fails its benchmark, a twin whose batching knobs do not bind at the load
     simulates identically (one more draw of the system that failed) and is skipped; a twin whose
     knobs change the simulated p99s, or any config with no failed twin, is not."""
-    from servewise.tools.optimizing import Trial, _same_as_failed
+    from servewise.tools.choosing import Trial, same_as_failed
     from servewise.tools.search_space import Shape, price_of
     from servewise.tools.sizing import Sized
 
@@ -576,8 +576,8 @@ def test_a_knob_twin_the_simulator_cannot_tell_from_a_failed_one_is_skipped() ->
     loose = failed.with_changes(max_num_seqs=512)  # more sequences than the load ever runs at once
     tight = failed.with_changes(max_num_batched_tokens=512)  # 2000-token prompts in 4 chunks
     trials = [Trial(failed, pool.name, {}, {"tpot_p99_ms": 70.0}, False, 1.0)]
-    assert _same_as_failed(cal, load, dep, sized(loose), SLO_, trials)
-    assert not _same_as_failed(cal, load, dep, sized(tight), SLO_, trials)
-    assert not _same_as_failed(cal, load, dep, sized(loose), SLO_, [replace(trials[0], passed=True)])
+    assert same_as_failed(cal, load, dep, sized(loose), SLO_, trials)
+    assert not same_as_failed(cal, load, dep, sized(tight), SLO_, trials)
+    assert not same_as_failed(cal, load, dep, sized(loose), SLO_, [replace(trials[0], passed=True)])
     other_replicas = loose.with_changes(replicas=4)
-    assert not _same_as_failed(cal, load, dep, sized(other_replicas), SLO_, trials)
+    assert not same_as_failed(cal, load, dep, sized(other_replicas), SLO_, trials)

@@ -17,8 +17,8 @@ from servewise.domain import (
     TelemetrySnapshot,
 )
 from servewise.telemetry.sim import SimTelemetrySource
+from servewise.tools.choosing import BENCHMARK_REQUESTS, share_of
 from servewise.tools.judging import benchmark_passes
-from servewise.tools.optimizing import BENCHMARK_REQUESTS, share_of
 from servewise.tools.registry import ToolRegistry
 from servewise.tools.search_space import SearchPolicy
 from servewise.tools.sizing import load_for
