@@ -1,9 +1,10 @@
 """How a benchmark's p99 strays run to run with its length: why a confirming run is 10 000 requests.
 
-Run: `.venv/bin/python bench/confirm_length.py [SEED DEPLOYMENT]` (about 2 minutes on 2 cores).
-Takes the optimizer bench's scenario SEED (default 1003) and its DEPLOYMENT (default svc-0), and
-simulates its config 1 x qwen2.5-7b bf16 + fp8 KV on one L40S at 128 sequences x 16384 tokens
-(edit ``CANDIDATE`` for another) at the twin's hidden true efficiency, at its share
+Run: `.venv/bin/python bench/confirm_length.py [SEED DEPLOYMENT [REPLICAS SEQS TOKENS]]` (about
+2 minutes on 2 cores). Takes the optimizer bench's scenario SEED (default 1003) and its DEPLOYMENT
+(default svc-0), and simulates its model in bf16 + fp8 KV on one L40S (edit ``CANDIDATE`` for
+another GPU), one of REPLICAS (default 1) at SEQS x TOKENS (default 128 x 16384), at the twin's
+hidden true efficiency, at its share
 of the peak + headroom load, 24 runs per length (the simulator alone: the twin adds 3 % per-run
 noise on top, which does not shrink with length). Prints, per run length, each p99's mean over
 the runs and its coefficient of variation.
@@ -26,7 +27,7 @@ from servewise.tools.search_space import SearchPolicy
 from servewise.tools.sizing import load_for
 from servewise.tools.verifying import _runs
 
-CANDIDATE = {"gpu": "l40s", "tensor_parallel": 1, "max_num_seqs": 128, "max_num_batched_tokens": 16384}
+CANDIDATE = {"gpu": "l40s", "tensor_parallel": 1}
 QUANT = Quantization(weights="bf16", kv_cache="fp8")
 LENGTHS = (1000, 2000, 6000, 10_000, 20_000)
 RUNS = 24
@@ -38,10 +39,15 @@ def main() -> None:
     sim = SimCluster(generate_scenario(seed), warmup_s=60.0, history_s=300.0)
     dep = next(d for d in sim.list_deployments() if d.ref.name == name)
     load = load_for(dep, None, SearchPolicy())
-    cfg = dep.config.with_changes(replicas=1, **CANDIDATE).model_copy(update={"quantization": QUANT})
+    replicas, seqs, tokens = (int(a) for a in sys.argv[3:6]) if len(sys.argv) > 5 else (1, 128, 16384)
+    knobs = {"replicas": replicas, "max_num_seqs": seqs, "max_num_batched_tokens": tokens}
+    cfg = dep.config.with_changes(**knobs, **CANDIDATE).model_copy(update={"quantization": QUANT})
     eff = sim.truth.efficiency(cfg.engine.value, cfg.gpu)
     slo = dep.slo.objectives() if dep.slo else {}
-    table = Table(title=f"bench seed {seed} {name}: {cfg.model} on {cfg.gpu}, SLO {slo}")
+    title = (
+        f"bench seed {seed} {name}: 1 of {replicas} x {cfg.model} on {cfg.gpu}, {seqs} x {tokens}, SLO {slo}"
+    )
+    table = Table(title=title)
     for col in ("requests", "TPOT p99 mean ms", "TPOT cv", "TTFT p99 mean ms", "TTFT cv", "seconds"):
         table.add_column(col, justify="right")
     for n in LENGTHS:
