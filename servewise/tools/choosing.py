@@ -104,13 +104,28 @@ def share_of(load: Load, dep: InferenceDeployment, config: ServingConfig) -> Wor
     )
 
 
+@dataclass(frozen=True)
+class Problem:
+    """What every choice of a candidate for one deployment shares: the deployment, the pools it
+    may move to, the load it must meet its SLO at, and the search's policy and catalog."""
+
+    dep: InferenceDeployment
+    pools: list[NodePool]
+    load: Load
+    policy: SearchPolicy
+    catalog: Catalog
+
+    def search(self, cal: Calibration, slo_margin: float | None = None) -> list[Sized]:
+        """``search`` at the calibration ``cal`` (and an analytical margin other than the policy's)."""
+        policy = (
+            self.policy if slo_margin is None else self.policy.model_copy(update={"slo_margin": slo_margin})
+        )
+        return search(self.dep, self.pools, self.load, cal, policy, self.catalog)
+
+
 def next_candidate(
-    dep: InferenceDeployment,
-    pools: list[NodePool],
-    load: Load,
+    problem: Problem,
     cal: Calibration,
-    policy: SearchPolicy,
-    catalog: Catalog,
     margins: list[float],
     by_margin: dict[float, list[Sized]],
     tried: set[tuple[str, ServingConfig]],
@@ -126,11 +141,12 @@ def next_candidate(
     simulator cannot tell from a failed twin is skipped (``same_as_failed``). ``safe``
     (nothing passed yet, the budget nearly spent): only a simulated pass with ``SAFE_MARGIN``
     slack, the cheapest of all candidates."""
+    dep, load, policy = problem.dep, problem.load, problem.policy
     slo = dep.slo or SLO()
     pool: dict[tuple[str, ServingConfig], tuple[float, Sized]] = {}
     for m in margins:
         if m not in by_margin:
-            by_margin[m] = search(dep, pools, load, cal, policy.model_copy(update={"slo_margin": m}), catalog)
+            by_margin[m] = problem.search(cal, m)
         for c in by_margin[m]:
             key = (c.shape.pool.name, c.config)
             if m > UNCALIBRATED_ONLY and cal.knows(c.config):

@@ -32,10 +32,10 @@ from servewise.errors import InputError, ServewiseError
 from servewise.perf.catalog import Catalog, get_catalog
 from servewise.tools.calibrating import Calibration, Observation, fit_calibration
 from servewise.tools.choosing import (
+    Problem,
     Trial,
     family,
     next_candidate,
-    search,
     share_of,
     verdicts,
 )
@@ -181,7 +181,8 @@ def optimize(
     trials: list[Trial] = []
     tried: set[tuple[str, ServingConfig]] = set()
     budget = policy.benchmark_budget if (benchmark is not None and calibrate) else 0
-    candidates = search(dep, pools, load, cal, policy, catalog)
+    problem = Problem(dep, pools, load, policy, catalog)
+    candidates = problem.search(cal)
     # Exploration: once no cheaper candidate is predicted to pass at the strict margin, try ones
     # predicted within a relaxed margin (the model's error band); only measured passes are picked.
     margins = sorted({policy.slo_margin, *(m for m in EXPLORE_MARGINS if m > policy.slo_margin)})
@@ -190,9 +191,7 @@ def optimize(
         final = list(verdicts(trials).values())
         best_pass = min((t.cost_per_hour for t in final if t.passed), default=float("inf"))
         safe = best_pass == float("inf") and budget - len(trials) <= SAFE_REMAINING
-        nxt = next_candidate(
-            dep, pools, load, cal, policy, catalog, margins, by_margin, tried, best_pass, final, safe
-        )
+        nxt = next_candidate(problem, cal, margins, by_margin, tried, best_pass, final, safe)
         if nxt is None:
             break
         tried.add((nxt.shape.pool.name, nxt.config))
@@ -215,7 +214,7 @@ def optimize(
                 break
             requests = policy.confirm_requests
         cal = fit_calibration(observations, cal)
-        candidates = search(dep, pools, load, cal, policy, catalog)
+        candidates = problem.search(cal)
         by_margin = {policy.slo_margin: candidates}
 
     pick: Sized | None
