@@ -6,8 +6,8 @@ Run: `.venv/bin/python bench/confirm_length.py [SEED DEPLOYMENT [REPLICAS SEQS T
 another GPU), one of REPLICAS (default 1) at SEQS x TOKENS (default 128 x 16384), at the twin's
 hidden true efficiency, at its share
 of the peak + headroom load, 24 runs per length (the simulator alone: the twin adds 3 % per-run
-noise on top, which does not shrink with length). Prints, per run length, each p99's mean over
-the runs and its coefficient of variation.
+noise on top, which does not shrink with length). Prints, per run length, the TPOT and TTFT p99s'
+mean over the runs and their coefficient of variation, and how many runs left requests undone.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def main() -> None:
     sim = SimCluster(generate_scenario(seed), warmup_s=60.0, history_s=300.0)
     dep = next(d for d in sim.list_deployments() if d.ref.name == name)
     load = load_for(dep, None, SearchPolicy())
-    replicas, seqs, tokens = (int(a) for a in sys.argv[3:6]) if len(sys.argv) > 5 else (1, 128, 16384)
+    if len(sys.argv) not in (1, 3, 6):
+        sys.exit("usage: confirm_length.py [SEED DEPLOYMENT [REPLICAS SEQS TOKENS]]")
+    replicas, seqs, tokens = (int(a) for a in sys.argv[3:6]) if len(sys.argv) == 6 else (1, 128, 16384)
     knobs = {"replicas": replicas, "max_num_seqs": seqs, "max_num_batched_tokens": tokens}
     cfg = dep.config.with_changes(**knobs, **CANDIDATE).model_copy(update={"quantization": QUANT})
     eff = sim.truth.efficiency(cfg.engine.value, cfg.gpu)
@@ -48,13 +50,20 @@ def main() -> None:
         f"bench seed {seed} {name}: 1 of {replicas} x {cfg.model} on {cfg.gpu}, {seqs} x {tokens}, SLO {slo}"
     )
     table = Table(title=title)
-    for col in ("requests", "TPOT p99 mean ms", "TPOT cv", "TTFT p99 mean ms", "TTFT cv", "seconds"):
+    for col in (
+        "requests",
+        "TPOT p99 mean ms",
+        "TPOT cv",
+        "TTFT p99 mean ms",
+        "TTFT cv",
+        "incomplete",
+        "seconds",
+    ):
         table.add_column(col, justify="right")
     for n in LENGTHS:
         t0 = time.perf_counter()
-        runs = [
-            v for v, _ in _runs(cfg, share_of(load, dep, cfg), eff, n, 0.0, tuple(range(700, 700 + RUNS)))
-        ]
+        done = list(_runs(cfg, share_of(load, dep, cfg), eff, n, 0.0, tuple(range(700, 700 + RUNS))))
+        runs = [v for v, _ in done]
         tpot, ttft = (np.array([r[k] for r in runs]) for k in ("tpot_p99_ms", "ttft_p99_ms"))
         table.add_row(
             str(n),
@@ -62,6 +71,7 @@ def main() -> None:
             f"{tpot.std(ddof=1) / tpot.mean():.1%}",
             f"{ttft.mean():.0f}",
             f"{ttft.std(ddof=1) / ttft.mean():.1%}",
+            str(sum(not complete for _, complete in done)),
             f"{time.perf_counter() - t0:.1f}",
         )
     Console().print(table)

@@ -4,7 +4,9 @@
 ``next_candidate`` runs the discrete-event simulator (at the calibrated efficiency, corrected by its
 own error on this deployment's benchmarks so far: ``sim_bias``) over the cheapest shapes and picks
 the cheapest one it predicts to pass, the knobs with the most slack among equal costs; with no pass,
-the cheapest near miss is explored. Twins of failed benchmarks (``same_as_failed``) are skipped.
+the cheapest near miss is explored. A knob twin of a failed benchmark (same pool, variant, GPU, TP
+and replicas) needs a simulated pass; after two failed twins, or when the simulator cannot tell it
+from the failed one (``same_as_failed``), it is skipped.
 The benchmark loop itself is ``optimizing.optimize``.
 """
 

@@ -53,7 +53,8 @@ TRUTH_REQUESTS = 2000  # requests per truth run: the mean p99 of 3 x 2000 varies
 SCREEN_REQUESTS = 400
 SCREEN_PASS, SCREEN_FAIL = 0.6, 1.3
 # An optimum whose long-run p99 is within 5 % of the objective sits at the SLO's edge: inside the
-# run-to-run spread of a 2000-request p99, where a method that must not break the SLO keeps a guard band.
+# run-to-run spread of the truth's own 2000-request runs, and above the 0.95 guard band that a method
+# that must not break the SLO keeps (``SearchPolicy.confirm_margin``).
 SLO_EDGE = 0.95
 
 

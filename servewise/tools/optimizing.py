@@ -7,8 +7,9 @@
 3. Benchmark the cheapest candidate the simulator predicts to pass (``choosing.next_candidate``)
    on the cluster, judge the run against its run-to-run spread (a narrow pass gets a longer
    confirming run: ``_judge``), add the measurement to the calibration, re-rank, and repeat within
-   the budget until no cheaper candidate is predicted to pass. The pick is the cheapest candidate *measured* to meet the SLO (never an unmeasured one
-   when benchmarks are allowed); with no budget, the cheapest predicted one.
+   the budget until no cheaper candidate is predicted to pass. The pick is the cheapest candidate
+   *measured* to meet the SLO (never an unmeasured one when benchmarks are allowed); with no
+   budget, the cheapest predicted one.
 """
 
 from __future__ import annotations

@@ -55,8 +55,8 @@ class SearchPolicy(BaseModel):
         default=10_000,
         ge=1,
         le=100_000,
-        description="requests of the run that confirms a narrow pass (a p99 over 10 000 strays ~4 % run"
-        " to run, over 2000 ~7 %)",
+        description="requests of the run that confirms a narrow pass (a p99 over 10 000 strays ~3 % run"
+        " to run, over 2000 ~7 %: bench/confirm_length.py)",
     )
     confirm_above: float = Field(
         default=0.85, gt=0, le=1, description="a pass whose worst p99 / objective exceeds this is confirmed"
