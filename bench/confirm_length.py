@@ -4,9 +4,8 @@ Run: `.venv/bin/python bench/confirm_length.py [SEED DEPLOYMENT [REPLICAS SEQS T
 2 minutes on 2 cores). Takes the optimizer bench's scenario SEED (default 1003) and its DEPLOYMENT
 (default svc-0), and simulates its model in bf16 + fp8 KV on one L40S (edit ``CANDIDATE`` for
 another GPU), one of REPLICAS (default 1) at SEQS x TOKENS (default 128 x 16384), at the twin's
-hidden true efficiency, at its share
-of the peak + headroom load, 24 runs per length (the simulator alone: the twin adds 3 % per-run
-noise on top, which does not shrink with length). Prints, per run length, the TPOT and TTFT p99s'
+hidden true efficiency, at its share of the peak + headroom load, 24 runs per length (the
+simulator alone: the twin adds 3 % per-run noise on top, which does not shrink with length). Prints, per run length, the TPOT and TTFT p99s'
 mean over the runs and their coefficient of variation, and how many runs left requests undone.
 """
 
@@ -34,13 +33,13 @@ RUNS = 24
 
 
 def main() -> None:
+    if len(sys.argv) not in (1, 3, 6):
+        sys.exit("usage: confirm_length.py [SEED DEPLOYMENT [REPLICAS SEQS TOKENS]]")
     seed = int(sys.argv[1]) if len(sys.argv) > 1 else 1003
     name = sys.argv[2] if len(sys.argv) > 2 else "svc-0"
     sim = SimCluster(generate_scenario(seed), warmup_s=60.0, history_s=300.0)
     dep = next(d for d in sim.list_deployments() if d.ref.name == name)
     load = load_for(dep, None, SearchPolicy())
-    if len(sys.argv) not in (1, 3, 6):
-        sys.exit("usage: confirm_length.py [SEED DEPLOYMENT [REPLICAS SEQS TOKENS]]")
     replicas, seqs, tokens = (int(a) for a in sys.argv[3:6]) if len(sys.argv) == 6 else (1, 128, 16384)
     knobs = {"replicas": replicas, "max_num_seqs": seqs, "max_num_batched_tokens": tokens}
     cfg = dep.config.with_changes(**knobs, **CANDIDATE).model_copy(update={"quantization": QUANT})

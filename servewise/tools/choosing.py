@@ -157,8 +157,8 @@ def next_candidate(
                 pool[key] = (m, c)
     # A variant that already failed its benchmark goes behind untried variants at the same cost.
     failed = [family(t.config) for t in trials if not t.passed]
-    failed_twins = [(family(t.config), t.config.replicas) for t in trials if not t.passed]
-    pool = {k: mc for k, mc in pool.items() if failed_twins.count((family(k[1]), k[1].replicas)) < 2}
+    failed_twins = [twin_key(t.config) for t in trials if not t.passed]
+    pool = {k: mc for k, mc in pool.items() if failed_twins.count(twin_key(k[1])) < 2}
     ordered = sorted(
         pool.values(),
         key=lambda mc: (
@@ -172,9 +172,9 @@ def next_candidate(
     bias = sim_bias(cal, load, dep, trials)
     # Knob variants of one shape (pool, variant, GPU, TP, replicas) cost the same: the simulator ranks
     # them, and the shape counts once against SIM_SHAPES.
-    shapes_by_key: dict[tuple[str, tuple[str, str, str, int], int], list[Sized]] = {}
+    shapes_by_key: dict[tuple[str, tuple[str, str, str, int, int]], list[Sized]] = {}
     for _, c in ordered:
-        shapes_by_key.setdefault((c.shape.pool.name, family(c.config), c.config.replicas), []).append(c)
+        shapes_by_key.setdefault((c.shape.pool.name, twin_key(c.config)), []).append(c)
     groups = list(shapes_by_key.values())
     # Among the simulator's passes at the lowest cost, take the one with the most slack; with no
     # pass, explore the cheapest one the simulator puts within SIM_EXPLORE of the objectives.
@@ -197,7 +197,7 @@ def next_candidate(
         worst = max(ratios)
         if worst <= (SAFE_MARGIN if safe else SIM_MARGIN) and (best is None or worst < best[1]):
             best = (c.cost_per_hour, worst, c)
-        elif safe or (family(c.config), c.config.replicas) in failed_twins:
+        elif safe or twin_key(c.config) in failed_twins:
             continue
         elif worst <= (SIM_EXPLORE if cal.knows(c.config) else SIM_EXPLORE_UNCALIBRATED) and (
             near is None or (c.cost_per_hour, worst) < near[:2]
@@ -227,8 +227,7 @@ def same_as_failed(
         if not t.passed
         and t.measured
         and t.pool == c.shape.pool.name
-        and family(t.config) == family(c.config)
-        and t.config.replicas == c.config.replicas
+        and twin_key(t.config) == twin_key(c.config)
     ]
     if not twins:
         return False
@@ -246,6 +245,12 @@ def same_as_failed(
 
 def family(c: ServingConfig) -> tuple[str, str, str, int]:
     return (c.gpu, c.model, c.quantization.label, c.tensor_parallel)
+
+
+def twin_key(c: ServingConfig) -> tuple[str, str, str, int, int]:
+    """What batching-knob twins share: the family and the replica count (they differ only in
+    max_num_seqs and max_num_batched_tokens)."""
+    return (*family(c), c.replicas)
 
 
 def simulated_ratios(

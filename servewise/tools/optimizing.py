@@ -35,9 +35,9 @@ from servewise.tools.calibrating import Calibration, Observation, fit_calibratio
 from servewise.tools.choosing import (
     Problem,
     Trial,
-    family,
     next_candidate,
     share_of,
+    twin_key,
     verdicts,
 )
 from servewise.tools.judging import (
@@ -264,12 +264,7 @@ def _judge(
     if trial.requests >= policy.confirm_requests:
         trial.passed = worst <= policy.confirm_margin and trial.ratio_bound <= 1.0
         return False
-    twin_failed = any(
-        not t.passed
-        and family(t.config) == family(trial.config)
-        and t.config.replicas == trial.config.replicas
-        for t in trials
-    )
+    twin_failed = any(not t.passed and twin_key(t.config) == twin_key(trial.config) for t in trials)
     return (
         twin_failed
         or worst > policy.confirm_above
