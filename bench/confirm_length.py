@@ -5,8 +5,9 @@ Run: `.venv/bin/python bench/confirm_length.py [SEED DEPLOYMENT [REPLICAS SEQS T
 (default svc-0), and simulates its model in bf16 + fp8 KV on one L40S (edit ``CANDIDATE`` for
 another GPU), one of REPLICAS (default 1) at SEQS x TOKENS (default 128 x 16384), at the twin's
 hidden true efficiency, at its share of the peak + headroom load, 24 runs per length (the
-simulator alone: the twin adds 3 % per-run noise on top, which does not shrink with length). Prints, per run length, the TPOT and TTFT p99s'
-mean over the runs and their coefficient of variation, and how many runs left requests undone.
+simulator alone: the twin adds 3 % per-run noise on top, which does not shrink with length).
+Prints, per run length, the TPOT and TTFT p99s' mean over the runs and their coefficient of
+variation, and how many runs left requests undone.
 """
 
 from __future__ import annotations
