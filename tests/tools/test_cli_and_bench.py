@@ -31,15 +31,17 @@ def test_analyze_json_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_optimizer_bench_shape_and_servewise_targets() -> None:
-    from servewise.tools.optimizer_bench import run
+    from servewise.tools.optimizer_bench import TRUTH_REPEATS, TRUTH_REQUESTS, run
 
-    # One scenario under the bench's full truth (3 x 2000 requests; about 5 minutes on 2 cores). Its
+    # One scenario under the bench's full truth (3 x 10 000 requests; about 6 minutes on 2 cores). Its
     # svc-2 broke the SLO twice: one 1000-request run read 0.80 of the TPOT objective where the long
     # run reads 1.04 (the under-prediction rule sends that pass to a confirming run); later another
     # TP=4 A100 pick read 0.83 and 0.89 over two runs, with a spread that 8 simulated runs put at 5 %
     # and 24 runs at 11 % (``verifying.SPREAD_SEEDS``).
     result = run(1, 11)
-    assert result["truth"] == "mean p99 of 3 independent benchmark runs of 2000 requests"
+    assert result["truth"] == (
+        f"mean p99 of {TRUTH_REPEATS} independent benchmark runs of {TRUTH_REQUESTS} requests"
+    )
     methods = result["methods"]
     assert set(methods) == {"servewise", "uncalibrated", "random", "current"}
     sw = methods["servewise"]
