@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -61,6 +62,8 @@ class SimCluster:
         # config: configs compared at one clock step meet the same requests (a variance-reduction
         # technique: two configs the simulator cannot tell apart then measure alike).
         self.common_random_numbers = common_random_numbers
+        # Without them, each benchmark run of a deployment is a fresh draw (``sim_ops.run_benchmark``).
+        self.benchmark_runs: Counter[str] = Counter()
         self.seed = scenario.seed if seed is None else seed
         self.step_s = float(step_s)
         self.state_path = state_path

@@ -298,8 +298,14 @@ def run_benchmark(sim: SimCluster, request: BenchmarkRequest) -> BenchmarkResult
     if oom:
         raise DoesNotFitError(f"benchmark pod for {dep.key} was OOMKilled: {oom}")
     eff = sim.truth.efficiency(config.engine.value, config.gpu)
-    variant = "" if sim.common_random_numbers else config.model_dump_json()
-    rng = np.random.default_rng(stable_seed("bench", sim.seed, dep.key, variant, sim.now_s))
+    if sim.common_random_numbers:
+        draw: tuple[object, ...] = ("",)
+    else:
+        # A fresh draw per run, as a new benchmark Job on a cluster is: the same config run twice,
+        # or a confirming run after a short one, must not repeat the first run's requests and noise.
+        draw = (config.model_dump_json(), request.num_requests, sim.benchmark_runs[dep.key])
+        sim.benchmark_runs[dep.key] += 1
+    rng = np.random.default_rng(stable_seed("bench", sim.seed, dep.key, *draw, sim.now_s))
     from servewise.cluster.sim_bench import measure
 
     m = measure(config, request.workload, request.num_requests, eff, rng)
