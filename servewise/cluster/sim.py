@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -58,12 +57,12 @@ class SimCluster:
         common_random_numbers: bool = False,
     ) -> None:
         self.scenario = scenario
-        # Benchmarks draw requests and noise from a seed of the clock and deployment alone, not of the
-        # config: configs compared at one clock step meet the same requests (a variance-reduction
-        # technique: two configs the simulator cannot tell apart then measure alike).
+        # With common random numbers, benchmarks draw requests and noise from a seed of the clock and
+        # deployment alone: configs compared at one clock step meet the same requests (a
+        # variance-reduction technique for the bench's truth: two configs the simulator cannot tell
+        # apart then measure alike). Without (the default), every run is a fresh draw, as a new
+        # benchmark Job on a cluster is (``sim_ops.run_benchmark``).
         self.common_random_numbers = common_random_numbers
-        # Without them, each benchmark run of a deployment is a fresh draw (``sim_ops.run_benchmark``).
-        self.benchmark_runs: Counter[str] = Counter()
         self.seed = scenario.seed if seed is None else seed
         self.step_s = float(step_s)
         self.state_path = state_path
@@ -342,7 +341,10 @@ class SimCluster:
         return result
 
     def run_benchmark(self, request: BenchmarkRequest) -> BenchmarkResult:
-        return sim_ops.run_benchmark(self, request)
+        result = sim_ops.run_benchmark(self, request)
+        if not self.common_random_numbers:
+            self.save()  # the count of runs, so that a later process draws afresh too
+        return result
 
 
 def _same_pods(pods: list[PodRuntime], config: ServingConfig, pool: str) -> bool:

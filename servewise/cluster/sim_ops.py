@@ -303,8 +303,8 @@ def run_benchmark(sim: SimCluster, request: BenchmarkRequest) -> BenchmarkResult
     else:
         # A fresh draw per run, as a new benchmark Job on a cluster is: the same config run twice,
         # or a confirming run after a short one, must not repeat the first run's requests and noise.
-        draw = (config.model_dump_json(), request.num_requests, sim.benchmark_runs[dep.key])
-        sim.benchmark_runs[dep.key] += 1
+        draw = (config.model_dump_json(), request.num_requests, dep.benchmark_runs)
+        dep.benchmark_runs += 1
     rng = np.random.default_rng(stable_seed("bench", sim.seed, dep.key, *draw, sim.now_s))
     from servewise.cluster.sim_bench import measure
 

@@ -56,6 +56,9 @@ class DeploymentState(BaseModel):
     revision: int = 1
     rollout: RolloutRecord | None = None
     applied: list[AppliedRecord] = Field(default_factory=list)
+    benchmark_runs: int = Field(
+        0, description="benchmark Jobs run for this deployment: each is a fresh draw of requests and noise"
+    )
 
     @property
     def key(self) -> str:
