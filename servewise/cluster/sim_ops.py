@@ -299,7 +299,7 @@ def run_benchmark(sim: SimCluster, request: BenchmarkRequest) -> BenchmarkResult
         raise DoesNotFitError(f"benchmark pod for {dep.key} was OOMKilled: {oom}")
     eff = sim.truth.efficiency(config.engine.value, config.gpu)
     if sim.common_random_numbers:
-        draw: tuple[object, ...] = ("",)
+        draw: tuple[object, ...] = ("",)  # the seed this twin always had: the bench's truth unchanged
     else:
         # A fresh draw per run, as a new benchmark Job on a cluster is: the same config run twice,
         # or a confirming run after a short one, must not repeat the first run's requests and noise.

@@ -33,7 +33,7 @@ def test_analyze_json_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_optimizer_bench_shape_and_servewise_targets() -> None:
     from servewise.tools.optimizer_bench import TRUTH_REPEATS, TRUTH_REQUESTS, run
 
-    # One scenario under the bench's full truth (3 x 10 000 requests; about 6 minutes on 2 cores). Its
+    # One scenario under the bench's full truth (3 x 10 000 requests; 262-272 s alone on 2 cores). Its
     # svc-2 broke the SLO twice: one 1000-request run read 0.80 of the TPOT objective where the long
     # run reads 1.04 (the under-prediction rule sends that pass to a confirming run); later another
     # TP=4 A100 pick read 0.83 and 0.89 over two runs, with a spread that 8 simulated runs put at 5 %
