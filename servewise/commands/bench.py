@@ -14,13 +14,22 @@ def optimizer(
     scenarios: int = typer.Option(3, "--scenarios", min=1, help="generated twin scenarios"),
     seed: int = typer.Option(0, "--seed"),
     json_out: bool = typer.Option(False, "--json"),
+    max_benchmark_minutes: float | None = typer.Option(
+        None, "--max-benchmark-minutes", min=0.1, help="servewise's cap on a confirming run's traffic"
+    ),
 ) -> None:
     """Cost vs the true optimum, SLO violations and benchmark runs per method."""
     from rich.table import Table
 
     from servewise.tools.optimizer_bench import run
+    from servewise.tools.search_space import SearchPolicy
 
-    result = run(scenarios, seed, progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
+    result = run(
+        scenarios,
+        seed,
+        progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"),
+        policy=SearchPolicy(max_benchmark_minutes=max_benchmark_minutes),
+    )
     if json_out:
         print_json(result)
         return

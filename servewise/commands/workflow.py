@@ -81,6 +81,14 @@ def optimize(
     window: Annotated[str, typer.Option(help="telemetry window analysed")] = "15m",
     verify_window: Annotated[float, typer.Option(help="seconds observed after a change")] = 600.0,
     benchmark: Annotated[bool, typer.Option("--benchmark/--no-benchmark", help="benchmark proposals")] = True,
+    max_benchmark_minutes: Annotated[
+        float | None,
+        typer.Option(
+            "--max-benchmark-minutes",
+            min=0.1,
+            help="cap a confirming benchmark run at this many minutes of traffic (default: 10 000 requests)",
+        ),
+    ] = None,
     offline: Annotated[bool, typer.Option("--offline", help="no LLM even if one is configured")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -98,6 +106,7 @@ def optimize(
         window=window,
         verify_window_s=verify_window,
         benchmark=benchmark,
+        max_benchmark_minutes=max_benchmark_minutes,
         use_llm=not offline,
     )
     from servewise.workflows.environment import open_environment

@@ -50,6 +50,7 @@ class Trial:
     requests: int = BENCHMARK_REQUESTS  # benchmark length; a longer run confirms a narrow pass
     network_ms: float = 0.0  # the pool's network latency, included in ``measured``
     ratio_bound: float | None = None  # worst measured / objective, widened by the run-to-run spread
+    confirming: bool = False  # a run that confirms (and decides) a narrow pass of the same config
 
 
 def verdicts(trials: list[Trial]) -> dict[tuple[str, ServingConfig], Trial]:

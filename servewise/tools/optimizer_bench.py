@@ -314,9 +314,11 @@ def run(
     progress: Callable[[str], None] | None = None,
     truth_repeats: int = TRUTH_REPEATS,
     truth_requests: int = TRUTH_REQUESTS,
+    policy: SearchPolicy | None = None,
 ) -> dict[str, Any]:
-    """The bench (see the module docstring); ``truth_*`` trade the truth's precision for time."""
-    policy = SearchPolicy()
+    """The bench (see the module docstring); ``truth_*`` trade the truth's precision for time;
+    ``policy`` is every method's (the default: ``SearchPolicy()``)."""
+    policy = policy or SearchPolicy()
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
     skipped = 0
     details: list[dict[str, Any]] = []
@@ -366,6 +368,7 @@ def run(
                             "config": describe(t.config),
                             "pool": t.pool,
                             "requests": t.requests,
+                            "confirming": t.confirming,
                             "passed": t.passed,
                             "cost_per_hour": round(t.cost_per_hour, 4),
                             "measured": {k: round(v, 1) for k, v in t.measured.items()},
@@ -417,6 +420,7 @@ def run(
         "scenarios": scenarios,
         "seed": seed,
         "truth": f"mean p99 of {truth_repeats} independent benchmark runs of {truth_requests} requests",
+        "max_benchmark_minutes": policy.max_benchmark_minutes,
         "deployments_without_optimum": skipped,
         "methods": {name: _summary(rs) for name, rs in rows.items() if rs},
         "deployments": details,

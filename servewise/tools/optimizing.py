@@ -6,8 +6,9 @@
    (``choosing.search``).
 3. Benchmark the cheapest candidate the simulator predicts to pass (``choosing.next_candidate``)
    on the cluster, judge the run against its run-to-run spread (a narrow pass gets a longer
-   confirming run: ``_judge``), add the measurement to the calibration, re-rank, and repeat within
-   the budget until no cheaper candidate is predicted to pass. The pick is the cheapest candidate
+   confirming run, of at most ``max_benchmark_minutes`` of traffic: ``_judge``), add the
+   measurement to the calibration, re-rank, and repeat within the budget until no cheaper
+   candidate is predicted to pass. The pick is the cheapest candidate
    *measured* to meet the SLO (never an unmeasured one when benchmarks are allowed); with no
    budget, the cheapest predicted one.
 """
@@ -47,7 +48,13 @@ from servewise.tools.judging import (
     upper_ratio,
     worst_ratio,
 )
-from servewise.tools.search_space import SearchPolicy, Shape, available_gpus, price_of
+from servewise.tools.search_space import (
+    SearchPolicy,
+    Shape,
+    available_gpus,
+    confirm_length,
+    price_of,
+)
 from servewise.tools.sizing import Load, Sized, forecast, load_for
 from servewise.tools.verifying import simulated_spread
 
@@ -196,14 +203,16 @@ def optimize(
         if nxt is None:
             break
         tried.add((nxt.shape.pool.name, nxt.config))
-        requests = policy.benchmark_requests
+        requests, confirming = policy.benchmark_requests, False
+        rate = load.rate_per_s / nxt.config.replicas  # one replica's share: the benchmark's arrival rate
         while True:
             if on_progress:
                 on_progress(
                     f"benchmark {len(trials) + 1}/{budget}: {describe(nxt.config)} in {nxt.shape.pool.name}"
-                    f" ({requests} requests)"
+                    f" ({requests} requests, {run_duration(requests, rate)} at {rate:.2f} req/s)"
                 )
             trial, obs = _benchmark(benchmark, dep, load, nxt, requests, notes)  # type: ignore[arg-type]
+            trial.confirming = confirming
             trials.append(trial)
             if obs is not None:
                 observations.append(obs)
@@ -213,7 +222,7 @@ def optimize(
                 trial.passed = False  # an unconfirmed narrow pass is not trusted
                 notes.append(f"{describe(nxt.config)} passed narrowly with no budget left to confirm it")
                 break
-            requests = policy.confirm_requests
+            requests, confirming = confirm_length(policy, rate), True
         cal = fit_calibration(observations, cal)
         candidates = problem.search(cal)
         by_margin = {policy.slo_margin: candidates}
@@ -253,7 +262,8 @@ def _judge(
     A pass by less than its run-to-run spread may be luck, and so may one where a twin (other
     batching knobs only) failed, or one the model under-predicted (it does not know the regime).
     A confirming run must itself clear the guard band and its own spread bound: a run's p99 reads
-    the long-run tail a few % low and strays from it by the spread the simulator predicts."""
+    the long-run tail a few % low and strays from it by the spread the simulator predicts at the
+    run's own length (shorter when ``max_benchmark_minutes`` caps it, so the bound is stricter)."""
     if not trial.passed:
         return False
     spread = simulated_spread(
@@ -261,7 +271,7 @@ def _judge(
     )
     trial.ratio_bound = upper_ratio(dep.slo, trial.measured, spread, policy.confidence_z)
     worst = worst_ratio(dep.slo, trial.measured)
-    if trial.requests >= policy.confirm_requests:
+    if trial.confirming or trial.requests >= policy.confirm_requests:
         trial.passed = worst <= policy.confirm_margin and trial.ratio_bound <= 1.0
         return False
     twin_failed = any(not t.passed and twin_key(t.config) == twin_key(trial.config) for t in trials)
@@ -310,6 +320,14 @@ def _shape_for(t: Trial, pools: dict[str, NodePool], dep: InferenceDeployment, c
     return Shape(
         t.config.with_changes(replicas=1), pool, price_of(pool, catalog), available_gpus(pool, dep), None
     )
+
+
+def run_duration(requests: int, rate_per_s: float) -> str:
+    """How long a benchmark's measured requests take to send at ``rate_per_s``, in words."""
+    if rate_per_s <= 0:
+        return "unknown duration"
+    minutes = requests / rate_per_s / 60
+    return f"~{minutes:.0f} min" if minutes < 90 else f"~{minutes / 60:.1f} h"
 
 
 def describe(c: ServingConfig) -> str:

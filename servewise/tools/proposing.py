@@ -21,7 +21,7 @@ from servewise.tools.analyzing import find_deployment
 from servewise.tools.choosing import Trial
 from servewise.tools.context import current_context
 from servewise.tools.judging import worst_ratio
-from servewise.tools.optimizing import Outcome, describe, optimize, proposal_id
+from servewise.tools.optimizing import Outcome, describe, optimize, proposal_id, run_duration
 from servewise.tools.patching import render_patch
 from servewise.tools.registry import registry
 from servewise.tools.search_space import SearchPolicy
@@ -53,6 +53,9 @@ class TrialRecord(BaseModel):
     ratio_bound: float | None = Field(
         default=None,
         description="worst measured p99 / objective widened by the run's simulated run-to-run spread",
+    )
+    confirming: bool = Field(
+        default=False, description="this run confirmed (and decided) a narrow pass of the same config"
     )
 
 
@@ -110,10 +113,13 @@ def _uncertainty_pct(out: Outcome) -> float:
 def _how_measured(out: Outcome, trial: Trial) -> str:
     """The deciding run in words: its length and load, whether it confirmed a shorter pass, and its
     worst p99 / objective with and without the run-to-run spread (``judging.upper_ratio``)."""
-    confirmed = any(t.config == trial.config and t.requests < trial.requests for t in out.trials)
-    text = f"benchmark of {trial.requests} requests at {out.load.rate_per_s:.2f} req/s (peak + headroom)"
-    if confirmed:
-        text += ", confirming a shorter run's pass"
+    share = out.load.rate_per_s / trial.config.replicas
+    text = (
+        f"benchmark of {trial.requests} requests at {out.load.rate_per_s:.2f} req/s (peak + headroom),"
+        f" {run_duration(trial.requests, share)} at one replica's {share:.2f} req/s"
+    )
+    if trial.confirming:
+        text += ", confirming an earlier run's narrow pass"
     if trial.measured:
         text += f"; worst p99 at {worst_ratio(out.deployment.slo, trial.measured):.2f} of its objective"
         if trial.ratio_bound is not None:
@@ -240,6 +246,7 @@ def optimize_deployment(
                 measured=t.measured,
                 requests=t.requests,
                 ratio_bound=t.ratio_bound,
+                confirming=t.confirming,
             )
             for t in out.trials
         ],

@@ -58,6 +58,13 @@ class SearchPolicy(BaseModel):
         description="requests of the run that confirms a narrow pass (a p99 over 10 000 strays ~3 % run"
         " to run, over 2000 ~7 %: bench/confirm_length.py)",
     )
+    max_benchmark_minutes: float | None = Field(
+        default=None,
+        gt=0,
+        description="a confirming run sends at most this many minutes of the replica's share of the load"
+        " (at 0.2 req/s, 10 000 requests take 14 h): it is shortened to fit, never below"
+        " benchmark_requests, and judged by its spread at that length; None: confirm_requests",
+    )
     confirm_above: float = Field(
         default=0.85, gt=0, le=1, description="a pass whose worst p99 / objective exceeds this is confirmed"
     )
@@ -76,6 +83,14 @@ class SearchPolicy(BaseModel):
     )
     tolerance: float = Field(default=0.15, gt=0, description="predicted vs measured p99 agreement")
     refine_top: int = Field(default=6, ge=1, description="shapes whose batching knobs are swept")
+
+
+def confirm_length(policy: SearchPolicy, rate_per_s: float) -> int:
+    """Requests of a confirming run at ``rate_per_s`` (one replica's share of the load)."""
+    if policy.max_benchmark_minutes is None or rate_per_s <= 0:
+        return policy.confirm_requests
+    fits = int(rate_per_s * policy.max_benchmark_minutes * 60)
+    return min(policy.confirm_requests, max(policy.benchmark_requests, fits))
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,13 @@ class Nodes:
         crash_point("optimize")
         opts, env = options(state), self.rt.env(state)
         findings = [Finding.model_validate(f) for f in state.get("findings") or []]
-        proposals, notes = steps.optimize(env, opts.window, findings, benchmark=opts.benchmark)
+        proposals, notes = steps.optimize(
+            env,
+            opts.window,
+            findings,
+            benchmark=opts.benchmark,
+            max_benchmark_minutes=opts.max_benchmark_minutes,
+        )
         kept, dropped = [], []
         for p in proposals:
             broken = steps.measured_slo_breaks(env, p)

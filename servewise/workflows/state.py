@@ -18,6 +18,9 @@ class RunOptions(BaseModel):
     stop_after_propose: bool = Field(default=False, description="--dry-run: propose, never apply")
     window: str = Field(default="15m", description="telemetry window for analysis")
     benchmark: bool = Field(default=True, description="the optimizer validates candidates with benchmarks")
+    max_benchmark_minutes: float | None = Field(
+        default=None, gt=0, description="cap on a confirming benchmark run's traffic (SearchPolicy)"
+    )
     verify_window_s: float = Field(default=600.0, ge=0, description="post-change observation window")
     rollout_timeout_s: float = Field(default=900.0, gt=0)
     regression_tolerance: float = Field(

@@ -50,7 +50,12 @@ def analyze(env: Environment, window: str) -> list[Finding]:
 
 
 def optimize(
-    env: Environment, window: str, findings: list[Finding], *, benchmark: bool
+    env: Environment,
+    window: str,
+    findings: list[Finding],
+    *,
+    benchmark: bool,
+    max_benchmark_minutes: float | None = None,
 ) -> tuple[list[Proposal], list[str]]:
     """One ``optimize_deployment`` call per deployment with findings (benchmark-validated by the tool).
 
@@ -63,7 +68,14 @@ def optimize(
         refs[f.ref.key] = f.ref
     proposals, notes = [], []
     for key, ref in refs.items():
-        args = {"name": ref.name, "namespace": ref.namespace, "window": window, "benchmark": benchmark}
+        args: dict[str, object] = {
+            "name": ref.name,
+            "namespace": ref.namespace,
+            "window": window,
+            "benchmark": benchmark,
+        }
+        if max_benchmark_minutes is not None:
+            args["policy"] = {"max_benchmark_minutes": max_benchmark_minutes}
         try:
             plan = _call(env, "optimize_deployment", args)
         except WorkflowStepError as exc:

@@ -29,7 +29,7 @@ from servewise.tools.judging import SPREAD_FLOOR, underpredicted, upper_ratio
 from servewise.tools.optimizer_bench import SCREEN_REQUESTS, TRUTH_REQUESTS, Judge
 from servewise.tools.optimizing import optimize, telemetry_observation, verdicts
 from servewise.tools.proposing import build_proposal, no_proposal_reason, pareto_front
-from servewise.tools.search_space import SearchPolicy, shapes
+from servewise.tools.search_space import SearchPolicy, confirm_length, shapes
 from servewise.tools.sizing import forecast, load_for, meets, size
 from servewise.tools.verifying import simulated_spread
 
@@ -366,8 +366,56 @@ def test_a_confirming_run_must_pass_inside_the_guard_band(confirmed_at: float, p
         assert measured is not None and measured.validated_by.startswith(
             f"benchmark of {policy.confirm_requests} requests"
         )
-        assert "confirming a shorter run's pass" in measured.validated_by
+        assert "confirming an earlier run's narrow pass" in measured.validated_by
         assert f"worst p99 at {confirmed_at:.2f} of its objective" in measured.validated_by
+
+
+def test_a_confirming_run_fits_the_duration_cap() -> None:
+    """At 0.6 req/s a 10 000-request run would take hours: with ``max_benchmark_minutes`` the run
+    is shortened to the requests one replica receives in that time, never below a standard run."""
+    policy = SearchPolicy(max_benchmark_minutes=60)
+    assert confirm_length(policy, 0.6) == 2160
+    assert confirm_length(policy, 0.1) == policy.benchmark_requests  # never shorter than a standard run
+    assert confirm_length(policy, 50.0) == policy.confirm_requests  # a busy replica: the usual length
+    assert confirm_length(SearchPolicy(), 0.1) == policy.confirm_requests  # no cap by default
+
+
+@pytest.mark.parametrize(("confirmed_at", "picked"), [(0.97, False), (0.5, True)])
+def test_a_capped_confirming_run_still_decides_inside_the_guard_band(
+    confirmed_at: float, picked: bool
+) -> None:
+    """A capped confirming run is shorter than ``confirm_requests`` but still a confirmation: it
+    decides the candidate's verdict (the guard band applies) and is not confirmed again."""
+    calls: list[BenchmarkRequest] = []
+    inner = truth_bench(truth_for(5), calls)
+    seen: set[str] = set()
+
+    def narrow(req: BenchmarkRequest) -> BenchmarkResult:
+        res = inner(req)
+        key = req.config.model_dump_json() if req.config else ""
+        target = confirmed_at if key in seen else 0.9
+        seen.add(key)
+        worst = max(res.ttft_p99_ms / SLO_.ttft_p99_ms, res.tpot_p99_ms / SLO_.tpot_p99_ms)
+        return _scaled(res, target / worst)
+
+    dep = deployment().model_copy(update={"workload": Workload.fixed(2000, 200, rate=0.5)})
+    policy = SearchPolicy(benchmark_budget=3, max_benchmark_minutes=60)
+    out = optimize(dep, POOLS, benchmark=narrow, policy=policy)
+    first, second = out.trials[0], out.trials[1]
+    share = out.load.rate_per_s / first.config.replicas
+    assert second.config == first.config and second.confirming and not first.confirming
+    assert second.requests == confirm_length(policy, share) < policy.confirm_requests
+    assert sum(t.config == first.config for t in out.trials) == 2  # the capped run decided
+    assert second.passed is picked
+    assert (out.pick is not None and out.pick.config == first.config) is picked
+    if picked:
+        measured = build_proposal(out, None).measured  # type: ignore[union-attr]
+        assert measured is not None
+        assert measured.validated_by.startswith(f"benchmark of {second.requests} requests")
+        assert f"~{second.requests / share / 60:.0f} min at one replica's {share:.2f} req/s" in (
+            measured.validated_by
+        )
+        assert "confirming an earlier run's narrow pass" in measured.validated_by
 
 
 @pytest.mark.parametrize(("z", "confirmed"), [(0.0, False), (5.0, True)])
