@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from servewise.commands._output import err_console
+from servewise.commands.workflow import MaxBenchmarkMinutesOpt
 
 console_app = typer.Typer(help="The operator console: fleet, findings, runs, approvals, audit, chat.")
 
@@ -43,6 +44,7 @@ def serve(
     offline: Annotated[bool, typer.Option("--offline", help="no LLM even if one is configured")] = False,
     verify_window: Annotated[float, typer.Option(help="seconds observed after a change")] = 600.0,
     benchmark: Annotated[bool, typer.Option("--benchmark/--no-benchmark", help="benchmark proposals")] = True,
+    max_benchmark_minutes: MaxBenchmarkMinutesOpt = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
     """Serve the console (HTML pages at /, JSON API at /api, OpenAPI docs at /docs)."""
@@ -57,6 +59,7 @@ def serve(
         offline=offline,
         verify_window_s=verify_window,
         benchmark=benchmark,
+        max_benchmark_minutes=max_benchmark_minutes,
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(

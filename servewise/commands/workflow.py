@@ -19,6 +19,14 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document o
 ClusterOpt = Annotated[
     str, typer.Option("--cluster", help="sim:SCENARIO | k8s[:CONTEXT] | py:module:factory", show_default=True)
 ]
+MaxBenchmarkMinutesOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-benchmark-minutes",
+        min=0.1,
+        help="cap a confirming benchmark run at this many minutes of traffic (default: 10 000 requests)",
+    ),
+]
 PromOpt = Annotated[
     str | None, typer.Option("--prometheus", help="Prometheus URL for telemetry (required with k8s)")
 ]
@@ -81,14 +89,7 @@ def optimize(
     window: Annotated[str, typer.Option(help="telemetry window analysed")] = "15m",
     verify_window: Annotated[float, typer.Option(help="seconds observed after a change")] = 600.0,
     benchmark: Annotated[bool, typer.Option("--benchmark/--no-benchmark", help="benchmark proposals")] = True,
-    max_benchmark_minutes: Annotated[
-        float | None,
-        typer.Option(
-            "--max-benchmark-minutes",
-            min=0.1,
-            help="cap a confirming benchmark run at this many minutes of traffic (default: 10 000 requests)",
-        ),
-    ] = None,
+    max_benchmark_minutes: MaxBenchmarkMinutesOpt = None,
     offline: Annotated[bool, typer.Option("--offline", help="no LLM even if one is configured")] = False,
     json_out: JsonOpt = False,
 ) -> None:

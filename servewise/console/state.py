@@ -44,6 +44,9 @@ class ConsoleConfig(BaseModel):
     window: str = "15m"
     verify_window_s: float = Field(default=600.0, ge=0)
     benchmark: bool = True
+    max_benchmark_minutes: float | None = Field(
+        default=None, gt=0, description="cap on a confirming benchmark run's traffic"
+    )
     findings_ttl_s: float = Field(default=60.0, ge=0, description="how long analysed findings are reused")
 
 
@@ -107,6 +110,7 @@ class ConsoleState:
             window=c.window,
             verify_window_s=c.verify_window_s,
             benchmark=c.benchmark,
+            max_benchmark_minutes=c.max_benchmark_minutes,
             use_llm=self.llm is not None,
         )
 
