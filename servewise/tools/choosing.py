@@ -47,7 +47,7 @@ class Trial:
     measured: dict[str, float]
     passed: bool
     cost_per_hour: float
-    requests: int = BENCHMARK_REQUESTS  # benchmark length; a longer run confirms a narrow pass
+    requests: int = BENCHMARK_REQUESTS  # benchmark length; a confirming run is longer unless capped
     network_ms: float = 0.0  # the pool's network latency, included in ``measured``
     ratio_bound: float | None = None  # worst measured / objective, widened by the run-to-run spread
     confirming: bool = False  # a run that confirms (and decides) a narrow pass of the same config
@@ -103,7 +103,7 @@ def _rank(s: Sized) -> tuple[float, float]:
 def share_of(load: Load, dep: InferenceDeployment, config: ServingConfig) -> Workload:
     """One replica's part of the peak + headroom load."""
     return load.workload(dep.workload).model_copy(
-        update={"arrival_rate_per_s": load.rate_per_s / config.replicas}
+        update={"arrival_rate_per_s": load.rate_per_replica(config.replicas)}
     )
 
 

@@ -204,7 +204,7 @@ def optimize(
             break
         tried.add((nxt.shape.pool.name, nxt.config))
         requests, confirming = policy.benchmark_requests, False
-        rate = load.rate_per_s / nxt.config.replicas  # one replica's share: the benchmark's arrival rate
+        rate = load.rate_per_replica(nxt.config.replicas)  # the benchmark's arrival rate
         while True:
             if on_progress:
                 on_progress(
@@ -302,7 +302,7 @@ def _benchmark(
         config=cand.config,
         input_len=load.input_len,
         output_len=load.output_len,
-        rate_per_replica=load.rate_per_s / cand.config.replicas,
+        rate_per_replica=load.rate_per_replica(cand.config.replicas),
         ttft_p50_ms=res.ttft_p50_ms,
         tpot_p50_ms=res.tpot_p50_ms,
         ttft_p99_ms=res.ttft_p99_ms,

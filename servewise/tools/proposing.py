@@ -48,7 +48,7 @@ class TrialRecord(BaseModel):
     predicted: dict[str, float]
     measured: dict[str, float]
     requests: int = Field(
-        description="benchmark length; a longer run of the same config confirms a narrow pass"
+        description="benchmark length (a confirming run is longer unless max_benchmark_minutes caps it)"
     )
     ratio_bound: float | None = Field(
         default=None,
@@ -111,9 +111,9 @@ def _uncertainty_pct(out: Outcome) -> float:
 
 
 def _how_measured(out: Outcome, trial: Trial) -> str:
-    """The deciding run in words: its length and load, whether it confirmed a shorter pass, and its
+    """The deciding run in words: its length and load, whether it confirmed an earlier narrow pass, and its
     worst p99 / objective with and without the run-to-run spread (``judging.upper_ratio``)."""
-    share = out.load.rate_per_s / trial.config.replicas
+    share = out.load.rate_per_replica(trial.config.replicas)
     text = (
         f"benchmark of {trial.requests} requests at {out.load.rate_per_s:.2f} req/s (peak + headroom),"
         f" {run_duration(trial.requests, share)} at one replica's {share:.2f} req/s"

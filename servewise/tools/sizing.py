@@ -27,6 +27,10 @@ class Load:
     rate_per_s: float
     observed_rate_per_s: float
 
+    def rate_per_replica(self, replicas: int) -> float:
+        """One replica's share of the rate (a benchmark's arrival rate for a candidate)."""
+        return self.rate_per_s / max(replicas, 1)
+
     def workload(self, base: Workload | None) -> Workload:
         if base is None:
             return Workload.fixed(round(self.input_len), round(self.output_len), rate=self.rate_per_s)
@@ -76,7 +80,7 @@ class Forecast:
 
 def forecast(cal: Calibration, config: ServingConfig, load: Load, network_ms: float = 0.0) -> Forecast:
     """Predicted p99s of ``config`` (with its replicas) at the load's total rate."""
-    per_replica = load.rate_per_s / max(config.replicas, 1)
+    per_replica = load.rate_per_replica(config.replicas)
     p = predict_with(cal, config, load.input_len, load.output_len, per_replica)
     ttft99 = p.ttft_ms * cal.tail(config, "ttft") + network_ms
     tpot99 = p.tpot_ms * cal.tail(config, "tpot")
