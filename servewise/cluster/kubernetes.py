@@ -19,7 +19,7 @@ from typing import Any
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from servewise.cluster.k8s_api import KubeApi, load_api_client
-from servewise.cluster.k8s_benchmark import BenchmarkRunner
+from servewise.cluster.k8s_benchmark import BenchmarkRunner, serving_replicas
 from servewise.cluster.k8s_inventory import node_names_of, node_pools, pool_of_node
 from servewise.cluster.k8s_parsing import (
     ParsedWorkload,
@@ -386,6 +386,8 @@ class KubernetesCluster:
 
     # -- benchmarks ----------------------------------------------------------------------------------
     def run_benchmark(self, request: BenchmarkRequest) -> BenchmarkResult:
+        """One replica's load (``request.workload``) at each ready replica of the deployed config,
+        through its Service (``k8s_benchmark``)."""
         obj = self._read(request.ref)
         parsed = self._parse_one(obj)
         if request.config is not None and request.config != parsed.config:
@@ -401,4 +403,10 @@ class KubernetesCluster:
             self.api.core.list_namespaced_service,
             request.ref.namespace,
         ).get("items", [])
-        return self.benchmarks.run(request, parsed, services, poll_interval_s=self.poll_interval_s)
+        return self.benchmarks.run(
+            request,
+            parsed,
+            services,
+            replicas=serving_replicas(obj, parsed),
+            poll_interval_s=self.poll_interval_s,
+        )

@@ -142,7 +142,9 @@ def test_benchmark_job_runs_and_reads_the_saved_json(
     result = cluster.run_benchmark(
         BenchmarkRequest(ref=BIG, workload=WORKLOAD, num_requests=200, deadline_s=10)
     )
-    assert result.completed == 200 and result.ttft_p99_ms == 480.0 and result.throughput_tok_s == 1024.0
+    # the manifest runs 2 replicas (no status yet): the Job loads both, throughputs are per replica
+    assert result.completed == 200 and result.ttft_p99_ms == 480.0 and result.throughput_tok_s == 512.0
+    assert result.request_throughput_per_s == 2.0 and result.workload == WORKLOAD
     assert result.config.model == "llama-3.1-70b" and result.source.startswith(
         "job/servewise-bench/sw-bench-llama-70b-"
     )
@@ -156,9 +158,52 @@ def test_benchmark_job_runs_and_reads_the_saved_json(
         and spec["backoffLimit"] == 0
     )
     script = spec["template"]["spec"]["containers"][0]["args"][0]
-    assert "--base-url http://llama-70b.llm-serving.svc:80" in script and "--request-rate 4" in script
+    assert "--base-url http://llama-70b.llm-serving.svc:80" in script and "--request-rate 8 " in script
+    assert job.raw["metadata"]["annotations"]["servewise.io/benchmark-replicas"] == "2"
     assert "--model meta-llama/Llama-3.3-70B-Instruct" in script
     kubernetes_validate.validate(job.raw, "1.30.0", strict=True)
+
+
+def _set_status(fleet: FaithfulEmulator, status: dict[str, Any]) -> None:
+    stored = fleet.get("Deployment", BIG.namespace, BIG.name)
+    stored["status"] = status
+    fleet.put("Deployment", BIG.namespace, BIG.name, stored)
+
+
+def _job_script(fleet: FaithfulEmulator) -> str:
+    job = next(
+        obj for (res, ns, _), obj in fleet.objects.items() if res.plural == "jobs" and ns == "servewise-bench"
+    )
+    return str(job.raw["spec"]["template"]["spec"]["containers"][0]["args"][0])
+
+
+def test_the_job_loads_only_the_ready_replicas(cluster: KubernetesCluster, fleet: FaithfulEmulator) -> None:
+    """One of the two replicas is ready: the Service sends it everything, so the Job sends one share."""
+    _set_status(fleet, {"replicas": 2, "readyReplicas": 1})
+    fleet.controls.on_create["jobs"] = job_controller(SUMMARY)
+    result = cluster.run_benchmark(BenchmarkRequest(ref=BIG, workload=WORKLOAD, deadline_s=10))
+    assert "--request-rate 4 " in _job_script(fleet)
+    assert result.request_throughput_per_s == pytest.approx(parse_bench_output(SUMMARY)["request_throughput"])
+
+
+def test_closed_loop_concurrency_scales_with_the_replicas(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    _set_status(fleet, {"replicas": 2, "readyReplicas": 2})
+    fleet.controls.on_create["jobs"] = job_controller(SUMMARY)
+    closed = Workload.fixed(1024, 256, concurrency=8)
+    cluster.run_benchmark(BenchmarkRequest(ref=BIG, workload=closed, deadline_s=10))
+    script = _job_script(fleet)
+    assert "--max-concurrency 16" in script and "--request-rate" not in script
+
+
+def test_no_ready_replica_is_refused_before_any_job(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    _set_status(fleet, {"replicas": 2, "unavailableReplicas": 2})  # Kubernetes omits readyReplicas: 0
+    with pytest.raises(BackendUnavailableError, match="llm-serving/llama-70b has no ready replica"):
+        cluster.run_benchmark(BenchmarkRequest(ref=BIG, workload=WORKLOAD, deadline_s=10))
+    assert not [c for c in fleet.calls if c.verb == "create" and c.resource == "jobs"]
 
 
 def test_summary_only_log_still_gives_a_result(cluster: KubernetesCluster, fleet: FaithfulEmulator) -> None:
