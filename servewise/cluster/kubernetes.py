@@ -20,6 +20,12 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from servewise.cluster.k8s_api import KubeApi, load_api_client
 from servewise.cluster.k8s_benchmark import BenchmarkRunner, serving_replicas
+from servewise.cluster.k8s_candidates import (
+    CANDIDATE_BENCHMARKS_ENV,
+    CandidateWorkloads,
+    candidate_manifests,
+    candidate_name,
+)
 from servewise.cluster.k8s_inventory import node_names_of, node_pools, pool_of_node
 from servewise.cluster.k8s_parsing import (
     ParsedWorkload,
@@ -88,6 +94,8 @@ class KubernetesCluster:
         poll_interval_s: float = 2.0,
         conflict_attempts: int = 4,
         benchmark_image: str = "vllm/vllm-openai:latest",
+        candidate_benchmarks: bool | None = None,
+        candidate_ready_s: float = 1200.0,
     ) -> None:
         self.name = f"k8s:{context}" if context else "k8s"
         self.api = KubeApi(api_client or load_api_client(context), request_timeout_s=request_timeout_s)
@@ -104,6 +112,15 @@ class KubernetesCluster:
         self.poll_interval_s = poll_interval_s
         self.conflict_attempts = conflict_attempts
         self.benchmarks = BenchmarkRunner(self.api, self.benchmark_namespace, image=benchmark_image)
+        # Candidates are benchmarked on temporary copies of their workload unless switched off.
+        self.candidate_benchmarks = (
+            candidate_benchmarks
+            if candidate_benchmarks is not None
+            else os.environ.get(CANDIDATE_BENCHMARKS_ENV, "1").strip().lower()
+            not in ("0", "false", "no", "off")
+        )
+        self.candidate_ready_s = candidate_ready_s  # a model server's image pull + weights load
+        self.candidates = CandidateWorkloads(self.api)
 
     # -- discovery ---------------------------------------------------------------------------------
     def _workload_objects(self) -> list[dict[str, Any]]:
@@ -387,15 +404,14 @@ class KubernetesCluster:
     # -- benchmarks ----------------------------------------------------------------------------------
     def run_benchmark(self, request: BenchmarkRequest) -> BenchmarkResult:
         """One replica's load (``request.workload``) at each ready replica of the deployed config,
-        through its Service (``k8s_benchmark``)."""
+        through its Service (``k8s_benchmark``); a candidate config (not just another replica count)
+        is benchmarked on a temporary one-replica copy of the workload (``k8s_candidates``)."""
         obj = self._read(request.ref)
         parsed = self._parse_one(obj)
-        if request.config is not None and request.config != parsed.config:
-            raise InputError(
-                "a Kubernetes benchmark measures the deployed config; apply the candidate first "
-                "(dry run + approval) or benchmark it on the twin",
-                field="config",
-            )
+        if request.config is not None and (
+            request.config.with_changes(replicas=parsed.config.replicas) != parsed.config
+        ):
+            return self._benchmark_candidate(request, obj, parsed, request.config)
         services = self.api.call(
             "list",
             "services",
@@ -410,3 +426,25 @@ class KubernetesCluster:
             replicas=serving_replicas(obj, parsed),
             poll_interval_s=self.poll_interval_s,
         )
+
+    def _benchmark_candidate(
+        self, request: BenchmarkRequest, obj: dict[str, Any], parsed: ParsedWorkload, config: ServingConfig
+    ) -> BenchmarkResult:
+        if not self.candidate_benchmarks:
+            raise InputError(
+                f"candidate benchmarks are off ({CANDIDATE_BENCHMARKS_ENV}=0): apply the candidate first"
+                " (dry run + approval) or benchmark it on the twin",
+                field="config",
+            )
+        self._check_allowed(request.ref)
+        name = candidate_name(parsed, config)
+        workload, service = candidate_manifests(obj, parsed, config, self.resolver, name)
+        ref = DeploymentRef(name=name, namespace=parsed.namespace, kind=parsed.kind)
+        try:
+            self.candidates.create(workload, service)
+            self.wait_for_rollout(ref, timeout_s=self.candidate_ready_s)
+            copy = self._parse_one(self._read(ref))
+            result = self.benchmarks.run(request, copy, [service], poll_interval_s=self.poll_interval_s)
+        finally:
+            self.candidates.delete(parsed.kind, parsed.namespace, name)
+        return result.model_copy(update={"config": config})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from servewise.domain.config import ServingConfig
 from servewise.domain.workload import SLO, Workload
@@ -84,7 +84,20 @@ class BenchmarkRequest(BaseModel):
     config: ServingConfig | None = Field(default=None, description="candidate to test; None = as deployed")
     workload: Workload
     num_requests: int = Field(default=200, ge=1, le=100_000)
-    deadline_s: float = Field(default=1800, gt=0)
+    deadline_s: float = Field(
+        default=1800,
+        gt=0,
+        description="seconds the run may take; unset, at least 1.5 x the open loop's sending time + 10 min",
+    )
+
+    @model_validator(mode="after")
+    def _deadline_fits_the_run(self) -> BenchmarkRequest:
+        """A run of 10 000 requests at 0.5 req/s sends for 5.6 h: an unset deadline must not cut it at
+        the default 30 minutes (warm-up requests and the tail included in the 1.5 x)."""
+        rate = self.workload.arrival_rate_per_s
+        if "deadline_s" not in self.model_fields_set and rate:
+            self.deadline_s = max(self.deadline_s, 600.0 + 1.5 * self.num_requests / rate)
+        return self
 
 
 class BenchmarkResult(BaseModel):

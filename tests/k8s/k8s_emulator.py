@@ -144,6 +144,8 @@ class FaithfulEmulator(kmock.KubernetesEmulator):
             meta.setdefault("namespace", request.namespace)
             if dry:
                 return aiohttp.web.json_response(request.data, status=201)
+            if self.controls.auto_rollout and str(res.plural) in ("deployments", "statefulsets"):
+                _roll_out(request.data)  # a created workload comes up at once too
             response = await super()._handle(request)
             callback = self.controls.on_create.get(str(res.plural))
             if callback is not None:

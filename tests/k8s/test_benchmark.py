@@ -228,3 +228,14 @@ def test_workload_without_service_cannot_be_benchmarked(cluster: KubernetesClust
                 ref=DeploymentRef(name="mistral-tgi", namespace="llm-serving"), workload=WORKLOAD
             )
         )
+
+
+def test_an_unset_deadline_fits_a_long_run(cluster: KubernetesCluster) -> None:
+    """10 000 requests at 0.5 req/s send for 5.6 h: the Job must not be cut at the default 30 minutes."""
+    parsed = cluster._parse_one(cluster._read(BIG))
+    slow = Workload.fixed(1024, 256, rate=0.5)
+    long_run = BenchmarkRequest(ref=BIG, workload=slow, num_requests=10_000)
+    job = build_job("j", "servewise-bench", long_run, parsed, "http://x.llm-serving.svc:80", image="i")
+    assert job["spec"]["activeDeadlineSeconds"] == 600 + 1.5 * 10_000 / 0.5
+    assert BenchmarkRequest(ref=BIG, workload=slow, num_requests=100).deadline_s == 1800  # short: default
+    assert BenchmarkRequest(ref=BIG, workload=slow, num_requests=10_000, deadline_s=60).deadline_s == 60

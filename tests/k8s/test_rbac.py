@@ -2,7 +2,8 @@
 
 One emulator records every request while the adapter does all it can do: discover (with KServe),
 inventory GPUs, read, dry-run and apply patches to a Deployment, a StatefulSet and an InferenceService,
-check a stalled rollout (pods + events), roll back, run a benchmark Job and cancel one on timeout.
+check a stalled rollout (pods + events), roll back, run a benchmark Job and cancel one on timeout,
+benchmark candidates of a Deployment and a StatefulSet on temporary copies.
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ def exercise(cluster: KubernetesCluster, emu: FaithfulEmulator) -> None:
     cluster.rollback(big)
     emu.controls.on_create["jobs"] = job_controller(SUMMARY)
     cluster.run_benchmark(BenchmarkRequest(ref=big, workload=WORKLOAD, deadline_s=10))
+    emu.controls.auto_rollout = True
+    for ref in (big, sts):  # candidates: a temporary copy of the workload and its Service
+        candidate = cluster.get_deployment(ref).config.with_changes(max_num_seqs=40)
+        cluster.run_benchmark(BenchmarkRequest(ref=ref, config=candidate, workload=WORKLOAD, deadline_s=10))
     emu.controls.on_create["jobs"] = job_controller(SUMMARY, succeed=False)
     with pytest.raises(BackendUnavailableError):
         cluster.run_benchmark(BenchmarkRequest(ref=big, workload=WORKLOAD, deadline_s=0.2))
@@ -114,6 +119,9 @@ def test_rbac_allows_exactly_what_the_adapter_calls(fleet: FaithfulEmulator) -> 
     assert unused_writes == [], f"RBAC grants write verbs the code never uses: {unused_writes}"
     # Writes only where they are meant to happen.
     assert {c.namespace for c in calls if c.verb == "patch"} == {"llm-serving"}
+    assert {c.namespace for c in calls if c.verb in ("create", "delete") and c.resource != "jobs"} == {
+        "llm-serving"
+    }
     assert {c.namespace for c in calls if c.resource == "jobs"} == {"servewise-bench"}
 
 
