@@ -22,10 +22,12 @@ from servewise.cluster.k8s_api import KubeApi, load_api_client
 from servewise.cluster.k8s_benchmark import BenchmarkRunner, serving_replicas
 from servewise.cluster.k8s_candidates import (
     CANDIDATE_BENCHMARKS_ENV,
+    CANDIDATE_LABEL,
     CandidateWorkloads,
     candidate_manifests,
     candidate_name,
 )
+from servewise.cluster.k8s_declarations import BadDeclaration, declared_slo, declared_workload
 from servewise.cluster.k8s_inventory import node_names_of, node_pools, pool_of_node
 from servewise.cluster.k8s_parsing import (
     ParsedWorkload,
@@ -149,15 +151,16 @@ class KubernetesCluster:
         for obj in objs:
             meta = obj.get("metadata", {})
             name, ns = str(meta.get("name")), str(meta.get("namespace", "default"))
+            if CANDIDATE_LABEL in (meta.get("labels") or {}):
+                continue  # a temporary copy that a benchmark is running on
             try:
                 node_names = node_names_of(obj, pods)
                 result = parse_workload(
                     obj, self.resolver, node_labels=[nodes.get(n, {}) for n in node_names]
                 )
-            except UnparsableWorkload as exc:
+                parsed.append(self._deployment(obj, result, [nodes.get(n, {}) for n in node_names]))
+            except (UnparsableWorkload, BadDeclaration) as exc:
                 unparsed.append(UnparsedWorkload(name=name, namespace=ns, reason=str(exc)))
-                continue
-            parsed.append(self._deployment(obj, result, [nodes.get(n, {}) for n in node_names]))
         return parsed, unparsed
 
     def _pods_and_nodes(self) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]]]:
@@ -172,12 +175,15 @@ class KubernetesCluster:
         meta = obj.get("metadata", {})
         status = obj.get("status") or {}
         pools = {pool_of_node(lbl) for lbl in node_labels}
+        annotations = dict(meta.get("annotations") or {})
         return InferenceDeployment(
             ref=DeploymentRef(name=parsed.name, namespace=parsed.namespace, kind=parsed.kind),
             config=parsed.config,
             pool=pools.pop() if len(pools) == 1 else None,
             labels=dict(meta.get("labels") or {}),
-            annotations=dict(meta.get("annotations") or {}),
+            annotations=annotations,
+            workload=declared_workload(annotations),
+            slo=declared_slo(annotations),
             ready_replicas=status.get("readyReplicas"),
         )
 
@@ -230,12 +236,15 @@ class KubernetesCluster:
         )  # for the pool it runs in (and the GPU, if the template is silent)
         labels = [nodes.get(n, {}) for n in node_names_of(obj, pods)]
         meta = obj.get("metadata", {})
+        where = f"{meta.get('namespace')}/{meta.get('name')}"
         try:
             parsed = parse_workload(obj, self.resolver, node_labels=labels)
         except UnparsableWorkload as exc:
-            where = f"{meta.get('namespace')}/{meta.get('name')}"
             raise InputError(f"cannot read the serving config: {exc}", source=where) from exc
-        return self._deployment(obj, parsed, labels)
+        try:
+            return self._deployment(obj, parsed, labels)
+        except BadDeclaration as exc:
+            raise InputError(str(exc), source=where) from exc
 
     # -- apply / rollback ---------------------------------------------------------------------------
     def _check_allowed(self, ref: DeploymentRef) -> None:

@@ -40,7 +40,8 @@ class NodePool(BaseModel):
 
 
 class InferenceDeployment(BaseModel):
-    """An inference server as discovered: where it is, what it runs, and (twin only) its load."""
+    """An inference server as discovered: where it is, what it runs, and the load and SLO declared
+    for it (the twin's scenario; on a cluster, the workload's servewise.io annotations)."""
 
     ref: DeploymentRef
     config: ServingConfig

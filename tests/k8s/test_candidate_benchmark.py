@@ -130,3 +130,77 @@ def test_a_workload_outside_the_allowed_namespaces_gets_no_copy(fleet: FaithfulE
     with pytest.raises(ForbiddenError, match="llm-serving"):
         fenced.run_benchmark(BenchmarkRequest(ref=BIG, config=candidate, workload=WORKLOAD))
     assert not [c for c in fleet.calls if c.verb == "create"]
+
+
+def _declare(fleet: FaithfulEmulator, annotations: dict[str, str]) -> None:
+    stored = fleet.get("Deployment", BIG.namespace, BIG.name)
+    stored["metadata"].setdefault("annotations", {}).update(annotations)
+    fleet.put("Deployment", BIG.namespace, BIG.name, stored)
+
+
+DECLARED = {
+    "servewise.io/slo": '{"ttft_p99_ms": 1500, "tpot_p99_ms": 80}',
+    "servewise.io/workload": '{"input_len": 1024, "output_len": 256, "arrival_rate_per_s": 4}',
+}
+
+
+def test_the_slo_and_load_are_declared_in_annotations(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    _declare(fleet, DECLARED)
+    dep = cluster.get_deployment(BIG)
+    assert dep.slo is not None and dep.slo.objectives() == {"ttft_p99_ms": 1500, "tpot_p99_ms": 80}
+    assert dep.workload is not None and (dep.workload.input_len.mean, dep.workload.arrival_rate_per_s) == (
+        1024,
+        4,
+    )
+
+
+@pytest.mark.parametrize(
+    ("annotation", "message"),
+    [
+        ('{"ttft_p99": 1500}', "servewise.io/slo: unknown field(s) ttft_p99"),
+        ("ttft=1500", "servewise.io/slo is not JSON"),
+        ('{"ttft_p99_ms": -1}', "servewise.io/slo: ttft_p99_ms"),
+        ("{}", "servewise.io/slo sets no objective"),
+    ],
+)
+def test_a_malformed_declaration_names_the_annotation(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator, annotation: str, message: str
+) -> None:
+    _declare(fleet, {"servewise.io/slo": annotation})
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        cluster.get_deployment(BIG)
+    [bad] = [u for u in cluster.list_unparsed() if u.name == BIG.name]
+    assert message in bad.reason
+    assert BIG.name not in {d.ref.name for d in cluster.list_deployments()}
+
+
+def test_the_optimizer_benchmarks_candidates_on_the_cluster(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    """The loop on a real client: each benchmarked candidate runs on its own temporary copy."""
+    from servewise.tools.proposing import optimize_deployment
+    from servewise.tools.search_space import SearchPolicy
+
+    _declare(fleet, DECLARED)
+    seen = _record_creates(fleet)
+    plan = optimize_deployment(
+        cluster.get_deployment(BIG), cluster, policy=SearchPolicy(benchmark_budget=3, confirm_requests=1000)
+    )
+    copies = [
+        t for t in plan.trials if t.config.with_changes(replicas=2) != cluster.get_deployment(BIG).config
+    ]
+    assert plan.trials and len(seen.get("deployments", [])) == len(copies)
+    assert _live_candidates(fleet, "deployments") == [] and _live_candidates(fleet, "services") == []
+    assert all(t.measured for t in plan.trials)  # every run read its Job's result
+    # the pick is a measured one, and its copy asked for the candidate's GPUs
+    assert plan.proposal is not None and plan.proposal.predicted.validated_by.startswith("benchmark")
+    picked = plan.proposal.proposed
+    [copy] = [
+        c
+        for c in seen["deployments"]
+        if picked.tensor_parallel
+        == int(c["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
+    ][:1]
+    assert copy["spec"]["replicas"] == 1
