@@ -60,6 +60,7 @@ def candidate_manifests(
         "app.kubernetes.io/managed-by": "servewise",
     }
     # a fresh object: none of the original's server fields, annotations (proposal records) or owners
+    new["apiVersion"], new["kind"] = "apps/v1", parsed.kind
     new["metadata"] = {
         "name": name,
         "namespace": parsed.namespace,
@@ -72,7 +73,6 @@ def candidate_manifests(
     spec["selector"] = {"matchLabels": {CANDIDATE_LABEL: name}}
     template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
     template_meta["labels"] = {CANDIDATE_LABEL: name, "app.kubernetes.io/managed-by": "servewise"}
-    template_meta.pop("annotations", None)
     if parsed.kind == "StatefulSet":
         spec["serviceName"] = name
     service = {
