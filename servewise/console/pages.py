@@ -218,7 +218,11 @@ def _overview(view: RunView) -> str:
                 esc(f"{_money(pr.cost_per_hour_before)} -> {_money(pr.cost_per_hour_after)}"),
                 esc(_ms(pr.ttft_p99_ms)),
                 esc(p.risk.split(":")[0]),
-                esc("pending" if p.id in view.pending else ""),
+                esc(
+                    "pending"
+                    if p.id in view.pending
+                    else ("auto-approved" if p.id in view.auto_approved else "")
+                ),
             ]
         )
     return table(["deployment", "change", "cost", "p99 TTFT (predicted)", "risk", ""], rows, cls="overview")

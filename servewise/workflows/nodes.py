@@ -170,16 +170,38 @@ class Nodes:
                 else:
                     auto.append(p)
         pending = [p for p in proposals if p not in auto]
-        approved = list(auto)
         decision: Decision | None = None
+        withdrawn: list[Proposal] = []
+        approved = list(auto)
         if pending:
             self._status(state, "awaiting_approval", proposals=len(proposals))
+            # The policy is checked again when the decision comes (its window may have closed); the
+            # approver sees what it allows now, and rejecting the run withdraws those too.
             answer = interrupt(
-                {"run_id": run_id, "pending": _dump(pending), "narrative": state.get("narrative", "")}
+                {
+                    "run_id": run_id,
+                    "pending": _dump(pending),
+                    "auto_approved": [p.id for p in auto],
+                    "narrative": state.get("narrative", ""),
+                }
             )
             decision = Decision.model_validate(answer)
             crash_point("gate:after_decision")
-            approved += resolve_decision(pending, decision)
+            if decision.action == "reject":
+                withdrawn, auto = auto, []
+            approved = list(auto) + resolve_decision(pending, decision)
+        for p in withdrawn:
+            self.rt.audit.record(
+                run_id,
+                "rejected",
+                decision.actor if decision else SYSTEM_ACTOR,
+                proposal_id=p.id,
+                once=True,
+                details={
+                    "comment": decision.comment if decision else "",
+                    "withdrawn": "the run was rejected: the auto-approve policy's approval is withdrawn",
+                },
+            )
         for p in auto:
             self.rt.audit.record(
                 run_id, "auto_approved", policy.actor if policy else SYSTEM_ACTOR, proposal_id=p.id, once=True

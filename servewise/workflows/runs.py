@@ -47,6 +47,11 @@ class RunView(BaseModel):
     status: str
     proposals: list[dict[str, Any]] = Field(default_factory=list)
     pending: list[str] = Field(default_factory=list, description="proposal ids waiting at the gate")
+    auto_approved: list[str] = Field(
+        default_factory=list,
+        description="proposal ids the auto-approve policy allows (while waiting: applied when the run is"
+        " approved, withdrawn when it is rejected; after the gate: approved by the policy)",
+    )
     narrative: str = ""
     next: list[str] = Field(default_factory=list, description="nodes still to run (non-empty after a crash)")
     report: dict[str, Any] | None = None
@@ -150,9 +155,11 @@ class WorkflowService:
         if not values:
             raise NotFoundError(f"no run {run_id!r} in {self.home}")
         pending: list[str] = []
+        auto: list[str] = list(values.get("auto_approved") or [])
         for intr in snap.interrupts:
             if isinstance(intr.value, dict):
                 pending += [p["id"] for p in intr.value.get("pending", [])]
+                auto += [i for i in intr.value.get("auto_approved", []) if i not in auto]
         status = values.get("status", "running")
         stored = self._stored_decision(run_id)
         if snap.interrupts and stored is None:
@@ -164,6 +171,7 @@ class WorkflowService:
             status=status,
             proposals=values.get("proposals") or [],
             pending=pending,
+            auto_approved=auto,
             narrative=values.get("narrative", ""),
             next=list(snap.next),
             report=values.get("report"),

@@ -156,17 +156,34 @@ def test_auto_approve_policy_is_bounded(service: WorkflowService, env: Environme
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     view = service.start(opts(policy_path=str(policy)))
-    # chat-8b: 4 -> 3 (25%) in staging is auto-approved and applied; chat-70b is production and 50%: waits
+    # chat-8b: 4 -> 3 (25%) in staging is auto-approved; chat-70b is production and 50%: waits
     assert view.status == "awaiting_approval"
     prod = next(p["id"] for p in view.proposals if p["ref"]["namespace"] == "production")
     staging = next(p["id"] for p in view.proposals if p["ref"]["namespace"] == "staging")
-    assert view.pending == [prod]
+    assert view.pending == [prod] and view.auto_approved == [staging]  # the approver sees both
     assert fleet_state(env).apply_calls == []  # nothing is applied before the whole gate is decided
-    done = service.decide(view.run_id, Decision(action="reject", actor="frank", comment="no"))
+    done = service.decide(view.run_id, Decision(action="approve", actor="frank", proposal_ids=[prod]))
     assert done.status == "completed"
-    assert real_applies(fleet_state(env)) == [staging]
+    assert sorted(real_applies(fleet_state(env))) == sorted([staging, prod])
     ev = [e for e in service.audit.events(view.run_id) if e.proposal_id == staging and e.action == "approved"]
     assert ev[0].actor == "policy:staging-small"
+
+
+def test_rejecting_the_run_withdraws_its_auto_approvals(
+    service: WorkflowService, env: Environment, tmp_path: Path
+) -> None:
+    """An approver who rejects a run (a change freeze) expects nothing of it to go out."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    view = service.start(opts(policy_path=str(policy)))
+    staging = view.auto_approved[0]
+    done = service.decide(view.run_id, Decision(action="reject", actor="frank", comment="change freeze"))
+    assert done.status == "rejected" and real_applies(fleet_state(env)) == []
+    [withdrawn] = [
+        e for e in service.audit.events(view.run_id) if e.proposal_id == staging and e.action == "rejected"
+    ]
+    assert withdrawn.actor == "frank" and "withdrawn" in withdrawn.details
+    assert not service.audit.has("approved", staging, run_id=view.run_id)
 
 
 def test_analyst_model_writes_the_note_and_usage_is_counted(home: Path, env: Environment) -> None:
