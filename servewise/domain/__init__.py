@@ -16,10 +16,17 @@ from servewise.domain.hardware import HardwareSpec
 from servewise.domain.model import ModelSpec, QualityScore
 from servewise.domain.prediction import LatencyStats, MemoryPlan, PerfPrediction, SimulationResult
 from servewise.domain.quantization import Dtype, Quantization
-from servewise.domain.telemetry import SIGNALS, DeploymentTelemetry, SignalEvidence, TelemetrySnapshot
+from servewise.domain.telemetry import (
+    POD_PREFIX,
+    SIGNALS,
+    DeploymentTelemetry,
+    SignalEvidence,
+    TelemetrySnapshot,
+)
 from servewise.domain.workload import SLO, LengthDistribution, Workload
 
 __all__ = [
+    "POD_PREFIX",
     "SIGNALS",
     "SLO",
     "ApplyResult",

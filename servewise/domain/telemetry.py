@@ -24,6 +24,9 @@ SIGNALS: tuple[str, ...] = (
     "gpu_memory_used_bytes",
 )
 
+# Per-pod values travel in ``DeploymentTelemetry.signals`` as ``pod/<pod-name>/<signal>``.
+POD_PREFIX = "pod/"
+
 
 class SignalEvidence(BaseModel):
     """Where a value came from: the PromQL expression or the twin query."""

@@ -19,7 +19,7 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 from urllib3.util.retry import Retry
 
-from servewise.domain import SIGNALS, DeploymentTelemetry, SignalEvidence, TelemetrySnapshot
+from servewise.domain import POD_PREFIX, SIGNALS, DeploymentTelemetry, SignalEvidence, TelemetrySnapshot
 from servewise.errors import BackendUnavailableError, InputError, PermanentError
 from servewise.telemetry.names import DEFAULT_LABELS, KSM_NAMES, VLLM_NAMES, EngineNames, LabelMap
 from servewise.telemetry.promql import PromQLBuilder, window_seconds
@@ -109,10 +109,12 @@ class PrometheusSource:
         owners = self._owners_present(at)
         probes = 1 if self._use_owners is None and self.label_map.deployment else 0
         plan = PromQLBuilder(self.names, self.label_map, use_owners=owners).plan(window)
-        jobs = {**plan.queries, "replicas": plan.replicas_query}
+        pod_jobs = {f"{POD_PREFIX}{sig}": q for sig, q in plan.pod_queries.items()}
+        jobs = {**plan.queries, "replicas": plan.replicas_query, **pod_jobs}
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
             futures = {sig: pool.submit(self.query, q, at=at) for sig, q in jobs.items()}
             results = {sig: f.result() for sig, f in futures.items()}
+        per_pod = {sig: _by_pod(results.pop(sig), jobs[sig]) for sig in pod_jobs}
         values: dict[str, dict[Key, float]] = {}
         for sig, result in results.items():
             values[sig] = _by_key(result, jobs[sig])
@@ -132,6 +134,9 @@ class PrometheusSource:
                 else:
                     tel.signals[sig] = value
                     tel.evidence[sig] = SignalEvidence(query=plan.queries[sig], window=window)
+            for sig, by_pod in per_pod.items():  # pod/<pod>/<signal>
+                for pod, value in sorted(by_pod.get((ns, dep), {}).items()):
+                    tel.signals[f"{POD_PREFIX}{pod}/{sig[len(POD_PREFIX) :]}"] = value
             deployments.append(tel)
         return TelemetrySnapshot(
             source=self.name,
@@ -140,6 +145,17 @@ class PrometheusSource:
             deployments=deployments,
             queries=len(jobs) + probes,
         )
+
+
+def _by_pod(result: list[dict[str, Any]], promql: str) -> dict[Key, dict[str, float]]:
+    """``(namespace, deployment) -> {pod: value}`` of a vector result by pod."""
+    out: dict[Key, dict[str, float]] = {}
+    for item in result:
+        pod = item.get("metric", {}).get("pod") if isinstance(item, dict) else None
+        for key, value in _by_key([item], promql).items():
+            if pod:
+                out.setdefault(key, {})[str(pod)] = value
+    return out
 
 
 def _by_key(result: list[dict[str, Any]], promql: str) -> dict[Key, float]:

@@ -10,7 +10,7 @@ pod replaced mid-window still count (``rate()`` handles each pod's counter from 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from servewise.errors import InputError
 from servewise.telemetry.names import DCGM_NAMES, KSM_NAMES, DcgmNames, EngineNames, KsmNames, LabelMap
@@ -35,6 +35,8 @@ class QueryPlan:
 
     queries: dict[str, str]
     replicas_query: str
+    # per-pod signal -> PromQL by (namespace, deployment, pod): ``pod/<pod>/<signal>`` in a snapshot
+    pod_queries: dict[str, str] = field(default_factory=dict)
 
 
 class PromQLBuilder:
@@ -136,4 +138,9 @@ class PromQLBuilder:
         else:
             running = self._engine(n.running or n.requests or (), "last_over_time", window)
             replicas = f"count {by} (max by (namespace, deployment, pod) ({running}))"
-        return QueryPlan(queries=q, replicas_query=replicas)
+        pods: dict[str, str] = {}
+        if n.running:  # how the load balancer spreads requests (the replica-imbalance analyzer)
+            pods["requests_running"] = (
+                f"sum by (namespace, deployment, pod) ({self._engine(n.running, 'avg_over_time', window)})"
+            )
+        return QueryPlan(queries=q, replicas_query=replicas, pod_queries=pods)

@@ -13,7 +13,7 @@ import numpy as np
 
 from servewise.cluster.sim import SimCluster
 from servewise.cluster.sim_metrics import GAUGES, HISTOGRAMS, LAYOUT
-from servewise.domain import SIGNALS, DeploymentTelemetry, SignalEvidence, TelemetrySnapshot
+from servewise.domain import POD_PREFIX, SIGNALS, DeploymentTelemetry, SignalEvidence, TelemetrySnapshot
 from servewise.telemetry.promql import window_seconds
 
 _RATES = {
@@ -91,6 +91,8 @@ class SimTelemetrySource:
                     value = histogram_quantile(q, HISTOGRAMS[hist], delta[LAYOUT.bins[hist]])
                     if math.isfinite(value):
                         values[signal] = value * 1000.0
+            for pod in sim.pods.get(key, []):  # the twin keeps no per-pod history: its pods now
+                tel.signals[f"{POD_PREFIX}{pod.name}/requests_running"] = float(pod.running)
             if short:
                 tel.notes.append(f"the twin's history covers {covered:.0f} s of the {window} window")
             for signal in SIGNALS:

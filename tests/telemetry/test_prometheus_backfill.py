@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from servewise.domain import SIGNALS, TelemetrySnapshot
+from servewise.domain import POD_PREFIX, SIGNALS, TelemetrySnapshot
 from servewise.telemetry.names import SGLANG_NAMES
 from servewise.telemetry.prometheus import PrometheusSource
 from servewise.telemetry.sim import SimTelemetrySource
@@ -28,7 +28,8 @@ def _prom_snapshot(b: Any, window: str = "15m", **kwargs: object) -> TelemetrySn
 def test_prometheus_and_the_twin_agree_within_5_percent(backfilled: Any) -> None:
     prom = _prom_snapshot(backfilled)
     sim = SimTelemetrySource(backfilled.sim).snapshot(window="15m")
-    assert prom.queries == len(SIGNALS) + 1  # one per signal + replicas, whatever the fleet size
+    # one per signal + replicas + running requests per pod, whatever the fleet size
+    assert prom.queries == len(SIGNALS) + 2
     assert {(d.namespace, d.deployment) for d in prom.deployments} == {
         (d.namespace, d.deployment) for d in sim.deployments
     }
@@ -36,7 +37,15 @@ def test_prometheus_and_the_twin_agree_within_5_percent(backfilled: Any) -> None
     for p in prom.deployments:
         s = sim.for_deployment(p.deployment, p.namespace)
         assert s is not None and p.replicas == s.replicas
+        pods = {k: v for k, v in p.signals.items() if k.startswith(POD_PREFIX)}
+        if f"{p.namespace}/{p.deployment}" != backfilled.rolled:
+            # each pod's window average (the twin keeps no per-pod history to compare with); over a
+            # window with the same pods throughout they add up to the deployment's
+            assert len(pods) == p.replicas, p.deployment
+            assert sum(pods.values()) == pytest.approx(p.signals["requests_running"], rel=1e-6)
         for name, value in p.signals.items():
+            if name in pods:
+                continue
             if (
                 f"{p.namespace}/{p.deployment}" == backfilled.rolled
                 and name in GAUGE_SIGNALS | QUANTILE_SIGNALS

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from servewise.cluster.sim import SimCluster
-from servewise.domain import SIGNALS, DeploymentRef
+from servewise.domain import POD_PREFIX, SIGNALS, DeploymentRef
 from servewise.errors import InputError
 from servewise.telemetry.sim import SimTelemetrySource
 
@@ -20,7 +20,10 @@ def test_every_signal_of_every_deployment(twin: SimCluster) -> None:
     assert snap.source == "sim:demo" and snap.queries == 1 and snap.taken_at == twin.now
     assert len(snap.deployments) == 8
     for d in snap.deployments:
-        assert d.missing == [] and set(d.signals) == set(SIGNALS) and d.notes == []
+        pods = {k for k in d.signals if k.startswith(POD_PREFIX)}
+        assert d.missing == [] and set(d.signals) - pods == set(SIGNALS) and d.notes == []
+        assert len(pods) == twin.deployment_state(f"{d.namespace}/{d.deployment}").spec.replicas
+        assert all(k.endswith("/requests_running") and d.signals[k] >= 0 for k in pods)
         assert d.signals["ttft_p99_ms"] >= d.signals["ttft_p50_ms"] > 0
         assert 0 <= d.signals["kv_cache_usage"] <= 1 and 0 <= d.signals["gpu_utilization"] <= 1
     support = snap.for_deployment("support-bot", "support")

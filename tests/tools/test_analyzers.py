@@ -302,3 +302,25 @@ def test_wrong_gpu_class_compares_with_the_best_sizing_on_the_same_class() -> No
     same = GpuAlternative(gpu="h100-sxm", tensor_parallel=1, replicas=1, cost_per_hour=4.0)
     # the current $8/h is over-provisioning on H100, not a wrong class: H100 right-sized is $4/h
     assert "wrong_gpu_class" not in kinds(make(alternatives=(other, same), current_cost_per_hour=8.0))
+
+
+def test_a_p99_beyond_the_last_histogram_bucket_is_a_lower_bound() -> None:
+    """histogram_quantile answers vLLM's last finite TTFT bucket (2560 s) for a quantile beyond it."""
+    from servewise.domain.histograms import SIGNAL_BUCKETS_MS
+
+    last = max(SIGNAL_BUCKETS_MS["vllm"]["ttft_p99_ms"])
+    f = next(f for f in run_analyzers(make({"ttft_p99_ms": last})) if f.kind == "slo_violation")
+    assert f"beyond {last:.1f}, the histogram's last finite bucket" in f.summary and "at least" in f.summary
+    inside = next(f for f in run_analyzers(make({"ttft_p99_ms": 4000.0})) if f.kind == "slo_violation")
+    assert "beyond" not in inside.summary and "(4.00x)" in inside.summary
+
+
+def test_wrong_gpu_class_names_the_current_cost_when_it_compares_with_a_right_sized_one() -> None:
+    other = GpuAlternative(gpu="l40s", tensor_parallel=1, replicas=1, cost_per_hour=1.8)
+    same = GpuAlternative(gpu="h100-sxm", tensor_parallel=1, replicas=1, cost_per_hour=4.0)
+    f = next(
+        f
+        for f in run_analyzers(make(alternatives=(other, same), current_cost_per_hour=8.0))
+        if f.kind == "wrong_gpu_class"
+    )
+    assert "h100-sxm would cost $4.00/h sized for the observed load ($8.00/h now)" in f.summary

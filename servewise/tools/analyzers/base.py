@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from servewise.domain import (
+    POD_PREFIX,
     DeploymentTelemetry,
     Evidence,
     Finding,
@@ -22,9 +23,6 @@ from servewise.domain import (
     ServingConfig,
     Severity,
 )
-
-# Per-pod signals travel in ``DeploymentTelemetry.signals`` under ``pod/<pod-name>/<signal>``.
-POD_PREFIX = "pod/"
 
 
 @dataclass(frozen=True)

@@ -60,15 +60,20 @@ def wrong_gpu_class(inp: AnalysisInput) -> list[Finding]:
         return []
     # Compare with the best sizing on the current class, so over-provisioning is not blamed on the GPU.
     same = [a.cost_per_hour for a in inp.alternatives if a.gpu == inp.config.gpu]
-    cost = min([cost, *same])
+    current, cost = cost, min([cost, *same])
     best = min(others, key=lambda a: a.cost_per_hour)
     if best.cost_per_hour > CHEAPER * cost:
         return []
+    on_class = (
+        f"{inp.config.gpu} costs ${cost:.2f}/h"
+        if cost >= current
+        else f"{inp.config.gpu} would cost ${cost:.2f}/h sized for the observed load (${current:.2f}/h now)"
+    )
     return [
         inp.finding(
             "wrong_gpu_class",
             Severity.WARNING,
-            f"{inp.config.gpu} costs ${cost:.2f}/h; {best.replicas}x {best.gpu} (TP={best.tensor_parallel}) is "
+            f"{on_class}; {best.replicas}x {best.gpu} (TP={best.tensor_parallel}) is "
             f"predicted to serve the observed load for ${best.cost_per_hour:.2f}/h.",
             [
                 Evidence(
