@@ -9,15 +9,25 @@ from __future__ import annotations
 from servewise.cluster.backend import ClusterBackend
 from servewise.errors import InputError
 
+CLUSTER_FORMS = ("sim:SCENARIO", "k8s[:CONTEXT]")  # what open_cluster accepts
+ENVIRONMENT_FORMS = (*CLUSTER_FORMS, "py:module:factory")  # what workflows.environment accepts
 
-def parse_cluster_spec(spec: str) -> tuple[str, str | None]:
-    kind, _, arg = spec.partition(":")
+
+def parse_cluster_spec(spec: str, *, forms: tuple[str, ...] = CLUSTER_FORMS) -> tuple[str, str | None]:
+    """``(kind, argument)`` of a spec; an unknown one is an input error listing ``forms``."""
+    kind, colon, arg = spec.partition(":")
     kind = kind.strip().lower()
     if kind == "sim":
+        if colon and not arg:
+            raise InputError(
+                f"no scenario in {spec!r}; use 'sim:SCENARIO', or 'sim' for the demo scenario",
+                field="--cluster",
+            )
         return "sim", (arg or "demo")
     if kind in ("k8s", "kubernetes"):
         return "k8s", (arg or None)
-    raise InputError(f"unknown cluster {spec!r}; use 'sim:SCENARIO' or 'k8s[:CONTEXT]'", field="--cluster")
+    use = ", ".join(f"'{f}'" for f in forms[:-1]) + f" or '{forms[-1]}'"
+    raise InputError(f"unknown cluster {spec!r}; use {use}", field="--cluster")
 
 
 def open_cluster(

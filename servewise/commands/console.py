@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
+from servewise.commands._inputs import from_options
 from servewise.commands._output import err_console
-from servewise.commands.workflow import MaxBenchmarkMinutesOpt
+from servewise.commands.workflow import OPTION_FLAGS, MaxBenchmarkMinutesOpt
 
 console_app = typer.Typer(help="The operator console: fleet, findings, runs, approvals, audit, chat.")
 
@@ -53,7 +54,9 @@ def serve(
     from servewise.console import ConsoleConfig, create_app
 
     cluster, prometheus = resolve_target(cluster, prometheus, os.environ)
-    config = ConsoleConfig(
+    config = from_options(
+        ConsoleConfig,
+        OPTION_FLAGS,
         cluster=cluster,
         prometheus=prometheus,
         offline=offline,

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from servewise.commands._inputs import from_options
 from servewise.commands._output import err_console, out_console, print_json
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
@@ -30,6 +31,20 @@ MaxBenchmarkMinutesOpt = Annotated[
 PromOpt = Annotated[
     str | None, typer.Option("--prometheus", help="Prometheus URL for telemetry (required with k8s)")
 ]
+# the options that set RunOptions (and ConsoleConfig) fields, named in input errors
+OPTION_FLAGS = {
+    "cluster": "--cluster",
+    "prometheus": "--prometheus",
+    "policy_path": "--auto-approve",
+    "stop_after_propose": "--dry-run",
+    "window": "--window",
+    "verify_window_s": "--verify-window",
+    "benchmark": "--benchmark",
+    "max_benchmark_minutes": "--max-benchmark-minutes",
+    "use_llm": "--offline",
+    "offline": "--offline",
+}
+DECISION_FLAGS = {"actor": "--as"}
 
 
 def _progress(run_id: str, node: str) -> None:
@@ -108,7 +123,9 @@ def optimize(
 
     if auto_approve is not None:
         AutoApprovePolicy.load(auto_approve)  # fail now, naming the file, not inside the graph
-    opts = RunOptions(
+    opts = from_options(
+        RunOptions,
+        OPTION_FLAGS,
         cluster=cluster,
         prometheus=prometheus,
         policy_path=str(auto_approve.resolve()) if auto_approve else None,
@@ -173,8 +190,14 @@ def approve(
         pending = svc.pending_proposals(run_id)
         chosen = proposal or [p.id for p in pending]
         edits = parse_edits(edit or [], chosen[0] if len(chosen) == 1 else None)
-        decision = Decision(
-            action="approve", actor=actor, comment=comment, proposal_ids=proposal or None, edits=edits
+        decision = from_options(
+            Decision,
+            DECISION_FLAGS,
+            action="approve",
+            actor=actor,
+            comment=comment,
+            proposal_ids=proposal or None,
+            edits=edits,
         )
         view = svc.decide(run_id, decision)
     print_json(_view_doc(view)) if json_out else _print_view(view)
@@ -189,8 +212,10 @@ def reject(
     """Reject every pending proposal of a run."""
     from servewise.workflows.approval import Decision
 
+    actor = getpass.getuser() if actor is None else actor  # an explicit `--as ''` is refused, not replaced
+    decision = from_options(Decision, DECISION_FLAGS, action="reject", actor=actor, comment=reason)
     with _service(llm=None) as svc:
-        view = svc.decide(run_id, Decision(action="reject", actor=actor or getpass.getuser(), comment=reason))
+        view = svc.decide(run_id, decision)
     print_json(_view_doc(view)) if json_out else _print_view(view)
 
 
@@ -213,6 +238,8 @@ def audit(
     """The append-only audit log: every proposal, decision and action."""
     with _service(llm=None) as svc:
         events = svc.audit.events(run_id)
+        if run_id is not None and not events:
+            svc.view(run_id)  # an unknown run is an error, as in `servewise runs RUN`
         if jsonl is not None:
             with jsonl.open("w") as fh:
                 n = svc.audit.export_jsonl(fh, run_id)

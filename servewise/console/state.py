@@ -42,10 +42,10 @@ class ConsoleConfig(BaseModel):
     prometheus: str | None = None
     offline: bool = Field(default=False, description="never call an LLM, even if one is configured")
     window: str = "15m"
-    verify_window_s: float = Field(default=600.0, ge=0)
+    verify_window_s: float = Field(default=600.0, ge=0, allow_inf_nan=False)
     benchmark: bool = True
     max_benchmark_minutes: float | None = Field(
-        default=None, gt=0, description="cap on a confirming benchmark run's traffic"
+        default=None, gt=0, allow_inf_nan=False, description="cap on a confirming benchmark run's traffic"
     )
     findings_ttl_s: float = Field(default=60.0, ge=0, description="how long analysed findings are reused")
 

@@ -76,9 +76,9 @@ def open_environment(spec: str, *, prometheus: str | None = None) -> Environment
         if not isinstance(env, Environment):
             raise InputError(f"{spec} returned {type(env).__name__}, not an Environment", field="--cluster")
         return env
-    from servewise.cluster.factory import open_cluster, parse_cluster_spec
+    from servewise.cluster.factory import ENVIRONMENT_FORMS, open_cluster, parse_cluster_spec
 
-    cluster_kind, _ = parse_cluster_spec(spec)
+    cluster_kind, _ = parse_cluster_spec(spec, forms=ENVIRONMENT_FORMS)
     cluster = open_cluster(spec)
     return Environment(
         spec=spec,

@@ -190,6 +190,12 @@ class WorkflowService:
 
     def pending_proposals(self, run_id: str) -> list[Proposal]:
         view = self.view(run_id)
+        if view.status == "proposed":  # started with --dry-run: it ended after proposing
+            raise InputError(
+                f"run {run_id} is a dry run: it stops after proposing and cannot be approved or rejected; "
+                "re-run without --dry-run",
+                field="run_id",
+            )
         if view.status != "awaiting_approval":
             raise InputError(f"run {run_id} is {view.status}, not awaiting approval", field="run_id")
         return [Proposal.model_validate(p) for p in view.proposals if p["id"] in view.pending]

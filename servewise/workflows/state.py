@@ -19,9 +19,14 @@ class RunOptions(BaseModel):
     window: str = Field(default="15m", description="telemetry window for analysis")
     benchmark: bool = Field(default=True, description="the optimizer validates candidates with benchmarks")
     max_benchmark_minutes: float | None = Field(
-        default=None, gt=0, description="cap on a confirming benchmark run's traffic (SearchPolicy)"
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="cap on a confirming benchmark run's traffic (SearchPolicy)",
     )
-    verify_window_s: float = Field(default=600.0, ge=0, description="post-change observation window")
+    verify_window_s: float = Field(
+        default=600.0, ge=0, allow_inf_nan=False, description="post-change observation window"
+    )
     rollout_timeout_s: float = Field(default=900.0, gt=0)
     regression_tolerance: float = Field(
         default=0.25, ge=0, description="measured may exceed predicted by this"

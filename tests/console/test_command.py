@@ -71,3 +71,16 @@ def test_target_defaults_to_the_cluster_the_pod_runs_in() -> None:
     assert resolve_target("sim:demo", None, in_pod) == ("sim:demo", None)  # the twin has its own telemetry
     assert resolve_target("k8s:prod", "http://other:9090", in_pod) == ("k8s:prod", "http://other:9090")
     assert resolve_target(None, None, {"PROMETHEUS_URL": prom}) == ("sim:demo", None)
+
+
+@pytest.mark.parametrize("value", ["-1", "nan"])
+def test_bad_verify_window_is_an_input_error_naming_the_flag(home: Path, value: str) -> None:
+    from typer.testing import CliRunner
+
+    from servewise.cli import app
+    from servewise.errors import InputError
+
+    with pytest.raises(InputError, match="field '--verify-window'"):
+        CliRunner().invoke(
+            app, ["console", "serve", "--cluster", FAKE, "--verify-window", value], catch_exceptions=False
+        )

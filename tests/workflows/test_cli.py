@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from servewise.cli import app
-from servewise.errors import InputError
+from servewise.errors import InputError, NotFoundError
 from servewise.testing.fake_fleet import FakeCluster
 
 from .conftest import FAKE, real_applies
@@ -86,8 +86,53 @@ def test_bad_policy_fails_before_the_run(home: Path, tmp_path: Path) -> None:
 
 
 def test_bad_cluster_spec_fails_before_the_run(home: Path) -> None:
-    with pytest.raises(InputError, match="--cluster"):
+    with pytest.raises(InputError, match="--cluster") as unknown:
         runner.invoke(app, ["optimize", "--cluster", "nomad:prod"], catch_exceptions=False)
+    assert "'sim:SCENARIO', 'k8s[:CONTEXT]' or 'py:module:factory'" in str(unknown.value)
+    with pytest.raises(InputError, match="field '--cluster': no scenario in 'sim:'"):
+        runner.invoke(app, ["optimize", "--cluster", "sim:", "--dry-run"], catch_exceptions=False)
     with pytest.raises(InputError, match="--cluster"):
         runner.invoke(app, ["optimize", "--cluster", "py:no.such.module:factory"], catch_exceptions=False)
     assert run("runs", "--json")["runs"] == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "problem"),
+    [
+        ("--verify-window", "-1", "greater than or equal to 0, got -1.0"),
+        ("--verify-window", "nan", "finite number, got nan"),
+        ("--verify-window", "inf", "finite number, got inf"),
+        ("--max-benchmark-minutes", "inf", "finite number, got inf"),
+    ],
+)
+def test_bad_run_option_is_an_input_error_naming_the_flag(
+    home: Path, option: str, value: str, problem: str
+) -> None:
+    with pytest.raises(InputError, match=f"field '{option}': .*{problem}"):
+        runner.invoke(
+            app, ["optimize", "--cluster", FAKE, option, value, "--dry-run"], catch_exceptions=False
+        )
+    assert run("runs", "--json")["runs"] == []
+
+
+def test_empty_approver_is_refused(home: Path) -> None:
+    run_id = run("optimize", "--cluster", FAKE, "--json")["run_id"]
+    with pytest.raises(InputError, match="field '--as'"):
+        runner.invoke(app, ["approve", run_id, "--as", ""], catch_exceptions=False)
+    with pytest.raises(InputError, match="field '--as'"):  # only an omitted --as means the login name
+        runner.invoke(app, ["reject", run_id, "--as", "", "--reason", "x"], catch_exceptions=False)
+    assert run("runs", run_id, "--json")["status"] == "awaiting_approval"
+    assert [e for e in run("audit", "--json") if e["action"] in ("approved", "rejected")] == []
+
+
+def test_a_dry_run_cannot_be_decided(home: Path) -> None:
+    run_id = run("optimize", "--cluster", FAKE, "--dry-run", "--json")["run_id"]
+    for args in (["approve", run_id, "--as", "alice"], ["reject", run_id, "--reason", "x"]):
+        with pytest.raises(InputError, match="field 'run_id': .*dry run.*re-run without --dry-run"):
+            runner.invoke(app, args, catch_exceptions=False)
+
+
+def test_audit_of_an_unknown_run_is_an_error(home: Path) -> None:
+    with pytest.raises(NotFoundError, match="no run 'nope'"):
+        runner.invoke(app, ["audit", "--run", "nope"], catch_exceptions=False)
+    assert run("audit", "--json") == []
