@@ -28,7 +28,9 @@ def register(app: typer.Typer) -> None:
         window: str = typer.Option("15m", "--window"),
         json_out: bool = typer.Option(False, "--json", help="one JSON document on stdout"),
         report: Path | None = typer.Option(
-            None, "--report", help="write a markdown report (+plots) here, e.g. out/"
+            None,
+            "--report",
+            help="write DIR/report.md here, e.g. out/; with --propose also PNG plots per optimized deployment",
         ),
         propose: bool = typer.Option(
             False, "--propose", help="also optimize deployments with findings (benchmarks)"
