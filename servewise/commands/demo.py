@@ -77,7 +77,10 @@ def _optimize(scenario: str, home: Path, out: Path) -> str | None:
     from servewise.workflows.runs import WorkflowService
     from servewise.workflows.state import RunOptions
 
-    with WorkflowService(home=home, llm=None) as svc:
+    def progress(run_id: str, line: str) -> None:  # the optimize step's benchmarks take minutes
+        err_console.print(f"[dim]{line}[/dim]", highlight=False, soft_wrap=True)
+
+    with WorkflowService(home=home, llm=None, on_progress=progress) as svc:
         view = svc.start(RunOptions(cluster=f"sim:{scenario}", use_llm=False))
     table = Table(title=f"3. Optimization run {view.run_id}: {view.status}")
     for col in (

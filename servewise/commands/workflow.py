@@ -51,10 +51,14 @@ def _progress(run_id: str, node: str) -> None:
     err_console.print(f"[dim]{run_id}: {node} done[/dim]")
 
 
+def _benchmark_progress(run_id: str, line: str) -> None:
+    err_console.print(f"[dim]{run_id}: {line}[/dim]", markup=True, highlight=False, soft_wrap=True)
+
+
 def _service(**kwargs: Any) -> Any:
     from servewise.workflows.runs import WorkflowService
 
-    return WorkflowService(on_node=_progress, **kwargs)
+    return WorkflowService(on_node=_progress, on_progress=_benchmark_progress, **kwargs)
 
 
 def _view_doc(view: Any) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from servewise.domain import (
 )
 from servewise.errors import InputError, NotFoundError
 from servewise.settings import get_settings
+from servewise.tools.context import current_context
 from servewise.tools.registry import ToolRegistry
 
 PRICE_PER_GPU_HOUR = 4.0
@@ -366,6 +367,9 @@ def make_registry(cluster: FakeCluster, telemetry: FakeTelemetry) -> ToolRegistr
         if args.benchmark:
             wl = cluster.get_deployment(d.ref).workload
             assert wl is not None
+            report = current_context().extras.get("on_progress")  # as the real tool reports its runs
+            if report is not None:
+                report(f"benchmark 1/1: {new.replicas} replicas")
             res = cluster.run_benchmark(BenchmarkRequest(ref=d.ref, config=new, workload=wl))
             measured = impact.model_copy(
                 update={

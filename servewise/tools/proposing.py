@@ -275,4 +275,11 @@ def optimize_deployment_tool(args: OptimizeDeploymentInput) -> DeploymentPlan:
     dep = find_deployment(ctx.cluster, args.name, args.namespace)
     snap = ctx.telemetry.snapshot(window=args.window)
     tel = snap.for_deployment(dep.ref.name, dep.ref.namespace)
-    return optimize_deployment(dep, ctx.cluster, telemetry=tel, policy=args.policy, benchmark=args.benchmark)
+    return optimize_deployment(
+        dep,
+        ctx.cluster,
+        telemetry=tel,
+        policy=args.policy,
+        benchmark=args.benchmark,
+        on_progress=ctx.extras.get("on_progress"),  # a line per benchmark run, when the caller asks
+    )

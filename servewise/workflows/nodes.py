@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ class Runtime:
     audit: AuditLog
     llm: LLMClient | None = None
     environment: Environment | None = None
+    on_progress: Callable[[str, str], None] | None = None  # (run id, a line per benchmark run)
     _policy: AutoApprovePolicy | None = field(default=None, repr=False)
 
     def env(self, state: OptimizationState) -> Environment:
@@ -114,6 +116,7 @@ class Nodes:
             findings,
             benchmark=opts.benchmark,
             max_benchmark_minutes=opts.max_benchmark_minutes,
+            on_progress=self._progress(state["run_id"]),
         )
         kept, dropped = [], []
         for p in proposals:
@@ -156,6 +159,10 @@ class Nodes:
             state, status, proposals=len(proposals), summary=proposals[0].summary if proposals else ""
         )
         return {"narrative": narrative, "narrative_by": author, "status": status, "llm_usage": usage}
+
+    def _progress(self, run_id: str) -> Callable[[str], None] | None:
+        report = self.rt.on_progress
+        return None if report is None else (lambda line: report(run_id, line))
 
     def gate(self, state: OptimizationState) -> dict[str, Any]:
         run_id, proposals = state["run_id"], _proposals(state.get("proposals"))

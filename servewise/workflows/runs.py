@@ -106,7 +106,10 @@ class WorkflowService:
         environment: Environment | None = None,
         llm: LLMClient | None | bool = True,
         on_node: Callable[[str, str], None] | None = None,
+        on_progress: Callable[[str, str], None] | None = None,
     ) -> None:
+        """``on_node(run_id, node)`` after each step; ``on_progress(run_id, line)`` for each
+        benchmark run of the optimize step (they take minutes)."""
         self.on_node = on_node
         self.home = home or get_settings().ensure_home()
         self._stack = ExitStack()
@@ -114,7 +117,9 @@ class WorkflowService:
         if llm is True:
             cfg = LLMConfig.load(home=self.home)
             llm = LLMClient(cfg) if cfg else None
-        self.runtime = Runtime(audit=self.audit, llm=llm or None, environment=environment)
+        self.runtime = Runtime(
+            audit=self.audit, llm=llm or None, environment=environment, on_progress=on_progress
+        )
         self._saver = self._stack.enter_context(open_checkpointer(self.home))
         self.graph = build_graph(self.runtime).compile(checkpointer=self._saver)
 

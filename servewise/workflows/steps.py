@@ -8,6 +8,7 @@ name through the registry (the same typed path an agent uses) and turn a ``ToolE
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -25,8 +26,13 @@ class WorkflowStepError(PermanentError):
     """A tool the workflow depends on failed."""
 
 
-def _call(env: Environment, tool: str, args: dict[str, Any]) -> BaseModel:
-    with use_context(env.tool_context()):
+def _call(
+    env: Environment, tool: str, args: dict[str, Any], on_progress: Callable[[str], None] | None = None
+) -> BaseModel:
+    ctx = env.tool_context()
+    if on_progress is not None:
+        ctx.extras["on_progress"] = on_progress  # tools that run long report lines through it
+    with use_context(ctx):
         out = env.registry.call(tool, args)
     if isinstance(out, ToolError):
         raise WorkflowStepError(f"tool {tool} failed ({out.kind}): {out.error}")
@@ -56,11 +62,12 @@ def optimize(
     *,
     benchmark: bool,
     max_benchmark_minutes: float | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> tuple[list[Proposal], list[str]]:
     """One ``optimize_deployment`` call per deployment with findings (benchmark-validated by the tool).
 
-    Returns the proposals and a note per deployment that could not be optimized.
-    """
+    Returns the proposals and a note per deployment that could not be optimized. ``on_progress``
+    receives a line per benchmark run, prefixed with the deployment."""
     kinds: dict[str, list[str]] = {}
     refs = {}
     for f in findings:
@@ -77,7 +84,8 @@ def optimize(
         if max_benchmark_minutes is not None:
             args["policy"] = {"max_benchmark_minutes": max_benchmark_minutes}
         try:
-            plan = _call(env, "optimize_deployment", args)
+            report = (lambda line, k=key: on_progress(f"{k}: {line}")) if on_progress else None
+            plan = _call(env, "optimize_deployment", args, report)
         except WorkflowStepError as exc:
             notes.append(f"{key}: {exc}")
             continue

@@ -79,10 +79,13 @@ def test_fleet_milp_respects_pool_capacity() -> None:
 
 @pytest.mark.slow
 def test_optimize_deployment_tool_on_the_twin(ctx) -> None:
+    lines: list[str] = []
+    ctx.extras["on_progress"] = lines.append  # what a workflow sets to show each benchmark run
     with use_context(ctx):
         before = ctx.cluster.get_deployment(DeploymentRef(name="rag-search", namespace="search")).config
         plan = registry.call("optimize_deployment", {"name": "rag-search", "namespace": "search"})
         assert not isinstance(plan, ToolError), plan
+        assert len(lines) == len(plan.trials) and lines[0].startswith("benchmark 1/8: ")  # type: ignore[attr-defined]
         prop = plan.proposal  # type: ignore[attr-defined]
         assert prop is not None and prop.predicted.cost_per_hour_after < prop.predicted.cost_per_hour_before
         assert prop.predicted.validated_by.startswith("benchmark:") and prop.measured is not None

@@ -199,3 +199,14 @@ def test_analyst_model_writes_the_note_and_usage_is_counted(home: Path, env: Env
     assert view.llm_usage["cost_usd"] == pytest.approx(view.llm_usage["prompt_tokens"] * 2.0 / 1e6, abs=1e-6)
     document = server.requests[0]["messages"][1]["content"]
     assert all(p["id"] in document for p in view.proposals)
+
+
+def test_each_benchmark_run_is_reported_while_the_optimize_step_runs(home: Path, env: Environment) -> None:
+    lines: list[tuple[str, str]] = []
+    with WorkflowService(
+        home=home, environment=env, llm=None, on_progress=lambda run, line: lines.append((run, line))
+    ) as svc:
+        view = svc.start(opts(stop_after_propose=True))
+    assert lines and {run for run, _ in lines} == {view.run_id}
+    keys = {p["ref"]["namespace"] + "/" + p["ref"]["name"] for p in view.proposals}
+    assert all(any(line.startswith(f"{k}: benchmark 1/") for _, line in lines) for k in keys), lines
