@@ -2,7 +2,7 @@
 
 Each command group lives in ``servewise/commands/<group>.py`` and exposes ``register(app)``.
 Modules import heavy libraries (kubernetes, langgraph, ray) inside the command functions so
-``servewise --help`` stays fast. ``--json`` outputs follow ../shared/CONVENTIONS.md.
+``servewise --help`` stays fast. ``--json`` outputs: docs/json-output.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Environment-driven settings (CONVENTIONS.md: SERVEWISE_HOME, OPENAI_*, SERVEWISE_MODEL)."""
+"""Environment-driven settings (README: SERVEWISE_HOME, OPENAI_*, SERVEWISE_MODEL)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ def _default(obj: Any) -> Any:
 
 
 def print_json(document: Any) -> None:
-    """One JSON document on stdout (CONVENTIONS.md)."""
+    """One JSON document on stdout (docs/json-output.md)."""
     if isinstance(document, BaseModel):
         document = document.model_dump(mode="json")
     sys.stdout.write(json.dumps(document, default=_default, indent=2) + "\n")

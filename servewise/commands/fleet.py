@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def fleet_document(cluster: Any, *, pools: bool = False) -> dict[str, Any]:
-    """The `servewise fleet --json` document (CONVENTIONS.md) for any ClusterBackend."""
+    """The `servewise fleet --json` document (docs/json-output.md) for any ClusterBackend."""
     deployments = [
         {
             "name": d.ref.name,

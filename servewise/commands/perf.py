@@ -124,7 +124,7 @@ def predict_cmd(
 
 
 def validate_cmd(
-    file: Annotated[Path, typer.Argument(help="measurements CSV (CONVENTIONS.md format)")],
+    file: Annotated[Path, typer.Argument(help="measurements CSV (columns: docs/performance-model.md)")],
     split: Annotated[str, typer.Option(help="all, train or holdout rows")] = "all",
     plot: Annotated[Path | None, typer.Option(help="write a predicted-vs-measured PNG here")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
@@ -257,7 +257,7 @@ def simulate_cmd(
 
 
 def crossval_cmd(
-    file: Annotated[Path, typer.Argument(help="measurements CSV (CONVENTIONS.md format)")],
+    file: Annotated[Path, typer.Argument(help="measurements CSV (columns: docs/performance-model.md)")],
     folds: Annotated[int, typer.Option(help="folds of whole configuration groups")] = 4,
     by: Annotated[
         str, typer.Option(help="'group' folds, or 'source': leave one public source out")

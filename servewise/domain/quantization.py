@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 
 class Dtype(StrEnum):
-    """Storage formats, named as in CONVENTIONS.md."""
+    """Storage formats, named as in the measurements CSV and the catalog."""
 
     BF16 = "bf16"
     FP16 = "fp16"

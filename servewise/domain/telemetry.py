@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-# Canonical signal names (CONVENTIONS.md, `servewise telemetry snapshot --json`).
+# Canonical signal names (docs/telemetry.md, `servewise telemetry snapshot --json`).
 SIGNALS: tuple[str, ...] = (
     "requests_running",
     "requests_waiting",

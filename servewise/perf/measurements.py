@@ -1,4 +1,4 @@
-"""Reading measurement CSVs (CONVENTIONS.md format) into typed rows, one error per bad row.
+"""Reading measurement CSVs (format: docs/performance-model.md) into typed rows, one error per bad row.
 
 A malformed row never stops the file: it becomes a ``MeasurementRow`` with ``error`` set and no
 configuration, so ``perf validate`` still reports exactly one entry per data row.

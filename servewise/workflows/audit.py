@@ -73,7 +73,7 @@ class AuditEvent(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
     def as_record(self) -> dict[str, Any]:
-        """The flat ``{"ts", "run_id", "action", "actor", ...}`` shape of CONVENTIONS.md."""
+        """The flat ``{"ts", "run_id", "action", "actor", ...}`` shape of docs/json-output.md."""
         out: dict[str, Any] = {
             "ts": self.ts.isoformat(),
             "run_id": self.run_id,
