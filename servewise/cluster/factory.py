@@ -25,6 +25,11 @@ def parse_cluster_spec(spec: str, *, forms: tuple[str, ...] = CLUSTER_FORMS) -> 
             )
         return "sim", (arg or "demo")
     if kind in ("k8s", "kubernetes"):
+        if colon and not arg.strip():
+            raise InputError(
+                f"no context in {spec!r}; use 'k8s:CONTEXT', or 'k8s' for the kubeconfig's current context",
+                field="--cluster",
+            )
         return "k8s", (arg or None)
     use = ", ".join(f"'{f}'" for f in forms[:-1]) + f" or '{forms[-1]}'"
     raise InputError(f"unknown cluster {spec!r}; use {use}", field="--cluster")

@@ -38,6 +38,14 @@ class Decision(BaseModel):
     proposal_ids: list[str] | None = Field(default=None, description="approve only these; None = all")
     edits: dict[str, dict[str, Any]] = Field(default_factory=dict, description="{proposal_id: {knob: value}}")
 
+    @field_validator("actor")
+    @classmethod
+    def _someone(cls, actor: str) -> str:
+        """A name the audit log can hold someone to: blanks are no one."""
+        if not actor.strip():
+            raise ValueError("the approver's name is blank")
+        return actor.strip()
+
 
 def resolve_decision(proposals: list[Proposal], decision: Decision) -> list[Proposal]:
     """The proposals to apply (edited and re-validated); raises InputError naming what is wrong."""

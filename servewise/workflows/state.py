@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from servewise.telemetry.promql import window_seconds
 
 
 class RunOptions(BaseModel):
@@ -32,6 +34,12 @@ class RunOptions(BaseModel):
         default=0.25, ge=0, description="measured may exceed predicted by this"
     )
     use_llm: bool = True
+
+    @field_validator("window")
+    @classmethod
+    def _a_duration(cls, window: str) -> str:
+        window_seconds(window)  # before any run exists: 'abc' is an input error naming --window
+        return window
 
 
 class OptimizationState(TypedDict, total=False):

@@ -93,6 +93,8 @@ def test_bad_cluster_spec_fails_before_the_run(home: Path) -> None:
         runner.invoke(app, ["optimize", "--cluster", "sim:", "--dry-run"], catch_exceptions=False)
     with pytest.raises(InputError, match="--cluster"):
         runner.invoke(app, ["optimize", "--cluster", "py:no.such.module:factory"], catch_exceptions=False)
+    with pytest.raises(InputError, match="field '--cluster': no context in 'k8s:'"):
+        runner.invoke(app, ["optimize", "--cluster", "k8s:", "--dry-run"], catch_exceptions=False)
     assert run("runs", "--json")["runs"] == []
 
 
@@ -103,6 +105,7 @@ def test_bad_cluster_spec_fails_before_the_run(home: Path) -> None:
         ("--verify-window", "nan", "finite number, got nan"),
         ("--verify-window", "inf", "finite number, got inf"),
         ("--max-benchmark-minutes", "inf", "finite number, got inf"),
+        ("--window", "abc", "PromQL duration like 30s, 15m or 1h, got 'abc'"),
     ],
 )
 def test_bad_run_option_is_an_input_error_naming_the_flag(
@@ -121,6 +124,8 @@ def test_empty_approver_is_refused(home: Path) -> None:
         runner.invoke(app, ["approve", run_id, "--as", ""], catch_exceptions=False)
     with pytest.raises(InputError, match="field '--as'"):  # only an omitted --as means the login name
         runner.invoke(app, ["reject", run_id, "--as", "", "--reason", "x"], catch_exceptions=False)
+    with pytest.raises(InputError, match="field '--as': .*blank"):  # blanks are no one either
+        runner.invoke(app, ["approve", run_id, "--as", "  "], catch_exceptions=False)
     assert run("runs", run_id, "--json")["status"] == "awaiting_approval"
     assert [e for e in run("audit", "--json") if e["action"] in ("approved", "rejected")] == []
 
