@@ -1,9 +1,9 @@
 """Benchmark Jobs: ``vllm bench serve`` against a deployment's Service, results read from the pod log.
 
-The request is one replica's load (the ``ClusterBackend`` contract), and the Service spreads what the
-Job sends over every ready replica: the Job sends that load times the ready replicas
-(``serving_replicas``), so each replica serves its share, the p99s pool all replicas' requests, and the
-run takes 1/replicas of one replica's time; throughputs are reported per replica.
+The request is one replica's load (the ``ClusterBackend`` contract); the Job sends it to the Service
+of a one-replica copy of the workload (``k8s_candidates``), never to production, where users' traffic
+would mix with the Job's and the p99 would measure neither. ``vllm bench serve`` waits for the copy's
+server to answer (``--ready-check-timeout-sec``) before it starts measuring.
 
 The Job runs in the benchmark namespace (the only place servewise may create Jobs), has
 ``backoffLimit: 0``, ``activeDeadlineSeconds`` from the request and ``ttlSecondsAfterFinished`` so the
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 RESULT_BEGIN = "SERVEWISE_RESULT_BEGIN"
 RESULT_END = "SERVEWISE_RESULT_END"
 BENCHMARK_LABEL = "servewise.io/benchmark-for"
-REPLICAS_ANNOTATION = "servewise.io/benchmark-replicas"  # replicas the Job's load was sized for
+READY_CHECK_S = 1200  # how long the load generator waits for the server to answer (weights loading)
 TTL_AFTER_FINISHED_S = 3600
 # Summary lines printed by `vllm bench serve` -> result keys.
 _SUMMARY = {
@@ -88,6 +88,7 @@ def bench_args(
         "--ignore-eos",
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
         "--save-result", "--result-dir", "/tmp/servewise", "--result-filename", "result.json",
+        "--ready-check-timeout-sec", str(READY_CHECK_S),
     ]  # fmt: skip
     if served_name and served_name != model:
         args += ["--served-model-name", served_name]
@@ -112,36 +113,15 @@ def _range_ratio(std: float, mean: float) -> float:
     return min(0.99, std * math.sqrt(3.0) / mean) if mean > 0 and std > 0 else 0.0
 
 
-def serving_replicas(obj: Mapping[str, Any], parsed: ParsedWorkload) -> int:
-    """How many replicas the Service spreads a benchmark over: the workload's ready replicas once a
-    controller has reported its status (Kubernetes leaves ``readyReplicas`` out when none is ready),
-    else the spec's count (a workload whose status says nothing of replicas, such as a KServe one)."""
-    status = obj.get("status") or {}
-    if any(k in status for k in ("readyReplicas", "replicas", "availableReplicas")):
-        ready = int(status.get("readyReplicas") or 0)
-        if ready < 1:
-            raise BackendUnavailableError(
-                f"{parsed.namespace}/{parsed.name} has no ready replica to benchmark"
-                f" (status: {status.get('replicas', 0)} replicas, none ready)"
-            )
-        return ready
-    return max(1, parsed.config.replicas)
-
-
-def deployment_load(workload: Workload, replicas: int) -> Workload:
-    """What the Job sends to the Service so that each of ``replicas`` serves ``workload`` (one
-    replica's load): the arrival rate, or the closed loop's concurrency, times the replicas."""
-    update: dict[str, float | int] = {}
-    if workload.arrival_rate_per_s is not None:
-        update["arrival_rate_per_s"] = workload.arrival_rate_per_s * replicas
-    if workload.concurrency is not None:
-        update["concurrency"] = workload.concurrency * replicas
-    return workload.model_copy(update=update)
+def label_value(text: str) -> str:
+    """``text`` as a label value: at most 63 characters, alphanumeric at both ends."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63].strip("-_.")
 
 
 def job_name(ref_name: str, request: BenchmarkRequest) -> str:
     digest = hashlib.sha256(request.model_dump_json().encode() + str(time.time_ns()).encode()).hexdigest()[:8]
-    return f"sw-bench-{ref_name[:40]}-{digest}".lower()
+    base = re.sub(r"[^a-z0-9-]+", "-", ref_name.lower())[:40].strip("-")
+    return f"sw-bench-{base}-{digest}"
 
 
 def build_job(
@@ -152,12 +132,11 @@ def build_job(
     base_url: str,
     *,
     image: str,
-    replicas: int = 1,
 ) -> dict[str, Any]:
-    """The Job that sends ``request`` (one replica's load) to each of ``replicas`` behind ``base_url``."""
+    """The Job that sends ``request`` (one replica's load) to the server behind ``base_url``."""
     hub_id = "/" in parsed.model_arg and not parsed.model_arg.startswith(("/", "."))
     args = bench_args(
-        deployment_load(request.workload, replicas),
+        request.workload,
         base_url=base_url,
         model=parsed.model_arg if hub_id else parsed.served_model_name,
         served_name=parsed.served_model_name,
@@ -168,18 +147,13 @@ def build_job(
         f"python3 -c {shlex.quote(_PRINT_SCALARS)} && echo {RESULT_END}"
     )
     labels = {
-        BENCHMARK_LABEL: f"{parsed.namespace}.{parsed.name}"[:63],
+        BENCHMARK_LABEL: label_value(f"{request.ref.namespace}.{request.ref.name}"),
         "app.kubernetes.io/managed-by": "servewise",
     }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": {REPLICAS_ANNOTATION: str(replicas)},
-        },
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": int(math.ceil(request.deadline_s)),
@@ -233,10 +207,7 @@ def to_result(
     parsed: ParsedWorkload,
     source: str,
     started: datetime,
-    replicas: int = 1,
 ) -> BenchmarkResult:
-    """The result for one replica: latencies as measured over all ``replicas``' requests,
-    throughputs divided by ``replicas``."""
 
     def pick(*keys: str) -> float:
         for key in keys:
@@ -250,8 +221,8 @@ def to_result(
         workload=request.workload,
         completed=int(pick("completed")),
         failed=int(metrics.get("failed", 0)),
-        throughput_tok_s=pick("output_throughput") / replicas,
-        request_throughput_per_s=pick("request_throughput") / replicas,
+        throughput_tok_s=pick("output_throughput"),
+        request_throughput_per_s=pick("request_throughput"),
         ttft_p50_ms=pick("p50_ttft_ms", "median_ttft_ms"),
         ttft_p99_ms=pick("p99_ttft_ms"),
         tpot_p50_ms=pick("p50_tpot_ms", "median_tpot_ms"),
@@ -296,13 +267,12 @@ class BenchmarkRunner:
         parsed: ParsedWorkload,
         services: Sequence[Mapping[str, Any]],
         *,
-        replicas: int = 1,
         poll_interval_s: float = 2.0,
     ) -> BenchmarkResult:
-        """Run ``request`` (one replica's load) against the ``replicas`` behind the workload's Service."""
+        """Run ``request`` (one replica's load) against the server behind ``parsed``'s Service."""
         url = service_url(services, parsed)
-        name = job_name(parsed.name, request)
-        job = build_job(name, self.namespace, request, parsed, url, image=self.image, replicas=replicas)
+        name = job_name(request.ref.name, request)  # named for the workload, not for its copy
+        job = build_job(name, self.namespace, request, parsed, url, image=self.image)
         started = datetime.now(UTC)
         self.api.call(
             "create", "jobs", self.namespace, self.api.batch.create_namespaced_job, self.namespace, job
@@ -318,7 +288,6 @@ class BenchmarkRunner:
                 parsed,
                 f"job/{self.namespace}/{name}",
                 started,
-                replicas,
             )
         finally:
             if not finished:  # timeout, failure or cancel (KeyboardInterrupt): leave nothing running

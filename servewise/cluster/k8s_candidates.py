@@ -1,46 +1,62 @@
-"""Benchmarking a candidate config on a cluster: a temporary copy of the workload, then the Job.
+"""Benchmarks on a cluster run on a temporary copy of the workload, never on production.
 
-The copy is the workload with the candidate's edits (``desired_object``: the edits a proposal
-would patch in), one replica, its own name, and pod labels of its own (``servewise.io/candidate``)
-so that neither the workload's Service nor its controller takes its pods; its own Service fronts
-it. It runs in the workload's namespace, where the workload's secrets, volumes and service account
-are. It is created after a server-side dry run, awaited until ready (out of memory, unschedulable
-and crash loops fail it), benchmarked by the same Job as a deployed config, and deleted with its
-Service whatever happens. ``SERVEWISE_CANDIDATE_BENCHMARKS=0`` turns candidate benchmarks off.
+The copy is the workload with the benchmarked config's edits (``desired_object``: the edits a
+proposal would patch in; none for the deployed config), one replica, its own name, and pod labels of
+its own (``servewise.io/candidate``) so that neither the workload's Service nor its controller takes
+its pods; its own Service fronts it. It runs in the workload's namespace, where the workload's
+secrets, volumes and service account are, without the original's priority class (it must not
+preempt production pods) or host ports. It is created after a server-side dry run, awaited until
+ready (out of memory and crash loops fail it), benchmarked by the Job, and deleted with its Service
+(deletes are retried). A copy left behind by a killed process carries ``servewise.io/expires-at``:
+the next benchmark in its namespace deletes it. ``SERVEWISE_CANDIDATE_BENCHMARKS=0`` turns
+benchmarks on the cluster off.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
 from servewise.cluster.k8s_api import KubeApi
-from servewise.cluster.k8s_benchmark import BENCHMARK_LABEL
+from servewise.cluster.k8s_benchmark import BENCHMARK_LABEL, label_value
 from servewise.cluster.k8s_parsing import ParsedWorkload, Resolver
 from servewise.cluster.k8s_patching import desired_object
 from servewise.domain import ServingConfig
-from servewise.errors import InputError, NotFoundError, ServewiseError
+from servewise.errors import InputError, NotFoundError, RetryableError, ServewiseError
 
 log = logging.getLogger(__name__)
 
 CANDIDATE_LABEL = "servewise.io/candidate"
 CANDIDATE_CONFIG_ANNOTATION = "servewise.io/candidate-config"
+EXPIRES_ANNOTATION = "servewise.io/expires-at"
 CANDIDATE_BENCHMARKS_ENV = "SERVEWISE_CANDIDATE_BENCHMARKS"
+DELETE_ATTEMPTS = 4
 
 
 def candidate_name(parsed: ParsedWorkload, config: ServingConfig) -> str:
-    """A DNS label (Services need one) unique to this workload, config and moment."""
+    """A DNS-1035 label (Services need one: no dots) unique to this workload, config and moment."""
     digest = hashlib.sha256(config.model_dump_json().encode() + str(time.time_ns()).encode()).hexdigest()
-    return f"sw-cand-{parsed.name[:40].rstrip('-')}-{digest[:8]}".lower()
+    base = re.sub(r"[^a-z0-9-]+", "-", parsed.name.lower())[:40].strip("-")
+    return f"sw-cand-{base}-{digest[:8]}"
 
 
 def candidate_manifests(
-    obj: Mapping[str, Any], parsed: ParsedWorkload, config: ServingConfig, resolver: Resolver, name: str
+    obj: Mapping[str, Any],
+    parsed: ParsedWorkload,
+    config: ServingConfig,
+    resolver: Resolver,
+    name: str,
+    *,
+    expires_at: datetime,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The candidate's workload (one replica of ``config``) and the Service that fronts it."""
+    """The copy (one replica of ``config``) and the Service that fronts it."""
     if parsed.kind not in ("Deployment", "StatefulSet"):
         raise InputError(
             f"{parsed.namespace}/{parsed.name} is a {parsed.kind}: candidate benchmarks copy Deployments"
@@ -56,7 +72,7 @@ def candidate_manifests(
     new = desired_object(obj, parsed, config.with_changes(replicas=1), resolver, proposal_id=name)
     labels = {
         CANDIDATE_LABEL: name,
-        BENCHMARK_LABEL: f"{parsed.namespace}.{parsed.name}"[:63],
+        BENCHMARK_LABEL: label_value(f"{parsed.namespace}.{parsed.name}"),
         "app.kubernetes.io/managed-by": "servewise",
     }
     # a fresh object: none of the original's server fields, annotations (proposal records) or owners
@@ -65,7 +81,10 @@ def candidate_manifests(
         "name": name,
         "namespace": parsed.namespace,
         "labels": labels,
-        "annotations": {CANDIDATE_CONFIG_ANNOTATION: config.model_dump_json()},
+        "annotations": {
+            CANDIDATE_CONFIG_ANNOTATION: config.model_dump_json(),
+            EXPIRES_ANNOTATION: expires_at.isoformat(timespec="seconds"),
+        },
     }
     new.pop("status", None)
     spec = new.setdefault("spec", {})
@@ -73,6 +92,12 @@ def candidate_manifests(
     spec["selector"] = {"matchLabels": {CANDIDATE_LABEL: name}}
     template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
     template_meta["labels"] = {CANDIDATE_LABEL: name, "app.kubernetes.io/managed-by": "servewise"}
+    pod = spec["template"].setdefault("spec", {})
+    pod.pop("priorityClassName", None)  # a benchmark must not preempt production pods for GPUs
+    pod.pop("priority", None)
+    for container in pod.get("containers") or []:
+        for port in container.get("ports") or []:
+            port.pop("hostPort", None)  # would clash with the original on the same node
     if parsed.kind == "StatefulSet":
         spec["serviceName"] = name
     service = {
@@ -114,16 +139,59 @@ class CandidateWorkloads:
         self.api.call("create", resource, ns, create, ns, workload)
         self.api.call("create", "services", ns, self.api.core.create_namespaced_service, ns, service)
 
-    def delete(self, kind: str, namespace: str, name: str) -> None:
-        """Delete the candidate and its Service; what is already gone is fine, and a failure is
-        logged (cleanup must not hide the benchmark's own error)."""
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete the copy and its Service, retrying what may pass (a timeout, a 5xx); what is already
+        gone is fine. False (and a warning) when something could not be deleted: the caller keeps
+        its result or its own error, and the next benchmark in the namespace deletes the rest."""
         resource, _, delete = self._workload_calls(kind)
+        done = True
         for res, fn in ((resource, delete), ("services", self.api.core.delete_namespaced_service)):
             try:
-                self.api.call(
-                    "delete", res, namespace, fn, name, namespace, name=name, propagation_policy="Background"
-                )
+                for attempt in Retrying(
+                    retry=retry_if_exception_type(RetryableError),
+                    stop=stop_after_attempt(DELETE_ATTEMPTS),
+                    wait=wait_exponential(multiplier=0.5, max=4.0),
+                    reraise=True,
+                ):
+                    with attempt:
+                        self.api.call(
+                            "delete", res, namespace, fn, name, namespace, name=name,
+                            propagation_policy="Background",
+                        )  # fmt: skip
             except NotFoundError:
                 pass
             except ServewiseError as exc:
-                log.warning("could not delete benchmark candidate %s %s/%s: %s", res, namespace, name, exc)
+                done = False
+                log.warning(
+                    "could not delete benchmark copy %s %s/%s: %s (kubectl delete -n %s %s/%s)",
+                    res, namespace, name, exc, namespace, res, name,
+                )  # fmt: skip
+        return done
+
+    def sweep(self, namespace: str, now: datetime) -> list[str]:
+        """Delete the copies in ``namespace`` whose ``servewise.io/expires-at`` has passed (left by
+        a process that was killed mid-benchmark); returns their names."""
+        swept = []
+        for kind, fn in (
+            ("Deployment", self.api.apps.list_namespaced_deployment),
+            ("StatefulSet", self.api.apps.list_namespaced_stateful_set),
+        ):
+            listed = self.api.call(
+                "list",
+                self._workload_calls(kind)[0],
+                namespace,
+                fn,
+                namespace,
+                label_selector=CANDIDATE_LABEL,
+            )
+            for item in listed.get("items", []):
+                meta = item.get("metadata") or {}
+                expires = (meta.get("annotations") or {}).get(EXPIRES_ANNOTATION, "")
+                try:
+                    expired = datetime.fromisoformat(expires) <= now
+                except ValueError:
+                    continue  # not ours to judge
+                if expired:
+                    self.delete(kind, namespace, str(meta["name"]))
+                    swept.append(str(meta["name"]))
+        return swept

@@ -14,12 +14,13 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from servewise.cluster.k8s_api import KubeApi, load_api_client
-from servewise.cluster.k8s_benchmark import BenchmarkRunner, serving_replicas
+from servewise.cluster.k8s_benchmark import BenchmarkRunner
 from servewise.cluster.k8s_candidates import (
     CANDIDATE_BENCHMARKS_ENV,
     CANDIDATE_LABEL,
@@ -412,42 +413,25 @@ class KubernetesCluster:
 
     # -- benchmarks ----------------------------------------------------------------------------------
     def run_benchmark(self, request: BenchmarkRequest) -> BenchmarkResult:
-        """One replica's load (``request.workload``) at each ready replica of the deployed config,
-        through its Service (``k8s_benchmark``); a candidate config (not just another replica count)
-        is benchmarked on a temporary one-replica copy of the workload (``k8s_candidates``)."""
+        """One replica of the config (``request.config``, else the deployed one) on a temporary copy
+        of the workload at one replica's load (``request.workload``), never through production's
+        Service (``k8s_candidates``)."""
         obj = self._read(request.ref)
         parsed = self._parse_one(obj)
-        if request.config is not None and (
-            request.config.with_changes(replicas=parsed.config.replicas) != parsed.config
-        ):
-            return self._benchmark_candidate(request, obj, parsed, request.config)
-        services = self.api.call(
-            "list",
-            "services",
-            request.ref.namespace,
-            self.api.core.list_namespaced_service,
-            request.ref.namespace,
-        ).get("items", [])
-        return self.benchmarks.run(
-            request,
-            parsed,
-            services,
-            replicas=serving_replicas(obj, parsed),
-            poll_interval_s=self.poll_interval_s,
-        )
-
-    def _benchmark_candidate(
-        self, request: BenchmarkRequest, obj: dict[str, Any], parsed: ParsedWorkload, config: ServingConfig
-    ) -> BenchmarkResult:
+        config = request.config or parsed.config
         if not self.candidate_benchmarks:
             raise InputError(
-                f"candidate benchmarks are off ({CANDIDATE_BENCHMARKS_ENV}=0): apply the candidate first"
-                " (dry run + approval) or benchmark it on the twin",
+                f"benchmarks on the cluster are off ({CANDIDATE_BENCHMARKS_ENV}=0); benchmark on the twin",
                 field="config",
             )
         self._check_allowed(request.ref)
+        now = datetime.now(UTC)
+        swept = self.candidates.sweep(parsed.namespace, now)
+        if swept:
+            log.warning("deleted expired benchmark copies in %s: %s", parsed.namespace, ", ".join(swept))
         name = candidate_name(parsed, config)
-        workload, service = candidate_manifests(obj, parsed, config, self.resolver, name)
+        expires = now + timedelta(seconds=self.candidate_ready_s + request.deadline_s + 600)
+        workload, service = candidate_manifests(obj, parsed, config, self.resolver, name, expires_at=expires)
         ref = DeploymentRef(name=name, namespace=parsed.namespace, kind=parsed.kind)
         try:
             self.candidates.create(workload, service)
@@ -455,5 +439,6 @@ class KubernetesCluster:
             copy = self._parse_one(self._read(ref))
             result = self.benchmarks.run(request, copy, [service], poll_interval_s=self.poll_interval_s)
         finally:
+            # a copy that could not be deleted is logged and expires; the result (or error) stands
             self.candidates.delete(parsed.kind, parsed.namespace, name)
         return result.model_copy(update={"config": config})

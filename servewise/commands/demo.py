@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
@@ -78,7 +79,7 @@ def _optimize(scenario: str, home: Path, out: Path) -> str | None:
     from servewise.workflows.state import RunOptions
 
     def progress(run_id: str, line: str) -> None:  # the optimize step's benchmarks take minutes
-        err_console.print(f"[dim]{line}[/dim]", highlight=False, soft_wrap=True)
+        err_console.print(f"[dim]{escape(line)}[/dim]", highlight=False, soft_wrap=True)
 
     with WorkflowService(home=home, llm=None, on_progress=progress) as svc:
         view = svc.start(RunOptions(cluster=f"sim:{scenario}", use_llm=False))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from servewise.commands._inputs import from_options
 from servewise.commands._output import err_console, out_console, print_json
@@ -52,7 +53,7 @@ def _progress(run_id: str, node: str) -> None:
 
 
 def _benchmark_progress(run_id: str, line: str) -> None:
-    err_console.print(f"[dim]{run_id}: {line}[/dim]", markup=True, highlight=False, soft_wrap=True)
+    err_console.print(f"[dim]{run_id}: {escape(line)}[/dim]", highlight=False, soft_wrap=True)
 
 
 def _service(**kwargs: Any) -> Any:

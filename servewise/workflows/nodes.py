@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,20 @@ def options(state: OptimizationState) -> RunOptions:
 
 def _proposals(items: list[dict[str, Any]] | None) -> list[Proposal]:
     return [Proposal.model_validate(p) for p in items or []]
+
+
+def _allowed(policy: AutoApprovePolicy | None, proposals: list[Proposal], at: datetime) -> list[Proposal]:
+    """The proposals ``policy`` approves at ``at`` (none without a policy)."""
+    if policy is None:
+        return []
+    out = []
+    for p in proposals:
+        reasons = policy.reasons_to_refuse(p, at)
+        if reasons:
+            log.info("policy %s does not approve %s at %s: %s", policy.name, p.id, at, "; ".join(reasons))
+        else:
+            out.append(p)
+    return out
 
 
 def _dump(items: list[Proposal]) -> list[dict[str, Any]]:
@@ -158,7 +173,14 @@ class Nodes:
         self._status(
             state, status, proposals=len(proposals), summary=proposals[0].summary if proposals else ""
         )
-        return {"narrative": narrative, "narrative_by": author, "status": status, "llm_usage": usage}
+        return {
+            "narrative": narrative,
+            "narrative_by": author,
+            "status": status,
+            "llm_usage": usage,
+            # the instant the gate checks the auto-approve policy at, so a re-run shows the same set
+            "proposed_at": self.rt.env(state).now().isoformat(),
+        }
 
     def _progress(self, run_id: str) -> Callable[[str], None] | None:
         report = self.rt.on_progress
@@ -166,24 +188,18 @@ class Nodes:
 
     def gate(self, state: OptimizationState) -> dict[str, Any]:
         run_id, proposals = state["run_id"], _proposals(state.get("proposals"))
-        policy = self.rt.policy(state)
-        auto: list[Proposal] = []
-        if policy is not None:
-            now = self.rt.env(state).now()
-            for p in proposals:
-                reasons = policy.reasons_to_refuse(p, now)
-                if reasons:
-                    log.info("policy %s does not approve %s: %s", policy.name, p.id, "; ".join(reasons))
-                else:
-                    auto.append(p)
+        policy, env = self.rt.policy(state), self.rt.env(state)
+        # What the policy allows at the instant the run proposed: the same set on every run of this
+        # node (it re-runs from its start on resume), so a window that opens while a person decides
+        # cannot take proposals away from that person.
+        stored = state.get("proposed_at")
+        auto = _allowed(policy, proposals, datetime.fromisoformat(stored) if stored else env.now())
         pending = [p for p in proposals if p not in auto]
         decision: Decision | None = None
         withdrawn: list[Proposal] = []
-        approved = list(auto)
         if pending:
             self._status(state, "awaiting_approval", proposals=len(proposals))
-            # The policy is checked again when the decision comes (its window may have closed); the
-            # approver sees what it allows now, and rejecting the run withdraws those too.
+            # The approver sees what the policy allows; rejecting the run withdraws those too.
             answer = interrupt(
                 {
                     "run_id": run_id,
@@ -196,7 +212,21 @@ class Nodes:
             crash_point("gate:after_decision")
             if decision.action == "reject":
                 withdrawn, auto = auto, []
-            approved = list(auto) + resolve_decision(pending, decision)
+        # Checked again when they would be applied, which only narrows the set (a window that closed).
+        still = _allowed(policy, auto, env.now())
+        lapsed, auto = [p for p in auto if p not in still], still
+        approved = list(auto) + (resolve_decision(pending, decision) if decision else [])
+        for p in lapsed:
+            self.rt.audit.record(
+                run_id,
+                "rejected",
+                policy.actor if policy else SYSTEM_ACTOR,
+                proposal_id=p.id,
+                once=True,
+                details={
+                    "comment": "the auto-approve policy no longer allows it (its change window closed?)"
+                },
+            )
         for p in withdrawn:
             self.rt.audit.record(
                 run_id,

@@ -56,6 +56,7 @@ class OptimizationState(TypedDict, total=False):
     narrative_by: str
     llm_usage: dict[str, float]
     auto_approved: list[str]
+    proposed_at: str  # ISO instant the gate checks the auto-approve policy at
     decision: dict[str, Any] | None
     approved: list[dict[str, Any]]
     dry_runs: list[dict[str, Any]]

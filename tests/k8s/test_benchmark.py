@@ -21,7 +21,7 @@ from servewise.cluster.k8s_benchmark import (
 )
 from servewise.cluster.kubernetes import KubernetesCluster
 from servewise.domain import BenchmarkRequest, DeploymentRef, LengthDistribution, Workload
-from servewise.errors import BackendUnavailableError, InputError, NotFoundError
+from servewise.errors import BackendUnavailableError, InputError
 
 SUMMARY = (Path(__file__).parent / "bench_serve_output.txt").read_text()
 BIG = DeploymentRef(name="llama-70b", namespace="llm-serving")
@@ -142,9 +142,8 @@ def test_benchmark_job_runs_and_reads_the_saved_json(
     result = cluster.run_benchmark(
         BenchmarkRequest(ref=BIG, workload=WORKLOAD, num_requests=200, deadline_s=10)
     )
-    # the manifest runs 2 replicas (no status yet): the Job loads both, throughputs are per replica
-    assert result.completed == 200 and result.ttft_p99_ms == 480.0 and result.throughput_tok_s == 512.0
-    assert result.request_throughput_per_s == 2.0 and result.workload == WORKLOAD
+    assert result.completed == 200 and result.ttft_p99_ms == 480.0 and result.throughput_tok_s == 1024.0
+    assert result.request_throughput_per_s == 4.0 and result.workload == WORKLOAD
     assert result.config.model == "llama-3.1-70b" and result.source.startswith(
         "job/servewise-bench/sw-bench-llama-70b-"
     )
@@ -158,52 +157,11 @@ def test_benchmark_job_runs_and_reads_the_saved_json(
         and spec["backoffLimit"] == 0
     )
     script = spec["template"]["spec"]["containers"][0]["args"][0]
-    assert "--base-url http://llama-70b.llm-serving.svc:80" in script and "--request-rate 8 " in script
-    assert job.raw["metadata"]["annotations"]["servewise.io/benchmark-replicas"] == "2"
+    # one replica's load, to a one-replica copy's Service: never to production's (llama-70b:80)
+    assert "--base-url http://sw-cand-llama-70b-" in script and ".llm-serving.svc:8000" in script
+    assert "--request-rate 4 " in script and "--ready-check-timeout-sec 1200" in script
     assert "--model meta-llama/Llama-3.3-70B-Instruct" in script
     kubernetes_validate.validate(job.raw, "1.30.0", strict=True)
-
-
-def _set_status(fleet: FaithfulEmulator, status: dict[str, Any]) -> None:
-    stored = fleet.get("Deployment", BIG.namespace, BIG.name)
-    stored["status"] = status
-    fleet.put("Deployment", BIG.namespace, BIG.name, stored)
-
-
-def _job_script(fleet: FaithfulEmulator) -> str:
-    job = next(
-        obj for (res, ns, _), obj in fleet.objects.items() if res.plural == "jobs" and ns == "servewise-bench"
-    )
-    return str(job.raw["spec"]["template"]["spec"]["containers"][0]["args"][0])
-
-
-def test_the_job_loads_only_the_ready_replicas(cluster: KubernetesCluster, fleet: FaithfulEmulator) -> None:
-    """One of the two replicas is ready: the Service sends it everything, so the Job sends one share."""
-    _set_status(fleet, {"replicas": 2, "readyReplicas": 1})
-    fleet.controls.on_create["jobs"] = job_controller(SUMMARY)
-    result = cluster.run_benchmark(BenchmarkRequest(ref=BIG, workload=WORKLOAD, deadline_s=10))
-    assert "--request-rate 4 " in _job_script(fleet)
-    assert result.request_throughput_per_s == pytest.approx(parse_bench_output(SUMMARY)["request_throughput"])
-
-
-def test_closed_loop_concurrency_scales_with_the_replicas(
-    cluster: KubernetesCluster, fleet: FaithfulEmulator
-) -> None:
-    _set_status(fleet, {"replicas": 2, "readyReplicas": 2})
-    fleet.controls.on_create["jobs"] = job_controller(SUMMARY)
-    closed = Workload.fixed(1024, 256, concurrency=8)
-    cluster.run_benchmark(BenchmarkRequest(ref=BIG, workload=closed, deadline_s=10))
-    script = _job_script(fleet)
-    assert "--max-concurrency 16" in script and "--request-rate" not in script
-
-
-def test_no_ready_replica_is_refused_before_any_job(
-    cluster: KubernetesCluster, fleet: FaithfulEmulator
-) -> None:
-    _set_status(fleet, {"replicas": 2, "unavailableReplicas": 2})  # Kubernetes omits readyReplicas: 0
-    with pytest.raises(BackendUnavailableError, match="llm-serving/llama-70b has no ready replica"):
-        cluster.run_benchmark(BenchmarkRequest(ref=BIG, workload=WORKLOAD, deadline_s=10))
-    assert not [c for c in fleet.calls if c.verb == "create" and c.resource == "jobs"]
 
 
 def test_summary_only_log_still_gives_a_result(cluster: KubernetesCluster, fleet: FaithfulEmulator) -> None:
@@ -221,13 +179,13 @@ def test_timeout_deletes_the_job(cluster: KubernetesCluster, fleet: FaithfulEmul
     assert all(obj.deleted for (res, _, _), obj in fleet.objects.items() if res.plural == "jobs")
 
 
-def test_workload_without_service_cannot_be_benchmarked(cluster: KubernetesCluster) -> None:
-    with pytest.raises(NotFoundError, match="no Service"):
-        cluster.run_benchmark(
-            BenchmarkRequest(
-                ref=DeploymentRef(name="mistral-tgi", namespace="llm-serving"), workload=WORKLOAD
-            )
-        )
+def test_a_workload_without_a_service_is_benchmarked_through_its_copys(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    fleet.controls.on_create["jobs"] = job_controller(SUMMARY)
+    ref = DeploymentRef(name="mistral-tgi", namespace="llm-serving")
+    result = cluster.run_benchmark(BenchmarkRequest(ref=ref, workload=WORKLOAD, deadline_s=10))
+    assert result.completed == 198 and result.source.startswith("job/servewise-bench/sw-bench-mistral-tgi-")
 
 
 def test_an_unset_deadline_fits_a_long_run(cluster: KubernetesCluster) -> None:

@@ -3,14 +3,16 @@ the benchmark Job against it, and nothing left behind (the real client over HTTP
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import kubernetes_validate
 import pytest
-from k8s_emulator import FaithfulEmulator
+from k8s_emulator import FaithfulEmulator, Fault
 from test_benchmark import SUMMARY, WORKLOAD, job_controller
 
 from servewise.cluster.k8s_candidates import CANDIDATE_LABEL
+from servewise.cluster.k8s_candidates import EXPIRES_ANNOTATION as EXPIRES
 from servewise.cluster.kubernetes import KubernetesCluster
 from servewise.domain import BenchmarkRequest, DeploymentRef
 from servewise.errors import ForbiddenError, InputError, RolloutError
@@ -91,13 +93,69 @@ def test_a_statefulset_candidate_is_a_statefulset_copy(
     assert _live_candidates(fleet, "statefulsets") == [] and _live_candidates(fleet, "services") == []
 
 
-def test_another_replica_count_benchmarks_the_deployed_workload(
+@pytest.mark.parametrize("config", ["deployed", "more replicas"])
+def test_the_deployed_config_runs_on_a_copy_too(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator, config: str
+) -> None:
+    """Production's Service carries users' traffic: a Job sending to it would add load to production
+    and measure a mix of both (another replica count is the deployed config, one replica of it)."""
+    seen = _record_creates(fleet)
+    deployed = cluster.get_deployment(BIG).config
+    request = BenchmarkRequest(ref=BIG, workload=WORKLOAD, deadline_s=10)
+    if config == "more replicas":
+        request = request.model_copy(update={"config": deployed.with_changes(replicas=5)})
+    cluster.run_benchmark(request)
+    [copy] = seen["deployments"]
+    args = copy["spec"]["template"]["spec"]["containers"][0]["args"]
+    original = fleet.get("Deployment", BIG.namespace, BIG.name)["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
+    assert args == original and copy["spec"]["replicas"] == 1
+
+
+def test_an_expired_copy_left_by_a_killed_run_is_deleted_by_the_next(
     cluster: KubernetesCluster, fleet: FaithfulEmulator
 ) -> None:
-    fleet.controls.on_create["jobs"] = job_controller(SUMMARY)
-    more = cluster.get_deployment(BIG).config.with_changes(replicas=5)
-    cluster.run_benchmark(BenchmarkRequest(ref=BIG, config=more, workload=WORKLOAD, deadline_s=10))
-    assert _created(fleet, "deployments") == 0 and _created(fleet, "jobs") == 1
+    seen = _record_creates(fleet)
+    candidate = cluster.get_deployment(BIG).config.with_changes(max_num_seqs=48)
+    cluster.run_benchmark(BenchmarkRequest(ref=BIG, config=candidate, workload=WORKLOAD, deadline_s=10))
+    [first] = seen["deployments"]
+    stale = {**first, "metadata": {**first["metadata"], "name": "sw-cand-llama-70b-stale000"}}
+    stale["metadata"]["annotations"] = {
+        **stale["metadata"]["annotations"],
+        EXPIRES: "2020-01-01T00:00:00+00:00",
+    }
+    live = {**first, "metadata": {**first["metadata"], "name": "sw-cand-llama-70b-live0000"}}
+    fleet.seed(stale)
+    fleet.seed(live)  # expires in the future: another process may be benchmarking on it
+    cluster.run_benchmark(BenchmarkRequest(ref=BIG, config=candidate, workload=WORKLOAD, deadline_s=10))
+    assert _live_candidates(fleet, "deployments") == ["sw-cand-llama-70b-live0000"]
+
+
+def test_deleting_a_copy_is_retried(cluster: KubernetesCluster, fleet: FaithfulEmulator) -> None:
+    _record_creates(fleet)
+    fleet.controls.faults.append(Fault(verb="delete", resource="deployments", status=503, times=2))
+    candidate = cluster.get_deployment(BIG).config.with_changes(max_num_seqs=48)
+    result = cluster.run_benchmark(
+        BenchmarkRequest(ref=BIG, config=candidate, workload=WORKLOAD, deadline_s=10)
+    )
+    assert result.completed == 198 and _live_candidates(fleet, "deployments") == []
+
+
+def test_a_copy_is_a_valid_dns_name_and_preempts_nothing(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    stored = fleet.get("Deployment", BIG.namespace, BIG.name)
+    stored["metadata"]["name"] = "llama-3.1-70b.prod"
+    stored["spec"]["template"]["spec"]["priorityClassName"] = "production-critical"
+    fleet.seed(stored)
+    seen = _record_creates(fleet)
+    ref = DeploymentRef(name="llama-3.1-70b.prod", namespace=BIG.namespace)
+    cluster.run_benchmark(BenchmarkRequest(ref=ref, workload=WORKLOAD, deadline_s=10))
+    [copy], [service] = seen["deployments"], seen["services"]
+    assert re.fullmatch(r"sw-cand-llama-3-1-70b-prod-[0-9a-f]{8}", service["metadata"]["name"])
+    assert "priorityClassName" not in copy["spec"]["template"]["spec"]
+    assert copy["metadata"]["labels"]["servewise.io/benchmark-for"] == "llm-serving.llama-3.1-70b.prod"
 
 
 def test_a_candidate_that_never_gets_ready_is_deleted_and_not_benchmarked(

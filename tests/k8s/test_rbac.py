@@ -89,9 +89,9 @@ def exercise(cluster: KubernetesCluster, emu: FaithfulEmulator) -> None:
     cluster.apply(big, cluster.get_deployment(big).config.with_changes(replicas=3), proposal_id="rbac-2")
     assert not cluster.rollout_status(big).done
     cluster.rollback(big)
+    emu.controls.auto_rollout = True  # benchmark copies come up at once
     emu.controls.on_create["jobs"] = job_controller(SUMMARY)
     cluster.run_benchmark(BenchmarkRequest(ref=big, workload=WORKLOAD, deadline_s=10))
-    emu.controls.auto_rollout = True
     for ref in (big, sts):  # candidates: a temporary copy of the workload and its Service
         candidate = cluster.get_deployment(ref).config.with_changes(max_num_seqs=40)
         cluster.run_benchmark(BenchmarkRequest(ref=ref, config=candidate, workload=WORKLOAD, deadline_s=10))

@@ -210,3 +210,41 @@ def test_each_benchmark_run_is_reported_while_the_optimize_step_runs(home: Path,
     assert lines and {run for run, _ in lines} == {view.run_id}
     keys = {p["ref"]["namespace"] + "/" + p["ref"]["name"] for p in view.proposals}
     assert all(any(line.startswith(f"{k}: benchmark 1/") for _, line in lines) for k in keys), lines
+
+
+def _windowed(tmp_path: Path, start: str, end: str) -> str:
+    policy = tmp_path / "windowed.yaml"
+    days = "[mon, tue, wed, thu, fri, sat, sun]"
+    policy.write_text(
+        POLICY + f'change_windows:\n  - {{days: {days}, start: "{start}", end: "{end}", timezone: UTC}}\n'
+    )
+    return str(policy)
+
+
+def test_a_change_window_that_closes_while_a_person_decides_lapses_the_auto_approval(
+    service: WorkflowService, env: Environment, tmp_path: Path
+) -> None:
+    view = service.start(opts(policy_path=_windowed(tmp_path, "00:00", "01:00")))  # the twin starts at 00:00
+    prod = view.pending[0]
+    [staging] = view.auto_approved
+    env.cluster.advance(2 * 3600)  # type: ignore[attr-defined]
+    service.decide(view.run_id, Decision(action="approve", actor="frank", proposal_ids=[prod]))
+    assert real_applies(fleet_state(env)) == [prod]
+    decided = [
+        e for e in service.audit.events(view.run_id) if e.proposal_id == staging and e.action != "proposed"
+    ]
+    assert [e.action for e in decided] == ["rejected"] and "no longer allows" in decided[0].details["comment"]
+
+
+def test_a_change_window_that_opens_while_a_person_decides_takes_nothing_from_them(
+    service: WorkflowService, env: Environment, tmp_path: Path
+) -> None:
+    view = service.start(opts(policy_path=_windowed(tmp_path, "03:00", "04:00")))
+    assert view.auto_approved == [] and len(view.pending) == 2
+    staging = next(p["id"] for p in view.proposals if p["ref"]["namespace"] == "staging")
+    prod = next(p for p in view.pending if p != staging)
+    env.cluster.advance(3.5 * 3600)  # type: ignore[attr-defined]
+    service.decide(view.run_id, Decision(action="approve", actor="frank", proposal_ids=[prod]))
+    assert real_applies(fleet_state(env)) == [prod]  # frank left staging out; the policy does not add it
+    actions = [(e.action, e.actor) for e in service.audit.events(view.run_id) if e.proposal_id == staging]
+    assert ("rejected", "frank") in actions and not any(a == "auto_approved" for a, _ in actions)
