@@ -212,9 +212,11 @@ class Nodes:
             crash_point("gate:after_decision")
             if decision.action == "reject":
                 withdrawn, auto = auto, []
-        # Checked again when they would be applied, which only narrows the set (a window that closed).
+        # Checked again when they would be applied, which only narrows the set (a window that closed);
+        # an approval already recorded (a crash after it, then a re-run) stands.
         still = _allowed(policy, auto, env.now())
-        lapsed, auto = [p for p in auto if p not in still], still
+        kept = [p for p in auto if p in still or self.rt.audit.has("approved", p.id, run_id=run_id)]
+        lapsed, auto = [p for p in auto if p not in kept], kept
         approved = list(auto) + (resolve_decision(pending, decision) if decision else [])
         for p in lapsed:
             self.rt.audit.record(
