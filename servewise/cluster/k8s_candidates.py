@@ -19,7 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -43,7 +43,9 @@ DELETE_ATTEMPTS = 4
 def candidate_name(parsed: ParsedWorkload, config: ServingConfig) -> str:
     """A DNS-1035 label (Services need one: no dots) unique to this workload, config and moment."""
     digest = hashlib.sha256(config.model_dump_json().encode() + str(time.time_ns()).encode()).hexdigest()
-    base = re.sub(r"[^a-z0-9-]+", "-", parsed.name.lower())[:40].strip("-")
+    # a StatefulSet's pods carry a label of its name + an 11-character hash, at most 63 in all
+    keep = 30 if parsed.kind == "StatefulSet" else 40
+    base = re.sub(r"[^a-z0-9-]+", "-", parsed.name.lower())[:keep].strip("-")
     return f"sw-cand-{base}-{digest[:8]}"
 
 
@@ -59,14 +61,14 @@ def candidate_manifests(
     """The copy (one replica of ``config``) and the Service that fronts it."""
     if parsed.kind not in ("Deployment", "StatefulSet"):
         raise InputError(
-            f"{parsed.namespace}/{parsed.name} is a {parsed.kind}: candidate benchmarks copy Deployments"
-            " and StatefulSets; apply the candidate first (dry run + approval) or benchmark it on the twin",
+            f"{parsed.namespace}/{parsed.name} is a {parsed.kind}: benchmarks on a cluster run on a copy,"
+            " and only Deployments and StatefulSets are copied; benchmark it on the twin",
             field="config",
         )
     if obj.get("spec", {}).get("volumeClaimTemplates"):
         raise InputError(
             f"{parsed.namespace}/{parsed.name} claims volumes per replica (volumeClaimTemplates): a"
-            " candidate copy would leave claims behind; apply the candidate first or benchmark it on the twin",
+            " benchmark copy would leave claims behind; benchmark it on the twin",
             field="config",
         )
     new = desired_object(obj, parsed, config.with_changes(replicas=1), resolver, proposal_id=name)
@@ -95,7 +97,7 @@ def candidate_manifests(
     pod = spec["template"].setdefault("spec", {})
     pod.pop("priorityClassName", None)  # a benchmark must not preempt production pods for GPUs
     pod.pop("priority", None)
-    for container in pod.get("containers") or []:
+    for container in [*(pod.get("containers") or []), *(pod.get("initContainers") or [])]:
         for port in container.get("ports") or []:
             port.pop("hostPort", None)  # would clash with the original on the same node
     if parsed.kind == "StatefulSet":
@@ -103,7 +105,12 @@ def candidate_manifests(
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": name, "namespace": parsed.namespace, "labels": labels},
+        "metadata": {
+            "name": name,
+            "namespace": parsed.namespace,
+            "labels": labels,
+            "annotations": {EXPIRES_ANNOTATION: expires_at.isoformat(timespec="seconds")},
+        },
         "spec": {
             "selector": {CANDIDATE_LABEL: name},
             "ports": [{"name": "http", "port": parsed.port, "targetPort": parsed.port}],
@@ -142,56 +149,71 @@ class CandidateWorkloads:
     def delete(self, kind: str, namespace: str, name: str) -> bool:
         """Delete the copy and its Service, retrying what may pass (a timeout, a 5xx); what is already
         gone is fine. False (and a warning) when something could not be deleted: the caller keeps
-        its result or its own error, and the next benchmark in the namespace deletes the rest."""
-        resource, _, delete = self._workload_calls(kind)
-        done = True
-        for res, fn in ((resource, delete), ("services", self.api.core.delete_namespaced_service)):
-            try:
-                for attempt in Retrying(
-                    retry=retry_if_exception_type(RetryableError),
-                    stop=stop_after_attempt(DELETE_ATTEMPTS),
-                    wait=wait_exponential(multiplier=0.5, max=4.0),
-                    reraise=True,
-                ):
-                    with attempt:
-                        self.api.call(
-                            "delete", res, namespace, fn, name, namespace, name=name,
-                            propagation_policy="Background",
-                        )  # fmt: skip
-            except NotFoundError:
-                pass
-            except ServewiseError as exc:
-                done = False
-                log.warning(
-                    "could not delete benchmark copy %s %s/%s: %s (kubectl delete -n %s %s/%s)",
-                    res, namespace, name, exc, namespace, res, name,
-                )  # fmt: skip
-        return done
+        its result or its own error, and a later benchmark's sweep deletes the rest."""
+        return all([self._delete_one(kind, namespace, name), self._delete_one("Service", namespace, name)])
+
+    def _delete_one(self, kind: str, namespace: str, name: str) -> bool:
+        if kind == "Service":
+            res, fn = "services", self.api.core.delete_namespaced_service
+        else:
+            res, _, fn = self._workload_calls(kind)
+        try:
+            for attempt in Retrying(
+                retry=retry_if_exception_type(RetryableError),
+                stop=stop_after_attempt(DELETE_ATTEMPTS),
+                wait=wait_exponential(multiplier=0.5, max=4.0),
+                reraise=True,
+            ):
+                with attempt:
+                    self.api.call(
+                        "delete",
+                        res,
+                        namespace,
+                        fn,
+                        name,
+                        namespace,
+                        name=name,
+                        propagation_policy="Background",
+                    )
+        except NotFoundError:
+            pass
+        except ServewiseError as exc:
+            log.warning(
+                "could not delete benchmark copy %s %s/%s: %s (kubectl delete -n %s %s/%s)",
+                res, namespace, name, exc, namespace, res, name,
+            )  # fmt: skip
+            return False
+        return True
 
     def sweep(self, namespace: str, now: datetime) -> list[str]:
-        """Delete the copies in ``namespace`` whose ``servewise.io/expires-at`` has passed (left by
-        a process that was killed mid-benchmark); returns their names."""
+        """Delete the copies (and Services) in ``namespace`` whose ``servewise.io/expires-at`` has
+        passed, left by a process killed mid-benchmark; returns the names deleted. Only objects
+        servewise made are touched: ``managed-by=servewise``, a ``sw-cand-`` name equal to their
+        ``servewise.io/candidate`` label."""
+        selector = f"{CANDIDATE_LABEL},app.kubernetes.io/managed-by=servewise"
         swept = []
-        for kind, fn in (
-            ("Deployment", self.api.apps.list_namespaced_deployment),
-            ("StatefulSet", self.api.apps.list_namespaced_stateful_set),
+        for kind, resource, fn in (
+            ("Deployment", "deployments", self.api.apps.list_namespaced_deployment),
+            ("StatefulSet", "statefulsets", self.api.apps.list_namespaced_stateful_set),
+            ("Service", "services", self.api.core.list_namespaced_service),
         ):
-            listed = self.api.call(
-                "list",
-                self._workload_calls(kind)[0],
-                namespace,
-                fn,
-                namespace,
-                label_selector=CANDIDATE_LABEL,
-            )
+            listed = self.api.call("list", resource, namespace, fn, namespace, label_selector=selector)
             for item in listed.get("items", []):
                 meta = item.get("metadata") or {}
-                expires = (meta.get("annotations") or {}).get(EXPIRES_ANNOTATION, "")
-                try:
-                    expired = datetime.fromisoformat(expires) <= now
-                except ValueError:
-                    continue  # not ours to judge
-                if expired:
-                    self.delete(kind, namespace, str(meta["name"]))
-                    swept.append(str(meta["name"]))
+                name = str(meta.get("name", ""))
+                if not name.startswith("sw-cand-") or (meta.get("labels") or {}).get(CANDIDATE_LABEL) != name:
+                    continue
+                if _expired(
+                    (meta.get("annotations") or {}).get(EXPIRES_ANNOTATION), now
+                ) and self._delete_one(kind, namespace, name):
+                    swept.append(f"{resource}/{name}")
         return swept
+
+
+def _expired(stamp: str | None, now: datetime) -> bool:
+    """Whether an ``expires-at`` stamp has passed (a stamp without a zone is UTC; junk never expires)."""
+    try:
+        at = datetime.fromisoformat(stamp or "")
+    except ValueError:
+        return False
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)) <= now

@@ -64,6 +64,7 @@ from servewise.errors import (
     InputError,
     NotFoundError,
     RolloutError,
+    ServewiseError,
 )
 
 log = logging.getLogger(__name__)
@@ -422,11 +423,15 @@ class KubernetesCluster:
         if not self.candidate_benchmarks:
             raise InputError(
                 f"benchmarks on the cluster are off ({CANDIDATE_BENCHMARKS_ENV}=0); benchmark on the twin",
-                field="config",
+                source=CANDIDATE_BENCHMARKS_ENV,
             )
         self._check_allowed(request.ref)
         now = datetime.now(UTC)
-        swept = self.candidates.sweep(parsed.namespace, now)
+        try:
+            swept = self.candidates.sweep(parsed.namespace, now)
+        except ServewiseError as exc:  # housekeeping: never the reason a benchmark does not run
+            log.warning("could not sweep expired benchmark copies in %s: %s", parsed.namespace, exc)
+            swept = []
         if swept:
             log.warning("deleted expired benchmark copies in %s: %s", parsed.namespace, ", ".join(swept))
         name = candidate_name(parsed, config)

@@ -210,12 +210,22 @@ class Nodes:
             )
             decision = Decision.model_validate(answer)
             crash_point("gate:after_decision")
+            # a proposal the approver named decides as they said (it was pending when they saw it)
+            named = set(decision.proposal_ids or []) | set(decision.edits)
+            pending += [p for p in auto if p.id in named]
+            auto = [p for p in auto if p.id not in named]
             if decision.action == "reject":
                 withdrawn, auto = auto, []
         # Checked again when they would be applied, which only narrows the set (a window that closed);
-        # an approval already recorded (a crash after it, then a re-run) stands.
+        # a verdict already recorded for this run (a crash after it, then a re-run) stands.
         still = _allowed(policy, auto, env.now())
-        kept = [p for p in auto if p in still or self.rt.audit.has("approved", p.id, run_id=run_id)]
+
+        def recorded(action: str, p: Proposal) -> bool:
+            return self.rt.audit.has(action, p.id, run_id=run_id)
+
+        kept = [
+            p for p in auto if recorded("auto_approved", p) or (p in still and not recorded("rejected", p))
+        ]
         lapsed, auto = [p for p in auto if p not in kept], kept
         approved = list(auto) + (resolve_decision(pending, decision) if decision else [])
         for p in lapsed:

@@ -113,23 +113,52 @@ def test_the_deployed_config_runs_on_a_copy_too(
     assert args == original and copy["spec"]["replicas"] == 1
 
 
+def _left_behind(first: dict[str, Any], name: str, expires: str, **labels: str) -> dict[str, Any]:
+    meta = first["metadata"]
+    return {
+        **first,
+        "metadata": {
+            **meta,
+            "name": name,
+            "labels": {**meta["labels"], CANDIDATE_LABEL: name, **labels},
+            "annotations": {**meta["annotations"], EXPIRES: expires},
+        },
+    }
+
+
 def test_an_expired_copy_left_by_a_killed_run_is_deleted_by_the_next(
     cluster: KubernetesCluster, fleet: FaithfulEmulator
 ) -> None:
     seen = _record_creates(fleet)
     candidate = cluster.get_deployment(BIG).config.with_changes(max_num_seqs=48)
     cluster.run_benchmark(BenchmarkRequest(ref=BIG, config=candidate, workload=WORKLOAD, deadline_s=10))
-    [first] = seen["deployments"]
-    stale = {**first, "metadata": {**first["metadata"], "name": "sw-cand-llama-70b-stale000"}}
-    stale["metadata"]["annotations"] = {
-        **stale["metadata"]["annotations"],
-        EXPIRES: "2020-01-01T00:00:00+00:00",
-    }
-    live = {**first, "metadata": {**first["metadata"], "name": "sw-cand-llama-70b-live0000"}}
-    fleet.seed(stale)
-    fleet.seed(live)  # expires in the future: another process may be benchmarking on it
+    first, service = seen["deployments"][0], seen["services"][0]
+    past, future = "2020-01-01T00:00:00+00:00", "2999-01-01T00:00:00+00:00"
+    fleet.seed(_left_behind(first, "sw-cand-llama-70b-stale000", past))
+    fleet.seed(_left_behind(first, "sw-cand-llama-70b-naive000", "2020-01-01T00:00:00"))  # no zone: UTC
+    fleet.seed(_left_behind(service, "sw-cand-llama-70b-svc00000", past))  # its workload already gone
+    fleet.seed(_left_behind(first, "sw-cand-llama-70b-live0000", future))  # another run may be on it
+    fleet.seed(
+        _left_behind(first, "sw-cand-theirs-00000000", past, **{"app.kubernetes.io/managed-by": "helm"})
+    )
+    fleet.seed(_left_behind(first, "sw-cand-llama-70b-junk0000", "soon"))
     cluster.run_benchmark(BenchmarkRequest(ref=BIG, config=candidate, workload=WORKLOAD, deadline_s=10))
-    assert _live_candidates(fleet, "deployments") == ["sw-cand-llama-70b-live0000"]
+    assert sorted(_live_candidates(fleet, "deployments")) == [
+        "sw-cand-llama-70b-junk0000",
+        "sw-cand-llama-70b-live0000",
+        "sw-cand-theirs-00000000",
+    ]
+    assert _live_candidates(fleet, "services") == []
+
+
+def test_a_statefulset_copy_name_leaves_room_for_its_pods_revision_label(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    from servewise.cluster.k8s_candidates import candidate_name
+
+    parsed = cluster._parse_one(cluster._read(STS))
+    long = type(parsed)(**{**parsed.__dict__, "name": "qwen-32b-awq-" + "x" * 50})
+    assert len(candidate_name(long, parsed.config)) + 11 <= 63
 
 
 def test_deleting_a_copy_is_retried(cluster: KubernetesCluster, fleet: FaithfulEmulator) -> None:

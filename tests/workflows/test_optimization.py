@@ -248,3 +248,22 @@ def test_a_change_window_that_opens_while_a_person_decides_takes_nothing_from_th
     assert real_applies(fleet_state(env)) == [prod]  # frank left staging out; the policy does not add it
     actions = [(e.action, e.actor) for e in service.audit.events(view.run_id) if e.proposal_id == staging]
     assert ("rejected", "frank") in actions and not any(a == "auto_approved" for a, _ in actions)
+
+
+def test_a_proposal_the_approver_named_is_decided_as_they_said(
+    home: Path, env: Environment, tmp_path: Path
+) -> None:
+    """The policy file changed between the gate and the decision (read again by a new process): a
+    proposal that the person saw pending and named is theirs, not the policy's."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.replace("namespaces: [staging, production]", "namespaces: [production]"))
+    with WorkflowService(home=home, environment=env, llm=None) as svc:
+        view = svc.start(opts(policy_path=str(policy)))
+    staging = next(p["id"] for p in view.proposals if p["ref"]["namespace"] == "staging")
+    assert staging in view.pending
+    policy.write_text(POLICY)  # now the policy would allow staging's change
+    with WorkflowService(home=home, environment=env, llm=None) as svc:
+        done = svc.decide(view.run_id, Decision(action="reject", actor="frank", proposal_ids=[staging]))
+        actions = [(e.action, e.actor) for e in svc.audit.events(view.run_id) if e.proposal_id == staging]
+    assert done.status in ("rejected", "completed") and staging not in real_applies(fleet_state(env))
+    assert ("rejected", "frank") in actions and ("approved", "policy:staging-small") not in actions
