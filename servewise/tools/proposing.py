@@ -187,7 +187,7 @@ def build_proposal(out: Outcome, cluster: ClusterBackend | None) -> Proposal | N
     summary = (
         f"{describe(dep.config)} -> {describe(pick.config)}: ${out.current_cost_per_hour:.2f}/h -> "
         f"${pick.cost_per_hour:.2f}/h ({'saves' if saving >= 0 else 'adds'} ${abs(saving):.2f}/h) at "
-        f"{out.load.rate_per_s:.2f} req/s peak+headroom; before: "
+        f"{out.load.rate_per_s:.2f} req/s peak+headroom; the current config predicted at that load: "
         + ", ".join(f"{k}={v:.0f}" for k, v in before.items())
     )
     return Proposal(
