@@ -132,10 +132,12 @@ class KubeApi:
         *args: Any,
         name: str | None = None,
         raw: bool = False,
+        idempotent: bool = False,
         **kwargs: Any,
     ) -> Any:
-        """Call ``fn`` and return the decoded JSON body (or text when ``raw``); reads are retried."""
-        attempts = self.read_attempts if verb in READ_VERBS else 1
+        """Call ``fn`` and return the decoded JSON body (or text when ``raw``); reads, and writes the
+        caller marks ``idempotent`` (a delete), are retried."""
+        attempts = self.read_attempts if verb in READ_VERBS or idempotent else 1
         retrying = Retrying(
             retry=retry_if_exception_type(BackendUnavailableError),
             stop=stop_after_attempt(attempts),

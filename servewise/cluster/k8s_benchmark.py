@@ -118,20 +118,20 @@ def label_value(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63].strip("-_.")
 
 
+def unique_name(prefix: str, name: str, salt: str, keep: int = 40) -> str:
+    """``PREFIX-NAME-HASH``: a DNS-1035 label (lowercase, no dots) unique to ``salt`` and the moment,
+    with at most ``keep`` characters of ``name``."""
+    digest = hashlib.sha256(salt.encode() + str(time.time_ns()).encode()).hexdigest()[:8]
+    base = re.sub(r"[^a-z0-9-]+", "-", name.lower())[:keep].strip("-")
+    return f"{prefix}-{base}-{digest}"
+
+
 def job_name(ref_name: str, request: BenchmarkRequest) -> str:
-    digest = hashlib.sha256(request.model_dump_json().encode() + str(time.time_ns()).encode()).hexdigest()[:8]
-    base = re.sub(r"[^a-z0-9-]+", "-", ref_name.lower())[:40].strip("-")
-    return f"sw-bench-{base}-{digest}"
+    return unique_name("sw-bench", ref_name, request.model_dump_json())
 
 
 def build_job(
-    name: str,
-    namespace: str,
-    request: BenchmarkRequest,
-    parsed: ParsedWorkload,
-    base_url: str,
-    *,
-    image: str,
+    name: str, namespace: str, request: BenchmarkRequest, parsed: ParsedWorkload, base_url: str, *, image: str
 ) -> dict[str, Any]:
     """The Job that sends ``request`` (one replica's load) to the server behind ``base_url``."""
     hub_id = "/" in parsed.model_arg and not parsed.model_arg.startswith(("/", "."))
@@ -208,7 +208,6 @@ def to_result(
     source: str,
     started: datetime,
 ) -> BenchmarkResult:
-
     def pick(*keys: str) -> float:
         for key in keys:
             if key in metrics:
@@ -283,11 +282,7 @@ class BenchmarkRunner:
             finished = True
             text = self._logs(name)
             return to_result(
-                parse_bench_output(text),
-                request,
-                parsed,
-                f"job/{self.namespace}/{name}",
-                started,
+                parse_bench_output(text), request, parsed, f"job/{self.namespace}/{name}", started
             )
         finally:
             if not finished:  # timeout, failure or cancel (KeyboardInterrupt): leave nothing running

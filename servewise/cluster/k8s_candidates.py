@@ -14,22 +14,18 @@ benchmarks on the cluster off.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
-import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
 from servewise.cluster.k8s_api import KubeApi
-from servewise.cluster.k8s_benchmark import BENCHMARK_LABEL, label_value
+from servewise.cluster.k8s_benchmark import BENCHMARK_LABEL, label_value, unique_name
 from servewise.cluster.k8s_parsing import ParsedWorkload, Resolver
 from servewise.cluster.k8s_patching import desired_object
 from servewise.domain import ServingConfig
-from servewise.errors import InputError, NotFoundError, RetryableError, ServewiseError
+from servewise.errors import InputError, NotFoundError, ServewiseError
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +33,13 @@ CANDIDATE_LABEL = "servewise.io/candidate"
 CANDIDATE_CONFIG_ANNOTATION = "servewise.io/candidate-config"
 EXPIRES_ANNOTATION = "servewise.io/expires-at"
 CANDIDATE_BENCHMARKS_ENV = "SERVEWISE_CANDIDATE_BENCHMARKS"
-DELETE_ATTEMPTS = 4
 
 
 def candidate_name(parsed: ParsedWorkload, config: ServingConfig) -> str:
     """A DNS-1035 label (Services need one: no dots) unique to this workload, config and moment."""
-    digest = hashlib.sha256(config.model_dump_json().encode() + str(time.time_ns()).encode()).hexdigest()
     # a StatefulSet's pods carry a label of its name + an 11-character hash, at most 63 in all
     keep = 30 if parsed.kind == "StatefulSet" else 40
-    base = re.sub(r"[^a-z0-9-]+", "-", parsed.name.lower())[:keep].strip("-")
-    return f"sw-cand-{base}-{digest[:8]}"
+    return unique_name("sw-cand", parsed.name, config.model_dump_json(), keep)
 
 
 def candidate_manifests(
@@ -77,6 +70,7 @@ def candidate_manifests(
         BENCHMARK_LABEL: label_value(f"{parsed.namespace}.{parsed.name}"),
         "app.kubernetes.io/managed-by": "servewise",
     }
+    expires = expires_at.isoformat(timespec="seconds")
     # a fresh object: none of the original's server fields, annotations (proposal records) or owners
     new["apiVersion"], new["kind"] = "apps/v1", parsed.kind
     new["metadata"] = {
@@ -85,7 +79,7 @@ def candidate_manifests(
         "labels": labels,
         "annotations": {
             CANDIDATE_CONFIG_ANNOTATION: config.model_dump_json(),
-            EXPIRES_ANNOTATION: expires_at.isoformat(timespec="seconds"),
+            EXPIRES_ANNOTATION: expires,
         },
     }
     new.pop("status", None)
@@ -109,7 +103,7 @@ def candidate_manifests(
             "name": name,
             "namespace": parsed.namespace,
             "labels": labels,
-            "annotations": {EXPIRES_ANNOTATION: expires_at.isoformat(timespec="seconds")},
+            "annotations": {EXPIRES_ANNOTATION: expires},
         },
         "spec": {
             "selector": {CANDIDATE_LABEL: name},
@@ -119,32 +113,50 @@ def candidate_manifests(
     return new, service
 
 
+@dataclass(frozen=True)
+class _Calls:
+    """The API calls servewise makes on one kind of object a benchmark copy consists of."""
+
+    resource: str
+    create: Callable[..., Any]
+    delete: Callable[..., Any]
+    list: Callable[..., Any]
+
+
 class CandidateWorkloads:
-    """Create and delete candidate copies (and their Services) through ``api``."""
+    """Create and delete benchmark copies (and their Services) through ``api``."""
 
     def __init__(self, api: KubeApi) -> None:
         self.api = api
-
-    def _workload_calls(self, kind: str) -> tuple[str, Callable[..., Any], Callable[..., Any]]:
-        if kind == "StatefulSet":
-            return (
+        apps, core = api.apps, api.core
+        self.calls = {
+            "Deployment": _Calls(
+                "deployments",
+                apps.create_namespaced_deployment,
+                apps.delete_namespaced_deployment,
+                apps.list_namespaced_deployment,
+            ),
+            "StatefulSet": _Calls(
                 "statefulsets",
-                self.api.apps.create_namespaced_stateful_set,
-                self.api.apps.delete_namespaced_stateful_set,
-            )
-        return (
-            "deployments",
-            self.api.apps.create_namespaced_deployment,
-            self.api.apps.delete_namespaced_deployment,
-        )
+                apps.create_namespaced_stateful_set,
+                apps.delete_namespaced_stateful_set,
+                apps.list_namespaced_stateful_set,
+            ),
+            "Service": _Calls(
+                "services",
+                core.create_namespaced_service,
+                core.delete_namespaced_service,
+                core.list_namespaced_service,
+            ),
+        }
 
     def create(self, workload: dict[str, Any], service: dict[str, Any]) -> None:
         """Dry-run the workload on the server, then create it and its Service."""
-        kind, ns = workload["kind"], workload["metadata"]["namespace"]
-        resource, create, _ = self._workload_calls(kind)
-        self.api.call("create", resource, ns, create, ns, workload, dry_run="All")
-        self.api.call("create", resource, ns, create, ns, workload)
-        self.api.call("create", "services", ns, self.api.core.create_namespaced_service, ns, service)
+        ns = workload["metadata"]["namespace"]
+        kind, svc = self.calls[workload["kind"]], self.calls["Service"]
+        self.api.call("create", kind.resource, ns, kind.create, ns, workload, dry_run="All")
+        self.api.call("create", kind.resource, ns, kind.create, ns, workload)
+        self.api.call("create", svc.resource, ns, svc.create, ns, service)
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
         """Delete the copy and its Service, retrying what may pass (a timeout, a 5xx); what is already
@@ -153,34 +165,18 @@ class CandidateWorkloads:
         return all([self._delete_one(kind, namespace, name), self._delete_one("Service", namespace, name)])
 
     def _delete_one(self, kind: str, namespace: str, name: str) -> bool:
-        if kind == "Service":
-            res, fn = "services", self.api.core.delete_namespaced_service
-        else:
-            res, _, fn = self._workload_calls(kind)
+        calls = self.calls[kind]
         try:
-            for attempt in Retrying(
-                retry=retry_if_exception_type(RetryableError),
-                stop=stop_after_attempt(DELETE_ATTEMPTS),
-                wait=wait_exponential(multiplier=0.5, max=4.0),
-                reraise=True,
-            ):
-                with attempt:
-                    self.api.call(
-                        "delete",
-                        res,
-                        namespace,
-                        fn,
-                        name,
-                        namespace,
-                        name=name,
-                        propagation_policy="Background",
-                    )
+            self.api.call(
+                "delete", calls.resource, namespace, calls.delete, name, namespace,
+                name=name, idempotent=True, propagation_policy="Background",
+            )  # fmt: skip
         except NotFoundError:
             pass
         except ServewiseError as exc:
             log.warning(
                 "could not delete benchmark copy %s %s/%s: %s (kubectl delete -n %s %s/%s)",
-                res, namespace, name, exc, namespace, res, name,
+                calls.resource, namespace, name, exc, namespace, calls.resource, name,
             )  # fmt: skip
             return False
         return True
@@ -192,21 +188,18 @@ class CandidateWorkloads:
         ``servewise.io/candidate`` label."""
         selector = f"{CANDIDATE_LABEL},app.kubernetes.io/managed-by=servewise"
         swept = []
-        for kind, resource, fn in (
-            ("Deployment", "deployments", self.api.apps.list_namespaced_deployment),
-            ("StatefulSet", "statefulsets", self.api.apps.list_namespaced_stateful_set),
-            ("Service", "services", self.api.core.list_namespaced_service),
-        ):
-            listed = self.api.call("list", resource, namespace, fn, namespace, label_selector=selector)
+        for kind, calls in self.calls.items():
+            listed = self.api.call(
+                "list", calls.resource, namespace, calls.list, namespace, label_selector=selector
+            )
             for item in listed.get("items", []):
                 meta = item.get("metadata") or {}
                 name = str(meta.get("name", ""))
                 if not name.startswith("sw-cand-") or (meta.get("labels") or {}).get(CANDIDATE_LABEL) != name:
                     continue
-                if _expired(
-                    (meta.get("annotations") or {}).get(EXPIRES_ANNOTATION), now
-                ) and self._delete_one(kind, namespace, name):
-                    swept.append(f"{resource}/{name}")
+                expires = (meta.get("annotations") or {}).get(EXPIRES_ANNOTATION)
+                if _expired(expires, now) and self._delete_one(kind, namespace, name):
+                    swept.append(f"{calls.resource}/{name}")
         return swept
 
 
