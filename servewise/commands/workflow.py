@@ -82,14 +82,14 @@ def _print_view(view: Any) -> None:
         out_console.print(f"dropped {d['proposal']['id']}: {d['reason']}", markup=False, soft_wrap=True)
     for note in view.notes:
         out_console.print(f"note: {note}", markup=False, soft_wrap=True)
-    if view.status == "awaiting_approval" and view.auto_approved:
-        out_console.print(
-            f"auto-approved by the policy (applied when the run is approved, withdrawn if it is rejected): "
-            f"{', '.join(view.auto_approved)}",
-            markup=False,
-            soft_wrap=True,
-        )
     if view.status == "awaiting_approval":
+        if view.auto_approved:
+            out_console.print(
+                f"auto-approved by the policy (applied when the run is approved, withdrawn if it is rejected): "
+                f"{', '.join(view.auto_approved)}",
+                markup=False,
+                soft_wrap=True,
+            )
         out_console.print(
             f"approve: servewise approve {view.run_id} --as NAME   reject: servewise reject {view.run_id} --reason TEXT"
         )

@@ -228,41 +228,30 @@ class Nodes:
         ]
         lapsed, auto = [p for p in auto if p not in kept], kept
         approved = list(auto) + (resolve_decision(pending, decision) if decision else [])
+        policy_actor = policy.actor if policy else SYSTEM_ACTOR
+
+        def verdict(action: str, actor: str, p: Proposal, **details: Any) -> None:
+            self.rt.audit.record(run_id, action, actor, proposal_id=p.id, once=True, details=details)
+
         for p in lapsed:
-            self.rt.audit.record(
-                run_id,
+            verdict(
                 "rejected",
-                policy.actor if policy else SYSTEM_ACTOR,
-                proposal_id=p.id,
-                once=True,
-                details={
-                    "comment": "the auto-approve policy no longer allows it (its change window closed?)"
-                },
+                policy_actor,
+                p,
+                comment="the auto-approve policy no longer allows it (its change window closed?)",
             )
-        for p in withdrawn:
-            self.rt.audit.record(
-                run_id,
+        for p in withdrawn:  # only a decision withdraws
+            assert decision is not None
+            verdict(
                 "rejected",
-                decision.actor if decision else SYSTEM_ACTOR,
-                proposal_id=p.id,
-                once=True,
-                details={
-                    "comment": decision.comment if decision else "",
-                    "withdrawn": "the run was rejected: the auto-approve policy's approval is withdrawn",
-                },
+                decision.actor,
+                p,
+                comment=decision.comment,
+                withdrawn="the run was rejected: the auto-approve policy's approval is withdrawn",
             )
         for p in auto:
-            self.rt.audit.record(
-                run_id, "auto_approved", policy.actor if policy else SYSTEM_ACTOR, proposal_id=p.id, once=True
-            )
-            self.rt.audit.record(
-                run_id,
-                "approved",
-                policy.actor if policy else SYSTEM_ACTOR,
-                proposal_id=p.id,
-                once=True,
-                details={"comment": "within the auto-approve policy"},
-            )
+            verdict("auto_approved", policy_actor, p)
+            verdict("approved", policy_actor, p, comment="within the auto-approve policy")
         if decision is not None:
             approved_ids = {p.id for p in approved}
             for p in pending:
@@ -271,14 +260,7 @@ class Nodes:
                 details: dict[str, Any] = {"comment": decision.comment}
                 if edited is not None:
                     details["edits"] = decision.edits.get(p.id, {})
-                self.rt.audit.record(
-                    run_id,
-                    "approved" if ok else "rejected",
-                    decision.actor,
-                    proposal_id=p.id,
-                    once=True,
-                    details=details,
-                )
+                verdict("approved" if ok else "rejected", decision.actor, p, **details)
         status = "approved" if approved else "rejected"
         self._status(state, status)
         return {
