@@ -14,7 +14,7 @@ from test_benchmark import SUMMARY, WORKLOAD, job_controller
 from servewise.cluster.k8s_candidates import CANDIDATE_LABEL
 from servewise.cluster.k8s_candidates import EXPIRES_ANNOTATION as EXPIRES
 from servewise.cluster.kubernetes import KubernetesCluster
-from servewise.domain import BenchmarkRequest, DeploymentRef
+from servewise.domain import BenchmarkRequest, BenchmarkResult, DeploymentRef
 from servewise.errors import ForbiddenError, InputError, RolloutError
 
 BIG = DeploymentRef(name="llama-70b", namespace="llm-serving")
@@ -42,6 +42,16 @@ def _live_candidates(fleet: FaithfulEmulator, plural: str) -> list[str]:
 
 def _created(fleet: FaithfulEmulator, plural: str, dry: bool = False) -> int:
     return sum(1 for c in fleet.calls if c.verb == "create" and c.resource == plural and c.dry_run == dry)
+
+
+def _run_candidate(
+    cluster: KubernetesCluster, ref: DeploymentRef = BIG, deadline_s: float = 10, **changes: Any
+) -> BenchmarkResult:
+    """Benchmark the deployed config of ``ref`` with ``changes`` (default: 48 sequences)."""
+    candidate = cluster.get_deployment(ref).config.with_changes(**(changes or {"max_num_seqs": 48}))
+    return cluster.run_benchmark(
+        BenchmarkRequest(ref=ref, config=candidate, workload=WORKLOAD, deadline_s=deadline_s)
+    )
 
 
 def test_a_candidate_runs_on_a_temporary_copy_that_is_deleted_after(
@@ -86,8 +96,7 @@ def test_a_statefulset_candidate_is_a_statefulset_copy(
     cluster: KubernetesCluster, fleet: FaithfulEmulator
 ) -> None:
     seen = _record_creates(fleet)
-    candidate = cluster.get_deployment(STS).config.with_changes(max_num_batched_tokens=8192)
-    cluster.run_benchmark(BenchmarkRequest(ref=STS, config=candidate, workload=WORKLOAD, deadline_s=10))
+    _run_candidate(cluster, STS, max_num_batched_tokens=8192)
     [copy] = seen["statefulsets"]
     assert copy["spec"]["serviceName"] == copy["metadata"]["name"] and copy["spec"]["replicas"] == 1
     assert _live_candidates(fleet, "statefulsets") == [] and _live_candidates(fleet, "services") == []
@@ -130,8 +139,7 @@ def test_an_expired_copy_left_by_a_killed_run_is_deleted_by_the_next(
     cluster: KubernetesCluster, fleet: FaithfulEmulator
 ) -> None:
     seen = _record_creates(fleet)
-    candidate = cluster.get_deployment(BIG).config.with_changes(max_num_seqs=48)
-    cluster.run_benchmark(BenchmarkRequest(ref=BIG, config=candidate, workload=WORKLOAD, deadline_s=10))
+    _run_candidate(cluster)
     first, service = seen["deployments"][0], seen["services"][0]
     past, future = "2020-01-01T00:00:00+00:00", "2999-01-01T00:00:00+00:00"
     fleet.seed(_left_behind(first, "sw-cand-llama-70b-stale000", past))
@@ -142,7 +150,7 @@ def test_an_expired_copy_left_by_a_killed_run_is_deleted_by_the_next(
         _left_behind(first, "sw-cand-theirs-00000000", past, **{"app.kubernetes.io/managed-by": "helm"})
     )
     fleet.seed(_left_behind(first, "sw-cand-llama-70b-junk0000", "soon"))
-    cluster.run_benchmark(BenchmarkRequest(ref=BIG, config=candidate, workload=WORKLOAD, deadline_s=10))
+    _run_candidate(cluster)
     assert sorted(_live_candidates(fleet, "deployments")) == [
         "sw-cand-llama-70b-junk0000",
         "sw-cand-llama-70b-live0000",
@@ -164,10 +172,7 @@ def test_a_statefulset_copy_name_leaves_room_for_its_pods_revision_label(
 def test_deleting_a_copy_is_retried(cluster: KubernetesCluster, fleet: FaithfulEmulator) -> None:
     _record_creates(fleet)
     fleet.controls.faults.append(Fault(verb="delete", resource="deployments", status=503, times=2))
-    candidate = cluster.get_deployment(BIG).config.with_changes(max_num_seqs=48)
-    result = cluster.run_benchmark(
-        BenchmarkRequest(ref=BIG, config=candidate, workload=WORKLOAD, deadline_s=10)
-    )
+    result = _run_candidate(cluster)
     assert result.completed == 198 and _live_candidates(fleet, "deployments") == []
 
 
@@ -193,9 +198,8 @@ def test_a_candidate_that_never_gets_ready_is_deleted_and_not_benchmarked(
     fleet.controls.auto_rollout = False
     fleet.controls.on_create["jobs"] = job_controller(SUMMARY)
     cluster.candidate_ready_s = 0.3
-    candidate = cluster.get_deployment(BIG).config.with_changes(max_num_seqs=48)
     with pytest.raises(RolloutError, match="sw-cand-llama-70b-"):
-        cluster.run_benchmark(BenchmarkRequest(ref=BIG, config=candidate, workload=WORKLOAD, deadline_s=10))
+        _run_candidate(cluster)
     assert _created(fleet, "jobs") == 0
     assert _live_candidates(fleet, "deployments") == [] and _live_candidates(fleet, "services") == []
 
@@ -205,17 +209,15 @@ def test_candidate_benchmarks_can_be_switched_off(
 ) -> None:
     monkeypatch.setenv("SERVEWISE_CANDIDATE_BENCHMARKS", "0")
     off = KubernetesCluster(context="kmock", poll_interval_s=0.05)
-    candidate = off.get_deployment(BIG).config.with_changes(max_num_seqs=48)
     with pytest.raises(InputError, match="SERVEWISE_CANDIDATE_BENCHMARKS=0"):
-        off.run_benchmark(BenchmarkRequest(ref=BIG, config=candidate, workload=WORKLOAD))
+        _run_candidate(off)
     assert not [c for c in fleet.calls if c.verb == "create"]
 
 
 def test_a_workload_outside_the_allowed_namespaces_gets_no_copy(fleet: FaithfulEmulator) -> None:
     fenced = KubernetesCluster(context="kmock", allowed_namespaces=["team-a"], poll_interval_s=0.05)
-    candidate = fenced.get_deployment(BIG).config.with_changes(max_num_seqs=48)
     with pytest.raises(ForbiddenError, match="llm-serving"):
-        fenced.run_benchmark(BenchmarkRequest(ref=BIG, config=candidate, workload=WORKLOAD))
+        _run_candidate(fenced)
     assert not [c for c in fleet.calls if c.verb == "create"]
 
 
