@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,10 +12,13 @@ from servewise.domain import DeploymentRef
 from servewise.telemetry.openmetrics import HistoryExport, history_twin, write_history
 from servewise.testing.prometheus import PrometheusServer, PrometheusUnavailable, binaries
 
+# A fixed end (in the past: the head block must not overlap the backfill): the twin's traffic follows
+# its clock's time of day, so a wall-clock end made every run read a different history.
+END_S = datetime(2026, 1, 5, 12, 0, tzinfo=UTC).timestamp()
 HOURS = 2.0
 STEP_S = 30.0
-DROPPED_NAMESPACE = "legal"
-ROLLED = "search/rag-search"  # rolled out mid-window: its old pods' series go stale  # its DCGM exporter "failed": its GPU series are absent from the history
+DROPPED_NAMESPACE = "legal"  # its DCGM exporter "failed": its GPU series are absent from the history
+ROLLED = "search/rag-search"  # rolled out mid-window: its old pods' series go stale
 
 
 def need_prometheus() -> None:
@@ -39,7 +42,7 @@ def backfilled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backfilled]
     """2 h of `demo` history backfilled into a real Prometheus; the twin stands at its end."""
     need_prometheus()
     out: Path = tmp_path_factory.mktemp("history") / "demo.om"
-    end = time.time() - 120  # a little in the past: the head block must not overlap the backfill
+    end = END_S
     sim = history_twin("demo", hours=HOURS, step_s=STEP_S, end_s=end)
 
     def drop(name: str, labels: tuple[tuple[str, str], ...]) -> bool:
