@@ -134,9 +134,17 @@ class PrometheusSource:
                 else:
                     tel.signals[sig] = value
                     tel.evidence[sig] = SignalEvidence(query=plan.queries[sig], window=window)
+            pods: set[str] = set()
             for sig, by_pod in per_pod.items():  # pod/<pod>/<signal>
                 for pod, value in sorted(by_pod.get((ns, dep), {}).items()):
                     tel.signals[f"{POD_PREFIX}{pod}/{sig[len(POD_PREFIX) :]}"] = value
+                    pods.add(pod)
+            if tel.replicas is not None and len(pods) > tel.replicas:
+                tel.notes.append(
+                    f"pods replaced within the {window} window ({len(pods)} pods' series for {tel.replicas} "
+                    "replicas): rate() extrapolates each series that began or ended inside it on its own, "
+                    "so a p99 can read a histogram bucket high"
+                )
             deployments.append(tel)
         return TelemetrySnapshot(
             source=self.name,

@@ -143,4 +143,8 @@ class PromQLBuilder:
             pods["requests_running"] = (
                 f"sum by (namespace, deployment, pod) ({self._engine(n.running, 'avg_over_time', window)})"
             )
+        if n.requests:  # every pod that served requests in the window, replaced ones included
+            pods["request_rate_per_s"] = (
+                f"sum by (namespace, deployment, pod) ({self._engine(n.requests, 'rate', window)})"
+            )
         return QueryPlan(queries=q, replicas_query=replicas, pod_queries=pods)

@@ -39,8 +39,8 @@ def _prom_snapshot(b: Any, window: str = "15m", **kwargs: object) -> TelemetrySn
 def test_prometheus_and_the_twin_agree_within_5_percent(backfilled: Any) -> None:
     prom = _prom_snapshot(backfilled)
     sim = SimTelemetrySource(backfilled.sim).snapshot(window="15m")
-    # one per signal + replicas + running requests per pod, whatever the fleet size
-    assert prom.queries == len(SIGNALS) + 2
+    # one per signal + replicas + running requests and request rate per pod, whatever the fleet size
+    assert prom.queries == len(SIGNALS) + 3
     assert {(d.namespace, d.deployment) for d in prom.deployments} == {
         (d.namespace, d.deployment) for d in sim.deployments
     }
@@ -50,10 +50,12 @@ def test_prometheus_and_the_twin_agree_within_5_percent(backfilled: Any) -> None
         assert s is not None and p.replicas == s.replicas
         pods = {k: v for k, v in p.signals.items() if k.startswith(POD_PREFIX)}
         if f"{p.namespace}/{p.deployment}" != backfilled.rolled:
-            # each pod's window average (the twin keeps no per-pod history to compare with); over a
-            # window with the same pods throughout they add up to the deployment's
-            assert len(pods) == p.replicas, p.deployment
-            assert sum(pods.values()) == pytest.approx(p.signals["requests_running"], rel=1e-6)
+            # each pod's window average and rate (the twin keeps no per-pod history to compare with);
+            # over a window with the same pods throughout they add up to the deployment's
+            for signal in ("requests_running", "request_rate_per_s"):
+                per_pod = [v for k, v in pods.items() if k.endswith(f"/{signal}")]
+                assert len(per_pod) == p.replicas, (p.deployment, signal)
+                assert sum(per_pod) == pytest.approx(p.signals[signal], rel=1e-6)
         for name, value in p.signals.items():
             if name in pods:
                 continue
@@ -131,6 +133,9 @@ def test_pods_replaced_mid_window_still_count_and_stale_ones_drop_out(backfilled
     prom = _prom_snapshot(backfilled).for_deployment(name, ns)
     sim = SimTelemetrySource(backfilled.sim).snapshot(window="15m").for_deployment(name, ns)
     assert prom is not None and sim is not None and prom.replicas == 2
+    assert any("pods replaced within the 15m window (4 pods' series" in n for n in prom.notes), prom.notes
+    steady = _prom_snapshot(backfilled).for_deployment("chat-assistant", "chat")
+    assert steady is not None and not any("pods replaced" in n for n in steady.notes)
     for signal in ("request_rate_per_s", "generation_tokens_per_s", "ttft_p50_ms", "itl_p50_ms"):
         assert prom.signals[signal] == pytest.approx(sim.signals[signal], rel=0.05), signal
     # A p99 sits in sparse tail buckets, and rate() extrapolates each bucket series that begins or

@@ -222,6 +222,17 @@ def test_replica_imbalance_and_missing_pod_data() -> None:
     no_pods = make(drop=("pod/llm-a/requests_running", "pod/llm-b/requests_running"))
     assert "replica_imbalance" not in kinds(no_pods)
     assert any("per-pod" in n for n in coverage_notes(no_pods))
+    rates_only = make(
+        {"pod/llm-a/request_rate_per_s": 1.0, "pod/llm-b/request_rate_per_s": 1.2},
+        drop=("pod/llm-a/requests_running", "pod/llm-b/requests_running"),
+    )  # per-pod request rates say nothing about running requests: still not assessed
+    assert any("per-pod" in n for n in coverage_notes(rates_only))
+    assert inp.telemetry is not None
+    inp.telemetry.notes.append("pods replaced within the 15m window (4 pods' series for 2 replicas): ...")
+    assert any(
+        n.endswith(": pods replaced within the 15m window (4 pods' series for 2 replicas): ...")
+        for n in coverage_notes(inp)
+    )
 
 
 def test_wrong_gpu_class() -> None:

@@ -110,7 +110,7 @@ def coverage_notes(inp: AnalysisInput) -> list[str]:
     notes = []
     if inp.telemetry is None:
         notes.append(f"{inp.deployment.ref.key}: no telemetry; only rollout health was checked")
-    elif inp.replicas() > 1 and len(inp.pod_signals()) < 2:
+    elif inp.replicas() > 1 and sum("requests_running" in s for s in inp.pod_signals().values()) < 2:
         notes.append(
             f"{inp.deployment.ref.key}: replica imbalance not assessed: the snapshot has no per-pod series"
         )
@@ -118,4 +118,6 @@ def coverage_notes(inp: AnalysisInput) -> list[str]:
         notes.append(f"{inp.deployment.ref.key}: no SLO declared; SLO and slack checks skipped")
     if inp.telemetry is not None and inp.telemetry.missing:
         notes.append(f"{inp.deployment.ref.key}: missing signals {sorted(inp.telemetry.missing)}")
+    if inp.telemetry is not None:  # the source's caveats (pods replaced in the window, a short history)
+        notes.extend(f"{inp.deployment.ref.key}: {n}" for n in inp.telemetry.notes)
     return notes
