@@ -15,6 +15,8 @@ FATAL_WAITING = {
     "InvalidImageName",
     "CreateContainerConfigError",
 }
+# Pod events that say a node is being added for the pod: the cluster autoscaler's, Karpenter's.
+NODE_COMING = {"TriggeredScaleUp", "Nominated"}
 WARNING_REASONS = {
     "FailedScheduling",
     "BackOff",
@@ -111,3 +113,17 @@ def pod_problems(
                 f"event {involved.get('name')}: {event.get('reason')}: {event.get('message', '')}"
             )
     return list(dict.fromkeys(problems)), fatal
+
+
+def scheduling_stall(pods: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]]) -> str | None:
+    """The scheduler's word on the first pod it cannot place, unless a node is coming for that pod
+    (waiting helps); None when every pod is placed or has a node coming."""
+    scaling = {(e.get("involvedObject") or {}).get("name") for e in events if e.get("reason") in NODE_COMING}
+    for pod in pods:
+        name = str(pod.get("metadata", {}).get("name"))
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and name not in scaling:
+                return f"pod {name}: {cond.get('reason', 'Unschedulable')}: {cond.get('message', '')}".rstrip(
+                    ": "
+                )
+    return None

@@ -45,7 +45,7 @@ from servewise.cluster.k8s_patching import (
     diff,
     restored_object,
 )
-from servewise.cluster.k8s_rollout import evaluate_rollout, pod_problems
+from servewise.cluster.k8s_rollout import evaluate_rollout, pod_problems, scheduling_stall
 from servewise.domain import (
     ApplyResult,
     BenchmarkRequest,
@@ -100,6 +100,7 @@ class KubernetesCluster:
         benchmark_image: str = "vllm/vllm-openai:latest",
         candidate_benchmarks: bool | None = None,
         candidate_ready_s: float = 1200.0,
+        candidate_unschedulable_s: float = 300.0,
     ) -> None:
         self.name = f"k8s:{context}" if context else "k8s"
         self.api = KubeApi(api_client or load_api_client(context), request_timeout_s=request_timeout_s)
@@ -124,6 +125,8 @@ class KubernetesCluster:
             not in ("0", "false", "no", "off")
         )
         self.candidate_ready_s = candidate_ready_s  # a model server's image pull + weights load
+        # a copy no node can take (GPUs all used, no autoscaler scale-up) gives up early
+        self.candidate_unschedulable_s = candidate_unschedulable_s
         self.candidates = CandidateWorkloads(self.api)
 
     # -- discovery ---------------------------------------------------------------------------------
@@ -393,17 +396,39 @@ class KubernetesCluster:
         problems, fatal = pod_problems(pods, events)
         reason = status.reason or (fatal[0] if fatal else None)
         return status.model_copy(
-            update={"events": problems, "failed": status.failed or bool(fatal), "reason": reason}
+            update={
+                "events": problems,
+                "failed": status.failed or bool(fatal),
+                "reason": reason,
+                "unschedulable": scheduling_stall(pods, events),
+            }
         )
 
-    def wait_for_rollout(self, ref: DeploymentRef, *, timeout_s: float = 600) -> RolloutStatus:
+    def wait_for_rollout(
+        self, ref: DeploymentRef, *, timeout_s: float = 600, unschedulable_s: float | None = None
+    ) -> RolloutStatus:
+        """Until done, failed or ``timeout_s``; with ``unschedulable_s``, also give up once a pod has
+        stayed unplaceable that long with no cluster-autoscaler scale-up under way for it."""
         deadline = time.monotonic() + timeout_s
+        stalled_since: float | None = None
         while True:
             status = self.rollout_status(ref)
             if status.done:
                 return status
             if status.failed:
                 raise RolloutError(f"rollout of {ref.key} failed: {status.reason}", events=status.events)
+            now = time.monotonic()
+            stalled_since = (stalled_since or now) if status.unschedulable else None
+            if (
+                unschedulable_s is not None
+                and stalled_since is not None
+                and now - stalled_since >= unschedulable_s
+            ):
+                raise RolloutError(
+                    f"{ref.key} cannot be scheduled ({status.unschedulable}); no cluster-autoscaler scale-up "
+                    f"for it after {now - stalled_since:.0f}s",
+                    events=status.events,
+                )
             if time.monotonic() >= deadline:
                 raise RolloutError(
                     f"rollout of {ref.key} stalled after {timeout_s:g}s: updated {status.updated_replicas}/"
@@ -440,7 +465,9 @@ class KubernetesCluster:
         ref = DeploymentRef(name=name, namespace=parsed.namespace, kind=parsed.kind)
         try:
             self.candidates.create(workload, service)
-            self.wait_for_rollout(ref, timeout_s=self.candidate_ready_s)
+            self.wait_for_rollout(
+                ref, timeout_s=self.candidate_ready_s, unschedulable_s=self.candidate_unschedulable_s
+            )
             copy = self._parse_one(self._read(ref))
             result = self.benchmarks.run(request, copy, [service], poll_interval_s=self.poll_interval_s)
         finally:

@@ -78,6 +78,10 @@ class RolloutStatus(BaseModel):
     events: list[str] = Field(default_factory=list)
     failed: bool = False
     reason: str | None = None
+    unschedulable: str | None = Field(
+        default=None,
+        description="a pod the scheduler cannot place and no cluster-autoscaler scale-up is under way for",
+    )
 
 
 class BenchmarkRequest(BaseModel):

@@ -4,6 +4,7 @@ the benchmark Job against it, and nothing left behind (the real client over HTTP
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import kubernetes_validate
@@ -293,3 +294,83 @@ def test_the_optimizer_benchmarks_candidates_on_the_cluster(
         == int(c["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
     ][:1]
     assert copy["spec"]["replicas"] == 1
+
+
+def _pending_pod_controller(scale_up: bool) -> Any:
+    """Plays the Deployment controller for a copy no node can take: one pod the scheduler cannot
+    place, with the cluster autoscaler's TriggeredScaleUp event for it when ``scale_up``."""
+
+    def create(emu: FaithfulEmulator, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        if obj["kind"] != "Deployment" or CANDIDATE_LABEL not in meta.get("labels", {}):
+            return
+        pod = f"{meta['name']}-abc12"
+        message = (
+            "0/5 nodes are available: 3 Insufficient nvidia.com/gpu, 2 node(s) didn't match node affinity."
+        )
+        emu.seed(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": pod,
+                    "namespace": meta["namespace"],
+                    "labels": obj["spec"]["template"]["metadata"]["labels"],
+                },
+                "spec": {"containers": [{"name": "vllm", "image": "x"}]},
+                "status": {
+                    "phase": "Pending",
+                    "conditions": [
+                        {
+                            "type": "PodScheduled",
+                            "status": "False",
+                            "reason": "Unschedulable",
+                            "message": message,
+                        }
+                    ],
+                },
+            }
+        )
+        reason, kind = ("TriggeredScaleUp", "Normal") if scale_up else ("FailedScheduling", "Warning")
+        emu.seed(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": f"{pod}.1", "namespace": meta["namespace"]},
+                "involvedObject": {"kind": "Pod", "name": pod},
+                "type": kind,
+                "reason": reason,
+                "message": "pod triggered scale-up: [gpu-h100 1->2 (max: 4)]" if scale_up else message,
+            }
+        )
+
+    return create
+
+
+def test_a_copy_no_node_can_take_gives_up_early_and_is_deleted(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    fleet.controls.auto_rollout = False
+    fleet.controls.on_create["deployments"] = _pending_pod_controller(scale_up=False)
+    fleet.controls.on_create["jobs"] = job_controller(SUMMARY)
+    cluster.candidate_ready_s, cluster.candidate_unschedulable_s = 60, 0.3
+    started = time.monotonic()
+    with pytest.raises(
+        RolloutError, match=r"cannot be scheduled .*Insufficient nvidia.com/gpu.*no cluster-autoscaler"
+    ):
+        _run_candidate(cluster)
+    assert time.monotonic() - started < 30  # not the 60 s ready deadline
+    assert _created(fleet, "jobs") == 0
+    assert _live_candidates(fleet, "deployments") == [] and _live_candidates(fleet, "services") == []
+
+
+def test_a_copy_waits_for_a_node_the_autoscaler_is_adding(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    fleet.controls.auto_rollout = False
+    fleet.controls.on_create["deployments"] = _pending_pod_controller(scale_up=True)
+    cluster.candidate_ready_s, cluster.candidate_unschedulable_s = 1.0, 0.1
+    with pytest.raises(RolloutError, match="stalled after 1s") as info:
+        _run_candidate(cluster)
+    assert any("Unschedulable" in e for e in info.value.events)
+    assert _live_candidates(fleet, "deployments") == []
