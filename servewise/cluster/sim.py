@@ -18,7 +18,7 @@ import numpy as np
 
 from servewise.cluster import sim_ops
 from servewise.cluster.sim_engine import TruthModel, power_w, stable_seed
-from servewise.cluster.sim_metrics import GAUGES, LAYOUT, History, LatencyDraw, draw_step
+from servewise.cluster.sim_metrics import GAUGES, LAYOUT, History, LatencyDraw, LengthDraw, draw_step
 from servewise.cluster.sim_pods import PodRuntime, make_pods, place
 from servewise.cluster.sim_scenario import DeploymentSpec, Scenario, load_scenario
 from servewise.cluster.sim_state import DeploymentState, TwinState, load_state, save_state, state_file
@@ -159,6 +159,7 @@ class SimCluster:
             self._rebuild_pods()
         noise = self.scenario.truth.noise
         rng = np.random.default_rng(stable_seed("step", self.seed, round(t * 1000)))
+        length_rng = np.random.default_rng(stable_seed("lengths", self.seed, round(t * 1000)))
         gauges = np.zeros((len(self.keys), len(GAUGES)))
         for i, key in enumerate(self.keys):
             spec, pods = self.specs[key], self.pods[key]
@@ -187,6 +188,7 @@ class SimCluster:
                     load=per_replica / st.capacity_rate_per_s if st.capacity_rate_per_s > 0 else 1.0,
                     output_cv=load.output_len.std / mean_out if load.output_len.kind != "fixed" else 0.0,
                 )
+            lengths = LengthDraw.of(load.input_len, load.output_len, length_rng)
             for pod in pods:
                 share = float(np.exp(rng.normal(0.0, noise)))  # pod-to-pod imbalance of the load balancer
                 offered = per_replica * rate_noise * share
@@ -199,6 +201,7 @@ class SimCluster:
                     output_len=mean_out,
                     preemptions_per_s=st.preemptions_per_s * share,
                     dist=dist,
+                    lengths=lengths,
                 )
                 pod.counters += inc
                 self.totals[i] += inc

@@ -12,18 +12,32 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.special import ndtr
 
 from servewise.cluster.sim_latency import LatencySamples, sample_bin_probs
-from servewise.domain.histograms import VLLM_E2E_BUCKETS_S, VLLM_ITL_BUCKETS_S, VLLM_TTFT_BUCKETS_S
+from servewise.domain import LengthDistribution, ServingConfig
+from servewise.domain.histograms import (
+    VLLM_E2E_BUCKETS_S,
+    VLLM_ITL_BUCKETS_S,
+    VLLM_TTFT_BUCKETS_S,
+    vllm_length_buckets,
+)
+from servewise.perf.catalog import get_catalog
 
 # Bucket upper bounds (seconds) as vLLM's Prometheus logger defines them.
 TTFT_BUCKETS = VLLM_TTFT_BUCKETS_S
 ITL_BUCKETS = VLLM_ITL_BUCKETS_S
 E2E_BUCKETS = VLLM_E2E_BUCKETS_S
 HISTOGRAMS: dict[str, tuple[float, ...]] = {"ttft": TTFT_BUCKETS, "itl": ITL_BUCKETS, "e2e": E2E_BUCKETS}
+# Per-request token lengths (vLLM's request_prompt_tokens / request_generation_tokens). vLLM's bounds
+# stop at the server's max_model_len: the twin keeps them to 100 000 and folds the bins above a pod's
+# context into +Inf when it exports or reads them (``fold_length_bins``).
+LENGTH_BUCKETS: tuple[float, ...] = tuple(float(b) for b in vllm_length_buckets(131072))
+LENGTH_HISTOGRAMS: dict[str, tuple[float, ...]] = {"prompt_len": LENGTH_BUCKETS, "output_len": LENGTH_BUCKETS}
+LENGTH_COUNTERS = {"prompt_len": "prompt_tokens", "output_len": "generation_tokens"}  # their sums
 COUNTERS = ("requests", "prompt_tokens", "generation_tokens", "preemptions")
 GAUGES = ("running", "waiting", "kv_usage", "gpu_utilization", "gpu_memory_used_bytes", "ready_pods")
 
@@ -36,7 +50,7 @@ class Layout:
         self.counter = {name: i for i, name in enumerate(COUNTERS)}
         self.bins: dict[str, slice] = {}
         self.sums: dict[str, int] = {}
-        for name, bounds in HISTOGRAMS.items():
+        for name, bounds in {**HISTOGRAMS, **LENGTH_HISTOGRAMS}.items():
             self.bins[name] = slice(pos, pos + len(bounds) + 1)
             pos += len(bounds) + 1
         for name in HISTOGRAMS:
@@ -94,6 +108,46 @@ class LatencyDraw:
         return cls({k: v for k, v in probs.items() if v.sum() > 0}, means)
 
 
+@lru_cache(maxsize=256)
+def length_bin_probs(dist: LengthDistribution) -> np.ndarray:
+    """Probability of each ``LENGTH_BUCKETS`` bin (last = above the top bound) for one distribution."""
+    lengths = dist.sample(np.random.default_rng(0), 20_000)
+    bins = np.searchsorted(np.asarray(LENGTH_BUCKETS), lengths, side="left")
+    counts = np.bincount(bins, minlength=len(LENGTH_BUCKETS) + 1).astype(float)
+    return counts / counts.sum()
+
+
+@dataclass(frozen=True)
+class LengthDraw:
+    """Where a workload's requests fall in the length histograms, and the generator that draws them
+    (apart from the latency draws, which stay as they were without it)."""
+
+    probs: dict[str, np.ndarray]
+    rng: np.random.Generator
+
+    @classmethod
+    def of(
+        cls, input_len: LengthDistribution, output_len: LengthDistribution, rng: np.random.Generator
+    ) -> LengthDraw:
+        return cls(
+            {"prompt_len": length_bin_probs(input_len), "output_len": length_bin_probs(output_len)}, rng
+        )
+
+
+def served_context(config: ServingConfig) -> int:
+    """The longest sequence a server of ``config`` accepts (its max_model_len, else the model's)."""
+    if config.max_model_len:
+        return config.max_model_len
+    return get_catalog().model(config.model).max_context
+
+
+def fold_length_bins(counts: np.ndarray, max_len: int) -> tuple[tuple[float, ...], np.ndarray]:
+    """The bounds and bins an engine serving ``max_len`` tokens exports: bins above it go to +Inf."""
+    keep = sum(1 for b in LENGTH_BUCKETS if b <= max_len)
+    folded = np.concatenate((counts[:keep], [counts[keep:].sum()]))
+    return LENGTH_BUCKETS[:keep], folded
+
+
 def draw_step(
     rng: np.random.Generator,
     *,
@@ -103,6 +157,7 @@ def draw_step(
     output_len: float,
     preemptions_per_s: float,
     dist: LatencyDraw,
+    lengths: LengthDraw | None = None,
 ) -> np.ndarray:
     """Counter increments of one pod over ``dt_s`` seconds, as a ``LAYOUT`` vector."""
     inc = np.zeros(LAYOUT.size)
@@ -118,6 +173,9 @@ def draw_step(
             if counts[name]:
                 inc[LAYOUT.bins[name]] = rng.multinomial(counts[name], probs)
                 inc[LAYOUT.sums[name]] = counts[name] * dist.means[name]
+        if lengths is not None:
+            for name, probs in lengths.probs.items():
+                inc[LAYOUT.bins[name]] = lengths.rng.multinomial(n_req, probs)
     if preemptions_per_s > 0:
         inc[LAYOUT.counter["preemptions"]] = rng.poisson(preemptions_per_s * dt_s)
     return inc

@@ -27,6 +27,20 @@ VLLM_E2E_BUCKETS_S = (
     480.0, 960.0, 1920.0, 7680.0,
 )  # fmt: skip
 
+
+def vllm_length_buckets(max_model_len: int) -> tuple[int, ...]:
+    """Bounds (tokens) of vLLM's ``request_prompt_tokens`` and ``request_generation_tokens``
+    histograms: 1, 2, 5, 10, 20, 50, ... up to ``max_model_len`` (``build_1_2_5_buckets``)."""
+    bounds: list[int] = []
+    scale = 1
+    while True:
+        for mantissa in (1, 2, 5):
+            if mantissa * scale > max_model_len:
+                return tuple(bounds)
+            bounds.append(mantissa * scale)
+        scale *= 10
+
+
 # Telemetry signal (ms) -> the bucket bounds (ms) it is read from, per engine. Engines whose bucket
 # layout is not known here (TGI, SGLang) are absent: their quantiles are taken as points.
 _MS = 1000.0

@@ -20,6 +20,8 @@ SIGNALS: tuple[str, ...] = (
     "itl_p50_ms",
     "itl_p99_ms",
     "e2e_p99_ms",
+    "prompt_len_p99",
+    "output_len_p99",
     "gpu_utilization",
     "gpu_memory_used_bytes",
 )

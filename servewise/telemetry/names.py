@@ -37,6 +37,8 @@ class EngineNames:
     itl: tuple[str, ...] | None
     e2e: tuple[str, ...] | None
     model_label: str = "model_name"
+    prompt_len: tuple[str, ...] | None = None  # per-request prompt-length histogram (tokens)
+    output_len: tuple[str, ...] | None = None  # per-request output-length histogram (tokens)
 
 
 VLLM_NAMES = EngineNames(
@@ -51,10 +53,13 @@ VLLM_NAMES = EngineNames(
     ttft=("vllm:time_to_first_token_seconds",),
     itl=("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
     e2e=("vllm:e2e_request_latency_seconds",),
+    prompt_len=("vllm:request_prompt_tokens",),
+    output_len=("vllm:request_generation_tokens",),
 )
 
 # Hugging Face TGI: no KV-usage gauge, no TTFT histogram, no preemption counter; token counts are
-# the sums of its per-request length histograms.
+# the sums of its per-request length histograms. SGLang exports length histograms only with
+# --collect-tokens-histogram (names not read here): its length p99s are missing.
 TGI_NAMES = EngineNames(
     engine="tgi",
     running=("tgi_batch_current_size",),
@@ -68,6 +73,8 @@ TGI_NAMES = EngineNames(
     itl=("tgi_request_mean_time_per_token_duration",),
     e2e=("tgi_request_duration",),
     model_label="model",
+    prompt_len=("tgi_request_input_length",),
+    output_len=("tgi_request_generated_tokens",),
 )
 
 SGLANG_NAMES = EngineNames(

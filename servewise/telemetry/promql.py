@@ -131,6 +131,10 @@ class PromQLBuilder:
                 q[signal] = (
                     f"histogram_quantile({quantile}, sum by (namespace, deployment, le) ({buckets})) * 1000"
                 )
+        for signal, metric in (("prompt_len_p99", n.prompt_len), ("output_len_p99", n.output_len)):
+            if metric:  # tokens per request, read like the latencies
+                buckets = self._engine(metric, "rate", window, "_bucket")
+                q[signal] = f"histogram_quantile(0.99, sum by (namespace, deployment, le) ({buckets}))"
         q["gpu_utilization"] = f"avg {by} ({self._dcgm(self.dcgm.gpu_util, window)}) / 100"
         q["gpu_memory_used_bytes"] = f"avg {by} ({self._dcgm(self.dcgm.fb_used, window)}) * 1048576"
         if self.use_owners:

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from servewise.cluster.sim import SimCluster
-from servewise.cluster.sim_metrics import GAUGES, HISTOGRAMS, LAYOUT
+from servewise.cluster.sim_metrics import GAUGES, HISTOGRAMS, LAYOUT, fold_length_bins, served_context
 from servewise.domain import POD_PREFIX, SIGNALS, DeploymentTelemetry, SignalEvidence, TelemetrySnapshot
 from servewise.telemetry.promql import window_seconds
 
@@ -29,6 +29,7 @@ _QUANTILES = {
     "itl_p99_ms": ("itl", 0.99),
     "e2e_p99_ms": ("e2e", 0.99),
 }
+_LENGTHS = {"prompt_len_p99": "prompt_len", "output_len_p99": "output_len"}
 _GAUGES = {
     "requests_running": "running",
     "requests_waiting": "waiting",
@@ -91,6 +92,12 @@ class SimTelemetrySource:
                     value = histogram_quantile(q, HISTOGRAMS[hist], delta[LAYOUT.bins[hist]])
                     if math.isfinite(value):
                         values[signal] = value * 1000.0
+                context = served_context(dep.serving)
+                for signal, hist in _LENGTHS.items():  # bounds up to the server's context, as exported
+                    bounds, bins = fold_length_bins(delta[LAYOUT.bins[hist]], context)
+                    value = histogram_quantile(0.99, bounds, bins)
+                    if math.isfinite(value):
+                        values[signal] = value
             for pod in sim.pods.get(key, []):  # the twin keeps no per-pod history: its pods now
                 tel.signals[f"{POD_PREFIX}{pod.name}/requests_running"] = float(pod.running)
             if short:

@@ -14,7 +14,13 @@ import numpy as np
 
 from servewise.cluster.sim import SimCluster
 from servewise.cluster.sim_engine import stable_seed
-from servewise.cluster.sim_metrics import HISTOGRAMS, LAYOUT
+from servewise.cluster.sim_metrics import (
+    HISTOGRAMS,
+    LAYOUT,
+    LENGTH_COUNTERS,
+    fold_length_bins,
+    served_context,
+)
 from servewise.cluster.sim_pods import PodRuntime, node_names
 from servewise.perf.catalog import get_catalog
 from servewise.telemetry.names import DCGM_NAMES, KSM_NAMES
@@ -25,6 +31,8 @@ HIST_NAMES = {
     "ttft": ("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds."),
     "itl": ("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds."),
     "e2e": ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds."),
+    "prompt_len": ("vllm:request_prompt_tokens", "Number of prefill tokens processed."),
+    "output_len": ("vllm:request_generation_tokens", "Number of generation tokens processed."),
 }
 COUNTER_NAMES = {  # family name (exposed with _total) -> (LAYOUT counter, help)
     "vllm:request_success": ("requests", "Count of successfully processed requests."),
@@ -81,14 +89,20 @@ def _engine_families(pods: list[PodRuntime], target_labels: bool) -> Iterator[Fa
         )
     for key, (name, doc) in HIST_NAMES.items():
         fam = Family(name, "histogram", doc)
-        les = LE_LABELS[key]
         for p in pods:
-            cum = np.cumsum(p.counters[LAYOUT.bins[key]])
+            bins = p.counters[LAYOUT.bins[key]]
+            if key in LENGTH_COUNTERS:  # bounds up to the server's context, as vLLM builds them
+                bounds, bins = fold_length_bins(bins, served_context(p.config))
+                les = [_fmt_le(b) for b in bounds] + ["+Inf"]
+                total = float(p.counters[LAYOUT.counter[LENGTH_COUNTERS[key]]])
+            else:
+                les, total = LE_LABELS[key], float(p.counters[LAYOUT.sums[key]])
+            cum = np.cumsum(bins)
             lab = labels[p.name]
             for le, value in zip(les, cum, strict=True):
                 fam.samples.append((name + "_bucket", (*lab, ("le", le)), float(value)))
             fam.samples.append((name + "_count", lab, float(cum[-1])))
-            fam.samples.append((name + "_sum", lab, float(p.counters[LAYOUT.sums[key]])))
+            fam.samples.append((name + "_sum", lab, total))
         yield fam
 
 

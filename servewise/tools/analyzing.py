@@ -19,6 +19,7 @@ from servewise.perf.memory import plan_memory
 from servewise.tools.analyzers import AnalysisInput, GpuAlternative, ModelPick, coverage_notes, run_analyzers
 from servewise.tools.calibrating import Calibration
 from servewise.tools.context import current_context
+from servewise.tools.observing import with_observed_workload
 from servewise.tools.optimizing import optimize
 from servewise.tools.registry import registry
 from servewise.tools.search_space import SearchPolicy, price_of, shapes
@@ -91,6 +92,7 @@ def analysis_input(
     catalog: Catalog,
 ) -> AnalysisInput:
     tel = snapshot.for_deployment(dep.ref.name, dep.ref.namespace) if snapshot else None
+    dep, observed = with_observed_workload(dep, tel, catalog)
     rollout = None
     if cluster is not None:
         try:
@@ -129,6 +131,7 @@ def analysis_input(
         alternatives=alternatives,
         current_cost_per_hour=cost,
         model_pick=pick,
+        notes=(observed,) if observed else (),
     )
 
 

@@ -19,6 +19,7 @@ from servewise.perf.catalog import get_catalog
 from servewise.tools.calibrating import Calibration
 from servewise.tools.choosing import search
 from servewise.tools.context import current_context
+from servewise.tools.observing import with_observed_workload
 from servewise.tools.optimizing import telemetry_observation
 from servewise.tools.registry import registry
 from servewise.tools.search_space import SearchPolicy
@@ -71,6 +72,7 @@ def optimize_fleet(
     unplaced = []
     for i, d in enumerate(deployments):
         tel = snapshot.for_deployment(d.ref.name, d.ref.namespace) if snapshot else None
+        d, _ = with_observed_workload(d, tel, catalog)
         home_pool = next((p for p in pools if p.name == d.pool), None)
         obs = telemetry_observation(d, tel, home_pool.network_latency_ms if home_pool else 0.0)
         cal = fit_calibration([obs]) if obs else Calibration()

@@ -21,6 +21,7 @@ from servewise.tools.analyzing import find_deployment
 from servewise.tools.choosing import Trial
 from servewise.tools.context import current_context
 from servewise.tools.judging import worst_ratio
+from servewise.tools.observing import with_observed_workload
 from servewise.tools.optimizing import Outcome, describe, optimize, proposal_id, run_duration
 from servewise.tools.patching import render_patch
 from servewise.tools.registry import registry
@@ -220,6 +221,7 @@ def optimize_deployment(
     """Plain-Python API: optimize one deployment and return its plan (proposal + Pareto front).
 
     ``on_progress`` receives one line per benchmark run (for a progress bar)."""
+    dep, observed = with_observed_workload(dep, telemetry)
     out = optimize(
         dep,
         cluster.list_node_pools(),
@@ -252,7 +254,7 @@ def optimize_deployment(
         ],
         candidates_evaluated=len(out.candidates),
         current_cost_per_hour=out.current_cost_per_hour,
-        notes=out.notes,
+        notes=[observed, *out.notes] if observed else out.notes,
         before=out.current_forecast,
         after=out.pick.forecast.as_dict() if out.pick else None,
         no_proposal_reason=None if proposal else no_proposal_reason(out),

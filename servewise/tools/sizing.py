@@ -45,7 +45,11 @@ def load_for(
 ) -> Load:
     wl = dep.workload
     if wl is None:
-        raise InputError(f"deployment {dep.ref.key} has no workload to size for", field="workload")
+        raise InputError(
+            f"deployment {dep.ref.key} has no workload to size for: none declared, and its telemetry does "
+            "not show the load it is offered",
+            field="workload",
+        )
     rates = [r for r in (peak_rate, observed_rate, wl.arrival_rate_per_s) if r]
     if not rates:
         raise InputError(f"deployment {dep.ref.key}: no observed or declared arrival rate", field="workload")

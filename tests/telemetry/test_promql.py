@@ -30,8 +30,10 @@ def test_engines_without_a_metric_leave_the_signal_out() -> None:
     tgi = PromQLBuilder(TGI_NAMES, LabelMap()).plan("5m")
     assert "kv_cache_usage" not in tgi.queries and "ttft_p50_ms" not in tgi.queries
     assert "tgi_queue_size" in tgi.queries["requests_waiting"]
+    assert "tgi_request_input_length_bucket" in tgi.queries["prompt_len_p99"]
     sgl = PromQLBuilder(SGLANG_NAMES, LabelMap()).plan("5m")
     assert "sglang:num_running_reqs" in sgl.queries["requests_running"]
+    assert "prompt_len_p99" not in sgl.queries  # only with --collect-tokens-histogram: not read
 
 
 def test_label_fallback_without_kube_state_metrics() -> None:

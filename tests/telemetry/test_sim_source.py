@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from servewise.cluster.sim import SimCluster
 from servewise.domain import POD_PREFIX, SIGNALS, DeploymentRef
+from servewise.domain.histograms import bucket_around, vllm_length_buckets
 from servewise.errors import InputError
 from servewise.telemetry.sim import SimTelemetrySource
 
@@ -47,3 +49,33 @@ def test_a_deployment_scaled_to_zero_reports_missing_not_zero(twin: SimCluster) 
     d = SimTelemetrySource(twin).snapshot(window="2m").for_deployment("translate", "i18n")
     assert d is not None and d.replicas == 0
     assert set(d.missing) == set(SIGNALS) and d.signals == {}
+
+
+def test_length_p99s_come_from_the_workloads_lengths_through_vllms_buckets(twin: SimCluster) -> None:
+    """The twin's per-request length histograms hold its workloads' lengths: each p99 lies in the
+    1-2-5 bucket that holds the distribution's true p99."""
+    twin.advance(600, persist=False)
+    snap = SimTelemetrySource(twin).snapshot(window="15m")
+    rng = np.random.default_rng(1)
+    for d in snap.deployments:
+        load = twin.specs[f"{d.namespace}/{d.deployment}"].workload
+        for signal, dist in (("prompt_len_p99", load.input_len), ("output_len_p99", load.output_len)):
+            true_p99 = float(np.percentile(dist.sample(rng, 200_000), 99))
+            lower, upper = bucket_around(true_p99, vllm_length_buckets(131072))
+            # at the bucket's edge, an interpolated p99 can sit just across it
+            assert lower * 0.95 <= d.signals[signal] <= upper * 1.05, (d.deployment, signal, true_p99)
+        # their means are the token rates over the request rate
+        assert d.signals["prompt_tokens_per_s"] / d.signals["request_rate_per_s"] == pytest.approx(
+            load.input_len.mean, rel=0.05
+        )
+
+
+def test_length_buckets_stop_at_the_servers_context(twin: SimCluster) -> None:
+    """vLLM builds its length buckets up to max_model_len: a longer p99 reads as the top bound."""
+    ref = DeploymentRef(name="legal-summarizer", namespace="legal")
+    config = twin.get_deployment(ref).config.with_changes(max_model_len=4096)
+    twin.apply(ref, config, proposal_id="p-short")
+    assert twin.wait_for_rollout(ref).done
+    twin.advance(600, persist=False)
+    d = SimTelemetrySource(twin).snapshot(window="5m").for_deployment("legal-summarizer", "legal")
+    assert d is not None and d.signals["prompt_len_p99"] == 2000.0  # the last 1-2-5 bound <= 4096

@@ -118,6 +118,7 @@ def coverage_notes(inp: AnalysisInput) -> list[str]:
         notes.append(f"{inp.deployment.ref.key}: no SLO declared; SLO and slack checks skipped")
     if inp.telemetry is not None and inp.telemetry.missing:
         notes.append(f"{inp.deployment.ref.key}: missing signals {sorted(inp.telemetry.missing)}")
+    notes.extend(inp.notes)  # e.g. the workload read from telemetry
     if inp.telemetry is not None:  # the source's caveats (pods replaced in the window, a short history)
         notes.extend(f"{inp.deployment.ref.key}: {n}" for n in inp.telemetry.notes)
     return notes
