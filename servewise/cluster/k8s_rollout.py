@@ -116,14 +116,25 @@ def pod_problems(
 
 
 def scheduling_stall(pods: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]]) -> str | None:
-    """The scheduler's word on the first pod it cannot place, unless a node is coming for that pod
-    (waiting helps); None when every pod is placed or has a node coming."""
+    """Why the first stuck pod cannot start while other pods hold what it needs: the scheduler cannot
+    place it (unless a node is coming for it: waiting helps), or a ReadWriteOnce volume it mounts is
+    attached to another node ("Multi-Attach error"); None when no pod is stuck so."""
     scaling = {(e.get("involvedObject") or {}).get("name") for e in events if e.get("reason") in NODE_COMING}
+    names = set()
     for pod in pods:
         name = str(pod.get("metadata", {}).get("name"))
+        names.add(name)
         for cond in (pod.get("status") or {}).get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and name not in scaling:
                 return f"pod {name}: {cond.get('reason', 'Unschedulable')}: {cond.get('message', '')}".rstrip(
                     ": "
                 )
+    for e in events:
+        name = (e.get("involvedObject") or {}).get("name")
+        if (
+            name in names
+            and e.get("reason") == "FailedAttachVolume"
+            and "Multi-Attach" in str(e.get("message"))
+        ):
+            return f"pod {name}: FailedAttachVolume: {e.get('message')}"
     return None

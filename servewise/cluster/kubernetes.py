@@ -408,7 +408,8 @@ class KubernetesCluster:
         self, ref: DeploymentRef, *, timeout_s: float = 600, unschedulable_s: float | None = None
     ) -> RolloutStatus:
         """Until done, failed or ``timeout_s``; with ``unschedulable_s``, also give up once a pod has
-        stayed unplaceable that long with no cluster-autoscaler scale-up under way for it."""
+        stayed stuck that long for want of a node or of a volume another node holds
+        (``scheduling_stall``), with no node coming for it."""
         deadline = time.monotonic() + timeout_s
         stalled_since: float | None = None
         while True:
@@ -425,8 +426,8 @@ class KubernetesCluster:
                 and now - stalled_since >= unschedulable_s
             ):
                 raise RolloutError(
-                    f"{ref.key} cannot be scheduled ({status.unschedulable}); no cluster-autoscaler scale-up "
-                    f"for it after {now - stalled_since:.0f}s",
+                    f"{ref.key} cannot start ({status.unschedulable}); still so after {now - stalled_since:.0f}s "
+                    "with no node coming for it",
                     events=status.events,
                 )
             if time.monotonic() >= deadline:

@@ -80,7 +80,7 @@ class RolloutStatus(BaseModel):
     reason: str | None = None
     unschedulable: str | None = Field(
         default=None,
-        description="a pod the scheduler cannot place and no cluster-autoscaler scale-up is under way for",
+        description="a pod that cannot start for want of a node (none coming) or of a volume another node holds",
     )
 
 

@@ -296,51 +296,56 @@ def test_the_optimizer_benchmarks_candidates_on_the_cluster(
     assert copy["spec"]["replicas"] == 1
 
 
-def _pending_pod_controller(scale_up: bool) -> Any:
-    """Plays the Deployment controller for a copy no node can take: one pod the scheduler cannot
-    place, with the cluster autoscaler's TriggeredScaleUp event for it when ``scale_up``."""
+UNSCHEDULABLE = (
+    "0/5 nodes are available: 3 Insufficient nvidia.com/gpu, 2 node(s) didn't match node affinity."
+)
+MULTI_ATTACH = (
+    'Multi-Attach error for volume "pvc-7f3a" Volume is already used by pod(s) llama-70b-5d9c8-x2x7q'
+)
+
+
+def _stuck_copy(*, scheduled: bool, event_type: str, reason: str, message: str) -> Any:
+    """Plays the Deployment controller for a copy whose pod never starts: one pending pod (placed
+    or not) and one event about it."""
 
     def create(emu: FaithfulEmulator, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
         if obj["kind"] != "Deployment" or CANDIDATE_LABEL not in meta.get("labels", {}):
             return
-        pod = f"{meta['name']}-abc12"
-        message = (
-            "0/5 nodes are available: 3 Insufficient nvidia.com/gpu, 2 node(s) didn't match node affinity."
-        )
+        pod, ns = f"{meta['name']}-abc12", meta["namespace"]
+        condition = {"type": "PodScheduled", "status": "True"}
+        if not scheduled:
+            condition = {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": UNSCHEDULABLE,
+            }
         emu.seed(
             {
                 "apiVersion": "v1",
                 "kind": "Pod",
                 "metadata": {
                     "name": pod,
-                    "namespace": meta["namespace"],
+                    "namespace": ns,
                     "labels": obj["spec"]["template"]["metadata"]["labels"],
                 },
-                "spec": {"containers": [{"name": "vllm", "image": "x"}]},
-                "status": {
-                    "phase": "Pending",
-                    "conditions": [
-                        {
-                            "type": "PodScheduled",
-                            "status": "False",
-                            "reason": "Unschedulable",
-                            "message": message,
-                        }
-                    ],
+                "spec": {
+                    "containers": [{"name": "vllm", "image": "x"}],
+                    **({"nodeName": "gpu-b"} if scheduled else {}),
                 },
+                "status": {"phase": "Pending", "conditions": [condition]},
             }
         )
-        reason, kind = ("TriggeredScaleUp", "Normal") if scale_up else ("FailedScheduling", "Warning")
         emu.seed(
             {
                 "apiVersion": "v1",
                 "kind": "Event",
-                "metadata": {"name": f"{pod}.1", "namespace": meta["namespace"]},
+                "metadata": {"name": f"{pod}.1", "namespace": ns},
                 "involvedObject": {"kind": "Pod", "name": pod},
-                "type": kind,
+                "type": event_type,
                 "reason": reason,
-                "message": "pod triggered scale-up: [gpu-h100 1->2 (max: 4)]" if scale_up else message,
+                "message": message,
             }
         )
 
@@ -351,13 +356,13 @@ def test_a_copy_no_node_can_take_gives_up_early_and_is_deleted(
     cluster: KubernetesCluster, fleet: FaithfulEmulator
 ) -> None:
     fleet.controls.auto_rollout = False
-    fleet.controls.on_create["deployments"] = _pending_pod_controller(scale_up=False)
+    fleet.controls.on_create["deployments"] = _stuck_copy(
+        scheduled=False, event_type="Warning", reason="FailedScheduling", message=UNSCHEDULABLE
+    )
     fleet.controls.on_create["jobs"] = job_controller(SUMMARY)
     cluster.candidate_ready_s, cluster.candidate_unschedulable_s = 60, 0.3
     started = time.monotonic()
-    with pytest.raises(
-        RolloutError, match=r"cannot be scheduled .*Insufficient nvidia.com/gpu.*no cluster-autoscaler"
-    ):
+    with pytest.raises(RolloutError, match=r"cannot start .*Insufficient nvidia.com/gpu.*no node coming"):
         _run_candidate(cluster)
     assert time.monotonic() - started < 30  # not the 60 s ready deadline
     assert _created(fleet, "jobs") == 0
@@ -368,9 +373,31 @@ def test_a_copy_waits_for_a_node_the_autoscaler_is_adding(
     cluster: KubernetesCluster, fleet: FaithfulEmulator
 ) -> None:
     fleet.controls.auto_rollout = False
-    fleet.controls.on_create["deployments"] = _pending_pod_controller(scale_up=True)
+    fleet.controls.on_create["deployments"] = _stuck_copy(
+        scheduled=False,
+        event_type="Normal",
+        reason="TriggeredScaleUp",
+        message="pod triggered scale-up: [gpu-h100 1->2 (max: 4)]",
+    )
     cluster.candidate_ready_s, cluster.candidate_unschedulable_s = 1.0, 0.1
     with pytest.raises(RolloutError, match="stalled after 1s") as info:
         _run_candidate(cluster)
     assert any("Unschedulable" in e for e in info.value.events)
+    assert _live_candidates(fleet, "deployments") == []
+
+
+def test_a_copy_whose_volume_another_node_holds_gives_up_early(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    """A ReadWriteOnce volume (a model cache, say) stays attached to production's node: the copy's
+    pod is placed elsewhere and never starts."""
+    fleet.controls.auto_rollout = False
+    fleet.controls.on_create["deployments"] = _stuck_copy(
+        scheduled=True, event_type="Warning", reason="FailedAttachVolume", message=MULTI_ATTACH
+    )
+    cluster.candidate_ready_s, cluster.candidate_unschedulable_s = 60, 0.3
+    started = time.monotonic()
+    with pytest.raises(RolloutError, match=r"cannot start .*Multi-Attach error"):
+        _run_candidate(cluster)
+    assert time.monotonic() - started < 30
     assert _live_candidates(fleet, "deployments") == []
