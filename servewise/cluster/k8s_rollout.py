@@ -130,11 +130,11 @@ def scheduling_stall(pods: Sequence[Mapping[str, Any]], events: Sequence[Mapping
                     ": "
                 )
     for e in events:
-        name = (e.get("involvedObject") or {}).get("name")
+        involved = (e.get("involvedObject") or {}).get("name")
         if (
-            name in names
+            involved in names
             and e.get("reason") == "FailedAttachVolume"
             and "Multi-Attach" in str(e.get("message"))
         ):
-            return f"pod {name}: FailedAttachVolume: {e.get('message')}"
+            return f"pod {involved}: FailedAttachVolume: {e.get('message')}"
     return None
