@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from servewise.domain import DeploymentRef, RolloutStatus
@@ -115,26 +116,53 @@ def pod_problems(
     return list(dict.fromkeys(problems)), fatal
 
 
+def _when(event: Mapping[str, Any]) -> datetime:
+    """When an event last happened (``lastTimestamp``, ``eventTime`` or its creation); epoch if none."""
+    for raw in (
+        event.get("lastTimestamp"),
+        event.get("eventTime"),
+        (event.get("metadata") or {}).get("creationTimestamp"),
+    ):
+        if raw:
+            try:
+                return datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+            except ValueError:
+                continue
+    return datetime.fromtimestamp(0, UTC)
+
+
+def _latest(events: Sequence[Mapping[str, Any]], pod: str, reasons: set[str]) -> Mapping[str, Any] | None:
+    mine = [
+        e for e in events if (e.get("involvedObject") or {}).get("name") == pod and e.get("reason") in reasons
+    ]
+    return max(mine, key=_when, default=None)
+
+
 def scheduling_stall(pods: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]]) -> str | None:
-    """Why the first stuck pod cannot start while other pods hold what it needs: the scheduler cannot
-    place it (unless a node is coming for it: waiting helps), or a ReadWriteOnce volume it mounts is
-    attached to another node ("Multi-Attach error"); None when no pod is stuck so."""
-    scaling = {(e.get("involvedObject") or {}).get("name") for e in events if e.get("reason") in NODE_COMING}
-    names = set()
+    """Why the first stuck pod cannot start while other pods hold what it needs; None when none is.
+
+    Stuck: the scheduler found no node for it (``Unschedulable``; not a pod held by a scheduling
+    gate) and no node is coming: no preemption nominated one, and the autoscaler's latest word on it
+    is not ``TriggeredScaleUp`` / Karpenter's ``Nominated``. Or: still pending on a ReadWriteOnce
+    volume attached to another node ("Multi-Attach error") with no successful attach since."""
     for pod in pods:
         name = str(pod.get("metadata", {}).get("name"))
-        names.add(name)
-        for cond in (pod.get("status") or {}).get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and name not in scaling:
-                return f"pod {name}: {cond.get('reason', 'Unschedulable')}: {cond.get('message', '')}".rstrip(
-                    ": "
-                )
-    for e in events:
-        involved = (e.get("involvedObject") or {}).get("name")
+        status = pod.get("status") or {}
+        for cond in status.get("conditions") or []:
+            if cond.get("type") != "PodScheduled" or cond.get("status") != "False":
+                continue
+            if cond.get("reason") != "Unschedulable" or status.get("nominatedNodeName"):
+                continue
+            word = _latest(events, name, NODE_COMING | {"NotTriggerScaleUp"})
+            if word is None or word.get("reason") not in NODE_COMING:
+                return f"pod {name}: Unschedulable: {cond.get('message', '')}".rstrip(": ")
+        if status.get("phase", "Pending") != "Pending":
+            continue
+        attach = _latest(events, name, {"FailedAttachVolume", "SuccessfulAttachVolume"})
         if (
-            involved in names
-            and e.get("reason") == "FailedAttachVolume"
-            and "Multi-Attach" in str(e.get("message"))
+            attach is not None
+            and attach.get("reason") == "FailedAttachVolume"
+            and "Multi-Attach" in str(attach.get("message"))
         ):
-            return f"pod {involved}: FailedAttachVolume: {e.get('message')}"
+            return f"pod {name}: FailedAttachVolume: {attach.get('message')}"
     return None

@@ -12,6 +12,7 @@ SIGNALS: tuple[str, ...] = (
     "requests_waiting",
     "kv_cache_usage",
     "request_rate_per_s",
+    "request_rate_peak_per_s",
     "prompt_tokens_per_s",
     "generation_tokens_per_s",
     "preemptions_per_s",

@@ -22,7 +22,7 @@ from urllib3.util.retry import Retry
 from servewise.domain import POD_PREFIX, SIGNALS, DeploymentTelemetry, SignalEvidence, TelemetrySnapshot
 from servewise.errors import BackendUnavailableError, InputError, PermanentError
 from servewise.telemetry.names import DEFAULT_LABELS, KSM_NAMES, VLLM_NAMES, EngineNames, LabelMap
-from servewise.telemetry.promql import PromQLBuilder, window_seconds
+from servewise.telemetry.promql import PEAK_LOOKBACK, PromQLBuilder, window_seconds
 
 Key = tuple[str, str]
 
@@ -45,6 +45,7 @@ class PrometheusSource:
         retries: int = 3,
         parallel: int = 4,
         headers: dict[str, str] | None = None,
+        peak_lookback: str = PEAK_LOOKBACK,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise InputError(
@@ -55,6 +56,11 @@ class PrometheusSource:
         self.names, self.label_map = names, label_map
         self.timeout_s, self.retries, self.parallel = timeout_s, max(0, retries), max(1, parallel)
         self._use_owners = use_owners
+        try:
+            window_seconds(peak_lookback)
+        except InputError as exc:
+            raise InputError(f"peak lookback: {exc}", field="peak_lookback") from exc
+        self.peak_lookback = peak_lookback
         self._client = PrometheusConnect(
             url=self.url, headers=headers, retry=Retry(total=0), timeout=timeout_s
         )
@@ -108,7 +114,7 @@ class PrometheusSource:
         window_seconds(window)
         owners = self._owners_present(at)
         probes = 1 if self._use_owners is None and self.label_map.deployment else 0
-        plan = PromQLBuilder(self.names, self.label_map, use_owners=owners).plan(window)
+        plan = PromQLBuilder(self.names, self.label_map, use_owners=owners).plan(window, self.peak_lookback)
         pod_jobs = {f"{POD_PREFIX}{sig}": q for sig, q in plan.pod_queries.items()}
         jobs = {**plan.queries, "replicas": plan.replicas_query, **pod_jobs}
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
@@ -129,11 +135,13 @@ class PrometheusSource:
                 value = values.get(sig, {}).get((ns, dep))
                 if value is None:
                     tel.missing.append(sig)
-                    if sig not in plan.queries:
-                        tel.notes.append(f"{sig}: engine {self.names.engine} has no metric for it")
                 else:
                     tel.signals[sig] = value
-                    tel.evidence[sig] = SignalEvidence(query=plan.queries[sig], window=window)
+                    span = self.peak_lookback if sig == "request_rate_peak_per_s" else window
+                    tel.evidence[sig] = SignalEvidence(query=plan.queries[sig], window=span)
+            unmeasured = [sig for sig in SIGNALS if sig not in plan.queries]
+            if unmeasured:
+                tel.notes.append(f"engine {self.names.engine} has no metric for {', '.join(unmeasured)}")
             pods: set[str] = set()
             for sig, by_pod in per_pod.items():  # pod/<pod>/<signal>
                 for pod, value in sorted(by_pod.get((ns, dep), {}).items()):
@@ -141,7 +149,7 @@ class PrometheusSource:
                     pods.add(pod)
             if tel.replicas is not None and len(pods) > tel.replicas:
                 tel.notes.append(
-                    f"pods replaced within the {window} window ({len(pods)} pods' series for {tel.replicas} "
+                    f"pods came or went within the {window} window ({len(pods)} pods' series for {tel.replicas} "
                     "replicas): rate() extrapolates each series that began or ended inside it on its own, "
                     "so a p99 can read a histogram bucket high"
                 )

@@ -39,6 +39,10 @@ class QueryPlan:
     pod_queries: dict[str, str] = field(default_factory=dict)
 
 
+PEAK_LOOKBACK = "1d"  # a daily cycle; weekly ones need "7d"
+PEAK_STEP = "5m"
+
+
 class PromQLBuilder:
     def __init__(
         self,
@@ -102,8 +106,10 @@ class PromQLBuilder:
         return self._by_deployment(self._normalize(inner, self.labels.dcgm_namespace, self.labels.dcgm_pod))
 
     # -- the plan --------------------------------------------------------------------------------
-    def plan(self, window: str) -> QueryPlan:
+    def plan(self, window: str, peak_lookback: str = PEAK_LOOKBACK) -> QueryPlan:
+        """Every query of a snapshot over ``window``; the peak rate looks back ``peak_lookback``."""
         window_seconds(window)
+        window_seconds(peak_lookback)
         n, by = self.names, "by (namespace, deployment)"
         q: dict[str, str] = {}
         sums = {"requests_running": n.running, "requests_waiting": n.waiting}
@@ -121,6 +127,9 @@ class PromQLBuilder:
         for signal, metric in rates.items():
             if metric:
                 q[signal] = f"sum {by} ({self._engine(metric, 'rate', window)})"
+        if n.requests:  # the busiest 5 minutes of the lookback: what a deployment must be sized for
+            busiest = f"sum {by} ({self._engine(n.requests, 'rate', PEAK_STEP)})"
+            q["request_rate_peak_per_s"] = f"max_over_time(({busiest})[{peak_lookback}:{PEAK_STEP}])"
         quantiles = (
             ("ttft_p50_ms", n.ttft, 0.5), ("ttft_p99_ms", n.ttft, 0.99), ("itl_p50_ms", n.itl, 0.5),
             ("itl_p99_ms", n.itl, 0.99), ("e2e_p99_ms", n.e2e, 0.99),

@@ -1,29 +1,73 @@
 """The load a deployment serves, read from its telemetry when it declares none.
 
 A deployment on a cluster may carry no ``servewise.io/workload`` declaration. Its engine still says
-what it serves: the request rate, the mean prompt and output lengths (token rates / request rate)
-and, through the per-request length histograms (vLLM ``request_prompt_tokens`` and
-``request_generation_tokens``), a p99 of each. From those this module builds a ``Workload``: log-normal
-lengths with the observed mean and p99, and at most the context the server accepts now, so that a
-candidate never gets a shorter ``max_model_len`` than the deployment serves today (the longest
-requests are not visible through a p99 read from 1-2-5 buckets).
+what it serves: the request rate (its busiest 5 minutes over the source's lookback, a day on
+Prometheus), the mean prompt and output lengths (token rates / request rate) and, through the
+per-request length histograms (vLLM ``request_prompt_tokens`` and ``request_generation_tokens``),
+a p99 of each. From those this module builds a ``Workload``: log-normal lengths with the observed
+mean and p99, prompt plus output at most the context the server accepts now, so that a candidate
+never gets a shorter ``max_model_len`` than the deployment serves today (the longest requests are
+not visible through a p99 read from 1-2-5 buckets).
+
+It refuses (and says why) when the telemetry cannot show the offered load: a signal is missing, or
+the server does not keep up, so what it completes is its capacity rather than the demand.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+from scipy.optimize import brentq
+from scipy.special import ndtr
 
 from servewise.domain import DeploymentTelemetry, InferenceDeployment, LengthDistribution, Workload
+from servewise.domain.histograms import vllm_length_buckets
+from servewise.errors import ServewiseError
 from servewise.perf.catalog import Catalog, get_catalog
+from servewise.telemetry.promql import window_seconds
 
 ANNOTATION = "the servewise.io/workload annotation on a cluster"
 Z99 = 2.3263478740408408  # the standard normal's 99th percentile
-REQUIRED = ("request_rate_per_s", "prompt_tokens_per_s", "generation_tokens_per_s")
+REQUIRED = (
+    "request_rate_per_s",
+    "request_rate_peak_per_s",
+    "prompt_tokens_per_s",
+    "generation_tokens_per_s",
+    "requests_waiting",
+    "requests_running",
+)
+# More requests waiting than this fraction of those running, on average over the window: the server
+# does not keep up (a stable queue in front of a busy server stays well below its batch).
+BACKLOG_SHARE = 0.5
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """One length as observed: its mean, its p99 (None: no histogram) and whether that p99 is only
+    a lower bound (it fell beyond the top finite bucket)."""
+
+    mean: float
+    p99: float | None
+    at_least: bool = False
+
+    def shown(self, name: str) -> str:
+        p99 = "p99 unknown" if self.p99 is None else f"p99 {'>= ' if self.at_least else ''}{self.p99:.0f}"
+        return f"{name} {self.mean:.0f} tokens mean, {p99}"
+
+
+def _clipped_mean(mean: float, sigma: float, longest: float) -> float:
+    """E[min(X, longest)] of a log-normal X of ``mean`` and log-sd ``sigma``."""
+    mu = math.log(mean) - sigma * sigma / 2
+    z = (math.log(longest) - mu) / sigma
+    return float(mean * ndtr(z - sigma) + longest * (1.0 - ndtr(z)))
 
 
 def length_distribution(mean: float, p99: float | None, longest: int) -> LengthDistribution:
     """Log-normal lengths of ``mean`` whose 99th percentile is ``p99`` (fixed when the p99 is not
-    above the mean), clipped to ``[1, longest]``."""
+    above the mean), clipped to ``[1, longest]``. A tail so heavy that clipping would lower the
+    mean is given a larger unclipped mean, so that the lengths drawn keep the observed one."""
     mean = min(max(mean, 1.0), float(longest))
     if p99 is None or not math.isfinite(p99) or p99 <= mean * 1.01:
         return LengthDistribution(kind="fixed", mean=mean, max=longest)
@@ -31,14 +75,19 @@ def length_distribution(mean: float, p99: float | None, longest: int) -> LengthD
     # same p99 reached by a far heavier tail); past the vertex the p99 is out of reach: s = Z99
     gap = Z99 * Z99 - 2.0 * math.log(p99 / mean)
     sigma = Z99 - math.sqrt(gap) if gap > 0 else Z99
-    std = mean * math.sqrt(math.expm1(sigma * sigma))
-    return LengthDistribution(kind="lognormal", mean=mean, std=std, max=longest)
+    unclipped = mean
+    if _clipped_mean(mean, sigma, longest) < 0.99 * mean:
+        unclipped = brentq(lambda m: _clipped_mean(m, sigma, longest) - mean, mean, mean * 1e4)
+    std = unclipped * math.sqrt(math.expm1(sigma * sigma))
+    return LengthDistribution(kind="lognormal", mean=unclipped, std=std, max=longest)
+
+
+def served_context(dep: InferenceDeployment, catalog: Catalog | None = None) -> int:
+    return dep.config.max_model_len or (catalog or get_catalog()).model(dep.config.model).max_context
 
 
 def unobservable(dep: InferenceDeployment, tel: DeploymentTelemetry | None) -> str | None:
-    """Why ``tel`` does not show the load offered to ``dep`` (None: it does). A queue longer than a
-    full batch per replica (mean over the window) means the server does not keep up: what it
-    completes is its capacity, not the demand, and sizing for that would keep the backlog."""
+    """Why ``tel`` does not show the load offered to ``dep`` (None: it does)."""
     if tel is None:
         return "no telemetry"
     missing = [s for s in REQUIRED if tel.signals.get(s) is None]
@@ -46,31 +95,45 @@ def unobservable(dep: InferenceDeployment, tel: DeploymentTelemetry | None) -> s
         return f"telemetry lacks {', '.join(missing)}"
     if tel.signals["request_rate_per_s"] <= 0:
         return "no requests served in the window"
-    waiting = tel.signals.get("requests_waiting") or 0.0
-    if waiting > dep.config.max_num_seqs * max(tel.replicas or dep.config.replicas, 1):
+    waiting, running = tel.signals["requests_waiting"], tel.signals["requests_running"]
+    if waiting > max(1.0, BACKLOG_SHARE * running):
         return (
-            f"{waiting:.0f} requests wait on average: the rate it serves "
+            f"{waiting:.0f} requests wait on average beside {running:.0f} running: the rate it serves "
             f"({tel.signals['request_rate_per_s']:.2f} req/s) is less than the rate it is offered"
         )
     return None
 
 
+def observed_lengths(tel: DeploymentTelemetry, longest: int) -> tuple[Lengths, Lengths]:
+    """(prompt, output) lengths from token rates and length-histogram p99s."""
+    rate, top = tel.signals["request_rate_per_s"], vllm_length_buckets(longest)[-1]
+
+    def one(tokens: str, p99_signal: str) -> Lengths:
+        p99 = tel.signals.get(p99_signal)
+        return Lengths(tel.signals[tokens] / rate, p99, p99 is not None and p99 >= top)
+
+    return one("prompt_tokens_per_s", "prompt_len_p99"), one("generation_tokens_per_s", "output_len_p99")
+
+
 def observed_workload(
     dep: InferenceDeployment, tel: DeploymentTelemetry | None, catalog: Catalog | None = None
 ) -> Workload | None:
-    """The workload ``tel`` shows ``dep`` serving; None when ``unobservable(tel)`` says why not."""
+    """The workload ``tel`` shows ``dep`` serving; None when ``unobservable`` says why not."""
     if tel is None or unobservable(dep, tel) is not None:
         return None
-    rate = tel.signals["request_rate_per_s"]
-    longest = dep.config.max_model_len or (catalog or get_catalog()).model(dep.config.model).max_context
+    longest = served_context(dep, catalog)
+    prompt, output = observed_lengths(tel, longest)
+    # prompt + output fit the context: outputs get room for twice their p99 (or 4x their mean)
+    out_room = min(longest // 2, max(16, math.ceil(2 * (output.p99 or 2 * output.mean))))
+
+    def dist(lengths: Lengths, room: int) -> LengthDistribution:
+        p99 = float(room) if lengths.at_least else lengths.p99  # beyond the top bucket: up to the room
+        return length_distribution(lengths.mean, p99, room)
+
     return Workload(
-        input_len=length_distribution(
-            tel.signals["prompt_tokens_per_s"] / rate, tel.signals.get("prompt_len_p99"), longest
-        ),
-        output_len=length_distribution(
-            tel.signals["generation_tokens_per_s"] / rate, tel.signals.get("output_len_p99"), longest
-        ),
-        arrival_rate_per_s=rate,
+        input_len=dist(prompt, longest - out_room),
+        output_len=dist(output, out_room),
+        arrival_rate_per_s=max(tel.signals["request_rate_peak_per_s"], tel.signals["request_rate_per_s"]),
     )
 
 
@@ -81,23 +144,25 @@ def with_observed_workload(
     if dep.workload is not None:
         return dep, None
     wl = observed_workload(dep, tel, catalog)
-    if wl is None:
+    if wl is None or tel is None:
         why = unobservable(dep, tel)
         return (
             dep,
             f"{dep.ref.key}: no workload declared and none observed ({why}); declare one ({ANNOTATION})",
         )
-    p99 = (
-        {"input": tel.signals.get("prompt_len_p99"), "output": tel.signals.get("output_len_p99")}
-        if tel
-        else {}
-    )
-    shown = ", ".join(
-        f"{name} {d.mean:.0f} tokens mean" + (f", p99 {p99[name]:.0f}" if p99.get(name) else ", p99 unknown")
-        for name, d in (("input", wl.input_len), ("output", wl.output_len))
-    )
+    prompt, output = observed_lengths(tel, served_context(dep, catalog))
+    evidence = tel.evidence.get("request_rate_peak_per_s")
+    lookback = evidence.window if evidence is not None else "?"
+    short = ""
+    try:
+        if window_seconds(lookback) < DAY_S:
+            short = ", less than a day: a daily peak may be missing"
+    except ServewiseError:  # a lookback that is not a duration: said as it is
+        pass
     note = (
-        f"{dep.ref.key}: no workload declared; sized for the observed one ({shown}; "
-        f"{wl.arrival_rate_per_s:.2f} req/s; no prefix sharing assumed; lengths capped at {wl.input_len.max} tokens)"
+        f"{dep.ref.key}: no workload declared; sized for the observed one ({prompt.shown('input')}; "
+        f"{output.shown('output')}; {wl.arrival_rate_per_s:.2f} req/s, the busiest 5 minutes over "
+        f"{lookback}{short}; no prefix sharing assumed; prompt + output capped at "
+        f"{wl.input_len.max + wl.output_len.max} tokens, the server's context)"
     )
     return dep.model_copy(update={"workload": wl}), note

@@ -76,7 +76,9 @@ def test_live_scrape_reads_back_every_deployment(exporter: str) -> None:
     for key, replicas in expected.items():
         d = got[key]
         assert d.replicas == replicas
-        assert d.missing == [] or set(d.missing) <= {"ttft_p99_ms", "e2e_p99_ms", "itl_p99_ms"}, d.missing
+        # p99s may have no observations yet, and the peak's [1d:5m] subquery no 5-minute mark since the start
+        optional = {"ttft_p99_ms", "e2e_p99_ms", "itl_p99_ms", "request_rate_peak_per_s"}
+        assert set(d.missing) <= optional, d.missing
         assert 0.0 <= d.signals["kv_cache_usage"] <= 1.0
         assert 0.0 <= d.signals["gpu_utilization"] <= 1.0
         assert d.signals["request_rate_per_s"] > 0

@@ -66,9 +66,11 @@ def test_prometheus_and_the_twin_agree_within_5_percent(backfilled: Any) -> None
                 # gauges of a deployment rolled mid-window cover only its new pods, and its quantiles
                 # carry rate()'s extrapolation of series born and ended inside the window (next test)
                 continue
-            expected = s.signals[name]
-            assert value == pytest.approx(expected, rel=0.05, abs=1e-6), f"{p.deployment}.{name}"
-            compared += 1
+            expected, compared = s.signals[name], compared + 1
+            if name == "request_rate_peak_per_s":  # Prometheus looks back 2 h, the twin keeps 1 h
+                assert value >= 0.95 * max(expected, s.signals["request_rate_per_s"]), p.deployment
+            else:
+                assert value == pytest.approx(expected, rel=0.05, abs=1e-6), f"{p.deployment}.{name}"
     assert compared >= 8 * (len(SIGNALS) - 2)
 
 
@@ -92,6 +94,15 @@ def test_snapshot_matches_the_twins_ground_truth(backfilled: Any) -> None:
             # Poisson arrivals: a 15-minute count of N requests is off by ~1/sqrt(N); allow 4 sigma
             tolerance = max(0.12, 4.0 / float(np.sqrt(max(offered * 900.0, 1.0))))
             assert got.signals["request_rate_per_s"] == pytest.approx(offered, rel=tolerance), key
+            # the busiest 5 minutes (to each multiple of 5 minutes) of the 2 h: the highest of 24 noisy
+            # counts of ~300 x rate requests each, so above the offered peak by up to ~4 sigma
+            marks = np.arange(backfilled.export.start_s + 300, sim.now_s + 1, 300)
+            marks = marks[marks % 300 == 0]
+            peak = max(
+                float(np.mean([spec.workload.rate_at(t) for t in np.arange(m - 300, m, 10)])) for m in marks
+            )
+            top = 1 + 4.0 / float(np.sqrt(peak * 300.0))
+            assert 0.9 * peak <= got.signals["request_rate_peak_per_s"] <= top * peak, key
         assert got.signals["kv_cache_usage"] == pytest.approx(truth.kv_usage, rel=0.25, abs=0.03), key
         # ITL p50 through coarse buckets: within the bucket-interpolation error. While a replica keeps
         # up, the twin's latencies are its benchmark simulator's (sim_latency), else the analytical model's
@@ -114,6 +125,10 @@ def test_missing_series_are_listed_never_zero(backfilled: Any) -> None:
     for d in sgl.deployments:
         assert "requests_running" in d.missing and "ttft_p99_ms" in d.missing
         assert "requests_running" not in d.signals
+        # one note for what SGLang does not export at all (not one per signal)
+        assert [n for n in d.notes if "no metric" in n] == [
+            "engine sglang has no metric for preemptions_per_s, prompt_len_p99, output_len_p99"
+        ]
 
 
 def test_a_window_with_no_traffic_data_reports_everything_missing(backfilled: Any) -> None:
@@ -133,9 +148,9 @@ def test_pods_replaced_mid_window_still_count_and_stale_ones_drop_out(backfilled
     prom = _prom_snapshot(backfilled).for_deployment(name, ns)
     sim = SimTelemetrySource(backfilled.sim).snapshot(window="15m").for_deployment(name, ns)
     assert prom is not None and sim is not None and prom.replicas == 2
-    assert any("pods replaced within the 15m window (4 pods' series" in n for n in prom.notes), prom.notes
+    assert any("pods came or went within the 15m window (4 pods' series" in n for n in prom.notes), prom.notes
     steady = _prom_snapshot(backfilled).for_deployment("chat-assistant", "chat")
-    assert steady is not None and not any("pods replaced" in n for n in steady.notes)
+    assert steady is not None and not any("pods came or went" in n for n in steady.notes)
     for signal in ("request_rate_per_s", "generation_tokens_per_s", "ttft_p50_ms", "itl_p50_ms"):
         assert prom.signals[signal] == pytest.approx(sim.signals[signal], rel=0.05), signal
     # A p99 sits in sparse tail buckets, and rate() extrapolates each bucket series that begins or

@@ -18,7 +18,19 @@ def test_one_query_per_signal_aggregated_by_deployment() -> None:
     for signal, query in plan.queries.items():
         assert "by (namespace, deployment" in query, signal
         assert "kube_pod_owner" in query and "kube_replicaset_owner" in query
-        assert "[15m]" in query
+        assert "[15m]" in query or signal == "request_rate_peak_per_s"
+    # the busiest 5 minutes of the last day, evaluated every 5 minutes
+    peak = plan.queries["request_rate_peak_per_s"]
+    assert peak.startswith(
+        "max_over_time((sum by (namespace, deployment) ((rate(vllm:request_success_total[5m]))"
+    )
+    assert peak.endswith("[1d:5m])")
+    assert (
+        PromQLBuilder(VLLM_NAMES, LabelMap())
+        .plan("15m", "7d")
+        .queries["request_rate_peak_per_s"]
+        .endswith("[7d:5m])")
+    )
     assert "histogram_quantile(0.99, sum by (namespace, deployment, le) (" in plan.queries["ttft_p99_ms"]
     assert "rate(vllm:request_success_total[15m])" in plan.queries["request_rate_per_s"]
     # the old and the new vLLM names are both read

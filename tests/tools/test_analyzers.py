@@ -228,9 +228,9 @@ def test_replica_imbalance_and_missing_pod_data() -> None:
     )  # per-pod request rates say nothing about running requests: still not assessed
     assert any("per-pod" in n for n in coverage_notes(rates_only))
     assert inp.telemetry is not None
-    inp.telemetry.notes.append("pods replaced within the 15m window (4 pods' series for 2 replicas): ...")
+    inp.telemetry.notes.append("pods came or went within the 15m window (4 pods' series for 2 replicas): ...")
     assert any(
-        n.endswith(": pods replaced within the 15m window (4 pods' series for 2 replicas): ...")
+        n.endswith(": pods came or went within the 15m window (4 pods' series for 2 replicas): ...")
         for n in coverage_notes(inp)
     )
 

@@ -10,12 +10,20 @@ from servewise.domain import DeploymentRef, DeploymentTelemetry, InferenceDeploy
 from servewise.errors import InputError
 from servewise.telemetry.sim import SimTelemetrySource
 from servewise.tools.analyzing import analyze_fleet
-from servewise.tools.observing import length_distribution, observed_workload, with_observed_workload
+from servewise.tools.observing import (
+    length_distribution,
+    observed_workload,
+    unobservable,
+    with_observed_workload,
+)
 from servewise.tools.proposing import optimize_deployment
-from servewise.tools.search_space import max_context_needed
+from servewise.tools.search_space import SearchPolicy, max_context_needed
 
 SIGNALS = {
     "request_rate_per_s": 2.0,
+    "request_rate_peak_per_s": 3.0,
+    "requests_running": 40.0,
+    "requests_waiting": 2.0,
     "prompt_tokens_per_s": 4000.0,
     "generation_tokens_per_s": 600.0,
     "prompt_len_p99": 9000.0,
@@ -43,29 +51,62 @@ def test_a_log_normal_with_the_observed_mean_and_p99(mean: float, p99: float) ->
     assert np.percentile(lengths, 99) == pytest.approx(p99, rel=0.03)
 
 
+@pytest.mark.parametrize(("mean", "p99", "longest"), [(300.0, 5000.0, 8192), (500.0, 20000.0, 32768)])
+def test_a_tail_heavier_than_the_context_keeps_the_mean_of_the_lengths_drawn(
+    mean: float, p99: float, longest: int
+) -> None:
+    """p99/mean above 15 is out of a log-normal's reach: the heaviest one, clipped at the context,
+    still draws lengths of the observed mean (its unclipped mean is larger: sizing is conservative)."""
+    dist = length_distribution(mean, p99, longest=longest)
+    lengths = dist.sample(np.random.default_rng(0), 400_000)
+    assert lengths.mean() == pytest.approx(mean, rel=0.03)
+    assert dist.mean > mean and lengths.max() <= longest
+
+
 def test_lengths_without_a_tail_above_the_mean_are_fixed() -> None:
     assert length_distribution(1000.0, 995.0, longest=8192).kind == "fixed"  # one length, read in (500, 1000]
     assert length_distribution(1000.0, None, longest=8192).kind == "fixed"  # no length histogram
     assert length_distribution(20000.0, None, longest=8192).mean == 8192  # never beyond the context
 
 
-def test_the_workload_comes_from_token_rates_and_length_histograms() -> None:
+def test_the_workload_comes_from_token_rates_length_histograms_and_the_peak_rate() -> None:
     wl = observed_workload(_dep(), _tel())
-    assert wl is not None and wl.arrival_rate_per_s == 2.0
+    assert wl is not None and wl.arrival_rate_per_s == 3.0  # the busiest 5 minutes, not the window's 2
     assert wl.input_len.mean == 2000.0 and wl.output_len.mean == 300.0
-    assert wl.input_len.max == 131072  # llama-3.1-8b's context: the server's when it sets none
+    assert wl.input_len.max + wl.output_len.max == 131072  # llama-3.1-8b's context: the server's
     assert observed_workload(_dep(), _tel(request_rate_per_s=0.0)) is None
-    missing = _tel()
-    del missing.signals["prompt_tokens_per_s"]
-    assert observed_workload(_dep(), missing) is None
+
+
+@pytest.mark.parametrize("signal", ["prompt_tokens_per_s", "request_rate_peak_per_s", "requests_waiting"])
+def test_a_missing_signal_leaves_the_load_unknown(signal: str) -> None:
+    tel = _tel()
+    del tel.signals[signal]
+    assert observed_workload(_dep(), tel) is None
+    assert unobservable(_dep(), tel) == f"telemetry lacks {signal}"
+
+
+def test_a_backlog_beyond_half_the_running_requests_means_it_does_not_keep_up() -> None:
+    assert unobservable(_dep(), _tel(requests_waiting=15.0)) is None  # a stable queue
+    why = unobservable(_dep(), _tel(requests_waiting=30.0))
+    assert why is not None and "30 requests wait on average beside 40 running" in why
 
 
 def test_a_candidate_never_gets_a_shorter_context_than_the_server_has() -> None:
     dep, note = with_observed_workload(_dep(max_model_len=16384), _tel())
     assert dep.workload is not None and note is not None
     assert "no workload declared" in note and "input 2000 tokens mean, p99 9000" in note
-    assert dep.workload.input_len.max == 16384 and dep.workload.output_len.max == 16384
-    assert max_context_needed(dep, 131072) >= 16384
+    assert "3.00 req/s, the busiest 5 minutes over ?" in note
+    assert dep.workload.input_len.max + dep.workload.output_len.max == 16384
+    assert max_context_needed(dep, 131072) == 16384
+
+
+def test_a_p99_beyond_the_top_bucket_is_a_lower_bound() -> None:
+    """With max_model_len 8192 vLLM's top prompt bucket is 5000: a p99 read there is at least 5000."""
+    dep, note = with_observed_workload(_dep(max_model_len=8192), _tel(prompt_len_p99=5000.0))
+    assert note is not None and "p99 >= 5000" in note
+    assert dep.workload is not None
+    tail = np.percentile(dep.workload.input_len.sample(np.random.default_rng(0), 100_000), 99)
+    assert tail > 5000  # fitted up to the room the context leaves, not at the bound
 
 
 def test_a_declared_workload_is_kept() -> None:
@@ -85,19 +126,22 @@ def _undeclared(twin: SimCluster, name: str, namespace: str) -> InferenceDeploym
     )
 
 
-def test_an_undeclared_deployment_is_optimized_for_its_observed_load(twin: SimCluster) -> None:
+def test_an_undeclared_deployment_is_optimized_for_its_observed_peak(twin: SimCluster) -> None:
     dep = _undeclared(twin, "ticket-triage", "support")
     snap = SimTelemetrySource(twin).snapshot(window="15m")
     tel = snap.for_deployment(dep.ref.name, dep.ref.namespace)
+    assert tel is not None
     plan = optimize_deployment(dep, twin, telemetry=tel, benchmark=False)
-    assert plan.notes[0].startswith("support/ticket-triage: no workload declared; sized for the observed one")
-    declared = twin.specs["support/ticket-triage"].workload
-    assert tel is not None and plan.proposal is not None
-    # sized for what it serves (3.8 req/s, the twin's offered rate: it keeps up) plus headroom
-    assert declared.rate_at(twin.now_s) == pytest.approx(tel.signals["request_rate_per_s"], rel=0.1)
-    assert f"; {tel.signals['request_rate_per_s']:.2f} req/s;" in plan.notes[0]
-    context = plan.proposal.proposed.max_model_len
-    assert context is None or context >= (dep.config.max_model_len or 131072)  # never a shorter one
+    note = plan.notes[0]
+    assert note.startswith("support/ticket-triage: no workload declared; sized for the observed one")
+    peak = tel.signals["request_rate_peak_per_s"]
+    assert peak > tel.signals["request_rate_per_s"]  # within the twin's 15 minutes of history
+    lookback = tel.evidence["request_rate_peak_per_s"].window  # all the history the twin keeps
+    assert (
+        lookback == "885s" and f"; {peak:.2f} req/s, the busiest 5 minutes over 885s, less than a day" in note
+    )
+    assert plan.proposal is not None
+    assert f"at {peak * (1 + SearchPolicy().headroom):.2f} req/s peak+headroom" in plan.proposal.summary
 
 
 def test_a_deployment_that_does_not_keep_up_is_not_sized_for_what_it_serves(twin: SimCluster) -> None:
