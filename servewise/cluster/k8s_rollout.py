@@ -117,8 +117,10 @@ def pod_problems(
 
 
 def _when(event: Mapping[str, Any]) -> datetime:
-    """When an event last happened (``lastTimestamp``, ``eventTime`` or its creation); epoch if none."""
+    """When an event last happened (a repeating event's ``series.lastObservedTime``, else
+    ``lastTimestamp``, ``eventTime`` or its creation); the epoch if none."""
     for raw in (
+        (event.get("series") or {}).get("lastObservedTime"),
         event.get("lastTimestamp"),
         event.get("eventTime"),
         (event.get("metadata") or {}).get("creationTimestamp"),
@@ -131,11 +133,19 @@ def _when(event: Mapping[str, Any]) -> datetime:
     return datetime.fromtimestamp(0, UTC)
 
 
-def _latest(events: Sequence[Mapping[str, Any]], pod: str, reasons: set[str]) -> Mapping[str, Any] | None:
-    mine = [
-        e for e in events if (e.get("involvedObject") or {}).get("name") == pod and e.get("reason") in reasons
-    ]
-    return max(mine, key=_when, default=None)
+def _about(event: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:
+    """Is ``event`` about this very pod (by uid when both have one: a StatefulSet's new pod has its
+    predecessor's name)?"""
+    involved, meta = event.get("involvedObject") or {}, pod.get("metadata") or {}
+    if involved.get("name") != meta.get("name"):
+        return False
+    return not (involved.get("uid") and meta.get("uid")) or involved.get("uid") == meta.get("uid")
+
+
+def _latest(
+    events: Sequence[Mapping[str, Any]], pod: Mapping[str, Any], reasons: set[str]
+) -> Mapping[str, Any] | None:
+    return max((e for e in events if e.get("reason") in reasons and _about(e, pod)), key=_when, default=None)
 
 
 def scheduling_stall(pods: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]]) -> str | None:
@@ -153,12 +163,12 @@ def scheduling_stall(pods: Sequence[Mapping[str, Any]], events: Sequence[Mapping
                 continue
             if cond.get("reason") != "Unschedulable" or status.get("nominatedNodeName"):
                 continue
-            word = _latest(events, name, NODE_COMING | {"NotTriggerScaleUp"})
+            word = _latest(events, pod, NODE_COMING | {"NotTriggerScaleUp"})
             if word is None or word.get("reason") not in NODE_COMING:
                 return f"pod {name}: Unschedulable: {cond.get('message', '')}".rstrip(": ")
         if status.get("phase", "Pending") != "Pending":
             continue
-        attach = _latest(events, name, {"FailedAttachVolume", "SuccessfulAttachVolume"})
+        attach = _latest(events, pod, {"FailedAttachVolume", "SuccessfulAttachVolume"})
         if (
             attach is not None
             and attach.get("reason") == "FailedAttachVolume"

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 SIGNALS: tuple[str, ...] = (
     "requests_running",
     "requests_waiting",
+    "requests_waiting_peak",
     "kv_cache_usage",
     "request_rate_per_s",
     "request_rate_peak_per_s",

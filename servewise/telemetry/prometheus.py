@@ -20,9 +20,9 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 from urllib3.util.retry import Retry
 
 from servewise.domain import POD_PREFIX, SIGNALS, DeploymentTelemetry, SignalEvidence, TelemetrySnapshot
-from servewise.errors import BackendUnavailableError, InputError, PermanentError
+from servewise.errors import BackendUnavailableError, InputError, PermanentError, ServewiseError
 from servewise.telemetry.names import DEFAULT_LABELS, KSM_NAMES, VLLM_NAMES, EngineNames, LabelMap
-from servewise.telemetry.promql import PEAK_LOOKBACK, PromQLBuilder, window_seconds
+from servewise.telemetry.promql import PEAK_LOOKBACK, PEAK_SIGNALS, PromQLBuilder, window_seconds
 
 Key = tuple[str, str]
 
@@ -119,7 +119,15 @@ class PrometheusSource:
         jobs = {**plan.queries, "replicas": plan.replicas_query, **pod_jobs}
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
             futures = {sig: pool.submit(self.query, q, at=at) for sig, q in jobs.items()}
-            results = {sig: f.result() for sig, f in futures.items()}
+            results: dict[str, list[dict[str, Any]]] = {}
+            failed: dict[str, ServewiseError] = {}
+            for sig, future in futures.items():
+                try:
+                    results[sig] = future.result()
+                except ServewiseError as exc:  # a day-long subquery may time out: only it goes missing
+                    if sig not in PEAK_SIGNALS:
+                        raise
+                    results[sig], failed[sig] = [], exc
         per_pod = {sig: _by_pod(results.pop(sig), jobs[sig]) for sig in pod_jobs}
         values: dict[str, dict[Key, float]] = {}
         for sig, result in results.items():
@@ -137,8 +145,9 @@ class PrometheusSource:
                     tel.missing.append(sig)
                 else:
                     tel.signals[sig] = value
-                    span = self.peak_lookback if sig == "request_rate_peak_per_s" else window
+                    span = self.peak_lookback if sig in PEAK_SIGNALS else window
                     tel.evidence[sig] = SignalEvidence(query=plan.queries[sig], window=span)
+            tel.notes.extend(f"{sig}: query failed: {exc}" for sig, exc in failed.items())
             unmeasured = [sig for sig in SIGNALS if sig not in plan.queries]
             if unmeasured:
                 tel.notes.append(f"engine {self.names.engine} has no metric for {', '.join(unmeasured)}")

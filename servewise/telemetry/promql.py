@@ -41,6 +41,7 @@ class QueryPlan:
 
 PEAK_LOOKBACK = "1d"  # a daily cycle; weekly ones need "7d"
 PEAK_STEP = "5m"
+PEAK_SIGNALS = ("request_rate_peak_per_s", "requests_waiting_peak")  # over the lookback, not the window
 
 
 class PromQLBuilder:
@@ -127,9 +128,15 @@ class PromQLBuilder:
         for signal, metric in rates.items():
             if metric:
                 q[signal] = f"sum {by} ({self._engine(metric, 'rate', window)})"
-        if n.requests:  # the busiest 5 minutes of the lookback: what a deployment must be sized for
-            busiest = f"sum {by} ({self._engine(n.requests, 'rate', PEAK_STEP)})"
-            q["request_rate_peak_per_s"] = f"max_over_time(({busiest})[{peak_lookback}:{PEAK_STEP}])"
+        # the busiest 5 minutes of the lookback (what a deployment must be sized for) and the longest
+        # queue of any 5 minutes (was that peak all it could serve?)
+        for signal, metric, func in (
+            ("request_rate_peak_per_s", n.requests, "rate"),
+            ("requests_waiting_peak", n.waiting, "avg_over_time"),
+        ):
+            if metric:
+                busiest = f"sum {by} ({self._engine(metric, func, PEAK_STEP)})"
+                q[signal] = f"max_over_time(({busiest})[{peak_lookback}:{PEAK_STEP}])"
         quantiles = (
             ("ttft_p50_ms", n.ttft, 0.5), ("ttft_p99_ms", n.ttft, 0.99), ("itl_p50_ms", n.itl, 0.5),
             ("itl_p99_ms", n.itl, 0.99), ("e2e_p99_ms", n.e2e, 0.99),

@@ -14,7 +14,7 @@ import numpy as np
 from servewise.cluster.sim import SimCluster
 from servewise.cluster.sim_metrics import GAUGES, HISTOGRAMS, LAYOUT, fold_length_bins, served_context
 from servewise.domain import POD_PREFIX, SIGNALS, DeploymentTelemetry, SignalEvidence, TelemetrySnapshot
-from servewise.telemetry.promql import PEAK_STEP, window_seconds
+from servewise.telemetry.promql import PEAK_SIGNALS, PEAK_STEP, window_seconds
 
 PEAK_STEP_S = window_seconds(PEAK_STEP)
 _RATES = {
@@ -100,10 +100,12 @@ class SimTelemetrySource:
                     value = histogram_quantile(0.99, bounds, bins)
                     if math.isfinite(value):
                         values[signal] = value
-            if "request_rate_per_s" in values:  # under 5 minutes of history: the window's rate
-                peak = _peak_rate(sim, i) or (values["request_rate_per_s"], window)
+            if "request_rate_per_s" in values and "requests_waiting" in values:
+                # under 5 minutes of history: the window's own
+                peak = _peaks(sim, i) or (values["request_rate_per_s"], values["requests_waiting"], window)
                 values["request_rate_peak_per_s"] = max(peak[0], values["request_rate_per_s"])
-                lookbacks[i] = peak[1]
+                values["requests_waiting_peak"] = max(peak[1], values["requests_waiting"])
+                lookbacks[i] = peak[2]
             for pod in sim.pods.get(key, []):  # the twin keeps no per-pod history: its pods now
                 tel.signals[f"{POD_PREFIX}{pod.name}/requests_running"] = float(pod.running)
             if short:
@@ -111,7 +113,7 @@ class SimTelemetrySource:
             for signal in SIGNALS:
                 if signal in values:
                     tel.signals[signal] = values[signal]
-                    over = lookbacks.get(i, window) if signal == "request_rate_peak_per_s" else window
+                    over = lookbacks.get(i, window) if signal in PEAK_SIGNALS else window
                     tel.evidence[signal] = SignalEvidence(query=f"twin:{signal}", window=over)
                 else:
                     tel.missing.append(signal)
@@ -121,21 +123,25 @@ class SimTelemetrySource:
         )
 
 
-def _peak_rate(sim: SimCluster, index: int) -> tuple[float, str] | None:
-    """The busiest 5 minutes of requests in the twin's whole history (its lookback, which is all it
-    keeps), over the 5 minutes before each multiple of 5 minutes (where PromQL's ``[1d:5m]``
-    subquery evaluates), and that lookback as a duration; None before one such window is complete."""
+def _peaks(sim: SimCluster, index: int) -> tuple[float, float, str] | None:
+    """The busiest 5 minutes of requests and the longest 5-minute mean queue in the twin's whole
+    history (its lookback: all it keeps), over the 5 minutes before each multiple of 5 minutes
+    (where PromQL's ``[1d:5m]`` subquery evaluates), and that lookback as a duration; None before
+    one such window is complete."""
     times, gauges, totals = sim.history.window(sim.now_s, sim.history.span_s)
     live = gauges[:, index, GAUGES.index("ready_pods")] > 0 if len(times) else np.zeros(0, bool)
     times, counts = times[live], totals[live, index, LAYOUT.counter["requests"]]
+    waiting = gauges[live, index, GAUGES.index("waiting")]
     if len(times) < 2:
         return None
     marks = np.arange(math.ceil(times[0] / PEAK_STEP_S) * PEAK_STEP_S, times[-1] + 1e-6, PEAK_STEP_S)
     ends = np.searchsorted(times, marks + 1e-6, side="right") - 1  # the last sample at each mark
     starts = np.searchsorted(times, times[ends] - PEAK_STEP_S - 1e-6)
-    full = times[ends] - times[starts] >= PEAK_STEP_S - sim.step_s - 1e-6
+    spans = times[ends] - times[starts]
+    full = (spans > 0) & (spans >= max(PEAK_STEP_S - sim.step_s, PEAK_STEP_S / 2) - 1e-6)
     if not full.any():
         return None
-    ends, starts = ends[full], starts[full]
-    rates = (counts[ends] - counts[starts]) / (times[ends] - times[starts])
-    return float(rates.max()), f"{max(round(times[-1] - times[0]), 1)}s"
+    ends, starts, spans = ends[full], starts[full], spans[full]
+    rates = (counts[ends] - counts[starts]) / spans
+    queues = [float(np.mean(waiting[a + 1 : b + 1])) for a, b in zip(starts, ends, strict=True)]
+    return float(rates.max()), max(queues), f"{max(round(times[-1] - times[0]), 1)}s"

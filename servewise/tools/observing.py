@@ -36,10 +36,8 @@ REQUIRED = (
     "generation_tokens_per_s",
     "requests_waiting",
     "requests_running",
+    "requests_waiting_peak",
 )
-# More requests waiting than this fraction of those running, on average over the window: the server
-# does not keep up (a stable queue in front of a busy server stays well below its batch).
-BACKLOG_SHARE = 0.5
 DAY_S = 86400.0
 
 
@@ -66,20 +64,33 @@ def _clipped_mean(mean: float, sigma: float, longest: float) -> float:
 
 def length_distribution(mean: float, p99: float | None, longest: int) -> LengthDistribution:
     """Log-normal lengths of ``mean`` whose 99th percentile is ``p99`` (fixed when the p99 is not
-    above the mean), clipped to ``[1, longest]``. A tail so heavy that clipping would lower the
-    mean is given a larger unclipped mean, so that the lengths drawn keep the observed one."""
+    above the mean, or the mean fills the room), clipped to ``[1, longest]``. A tail so heavy that
+    clipping at ``longest`` would lower the mean of the lengths drawn by over 0.5 % gets a smaller
+    sigma instead: the mean is what sizing and benchmarks read."""
     mean = min(max(mean, 1.0), float(longest))
-    if p99 is None or not math.isfinite(p99) or p99 <= mean * 1.01:
+    if p99 is None or not math.isfinite(p99) or p99 <= mean * 1.01 or mean >= 0.98 * longest:
         return LengthDistribution(kind="fixed", mean=mean, max=longest)
     # log-normal: ln(p99 / mean) = Z99 * s - s^2 / 2; the smaller root (the larger one is the
     # same p99 reached by a far heavier tail); past the vertex the p99 is out of reach: s = Z99
     gap = Z99 * Z99 - 2.0 * math.log(p99 / mean)
     sigma = Z99 - math.sqrt(gap) if gap > 0 else Z99
-    unclipped = mean
-    if _clipped_mean(mean, sigma, longest) < 0.99 * mean:
-        unclipped = brentq(lambda m: _clipped_mean(m, sigma, longest) - mean, mean, mean * 1e4)
-    std = unclipped * math.sqrt(math.expm1(sigma * sigma))
-    return LengthDistribution(kind="lognormal", mean=unclipped, std=std, max=longest)
+    if _clipped_mean(mean, sigma, longest) < 0.995 * mean:  # at s -> 0 it is the mean itself
+        sigma = brentq(lambda s: _clipped_mean(mean, s, longest) - 0.995 * mean, 1e-3, sigma)
+    std = mean * math.sqrt(math.expm1(sigma * sigma))
+    return LengthDistribution(kind="lognormal", mean=mean, std=std, max=longest)
+
+
+def rooms(prompt: Lengths, output: Lengths, longest: int) -> tuple[int, int]:
+    """(prompt room, output room) that add up to the server's context: outputs get twice their
+    p99 (or 4x their mean) when the prompts' p99 (or mean) leaves it, else the two share the
+    context in proportion to those needs."""
+    prompt_need = math.ceil(max(prompt.p99 or 0.0, prompt.mean))
+    output_need = math.ceil(output.p99 or 2 * output.mean)
+    out_room = min(2 * output_need, longest - prompt_need)
+    if out_room < output_need:
+        out_room = round(longest * output_need / (prompt_need + output_need))
+    out_room = min(max(out_room, 16), longest - 16)
+    return longest - out_room, out_room
 
 
 def served_context(dep: InferenceDeployment, catalog: Catalog | None = None) -> int:
@@ -87,7 +98,9 @@ def served_context(dep: InferenceDeployment, catalog: Catalog | None = None) -> 
 
 
 def unobservable(dep: InferenceDeployment, tel: DeploymentTelemetry | None) -> str | None:
-    """Why ``tel`` does not show the load offered to ``dep`` (None: it does)."""
+    """Why ``tel`` does not show the load offered to ``dep`` (None: it does): a signal is missing,
+    or the server does not keep up, now (more requests waiting than running) or at its busiest
+    (more waiting than a full batch per replica), so that what it completed is its capacity."""
     if tel is None:
         return "no telemetry"
     missing = [s for s in REQUIRED if tel.signals.get(s) is None]
@@ -96,21 +109,30 @@ def unobservable(dep: InferenceDeployment, tel: DeploymentTelemetry | None) -> s
     if tel.signals["request_rate_per_s"] <= 0:
         return "no requests served in the window"
     waiting, running = tel.signals["requests_waiting"], tel.signals["requests_running"]
-    if waiting > max(1.0, BACKLOG_SHARE * running):
+    if waiting > max(1.0, running):
         return (
             f"{waiting:.0f} requests wait on average beside {running:.0f} running: the rate it serves "
             f"({tel.signals['request_rate_per_s']:.2f} req/s) is less than the rate it is offered"
         )
+    busiest = tel.signals["requests_waiting_peak"]
+    batch = dep.config.max_num_seqs * max(tel.replicas or dep.config.replicas, 1)
+    if busiest > batch:
+        return (
+            f"{busiest:.0f} requests waited in its busiest 5 minutes, more than a full batch on every "
+            f"replica ({batch}): its peak rate ({tel.signals['request_rate_peak_per_s']:.2f} req/s) is "
+            "what it could serve, not what it was offered"
+        )
     return None
 
 
-def observed_lengths(tel: DeploymentTelemetry, longest: int) -> tuple[Lengths, Lengths]:
-    """(prompt, output) lengths from token rates and length-histogram p99s."""
+def observed_lengths(tel: DeploymentTelemetry, longest: int, engine: str) -> tuple[Lengths, Lengths]:
+    """(prompt, output) lengths from token rates and length-histogram p99s. vLLM's buckets stop at
+    the last 1-2-5 bound within the context: a p99 there is only known to be at least that."""
     rate, top = tel.signals["request_rate_per_s"], vllm_length_buckets(longest)[-1]
 
     def one(tokens: str, p99_signal: str) -> Lengths:
         p99 = tel.signals.get(p99_signal)
-        return Lengths(tel.signals[tokens] / rate, p99, p99 is not None and p99 >= top)
+        return Lengths(tel.signals[tokens] / rate, p99, engine == "vllm" and p99 is not None and p99 >= top)
 
     return one("prompt_tokens_per_s", "prompt_len_p99"), one("generation_tokens_per_s", "output_len_p99")
 
@@ -122,17 +144,16 @@ def observed_workload(
     if tel is None or unobservable(dep, tel) is not None:
         return None
     longest = served_context(dep, catalog)
-    prompt, output = observed_lengths(tel, longest)
-    # prompt + output fit the context: outputs get room for twice their p99 (or 4x their mean)
-    out_room = min(longest // 2, max(16, math.ceil(2 * (output.p99 or 2 * output.mean))))
+    prompt, output = observed_lengths(tel, longest, dep.config.engine.value)
+    prompt_room, output_room = rooms(prompt, output, longest)
 
     def dist(lengths: Lengths, room: int) -> LengthDistribution:
         p99 = float(room) if lengths.at_least else lengths.p99  # beyond the top bucket: up to the room
         return length_distribution(lengths.mean, p99, room)
 
     return Workload(
-        input_len=dist(prompt, longest - out_room),
-        output_len=dist(output, out_room),
+        input_len=dist(prompt, prompt_room),
+        output_len=dist(output, output_room),
         arrival_rate_per_s=max(tel.signals["request_rate_peak_per_s"], tel.signals["request_rate_per_s"]),
     )
 
@@ -150,7 +171,7 @@ def with_observed_workload(
             dep,
             f"{dep.ref.key}: no workload declared and none observed ({why}); declare one ({ANNOTATION})",
         )
-    prompt, output = observed_lengths(tel, served_context(dep, catalog))
+    prompt, output = observed_lengths(tel, served_context(dep, catalog), dep.config.engine.value)
     evidence = tel.evidence.get("request_rate_peak_per_s")
     lookback = evidence.window if evidence is not None else "?"
     short = ""

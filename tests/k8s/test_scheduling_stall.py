@@ -58,3 +58,23 @@ def test_a_multi_attach_error_counts_until_the_volume_attaches() -> None:
     assert scheduling_stall([_pod(placed, phase="Running")], [failed]) is None  # events outlive the cause
     other = _event("FailedAttachVolume", "2026-11-24T10:00:00Z", "rpc error: timed out")
     assert scheduling_stall([_pod(placed)], [other]) is None  # not another pod's hold: a rollout waits it out
+
+
+def test_a_statefulset_pods_predecessor_events_do_not_count() -> None:
+    """A StatefulSet's new pod takes its predecessor's name: events are matched by uid too."""
+    pod = _pod(UNSCHEDULABLE)
+    pod["metadata"]["uid"] = "new-uid"
+    old = _event("TriggeredScaleUp", "2026-11-24T10:00:00Z")
+    old["involvedObject"]["uid"] = "old-uid"
+    assert scheduling_stall([pod], [old]) is not None
+    old["involvedObject"]["uid"] = "new-uid"
+    assert scheduling_stall([pod], [old]) is None
+
+
+def test_a_repeating_event_is_as_recent_as_its_last_occurrence() -> None:
+    """events.k8s.io keeps the first occurrence in eventTime, the last in series.lastObservedTime."""
+    pod = _pod(UNSCHEDULABLE)
+    no = {**_event("NotTriggerScaleUp", ""), "eventTime": "2026-11-24T09:00:00.000000Z"}
+    no["series"] = {"count": 12, "lastObservedTime": "2026-11-24T10:30:00.000000Z"}
+    up = _event("TriggeredScaleUp", "2026-11-24T10:00:00Z")
+    assert scheduling_stall([pod], [up, no]) is not None  # "no scale-up" is the latest word

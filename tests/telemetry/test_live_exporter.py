@@ -77,7 +77,13 @@ def test_live_scrape_reads_back_every_deployment(exporter: str) -> None:
         d = got[key]
         assert d.replicas == replicas
         # p99s may have no observations yet, and the peak's [1d:5m] subquery no 5-minute mark since the start
-        optional = {"ttft_p99_ms", "e2e_p99_ms", "itl_p99_ms", "request_rate_peak_per_s"}
+        optional = {
+            "ttft_p99_ms",
+            "e2e_p99_ms",
+            "itl_p99_ms",
+            "request_rate_peak_per_s",
+            "requests_waiting_peak",
+        }
         assert set(d.missing) <= optional, d.missing
         assert 0.0 <= d.signals["kv_cache_usage"] <= 1.0
         assert 0.0 <= d.signals["gpu_utilization"] <= 1.0

@@ -118,3 +118,39 @@ def test_unreachable_prometheus_is_retryable() -> None:
 def test_url_is_validated() -> None:
     with pytest.raises(InputError, match="--prometheus"):
         PrometheusSource("localhost:9090")
+
+
+def test_a_failing_peak_query_loses_only_the_peaks() -> None:
+    """The day-long peak subqueries are the heaviest: one that fails (here 422, as a too-long
+    query or a many-to-many join would) leaves the peaks missing with a note, not the snapshot."""
+    from urllib.parse import parse_qs, urlparse
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            query = parse_qs(urlparse(self.path).query).get("query", [""])[0]
+            failing = "[1d:5m]" in query
+            body = (
+                {"status": "error", "errorType": "execution", "error": "too many samples"}
+                if failing
+                else VECTOR
+            )
+            self.send_response(422 if failing else 200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(json.dumps(body).encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        snap = PrometheusSource(f"http://127.0.0.1:{httpd.server_address[1]}", retries=0).snapshot(
+            window="5m"
+        )
+    finally:
+        httpd.shutdown()
+    x = snap.for_deployment("x", "a")
+    assert x is not None and x.signals["requests_running"] == 2.5
+    assert {"request_rate_peak_per_s", "requests_waiting_peak"} <= set(x.missing)
+    assert any(n.startswith("request_rate_peak_per_s: query failed: ") for n in x.notes), x.notes

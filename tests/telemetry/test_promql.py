@@ -8,7 +8,7 @@ import pytest
 from servewise.domain import SIGNALS
 from servewise.errors import InputError
 from servewise.telemetry.names import SGLANG_NAMES, TGI_NAMES, VLLM_NAMES, LabelMap
-from servewise.telemetry.promql import PromQLBuilder, window_seconds
+from servewise.telemetry.promql import PEAK_SIGNALS, PromQLBuilder, window_seconds
 from servewise.telemetry.sim import histogram_quantile
 
 
@@ -18,13 +18,15 @@ def test_one_query_per_signal_aggregated_by_deployment() -> None:
     for signal, query in plan.queries.items():
         assert "by (namespace, deployment" in query, signal
         assert "kube_pod_owner" in query and "kube_replicaset_owner" in query
-        assert "[15m]" in query or signal == "request_rate_peak_per_s"
+        assert "[15m]" in query or signal in PEAK_SIGNALS
     # the busiest 5 minutes of the last day, evaluated every 5 minutes
     peak = plan.queries["request_rate_peak_per_s"]
     assert peak.startswith(
         "max_over_time((sum by (namespace, deployment) ((rate(vllm:request_success_total[5m]))"
     )
     assert peak.endswith("[1d:5m])")
+    queue = plan.queries["requests_waiting_peak"]
+    assert "avg_over_time(vllm:num_requests_waiting[5m])" in queue and queue.endswith("[1d:5m])")
     assert (
         PromQLBuilder(VLLM_NAMES, LabelMap())
         .plan("15m", "7d")

@@ -79,3 +79,27 @@ def test_length_buckets_stop_at_the_servers_context(twin: SimCluster) -> None:
     twin.advance(600, persist=False)
     d = SimTelemetrySource(twin).snapshot(window="5m").for_deployment("legal-summarizer", "legal")
     assert d is not None and d.signals["prompt_len_p99"] == 2000.0  # the last 1-2-5 bound <= 4096
+
+
+def test_peaks_come_from_the_twins_history_at_five_minute_marks(twin: SimCluster) -> None:
+    """Over all the history the twin keeps (its lookback): the busiest 5 minutes of requests, near
+    the offered rate then, and the longest queue, long where the offered load exceeds capacity."""
+    twin.advance(1800, persist=False)
+    snap = SimTelemetrySource(twin).snapshot(window="5m")
+    span = twin.history.span_s
+    for d in snap.deployments:
+        assert d.evidence["request_rate_peak_per_s"].window == f"{round(span)}s"
+        assert d.signals["request_rate_peak_per_s"] >= d.signals["request_rate_per_s"]
+        assert d.signals["requests_waiting_peak"] >= d.signals["requests_waiting"]
+        load = twin.specs[f"{d.namespace}/{d.deployment}"].workload
+        offered = max(load.rate_at(t) for t in np.arange(twin.now_s - span, twin.now_s, 30.0))
+        # the highest of a few noisy 5-minute counts: above the offered peak by a few sigma at most
+        assert d.signals["request_rate_peak_per_s"] <= offered * (1 + 5 / np.sqrt(offered * 300)), (
+            d.deployment
+        )
+    overloaded, keeping_up = (
+        snap.for_deployment("support-bot", "support"),
+        snap.for_deployment("translate", "i18n"),
+    )
+    assert overloaded is not None and overloaded.signals["requests_waiting_peak"] > 256
+    assert keeping_up is not None and keeping_up.signals["requests_waiting_peak"] < 1

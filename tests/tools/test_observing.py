@@ -24,6 +24,7 @@ SIGNALS = {
     "request_rate_peak_per_s": 3.0,
     "requests_running": 40.0,
     "requests_waiting": 2.0,
+    "requests_waiting_peak": 30.0,
     "prompt_tokens_per_s": 4000.0,
     "generation_tokens_per_s": 600.0,
     "prompt_len_p99": 9000.0,
@@ -52,15 +53,19 @@ def test_a_log_normal_with_the_observed_mean_and_p99(mean: float, p99: float) ->
 
 
 @pytest.mark.parametrize(("mean", "p99", "longest"), [(300.0, 5000.0, 8192), (500.0, 20000.0, 32768)])
-def test_a_tail_heavier_than_the_context_keeps_the_mean_of_the_lengths_drawn(
-    mean: float, p99: float, longest: int
-) -> None:
-    """p99/mean above 15 is out of a log-normal's reach: the heaviest one, clipped at the context,
-    still draws lengths of the observed mean (its unclipped mean is larger: sizing is conservative)."""
+def test_a_tail_heavier_than_the_context_keeps_the_mean(mean: float, p99: float, longest: int) -> None:
+    """p99/mean above 15 is out of a log-normal's reach, and its heaviest one, clipped at the
+    context, would draw shorter lengths than observed: a lighter tail keeps the mean."""
     dist = length_distribution(mean, p99, longest=longest)
     lengths = dist.sample(np.random.default_rng(0), 400_000)
-    assert lengths.mean() == pytest.approx(mean, rel=0.03)
-    assert dist.mean > mean and lengths.max() <= longest
+    assert dist.mean == mean and lengths.mean() == pytest.approx(mean, rel=0.01)
+    assert lengths.max() <= longest and np.percentile(lengths, 99) > 5 * mean
+
+
+def test_a_mean_that_fills_the_room_is_fixed_there() -> None:
+    """A review's crash: prompt mean 4300 with a 4192-token room (brentq found no root)."""
+    dist = length_distribution(4300.0, 4500.0, longest=4192)
+    assert (dist.kind, dist.mean, dist.max) == ("fixed", 4192, 4192)
 
 
 def test_lengths_without_a_tail_above_the_mean_are_fixed() -> None:
@@ -77,7 +82,9 @@ def test_the_workload_comes_from_token_rates_length_histograms_and_the_peak_rate
     assert observed_workload(_dep(), _tel(request_rate_per_s=0.0)) is None
 
 
-@pytest.mark.parametrize("signal", ["prompt_tokens_per_s", "request_rate_peak_per_s", "requests_waiting"])
+@pytest.mark.parametrize(
+    "signal", ["prompt_tokens_per_s", "request_rate_peak_per_s", "requests_waiting", "requests_waiting_peak"]
+)
 def test_a_missing_signal_leaves_the_load_unknown(signal: str) -> None:
     tel = _tel()
     del tel.signals[signal]
@@ -85,10 +92,39 @@ def test_a_missing_signal_leaves_the_load_unknown(signal: str) -> None:
     assert unobservable(_dep(), tel) == f"telemetry lacks {signal}"
 
 
-def test_a_backlog_beyond_half_the_running_requests_means_it_does_not_keep_up() -> None:
-    assert unobservable(_dep(), _tel(requests_waiting=15.0)) is None  # a stable queue
-    why = unobservable(_dep(), _tel(requests_waiting=30.0))
-    assert why is not None and "30 requests wait on average beside 40 running" in why
+def test_a_backlog_beyond_the_running_requests_means_it_does_not_keep_up() -> None:
+    assert unobservable(_dep(), _tel(requests_waiting=35.0)) is None  # a stable queue (M/M/c near 0.9)
+    why = unobservable(_dep(), _tel(requests_waiting=50.0))
+    assert why is not None and "50 requests wait on average beside 40 running" in why
+
+
+def test_a_queue_beyond_a_full_batch_at_its_busiest_means_the_peak_is_its_capacity() -> None:
+    """Quiet now, but in its busiest 5 minutes 600 requests waited (2 replicas x 256 sequences)."""
+    why = unobservable(_dep(), _tel(requests_waiting_peak=600.0))
+    assert why is not None and "600 requests waited in its busiest 5 minutes" in why and "(512)" in why
+    assert unobservable(_dep(), _tel(requests_waiting_peak=400.0)) is None
+
+
+@pytest.mark.parametrize(
+    ("prompt_mean", "prompt_p99", "output_p99", "longest"),
+    [(6000.0, 5000.0, 2000.0, 8192), (3000.0, 3500.0, 1000.0, 4096), (7000.0, 7500.0, 1000.0, 8192)],
+)
+def test_long_prompts_keep_their_length_when_the_room_is_shared(
+    prompt_mean: float, prompt_p99: float, output_p99: float, longest: int
+) -> None:
+    """A review's finding: outputs took up to half the context and cut prompt means by 12-30 %."""
+    tel = _tel(prompt_tokens_per_s=2 * prompt_mean, prompt_len_p99=prompt_p99, output_len_p99=output_p99)
+    wl = observed_workload(_dep(max_model_len=longest), tel)
+    assert wl is not None and wl.input_len.mean == prompt_mean
+    assert wl.input_len.max + wl.output_len.max == longest and wl.output_len.max >= output_p99 * 0.7
+
+
+def test_a_tgi_p99_is_a_value_not_a_bound() -> None:
+    """TGI's length buckets are linear, not vLLM's 1-2-5: 6000 at an 8192 context is a reading."""
+    tgi = _dep(max_model_len=8192).model_copy()
+    tgi = tgi.model_copy(update={"config": tgi.config.with_changes(engine="tgi")})
+    dep, note = with_observed_workload(tgi, _tel(prompt_len_p99=6000.0))
+    assert note is not None and "p99 6000" in note and ">=" not in note
 
 
 def test_a_candidate_never_gets_a_shorter_context_than_the_server_has() -> None:
