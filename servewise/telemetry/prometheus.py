@@ -31,6 +31,9 @@ class MalformedResponseError(PermanentError):
     """Prometheus answered something that is not a PromQL vector result."""
 
 
+PEAK_SPAN = "peak_span_s"  # the job answering how much of the peak lookback holds data
+
+
 class PrometheusSource:
     """Fleet telemetry from Prometheus; ``names``/``label_map`` adapt it to TGI, SGLang or relabeled setups."""
 
@@ -117,6 +120,8 @@ class PrometheusSource:
         plan = PromQLBuilder(self.names, self.label_map, use_owners=owners).plan(window, self.peak_lookback)
         pod_jobs = {f"{POD_PREFIX}{sig}": q for sig, q in plan.pod_queries.items()}
         jobs = {**plan.queries, "replicas": plan.replicas_query, **pod_jobs}
+        if plan.peak_span_query:
+            jobs[PEAK_SPAN] = plan.peak_span_query
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
             futures = {sig: pool.submit(self.query, q, at=at) for sig, q in jobs.items()}
             results: dict[str, list[dict[str, Any]]] = {}
@@ -125,7 +130,7 @@ class PrometheusSource:
                 try:
                     results[sig] = future.result()
                 except ServewiseError as exc:  # a day-long subquery may time out: only it goes missing
-                    if sig not in PEAK_SIGNALS:
+                    if sig not in (*PEAK_SIGNALS, PEAK_SPAN):
                         raise
                     results[sig], failed[sig] = [], exc
         per_pod = {sig: _by_pod(results.pop(sig), jobs[sig]) for sig in pod_jobs}
@@ -133,6 +138,8 @@ class PrometheusSource:
         for sig, result in results.items():
             values[sig] = _by_key(result, jobs[sig])
         replicas = values.pop("replicas")
+        spans = values.pop(PEAK_SPAN, {})
+        lookback_s = window_seconds(self.peak_lookback)
         keys = sorted({k for sig_values in values.values() for k in sig_values})
         deployments = []
         for ns, dep in keys:
@@ -145,7 +152,10 @@ class PrometheusSource:
                     tel.missing.append(sig)
                 else:
                     tel.signals[sig] = value
-                    span = self.peak_lookback if sig in PEAK_SIGNALS else window
+                    span = window
+                    if sig in PEAK_SIGNALS:  # the lookback, or the part of it that holds data
+                        held = spans.get((ns, dep))
+                        span = f"{round(held)}s" if held and held < lookback_s else self.peak_lookback
                     tel.evidence[sig] = SignalEvidence(query=plan.queries[sig], window=span)
             tel.notes.extend(f"{sig}: query failed: {exc}" for sig, exc in failed.items())
             unmeasured = [sig for sig in SIGNALS if sig not in plan.queries]

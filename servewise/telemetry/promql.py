@@ -37,6 +37,8 @@ class QueryPlan:
     replicas_query: str
     # per-pod signal -> PromQL by (namespace, deployment, pod): ``pod/<pod>/<signal>`` in a snapshot
     pod_queries: dict[str, str] = field(default_factory=dict)
+    # seconds of the peak lookback that hold requests (a deployment younger than the lookback has fewer)
+    peak_span_query: str | None = None
 
 
 PEAK_LOOKBACK = "1d"  # a daily cycle; weekly ones need "7d"
@@ -130,6 +132,7 @@ class PromQLBuilder:
                 q[signal] = f"sum {by} ({self._engine(metric, 'rate', window)})"
         # the busiest 5 minutes of the lookback (what a deployment must be sized for) and the longest
         # queue of any 5 minutes (was that peak all it could serve?)
+        span = None
         for signal, metric, func in (
             ("request_rate_peak_per_s", n.requests, "rate"),
             ("requests_waiting_peak", n.waiting, "avg_over_time"),
@@ -137,6 +140,9 @@ class PromQLBuilder:
             if metric:
                 busiest = f"sum {by} ({self._engine(metric, func, PEAK_STEP)})"
                 q[signal] = f"max_over_time(({busiest})[{peak_lookback}:{PEAK_STEP}])"
+                if signal == "request_rate_peak_per_s":
+                    step_s = window_seconds(PEAK_STEP)
+                    span = f"count_over_time(({busiest})[{peak_lookback}:{PEAK_STEP}]) * {step_s:g}"
         quantiles = (
             ("ttft_p50_ms", n.ttft, 0.5), ("ttft_p99_ms", n.ttft, 0.99), ("itl_p50_ms", n.itl, 0.5),
             ("itl_p99_ms", n.itl, 0.99), ("e2e_p99_ms", n.e2e, 0.99),
@@ -167,4 +173,4 @@ class PromQLBuilder:
             pods["request_rate_per_s"] = (
                 f"sum by (namespace, deployment, pod) ({self._engine(n.requests, 'rate', window)})"
             )
-        return QueryPlan(queries=q, replicas_query=replicas, pod_queries=pods)
+        return QueryPlan(queries=q, replicas_query=replicas, pod_queries=pods, peak_span_query=span)

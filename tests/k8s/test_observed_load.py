@@ -63,7 +63,9 @@ def test_an_undeclared_load_is_read_from_prometheus(
     plan = optimize_deployment(dep, cluster, telemetry=tel, benchmark=False)
     note = plan.notes[0]
     assert note.startswith("llm-serving/llama-70b: no workload declared; sized for the observed one (input ")
-    assert "the busiest 5 minutes over 1d;" in note  # Prometheus' lookback: no 'less than a day'
+    # Prometheus looks back a day, but holds 2 h of this deployment: the note says so
+    assert tel.evidence["request_rate_peak_per_s"].window == "7200s"
+    assert "the busiest 5 minutes over 7200s, less than a day: a daily peak may be missing;" in note
     # the peak is the evening's, above the window's rate and near what the twin offered then
     load = load_scenario(scenario).deployments[0].workload
     offered = max(load.rate_at(t) for t in np.arange(export.start_s, export.end_s, 60.0))

@@ -40,8 +40,8 @@ def _prom_snapshot(b: Any, window: str = "15m", **kwargs: object) -> TelemetrySn
 def test_prometheus_and_the_twin_agree_within_5_percent(backfilled: Any) -> None:
     prom = _prom_snapshot(backfilled)
     sim = SimTelemetrySource(backfilled.sim).snapshot(window="15m")
-    # one per signal + replicas + running requests and request rate per pod, whatever the fleet size
-    assert prom.queries == len(SIGNALS) + 3
+    # one per signal + replicas + running requests and request rate per pod + the peak's span, whatever the fleet size
+    assert prom.queries == len(SIGNALS) + 4
     assert {(d.namespace, d.deployment) for d in prom.deployments} == {
         (d.namespace, d.deployment) for d in sim.deployments
     }

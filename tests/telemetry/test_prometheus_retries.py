@@ -106,7 +106,7 @@ def test_nan_and_malformed_samples_in_a_snapshot(server: tuple[str, list[Script]
     x = snap.for_deployment("x", "a")
     assert x is not None and x.signals["requests_running"] == 2.5 and x.replicas == 2
     assert snap.for_deployment("y", "a") is None  # NaN everywhere: no value invented
-    assert snap.queries == len(SIGNALS) + 3  # signals, replicas, running requests and request rate per pod
+    assert snap.queries == len(SIGNALS) + 4  # signals, replicas, 2 per-pod queries, the peak's span
 
 
 def test_unreachable_prometheus_is_retryable() -> None:
