@@ -202,6 +202,7 @@ class SimCluster:
                     preemptions_per_s=st.preemptions_per_s * share,
                     dist=dist,
                     lengths=lengths,
+                    prefix_hit_share=load.prefix_share if pod.config.enable_prefix_caching else None,
                 )
                 pod.counters += inc
                 self.totals[i] += inc

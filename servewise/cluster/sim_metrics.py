@@ -38,7 +38,7 @@ HISTOGRAMS: dict[str, tuple[float, ...]] = {"ttft": TTFT_BUCKETS, "itl": ITL_BUC
 LENGTH_BUCKETS: tuple[float, ...] = tuple(float(b) for b in vllm_length_buckets(131072))
 LENGTH_HISTOGRAMS: dict[str, tuple[float, ...]] = {"prompt_len": LENGTH_BUCKETS, "output_len": LENGTH_BUCKETS}
 LENGTH_COUNTERS = {"prompt_len": "prompt_tokens", "output_len": "generation_tokens"}  # their sums
-COUNTERS = ("requests", "prompt_tokens", "generation_tokens", "preemptions")
+COUNTERS = ("requests", "prompt_tokens", "generation_tokens", "preemptions", "prefix_queries", "prefix_hits")
 GAUGES = ("running", "waiting", "kv_usage", "gpu_utilization", "gpu_memory_used_bytes", "ready_pods")
 
 
@@ -158,8 +158,11 @@ def draw_step(
     preemptions_per_s: float,
     dist: LatencyDraw,
     lengths: LengthDraw | None = None,
+    prefix_hit_share: float | None = None,
 ) -> np.ndarray:
-    """Counter increments of one pod over ``dt_s`` seconds, as a ``LAYOUT`` vector."""
+    """Counter increments of one pod over ``dt_s`` seconds, as a ``LAYOUT`` vector.
+    ``prefix_hit_share``: with prefix caching on, the share of prompt tokens found in the cache
+    (vLLM counts every prompt token as a query, the cached ones as hits); None: caching off."""
     inc = np.zeros(LAYOUT.size)
     n_req = int(rng.poisson(max(served_rate, 0.0) * dt_s))
     if n_req:
@@ -167,6 +170,9 @@ def draw_step(
         generated = max(float(n_req), rng.normal(output_len, 0.05 * output_len) * n_req)
         inc[LAYOUT.counter["requests"]] = n_req
         inc[LAYOUT.counter["prompt_tokens"]] = round(prompt)
+        if prefix_hit_share is not None:
+            inc[LAYOUT.counter["prefix_queries"]] = round(prompt)
+            inc[LAYOUT.counter["prefix_hits"]] = round(prompt * prefix_hit_share)
         inc[LAYOUT.counter["generation_tokens"]] = round(generated)
         counts = {"ttft": n_req, "itl": max(0, int(round(generated)) - n_req), "e2e": n_req}
         for name, probs in dist.probs.items():

@@ -17,6 +17,7 @@ SIGNALS: tuple[str, ...] = (
     "prompt_tokens_per_s",
     "generation_tokens_per_s",
     "preemptions_per_s",
+    "prefix_cache_hit_rate",
     "ttft_p50_ms",
     "ttft_p99_ms",
     "itl_p50_ms",

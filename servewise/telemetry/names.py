@@ -39,6 +39,8 @@ class EngineNames:
     model_label: str = "model_name"
     prompt_len: tuple[str, ...] | None = None  # per-request prompt-length histogram (tokens)
     output_len: tuple[str, ...] | None = None  # per-request output-length histogram (tokens)
+    prefix_hits: tuple[str, ...] | None = None  # prompt tokens found in the prefix cache (counter)
+    prefix_queries: tuple[str, ...] | None = None  # prompt tokens looked up in it (counter)
 
 
 VLLM_NAMES = EngineNames(
@@ -55,6 +57,8 @@ VLLM_NAMES = EngineNames(
     e2e=("vllm:e2e_request_latency_seconds",),
     prompt_len=("vllm:request_prompt_tokens",),
     output_len=("vllm:request_generation_tokens",),
+    prefix_hits=("vllm:prefix_cache_hits_total",),
+    prefix_queries=("vllm:prefix_cache_queries_total",),
 )
 
 # Hugging Face TGI: no KV-usage gauge, no TTFT histogram, no preemption counter; token counts are

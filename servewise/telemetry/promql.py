@@ -130,6 +130,9 @@ class PromQLBuilder:
         for signal, metric in rates.items():
             if metric:
                 q[signal] = f"sum {by} ({self._engine(metric, 'rate', window)})"
+        if n.prefix_hits and n.prefix_queries:  # no lookups (caching off): 0/0, missing
+            hits, queries = (self._engine(m, "rate", window) for m in (n.prefix_hits, n.prefix_queries))
+            q["prefix_cache_hit_rate"] = f"sum {by} ({hits}) / sum {by} ({queries})"
         # the busiest 5 minutes of the lookback (what a deployment must be sized for) and the longest
         # queue of any 5 minutes (was that peak all it could serve?)
         span = None

@@ -90,6 +90,9 @@ class SimTelemetrySource:
                 delta = totals[last, i] - totals[first, i]
                 for signal, counter in _RATES.items():
                     values[signal] = float(delta[LAYOUT.counter[counter]]) / span
+                queried = float(delta[LAYOUT.counter["prefix_queries"]])
+                if queried > 0:  # prefix caching on: the share of prompt tokens found cached
+                    values["prefix_cache_hit_rate"] = float(delta[LAYOUT.counter["prefix_hits"]]) / queried
                 for signal, (hist, q) in _QUANTILES.items():
                     value = histogram_quantile(q, HISTOGRAMS[hist], delta[LAYOUT.bins[hist]])
                     if math.isfinite(value):

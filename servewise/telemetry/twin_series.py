@@ -39,6 +39,11 @@ COUNTER_NAMES = {  # family name (exposed with _total) -> (LAYOUT counter, help)
     "vllm:prompt_tokens": ("prompt_tokens", "Number of prefill tokens processed."),
     "vllm:generation_tokens": ("generation_tokens", "Number of generation tokens processed."),
     "vllm:num_preemptions": ("preemptions", "Cumulative number of preemption from the engine."),
+    "vllm:prefix_cache_queries": (
+        "prefix_queries",
+        "Prefix cache queries, in terms of number of queried tokens.",
+    ),
+    "vllm:prefix_cache_hits": ("prefix_hits", "Prefix cache hits, in terms of number of cached tokens."),
 }
 
 

@@ -4,10 +4,11 @@ A deployment on a cluster may carry no ``servewise.io/workload`` declaration. It
 what it serves: the request rate (its busiest 5 minutes over the source's lookback, a day on
 Prometheus), the mean prompt and output lengths (token rates / request rate) and, through the
 per-request length histograms (vLLM ``request_prompt_tokens`` and ``request_generation_tokens``),
-a p99 of each. From those this module builds a ``Workload``: log-normal lengths with the observed
-mean and p99, prompt plus output at most the context the server accepts now, so that a candidate
-never gets a shorter ``max_model_len`` than the deployment serves today (the longest requests are
-not visible through a p99 read from 1-2-5 buckets).
+a p99 of each, and the prefix cache's hit rate. From those this module builds a ``Workload``:
+log-normal lengths with the observed mean and p99, the hit rate as the prompts' shared prefix (a
+lower bound: evictions and routing lose hits), prompt plus output at most the context the server
+accepts now, so that a candidate never gets a shorter ``max_model_len`` than the deployment serves
+today (the longest requests are not visible through a p99 read from 1-2-5 buckets).
 
 It refuses (and says why) when the telemetry cannot show the offered load: a signal is missing, or
 the server does not keep up, so what it completes is its capacity rather than the demand.
@@ -155,6 +156,8 @@ def observed_workload(
         input_len=dist(prompt, prompt_room),
         output_len=dist(output, output_room),
         arrival_rate_per_s=max(tel.signals["request_rate_peak_per_s"], tel.signals["request_rate_per_s"]),
+        # the share of prompt tokens the prefix cache served: at most what the prompts share
+        prefix_share=min(max(tel.signals.get("prefix_cache_hit_rate") or 0.0, 0.0), 1.0),
     )
 
 
@@ -180,10 +183,15 @@ def with_observed_workload(
             short = ", less than a day: a daily peak may be missing"
     except ServewiseError:  # a lookback that is not a duration: said as it is
         pass
+    sharing = (
+        f"prefix share {wl.prefix_share:.2f}, the prefix cache's hit rate"
+        if tel.signals.get("prefix_cache_hit_rate") is not None
+        else "no prefix sharing assumed (no prefix-cache lookups seen)"
+    )
     note = (
         f"{dep.ref.key}: no workload declared; sized for the observed one ({prompt.shown('input')}; "
         f"{output.shown('output')}; {wl.arrival_rate_per_s:.2f} req/s, the busiest 5 minutes over "
-        f"{lookback}{short}; no prefix sharing assumed; prompt + output capped at "
+        f"{lookback}{short}; {sharing}; prompt + output capped at "
         f"{wl.input_len.max + wl.output_len.max} tokens, the server's context)"
     )
     return dep.model_copy(update={"workload": wl}), note

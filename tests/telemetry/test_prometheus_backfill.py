@@ -131,7 +131,7 @@ def test_missing_series_are_listed_never_zero(backfilled: Any) -> None:
         assert "requests_running" not in d.signals
         # one note for what SGLang does not export at all (not one per signal)
         assert [n for n in d.notes if "no metric" in n] == [
-            "engine sglang has no metric for preemptions_per_s, prompt_len_p99, output_len_p99"
+            "engine sglang has no metric for preemptions_per_s, prefix_cache_hit_rate, prompt_len_p99, output_len_p99"
         ]
 
 

@@ -25,6 +25,11 @@ def test_one_query_per_signal_aggregated_by_deployment() -> None:
         "max_over_time((sum by (namespace, deployment) ((rate(vllm:request_success_total[5m]))"
     )
     assert peak.endswith("[1d:5m])")
+    hit_rate = plan.queries["prefix_cache_hit_rate"]  # cached prompt tokens over those looked up
+    assert (
+        "rate(vllm:prefix_cache_hits_total[15m])" in hit_rate
+        and ") / sum by (namespace, deployment)" in hit_rate
+    )
     queue = plan.queries["requests_waiting_peak"]
     assert "avg_over_time(vllm:num_requests_waiting[5m])" in queue and queue.endswith("[1d:5m])")
     assert (

@@ -103,3 +103,20 @@ def test_peaks_come_from_the_twins_history_at_five_minute_marks(twin: SimCluster
     )
     assert overloaded is not None and overloaded.signals["requests_waiting_peak"] > 256
     assert keeping_up is not None and keeping_up.signals["requests_waiting_peak"] < 1
+
+
+def test_the_prefix_caches_hit_rate_follows_the_shared_prefix(twin: SimCluster) -> None:
+    """vLLM counts prompt tokens looked up in the prefix cache and those found: rag-search's
+    prompts share 30 %, the others nothing; with caching off there are no lookups (missing)."""
+    snap = SimTelemetrySource(twin).snapshot(window="5m")
+    rag, chat = snap.for_deployment("rag-search", "search"), snap.for_deployment("chat-assistant", "chat")
+    assert rag is not None and rag.signals["prefix_cache_hit_rate"] == pytest.approx(0.3, abs=0.01)
+    assert chat is not None and chat.signals["prefix_cache_hit_rate"] == 0.0
+    ref = DeploymentRef(name="rag-search", namespace="search")
+    twin.apply(
+        ref, twin.get_deployment(ref).config.with_changes(enable_prefix_caching=False), proposal_id="p-off"
+    )
+    assert twin.wait_for_rollout(ref).done
+    twin.advance(600, persist=False)
+    off = SimTelemetrySource(twin).snapshot(window="5m").for_deployment("rag-search", "search")
+    assert off is not None and "prefix_cache_hit_rate" in off.missing

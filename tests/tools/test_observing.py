@@ -145,6 +145,15 @@ def test_a_p99_beyond_the_top_bucket_is_a_lower_bound() -> None:
     assert tail > 5000  # fitted up to the room the context leaves, not at the bound
 
 
+def test_the_prefix_caches_hit_rate_is_the_shared_prefix() -> None:
+    dep, note = with_observed_workload(_dep(), _tel(prefix_cache_hit_rate=0.42))
+    assert dep.workload is not None and dep.workload.prefix_share == 0.42
+    assert note is not None and "prefix share 0.42, the prefix cache's hit rate" in note
+    dep, note = with_observed_workload(_dep(), _tel())  # caching off: no lookups, no rate
+    assert dep.workload is not None and dep.workload.prefix_share == 0.0
+    assert note is not None and "no prefix sharing assumed (no prefix-cache lookups seen)" in note
+
+
 def test_a_declared_workload_is_kept() -> None:
     declared = _dep().model_copy(update={"workload": observed_workload(_dep(), _tel(request_rate_per_s=9.0))})
     dep, note = with_observed_workload(declared, _tel())
