@@ -18,14 +18,13 @@ import numpy as np
 from scipy.special import ndtr
 
 from servewise.cluster.sim_latency import LatencySamples, sample_bin_probs
-from servewise.domain import LengthDistribution, ServingConfig
+from servewise.domain import LengthDistribution
 from servewise.domain.histograms import (
     VLLM_E2E_BUCKETS_S,
     VLLM_ITL_BUCKETS_S,
     VLLM_TTFT_BUCKETS_S,
     vllm_length_buckets,
 )
-from servewise.perf.catalog import get_catalog
 
 # Bucket upper bounds (seconds) as vLLM's Prometheus logger defines them.
 TTFT_BUCKETS = VLLM_TTFT_BUCKETS_S
@@ -132,13 +131,6 @@ class LengthDraw:
         return cls(
             {"prompt_len": length_bin_probs(input_len), "output_len": length_bin_probs(output_len)}, rng
         )
-
-
-def served_context(config: ServingConfig) -> int:
-    """The longest sequence a server of ``config`` accepts (its max_model_len, else the model's)."""
-    if config.max_model_len:
-        return config.max_model_len
-    return get_catalog().model(config.model).max_context
 
 
 def fold_length_bins(counts: np.ndarray, max_len: int) -> tuple[tuple[float, ...], np.ndarray]:

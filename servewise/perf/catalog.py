@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from servewise.domain.config import ServingConfig
 from servewise.domain.hardware import HardwareSpec
 from servewise.domain.model import ModelSpec
 from servewise.domain.quantization import Dtype, Quantization
@@ -168,6 +169,10 @@ class Catalog:
     def model(self, name: str) -> ModelSpec:
         """A model by id, alias or Hugging Face repo id (quantized repos resolve to their base)."""
         return self.resolve_model(name)[0]
+
+    def served_context(self, config: ServingConfig) -> int:
+        """The longest sequence a server of ``config`` accepts: its max_model_len, else the model's."""
+        return config.max_model_len or self.model(config.model).max_context
 
     def resolve_model(self, name: str) -> tuple[ModelSpec, Quantization | None]:
         """Model and, for quantized repo ids (``...-AWQ``, ``...-FP8-dynamic``), its quantization."""

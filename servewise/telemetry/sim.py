@@ -12,8 +12,9 @@ import math
 import numpy as np
 
 from servewise.cluster.sim import SimCluster
-from servewise.cluster.sim_metrics import GAUGES, HISTOGRAMS, LAYOUT, fold_length_bins, served_context
+from servewise.cluster.sim_metrics import GAUGES, HISTOGRAMS, LAYOUT, fold_length_bins
 from servewise.domain import POD_PREFIX, SIGNALS, DeploymentTelemetry, SignalEvidence, TelemetrySnapshot
+from servewise.perf.catalog import get_catalog
 from servewise.telemetry.promql import PEAK_SIGNALS, PEAK_STEP, window_seconds
 
 PEAK_STEP_S = window_seconds(PEAK_STEP)
@@ -97,7 +98,7 @@ class SimTelemetrySource:
                     value = histogram_quantile(q, HISTOGRAMS[hist], delta[LAYOUT.bins[hist]])
                     if math.isfinite(value):
                         values[signal] = value * 1000.0
-                context = served_context(dep.serving)
+                context = get_catalog().served_context(dep.serving)
                 for signal, hist in _LENGTHS.items():  # bounds up to the server's context, as exported
                     bounds, bins = fold_length_bins(delta[LAYOUT.bins[hist]], context)
                     value = histogram_quantile(0.99, bounds, bins)

@@ -17,9 +17,9 @@ from servewise.cluster.sim_engine import stable_seed
 from servewise.cluster.sim_metrics import (
     HISTOGRAMS,
     LAYOUT,
+    LENGTH_BUCKETS,
     LENGTH_COUNTERS,
     fold_length_bins,
-    served_context,
 )
 from servewise.cluster.sim_pods import PodRuntime, node_names
 from servewise.perf.catalog import get_catalog
@@ -62,6 +62,7 @@ def _fmt_le(bound: float) -> str:
 
 
 LE_LABELS = {name: [_fmt_le(b) for b in bounds] + ["+Inf"] for name, bounds in HISTOGRAMS.items()}
+LENGTH_LES = [_fmt_le(b) for b in LENGTH_BUCKETS]  # cut at each pod's context, then +Inf
 
 
 def twin_families(sim: SimCluster, *, target_labels: bool = False) -> list[Family]:
@@ -97,8 +98,8 @@ def _engine_families(pods: list[PodRuntime], target_labels: bool) -> Iterator[Fa
         for p in pods:
             bins = p.counters[LAYOUT.bins[key]]
             if key in LENGTH_COUNTERS:  # bounds up to the server's context, as vLLM builds them
-                bounds, bins = fold_length_bins(bins, served_context(p.config))
-                les = [_fmt_le(b) for b in bounds] + ["+Inf"]
+                bounds, bins = fold_length_bins(bins, get_catalog().served_context(p.config))
+                les = [*LENGTH_LES[: len(bounds)], "+Inf"]
                 total = float(p.counters[LAYOUT.counter[LENGTH_COUNTERS[key]]])
             else:
                 les, total = LE_LABELS[key], float(p.counters[LAYOUT.sums[key]])

@@ -94,10 +94,6 @@ def rooms(prompt: Lengths, output: Lengths, longest: int) -> tuple[int, int]:
     return longest - out_room, out_room
 
 
-def served_context(dep: InferenceDeployment, catalog: Catalog | None = None) -> int:
-    return dep.config.max_model_len or (catalog or get_catalog()).model(dep.config.model).max_context
-
-
 def unobservable(dep: InferenceDeployment, tel: DeploymentTelemetry | None) -> str | None:
     """Why ``tel`` does not show the load offered to ``dep`` (None: it does): a signal is missing,
     or the server does not keep up, now (more requests waiting than running) or at its busiest
@@ -138,14 +134,7 @@ def observed_lengths(tel: DeploymentTelemetry, longest: int, engine: str) -> tup
     return one("prompt_tokens_per_s", "prompt_len_p99"), one("generation_tokens_per_s", "output_len_p99")
 
 
-def observed_workload(
-    dep: InferenceDeployment, tel: DeploymentTelemetry | None, catalog: Catalog | None = None
-) -> Workload | None:
-    """The workload ``tel`` shows ``dep`` serving; None when ``unobservable`` says why not."""
-    if tel is None or unobservable(dep, tel) is not None:
-        return None
-    longest = served_context(dep, catalog)
-    prompt, output = observed_lengths(tel, longest, dep.config.engine.value)
+def _workload(tel: DeploymentTelemetry, prompt: Lengths, output: Lengths, longest: int) -> Workload:
     prompt_room, output_room = rooms(prompt, output, longest)
 
     def dist(lengths: Lengths, room: int) -> LengthDistribution:
@@ -161,20 +150,39 @@ def observed_workload(
     )
 
 
+def _observe(
+    dep: InferenceDeployment, tel: DeploymentTelemetry | None, catalog: Catalog | None
+) -> tuple[Workload, Lengths, Lengths] | str:
+    """The observed workload and the lengths it came from, or why there is none."""
+    why = unobservable(dep, tel)
+    if why is not None or tel is None:
+        return why or "no telemetry"
+    longest = (catalog or get_catalog()).served_context(dep.config)
+    prompt, output = observed_lengths(tel, longest, dep.config.engine.value)
+    return _workload(tel, prompt, output, longest), prompt, output
+
+
+def observed_workload(
+    dep: InferenceDeployment, tel: DeploymentTelemetry | None, catalog: Catalog | None = None
+) -> Workload | None:
+    """The workload ``tel`` shows ``dep`` serving; None when ``unobservable`` says why not."""
+    seen = _observe(dep, tel, catalog)
+    return None if isinstance(seen, str) else seen[0]
+
+
 def with_observed_workload(
     dep: InferenceDeployment, tel: DeploymentTelemetry | None, catalog: Catalog | None = None
 ) -> tuple[InferenceDeployment, str | None]:
     """``dep`` with the workload its telemetry shows when it declares none, and a note saying so."""
     if dep.workload is not None:
         return dep, None
-    wl = observed_workload(dep, tel, catalog)
-    if wl is None or tel is None:
-        why = unobservable(dep, tel)
+    seen = _observe(dep, tel, catalog)
+    if isinstance(seen, str) or tel is None:
         return (
             dep,
-            f"{dep.ref.key}: no workload declared and none observed ({why}); declare one ({ANNOTATION})",
+            f"{dep.ref.key}: no workload declared and none observed ({seen}); declare one ({ANNOTATION})",
         )
-    prompt, output = observed_lengths(tel, served_context(dep, catalog), dep.config.engine.value)
+    wl, prompt, output = seen
     evidence = tel.evidence.get("request_rate_peak_per_s")
     lookback = evidence.window if evidence is not None else "?"
     short = ""
