@@ -140,6 +140,7 @@ class PrometheusSource:
         replicas = values.pop("replicas")
         spans = values.pop(PEAK_SPAN, {})
         lookback_s = window_seconds(self.peak_lookback)
+        unmeasured = [sig for sig in SIGNALS if sig not in plan.queries]  # the engine exports no such metric
         keys = sorted({k for sig_values in values.values() for k in sig_values})
         deployments = []
         for ns, dep in keys:
@@ -158,7 +159,6 @@ class PrometheusSource:
                         span = f"{round(held)}s" if held and held < lookback_s else self.peak_lookback
                     tel.evidence[sig] = SignalEvidence(query=plan.queries[sig], window=span)
             tel.notes.extend(f"{sig}: query failed: {exc}" for sig, exc in failed.items())
-            unmeasured = [sig for sig in SIGNALS if sig not in plan.queries]
             if unmeasured:
                 tel.notes.append(f"engine {self.names.engine} has no metric for {', '.join(unmeasured)}")
             pods: set[str] = set()
