@@ -29,7 +29,9 @@ def snapshot(
     source: Annotated[str | None, typer.Option("--source", help="sim:SCENARIO (the embedded twin)")] = None,
     prometheus: Annotated[str | None, typer.Option("--prometheus", help="Prometheus base URL")] = None,
     window: Annotated[str, typer.Option("--window", help="PromQL duration the signals cover")] = "15m",
-    engine: Annotated[str, typer.Option("--engine", help="metric names: vllm, tgi or sglang")] = "vllm",
+    engine: Annotated[
+        str, typer.Option("--engine", help="metric names: auto (every engine found), vllm, tgi or sglang")
+    ] = "auto",
     deployment_label: Annotated[
         str | None,
         typer.Option("--deployment-label", help="pod label naming the deployment (no kube-state-metrics)"),
@@ -49,9 +51,9 @@ def snapshot(
         from servewise.telemetry.names import DEFAULT_LABELS, ENGINE_NAMES, LabelMap
         from servewise.telemetry.prometheus import PrometheusSource
 
-        if engine.lower() not in ENGINE_NAMES:
+        if engine.lower() not in (*ENGINE_NAMES, "auto"):
             raise InputError(
-                f"unknown engine {engine!r}; use one of {sorted(ENGINE_NAMES)}", field="--engine"
+                f"unknown engine {engine!r}; use auto or one of {sorted(ENGINE_NAMES)}", field="--engine"
             )
         labels = LabelMap(deployment=deployment_label) if deployment_label else DEFAULT_LABELS
         when = None
@@ -61,7 +63,7 @@ def snapshot(
             except ValueError:
                 raise InputError(f"not an ISO time: {at!r}", field="--at") from None
         src = PrometheusSource(
-            prometheus, names=ENGINE_NAMES[engine.lower()], label_map=labels, timeout_s=timeout
+            prometheus, names=ENGINE_NAMES.get(engine.lower()), label_map=labels, timeout_s=timeout
         )
         snap = src.snapshot(window=window, at=when)
     else:

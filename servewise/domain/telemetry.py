@@ -43,6 +43,7 @@ class SignalEvidence(BaseModel):
 class DeploymentTelemetry(BaseModel):
     deployment: str
     namespace: str = "default"
+    engine: str | None = Field(default=None, description="whose metric names the signals were read under")
     replicas: int | None = None
     signals: dict[str, float] = Field(default_factory=dict)
     missing: list[str] = Field(default_factory=list)

@@ -61,9 +61,8 @@ VLLM_NAMES = EngineNames(
     prefix_queries=("vllm:prefix_cache_queries_total",),
 )
 
-# Hugging Face TGI: no KV-usage gauge, no TTFT histogram, no preemption counter; token counts are
-# the sums of its per-request length histograms. SGLang exports length histograms only with
-# --collect-tokens-histogram (names not read here): its length p99s are missing.
+# Hugging Face TGI: no KV-usage gauge, no TTFT histogram, no preemption counter, no prefix-cache
+# counters; token counts are the sums of its per-request length histograms.
 TGI_NAMES = EngineNames(
     engine="tgi",
     running=("tgi_batch_current_size",),
@@ -81,6 +80,11 @@ TGI_NAMES = EngineNames(
     output_len=("tgi_request_generated_tokens",),
 )
 
+# SGLang (``python/sglang/srt/metrics/collector.py``): a retraction (a running request evicted when
+# the KV pool fills) is vLLM's preemption; ``cached_tokens_total`` counts the prompt tokens its radix
+# cache served, over every prompt token. Both series appear at the first retraction or hit, so
+# until then the signals are missing, not 0. The per-request length histograms exist only when the
+# server runs with ``--collect-tokens-histogram``.
 SGLANG_NAMES = EngineNames(
     engine="sglang",
     running=("sglang:num_running_reqs",),
@@ -89,10 +93,14 @@ SGLANG_NAMES = EngineNames(
     requests=("sglang:num_requests_total",),
     prompt_tokens=("sglang:prompt_tokens_total",),
     generation_tokens=("sglang:generation_tokens_total",),
-    preemptions=None,
+    preemptions=("sglang:num_retracted_requests_total",),
     ttft=("sglang:time_to_first_token_seconds",),
     itl=("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds"),
     e2e=("sglang:e2e_request_latency_seconds",),
+    prompt_len=("sglang:prompt_tokens_histogram",),
+    output_len=("sglang:generation_tokens_histogram",),
+    prefix_hits=("sglang:cached_tokens_total",),
+    prefix_queries=("sglang:prompt_tokens_total",),
 )
 
 ENGINE_NAMES = {n.engine: n for n in (VLLM_NAMES, TGI_NAMES, SGLANG_NAMES)}

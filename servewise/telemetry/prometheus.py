@@ -5,6 +5,11 @@ thread pool. A series that is absent, NaN or infinite leaves the signal in the d
 ``missing`` list, never a made-up 0. Timeouts, connection errors and 5xx are retried with tenacity
 (bounded), then raised as ``BackendUnavailableError``; a 4xx or a malformed answer raises an error
 that names the query.
+
+Which engine exports a deployment's metrics is read from Prometheus, not configured: by default
+(``names=None``) one count query per engine (vLLM, TGI, SGLang) asks whose running-requests or
+request-counter series the window holds, and each engine found is read with its own names, so a
+fleet that mixes engines is read whole. ``names=`` reads one engine only.
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ from urllib3.util.retry import Retry
 
 from servewise.domain import POD_PREFIX, SIGNALS, DeploymentTelemetry, SignalEvidence, TelemetrySnapshot
 from servewise.errors import BackendUnavailableError, InputError, PermanentError, ServewiseError
-from servewise.telemetry.names import DEFAULT_LABELS, KSM_NAMES, VLLM_NAMES, EngineNames, LabelMap
+from servewise.telemetry.names import (
+    DEFAULT_LABELS,
+    ENGINE_NAMES,
+    KSM_NAMES,
+    VLLM_NAMES,
+    EngineNames,
+    LabelMap,
+)
 from servewise.telemetry.promql import PEAK_LOOKBACK, PEAK_SIGNALS, PromQLBuilder, window_seconds
 
 Key = tuple[str, str]
@@ -32,16 +44,18 @@ class MalformedResponseError(PermanentError):
 
 
 PEAK_SPAN = "peak_span_s"  # the job answering how much of the peak lookback holds data
+GPU_SIGNALS = frozenset({"gpu_utilization", "gpu_memory_used_bytes"})  # DCGM's, whatever the engine
 
 
 class PrometheusSource:
-    """Fleet telemetry from Prometheus; ``names``/``label_map`` adapt it to TGI, SGLang or relabeled setups."""
+    """Fleet telemetry from Prometheus; ``names`` pins one engine's metric names (default: every
+    engine found), ``label_map`` adapts it to relabeled setups."""
 
     def __init__(
         self,
         url: str,
         *,
-        names: EngineNames = VLLM_NAMES,
+        names: EngineNames | None = None,
         label_map: LabelMap = DEFAULT_LABELS,
         use_owners: bool | None = None,
         timeout_s: float = 10.0,
@@ -113,11 +127,44 @@ class PrometheusSource:
         return bool(self.query(f"count({KSM_NAMES.replicaset_owner})", at=at))
 
     # -- snapshot --------------------------------------------------------------------------------
+    def engines_present(self, window: str, at: datetime | None = None) -> list[EngineNames]:
+        """The engines whose running-requests or request-counter series the window holds, in
+        ``ENGINE_NAMES`` order (one count query each)."""
+        jobs = {}
+        for names in ENGINE_NAMES.values():
+            metrics = (*(names.running or ()), *(names.requests or ()))
+            jobs[names.engine] = f"count(last_over_time({PromQLBuilder.selector(metrics)}[{window}]))"
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+            futures = {engine: pool.submit(self.query, q, at=at) for engine, q in jobs.items()}
+            return [ENGINE_NAMES[engine] for engine, future in futures.items() if future.result()]
+
     def snapshot(self, *, window: str = "15m", at: datetime | None = None) -> TelemetrySnapshot:
         window_seconds(window)
         owners = self._owners_present(at)
-        probes = 1 if self._use_owners is None and self.label_map.deployment else 0
-        plan = PromQLBuilder(self.names, self.label_map, use_owners=owners).plan(window, self.peak_lookback)
+        queries = 1 if self._use_owners is None and self.label_map.deployment else 0
+        if self.names is not None:
+            engines = [self.names]
+        else:  # none found: read as vLLM, so every engine signal is listed missing
+            engines = self.engines_present(window, at) or [VLLM_NAMES]
+            queries += len(ENGINE_NAMES)
+        reads = []
+        for names in engines:
+            deployments, used = self._read(names, window, at, owners)
+            reads.append(deployments)
+            queries += used
+        return TelemetrySnapshot(
+            source=self.name,
+            taken_at=at or datetime.now(UTC),
+            window=window,
+            deployments=_merge(reads),
+            queries=queries,
+        )
+
+    def _read(
+        self, names: EngineNames, window: str, at: datetime | None, owners: bool
+    ) -> tuple[list[DeploymentTelemetry], int]:
+        """Every deployment with a series under ``names`` (or a GPU series), and the queries used."""
+        plan = PromQLBuilder(names, self.label_map, use_owners=owners).plan(window, self.peak_lookback)
         pod_jobs = {f"{POD_PREFIX}{sig}": q for sig, q in plan.pod_queries.items()}
         jobs = {**plan.queries, "replicas": plan.replicas_query, **pod_jobs}
         if plan.peak_span_query:
@@ -144,7 +191,7 @@ class PrometheusSource:
         keys = sorted({k for sig_values in values.values() for k in sig_values})
         deployments = []
         for ns, dep in keys:
-            tel = DeploymentTelemetry(deployment=dep, namespace=ns)
+            tel = DeploymentTelemetry(deployment=dep, namespace=ns, engine=names.engine)
             rep = replicas.get((ns, dep))
             tel.replicas = int(round(rep)) if rep is not None else None
             for sig in SIGNALS:
@@ -160,7 +207,7 @@ class PrometheusSource:
                     tel.evidence[sig] = SignalEvidence(query=plan.queries[sig], window=span)
             tel.notes.extend(f"{sig}: query failed: {exc}" for sig, exc in failed.items())
             if unmeasured:
-                tel.notes.append(f"engine {self.names.engine} has no metric for {', '.join(unmeasured)}")
+                tel.notes.append(f"engine {names.engine} has no metric for {', '.join(unmeasured)}")
             pods: set[str] = set()
             for sig, by_pod in per_pod.items():  # pod/<pod>/<signal>
                 for pod, value in sorted(by_pod.get((ns, dep), {}).items()):
@@ -173,13 +220,34 @@ class PrometheusSource:
                     "so a p99 can read a histogram bucket high"
                 )
             deployments.append(tel)
-        return TelemetrySnapshot(
-            source=self.name,
-            taken_at=at or datetime.now(UTC),
-            window=window,
-            deployments=deployments,
-            queries=len(jobs) + probes,
-        )
+        return deployments, len(jobs)
+
+
+def _engine_signals(tel: DeploymentTelemetry) -> int:
+    return sum(1 for sig in tel.signals if sig not in GPU_SIGNALS and not sig.startswith(POD_PREFIX))
+
+
+def _merge(reads: list[list[DeploymentTelemetry]]) -> list[DeploymentTelemetry]:
+    """One entry per deployment: each engine's read holds every deployment with a GPU series, so a
+    deployment is its engine's, the read with the most engine signals (the first on a tie)."""
+    if len(reads) == 1:
+        return reads[0]
+    by_key: dict[Key, list[DeploymentTelemetry]] = {}
+    for read in reads:
+        for tel in read:
+            by_key.setdefault((tel.namespace, tel.deployment), []).append(tel)
+    merged = []
+    for key in sorted(by_key):
+        found = by_key[key]
+        best = max(found, key=_engine_signals)  # max keeps the first of equals
+        also = [str(t.engine) for t in found if t is not best and _engine_signals(t) > 0]
+        if also:
+            best.notes.append(
+                f"series of engines {best.engine} and {', '.join(also)} under one deployment: "
+                f"read as {best.engine}, which has the most signals"
+            )
+        merged.append(best)
+    return merged
 
 
 def _by_pod(result: list[dict[str, Any]], promql: str) -> dict[Key, dict[str, float]]:

@@ -77,7 +77,10 @@ class SimTelemetrySource:
         for i, key in enumerate(sim.keys):
             dep = sim.deployment_state(key)
             tel = DeploymentTelemetry(
-                deployment=dep.name, namespace=dep.namespace, replicas=dep.spec.replicas
+                deployment=dep.name,
+                namespace=dep.namespace,
+                engine=dep.spec.engine.value,
+                replicas=dep.spec.replicas,
             )
             values: dict[str, float] = {}
             live = gauges[:, i, GAUGES.index("ready_pods")] > 0 if len(times) else np.zeros(0, bool)

@@ -1,6 +1,7 @@
 """The twin's current state as the metric families real exporters would publish.
 
-One function builds vLLM, DCGM and kube-state-metrics families from a ``SimCluster``; the live
+One function builds engine (vLLM's or SGLang's names, by each deployment's engine), DCGM and
+kube-state-metrics families from a ``SimCluster``; the live
 ``/metrics`` exporter and the OpenMetrics history writer both use it, so they can never disagree.
 Engine and GPU series carry ``namespace`` and ``pod`` as Kubernetes service discovery gives them.
 """
@@ -27,24 +28,79 @@ from servewise.telemetry.names import DCGM_NAMES, KSM_NAMES
 
 Labels = tuple[tuple[str, str], ...]
 
-HIST_NAMES = {
-    "ttft": ("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds."),
-    "itl": ("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds."),
-    "e2e": ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds."),
-    "prompt_len": ("vllm:request_prompt_tokens", "Number of prefill tokens processed."),
-    "output_len": ("vllm:request_generation_tokens", "Number of generation tokens processed."),
-}
-COUNTER_NAMES = {  # family name (exposed with _total) -> (LAYOUT counter, help)
-    "vllm:request_success": ("requests", "Count of successfully processed requests."),
-    "vllm:prompt_tokens": ("prompt_tokens", "Number of prefill tokens processed."),
-    "vllm:generation_tokens": ("generation_tokens", "Number of generation tokens processed."),
-    "vllm:num_preemptions": ("preemptions", "Cumulative number of preemption from the engine."),
-    "vllm:prefix_cache_queries": (
-        "prefix_queries",
-        "Prefix cache queries, in terms of number of queried tokens.",
+
+@dataclass(frozen=True)
+class EngineExport:
+    """The names one engine exports the twin's series under: gauges (name, help, pod attribute),
+    counters (family exposed with ``_total`` -> LAYOUT counter, help) and histograms (LAYOUT
+    histogram -> name, help). ``sparse`` counters have no series until their first increment."""
+
+    job: str
+    gauges: tuple[tuple[str, str, str], ...]
+    counters: dict[str, tuple[str, str]]
+    histograms: dict[str, tuple[str, str]]
+    sparse: frozenset[str] = frozenset()
+
+
+VLLM_EXPORT = EngineExport(
+    job="vllm",
+    gauges=(
+        ("vllm:num_requests_running", "Number of requests in model execution batches.", "running"),
+        ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", "waiting"),
+        ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", "kv_usage"),
     ),
-    "vllm:prefix_cache_hits": ("prefix_hits", "Prefix cache hits, in terms of number of cached tokens."),
-}
+    counters={
+        "vllm:request_success": ("requests", "Count of successfully processed requests."),
+        "vllm:prompt_tokens": ("prompt_tokens", "Number of prefill tokens processed."),
+        "vllm:generation_tokens": ("generation_tokens", "Number of generation tokens processed."),
+        "vllm:num_preemptions": ("preemptions", "Cumulative number of preemption from the engine."),
+        "vllm:prefix_cache_queries": (
+            "prefix_queries",
+            "Prefix cache queries, in terms of number of queried tokens.",
+        ),
+        "vllm:prefix_cache_hits": ("prefix_hits", "Prefix cache hits, in terms of number of cached tokens."),
+    },
+    histograms={
+        "ttft": ("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds."),
+        "itl": ("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds."),
+        "e2e": ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds."),
+        "prompt_len": ("vllm:request_prompt_tokens", "Number of prefill tokens processed."),
+        "output_len": ("vllm:request_generation_tokens", "Number of generation tokens processed."),
+    },
+)
+# SGLang as launched with --enable-metrics --collect-tokens-histogram; its histograms keep the
+# twin's (vLLM's) bucket bounds. Its prefix cache counts cached prompt tokens over all prompt tokens;
+# the cached-token and retraction series appear at the first hit and retraction, as SGLang's do.
+SGLANG_EXPORT = EngineExport(
+    job="sglang",
+    gauges=(
+        ("sglang:num_running_reqs", "The number of running requests.", "running"),
+        ("sglang:num_queue_reqs", "The number of requests in the waiting queue.", "waiting"),
+        ("sglang:token_usage", "The token usage.", "kv_usage"),
+    ),
+    counters={
+        "sglang:num_requests": ("requests", "Number of requests processed."),
+        "sglang:prompt_tokens": ("prompt_tokens", "Number of prefill tokens processed."),
+        "sglang:generation_tokens": ("generation_tokens", "Number of generation tokens processed."),
+        "sglang:num_retracted_requests": ("preemptions", "Total number of retracted requests."),
+        "sglang:cached_tokens": ("prefix_hits", "Number of cached prompt tokens."),
+    },
+    histograms={
+        "ttft": ("sglang:time_to_first_token_seconds", "Histogram of time to first token in seconds."),
+        "itl": ("sglang:inter_token_latency_seconds", "Histogram of inter-token latency in seconds."),
+        "e2e": ("sglang:e2e_request_latency_seconds", "Histogram of End-to-end request latency in seconds"),
+        "prompt_len": ("sglang:prompt_tokens_histogram", "Histogram of prompt token length."),
+        "output_len": ("sglang:generation_tokens_histogram", "Histogram of generation token length."),
+    },
+    sparse=frozenset({"sglang:cached_tokens", "sglang:num_retracted_requests"}),
+)
+# TGI's metrics differ in kind (no TTFT, a per-request mean time per token, counters without
+# ``_total``): the twin exports its TGI deployments under vLLM's names.
+ENGINE_EXPORTS = {"vllm": VLLM_EXPORT, "sglang": SGLANG_EXPORT}
+
+
+def engine_export(engine: str) -> EngineExport:
+    return ENGINE_EXPORTS.get(engine, VLLM_EXPORT)
 
 
 @dataclass
@@ -75,25 +131,33 @@ def twin_families(sim: SimCluster, *, target_labels: bool = False) -> list[Famil
 def _pod_labels(pod: PodRuntime, target_labels: bool) -> Labels:
     base: Labels = (("namespace", pod.namespace), ("pod", pod.name), ("model_name", pod.config.model))
     if target_labels:
-        base += (("job", "vllm"), ("instance", f"{pod.ip}:8000"))
+        job = engine_export(pod.config.engine.value).job
+        base += (("job", job), ("instance", f"{pod.ip}:8000"))
     return base + (("engine", "0"),)
 
 
 def _engine_families(pods: list[PodRuntime], target_labels: bool) -> Iterator[Family]:
+    """Each pod's series under its engine's names (one family per name, as exporters publish)."""
     labels = {pod.name: _pod_labels(pod, target_labels) for pod in pods}
-    gauges = (
-        ("vllm:num_requests_running", "Number of requests in model execution batches.", "running"),
-        ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", "waiting"),
-        ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", "kv_usage"),
-    )
-    for name, doc, attr in gauges:
+    by_export: dict[str, list[PodRuntime]] = {}
+    for pod in pods:
+        by_export.setdefault(engine_export(pod.config.engine.value).job, []).append(pod)
+    for job, members in by_export.items():
+        yield from _export_families(ENGINE_EXPORTS[job], members, labels)
+
+
+def _export_families(
+    export: EngineExport, pods: list[PodRuntime], labels: dict[str, Labels]
+) -> Iterator[Family]:
+    for name, doc, attr in export.gauges:
         yield Family(name, "gauge", doc, [(name, labels[p.name], float(getattr(p, attr))) for p in pods])
-    for name, (counter, doc) in COUNTER_NAMES.items():
+    for name, (counter, doc) in export.counters.items():
         col = LAYOUT.counter[counter]
-        yield Family(
-            name, "counter", doc, [(name + "_total", labels[p.name], float(p.counters[col])) for p in pods]
-        )
-    for key, (name, doc) in HIST_NAMES.items():
+        values = [(p, float(p.counters[col])) for p in pods]
+        if name in export.sparse:
+            values = [(p, v) for p, v in values if v > 0]
+        yield Family(name, "counter", doc, [(name + "_total", labels[p.name], v) for p, v in values])
+    for key, (name, doc) in export.histograms.items():
         fam = Family(name, "histogram", doc)
         for p in pods:
             bins = p.counters[LAYOUT.bins[key]]

@@ -196,6 +196,8 @@ def with_observed_workload(
         if tel.signals.get("prefix_cache_hit_rate") is not None
         else "no prefix sharing assumed (no prefix-cache lookups seen)"
     )
+    if prompt.p99 is None and output.p99 is None and tel.engine == "sglang":
+        sharing += "; SGLang exports the length histograms only with --collect-tokens-histogram"
     note = (
         f"{dep.ref.key}: no workload declared; sized for the observed one ({prompt.shown('input')}; "
         f"{output.shown('output')}; {wl.arrival_rate_per_s:.2f} req/s, the busiest 5 minutes over "

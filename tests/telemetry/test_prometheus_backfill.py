@@ -11,7 +11,7 @@ import pytest
 from servewise.cluster.sim import SimCluster
 from servewise.cluster.sim_metrics import GAUGES, HISTOGRAMS, LAYOUT
 from servewise.domain import POD_PREFIX, SIGNALS, TelemetrySnapshot
-from servewise.telemetry.names import SGLANG_NAMES
+from servewise.telemetry.names import ENGINE_NAMES, SGLANG_NAMES, TGI_NAMES
 from servewise.telemetry.prometheus import PrometheusSource
 from servewise.telemetry.promql import PEAK_SIGNALS
 from servewise.telemetry.sim import SimTelemetrySource, histogram_quantile
@@ -40,8 +40,10 @@ def _prom_snapshot(b: Any, window: str = "15m", **kwargs: object) -> TelemetrySn
 def test_prometheus_and_the_twin_agree_within_5_percent(backfilled: Any) -> None:
     prom = _prom_snapshot(backfilled)
     sim = SimTelemetrySource(backfilled.sim).snapshot(window="15m")
-    # one per signal + replicas + running requests and request rate per pod + the peak's span, whatever the fleet size
-    assert prom.queries == len(SIGNALS) + 4
+    # one probe per engine (only vLLM's series are there), then one per signal + replicas + running
+    # requests and request rate per pod + the peak's span, whatever the fleet size
+    assert prom.queries == len(ENGINE_NAMES) + len(SIGNALS) + 4
+    assert {d.engine for d in prom.deployments} == {"vllm"}
     assert {(d.namespace, d.deployment) for d in prom.deployments} == {
         (d.namespace, d.deployment) for d in sim.deployments
     }
@@ -129,9 +131,12 @@ def test_missing_series_are_listed_never_zero(backfilled: Any) -> None:
     for d in sgl.deployments:
         assert "requests_running" in d.missing and "ttft_p99_ms" in d.missing
         assert "requests_running" not in d.signals
-        # one note for what SGLang does not export at all (not one per signal)
+        assert not [n for n in d.notes if "no metric" in n]  # SGLang has a metric for every signal
+    for d in _prom_snapshot(backfilled, names=TGI_NAMES).deployments:
+        # one note for what TGI does not export at all (not one per signal)
         assert [n for n in d.notes if "no metric" in n] == [
-            "engine sglang has no metric for preemptions_per_s, prefix_cache_hit_rate, prompt_len_p99, output_len_p99"
+            "engine tgi has no metric for kv_cache_usage, preemptions_per_s, prefix_cache_hit_rate, "
+            "ttft_p50_ms, ttft_p99_ms"
         ]
 
 

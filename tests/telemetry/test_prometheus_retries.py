@@ -13,6 +13,7 @@ import pytest
 
 from servewise.domain import SIGNALS
 from servewise.errors import BackendUnavailableError, InputError
+from servewise.telemetry.names import VLLM_NAMES
 from servewise.telemetry.prometheus import MalformedResponseError, PrometheusSource
 
 VECTOR = {
@@ -102,7 +103,7 @@ def test_bad_query_and_malformed_answers_name_the_query(server: tuple[str, list[
 
 def test_nan_and_malformed_samples_in_a_snapshot(server: tuple[str, list[Script]]) -> None:
     url, _ = server
-    snap = PrometheusSource(url).snapshot(window="5m")
+    snap = PrometheusSource(url, names=VLLM_NAMES).snapshot(window="5m")
     x = snap.for_deployment("x", "a")
     assert x is not None and x.signals["requests_running"] == 2.5 and x.replicas == 2
     assert snap.for_deployment("y", "a") is None  # NaN everywhere: no value invented

@@ -52,7 +52,12 @@ def test_engines_without_a_metric_leave_the_signal_out() -> None:
     assert "tgi_request_input_length_bucket" in tgi.queries["prompt_len_p99"]
     sgl = PromQLBuilder(SGLANG_NAMES, LabelMap()).plan("5m")
     assert "sglang:num_running_reqs" in sgl.queries["requests_running"]
-    assert "prompt_len_p99" not in sgl.queries  # only with --collect-tokens-histogram: not read
+    assert "prefix_cache_hit_rate" not in tgi.queries  # TGI counts no prefix-cache hits
+    # SGLang's length histograms (with --collect-tokens-histogram), retractions and cached tokens
+    assert "sglang:prompt_tokens_histogram_bucket" in sgl.queries["prompt_len_p99"]
+    assert "sglang:num_retracted_requests_total" in sgl.queries["preemptions_per_s"]
+    hits, queries = sgl.queries["prefix_cache_hit_rate"].split(" / ")
+    assert "sglang:cached_tokens_total" in hits and "sglang:prompt_tokens_total" in queries
 
 
 def test_label_fallback_without_kube_state_metrics() -> None:

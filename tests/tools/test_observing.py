@@ -154,6 +154,20 @@ def test_the_prefix_caches_hit_rate_is_the_shared_prefix() -> None:
     assert note is not None and "no prefix sharing assumed (no prefix-cache lookups seen)" in note
 
 
+def test_sglang_without_length_histograms_says_which_flag_exports_them() -> None:
+    signals = {k: v for k, v in SIGNALS.items() if not k.endswith("_len_p99")}
+    tel = DeploymentTelemetry(
+        deployment="llm", namespace="default", replicas=2, signals=signals, engine="sglang"
+    )
+    dep, note = with_observed_workload(_dep(), tel)
+    assert dep.workload is not None and note is not None
+    assert "p99 unknown" in note and "--collect-tokens-histogram" in note
+    _, vllm_note = with_observed_workload(_dep(), tel.model_copy(update={"engine": "vllm"}))
+    assert vllm_note is not None and "--collect-tokens-histogram" not in vllm_note
+    _, with_histograms = with_observed_workload(_dep(), _tel().model_copy(update={"engine": "sglang"}))
+    assert with_histograms is not None and "--collect-tokens-histogram" not in with_histograms
+
+
 def test_a_declared_workload_is_kept() -> None:
     declared = _dep().model_copy(update={"workload": observed_workload(_dep(), _tel(request_rate_per_s=9.0))})
     dep, note = with_observed_workload(declared, _tel())

@@ -1,0 +1,135 @@
+"""A fleet that mixes engines, read from a real Prometheus: each deployment under its engine's names.
+
+The twin exports its SGLang deployments under SGLang's metric names (``sglang:num_running_reqs``,
+``sglang:cached_tokens_total``, ...) and the others under vLLM's; PrometheusSource finds which
+engines the window holds and reads each with its own names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from servewise.cluster.sim import SimCluster
+from servewise.domain import SIGNALS
+from servewise.telemetry.names import ENGINE_NAMES, SGLANG_NAMES, VLLM_NAMES
+from servewise.telemetry.openmetrics import HistoryExport, history_twin, write_history
+from servewise.telemetry.prometheus import PrometheusSource
+from servewise.telemetry.sim import SimTelemetrySource
+from servewise.testing.prometheus import PrometheusServer
+
+from .conftest import END_S, need_prometheus
+
+pytestmark = pytest.mark.slow
+HOURS = 1.0
+STEP_S = 30.0
+SCENARIO = {
+    "name": "mixed-engines",
+    "seed": 3,
+    "pools": [{"name": "l40s-pool", "gpu": "l40s", "nodes": 4, "gpus_per_node": 4, "zone": "us-east-1a"}],
+    "deployments": [
+        {
+            "name": "chat",
+            "namespace": "apps",
+            "pool": "l40s-pool",
+            "config": {"model": "llama-3.1-8b", "replicas": 2, "max_num_seqs": 64},
+            "workload": {
+                "input_len": {"kind": "lognormal", "mean": 1500, "std": 600, "min": 32, "max": 8000},
+                "output_len": {"kind": "lognormal", "mean": 250, "std": 120, "min": 8, "max": 1500},
+                "rate_per_s": 1.5,
+            },
+        },
+        {
+            "name": "agent",
+            "namespace": "apps",
+            "pool": "l40s-pool",
+            "config": {"model": "qwen2.5-7b", "engine": "sglang", "replicas": 2, "max_num_seqs": 64},
+            "workload": {
+                "input_len": {"kind": "lognormal", "mean": 3000, "std": 1200, "min": 64, "max": 12000},
+                "output_len": {"kind": "lognormal", "mean": 200, "std": 100, "min": 8, "max": 1000},
+                "rate_per_s": 1.2,
+                "prefix_share": 0.5,
+            },
+        },
+    ],
+}
+
+
+@dataclass
+class Mixed:
+    sim: SimCluster
+    export: HistoryExport
+    prom: PrometheusServer
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mixed]:
+    need_prometheus()
+    root = tmp_path_factory.mktemp("mixed")
+    scenario = root / "mixed.yaml"
+    scenario.write_text(yaml.safe_dump(SCENARIO))
+    sim = history_twin(str(scenario), hours=HOURS, step_s=STEP_S, end_s=END_S)
+    export = write_history(sim, root / "mixed.om", hours=HOURS, step_s=STEP_S)
+    with PrometheusServer(backfill=[export.path]) as prom:
+        yield Mixed(sim, export, prom)
+
+
+def _at(m: Mixed) -> datetime:
+    return datetime.fromtimestamp(m.export.end_s, UTC)
+
+
+def test_the_twin_exports_each_engine_under_its_own_names(mixed: Mixed) -> None:
+    text = Path(mixed.export.path).read_text()
+    assert 'sglang:num_running_reqs{namespace="apps",pod="agent-' in text
+    assert 'vllm:num_requests_running{namespace="apps",pod="chat-' in text
+    assert 'vllm:num_requests_running{namespace="apps",pod="agent-' not in text
+    assert "sglang:cached_tokens_total" in text and "sglang:prompt_tokens_histogram_bucket" in text
+
+
+def test_each_deployment_is_read_under_its_engine(mixed: Mixed) -> None:
+    source = PrometheusSource(mixed.prom.url)
+    assert [n.engine for n in source.engines_present("15m", _at(mixed))] == ["vllm", "sglang"]
+    prom = source.snapshot(window="15m", at=_at(mixed))
+    twin = SimTelemetrySource(mixed.sim).snapshot(window="15m")
+    # the engine probes, then each engine's signals, replicas, 2 per-pod queries and the peak's span
+    assert prom.queries == len(ENGINE_NAMES) + 2 * (len(SIGNALS) + 4)
+    for name, engine in (("chat", "vllm"), ("agent", "sglang")):
+        got, want = prom.for_deployment(name, "apps"), twin.for_deployment(name, "apps")
+        assert got is not None and want is not None
+        assert got.engine == engine == want.engine and got.replicas == 2
+        assert not [n for n in got.notes if "no metric" in n or "engines" in n], got.notes
+        for signal in ("request_rate_per_s", "prompt_tokens_per_s", "generation_tokens_per_s", "ttft_p50_ms"):
+            assert got.signals[signal] == pytest.approx(want.signals[signal], rel=0.05), (name, signal)
+        for signal in ("requests_running", "kv_cache_usage", "prompt_len_p99", "output_len_p99"):
+            assert got.signals[signal] == pytest.approx(want.signals[signal], rel=0.25), (name, signal)
+        names = ENGINE_NAMES[engine]
+        assert names.running is not None and names.running[0] in got.evidence["requests_running"].query
+    agent = prom.for_deployment("agent", "apps")
+    assert agent is not None
+    # SGLang's cached prompt tokens over all prompt tokens: the share of the prompts the cache served
+    assert agent.signals["prefix_cache_hit_rate"] == pytest.approx(0.5, abs=0.1)
+    assert "sglang:cached_tokens_total" in agent.evidence["prefix_cache_hit_rate"].query
+
+
+def test_one_engine_pinned_reads_only_its_deployments(mixed: Mixed) -> None:
+    vllm_only = PrometheusSource(mixed.prom.url, names=VLLM_NAMES).snapshot(window="15m", at=_at(mixed))
+    assert vllm_only.queries == len(SIGNALS) + 4
+    agent = vllm_only.for_deployment("agent", "apps")  # there through its GPU series only
+    assert agent is not None and agent.engine == "vllm"
+    assert "requests_running" in agent.missing and "gpu_utilization" in agent.signals
+    sglang_only = PrometheusSource(mixed.prom.url, names=SGLANG_NAMES).snapshot(window="15m", at=_at(mixed))
+    chat = sglang_only.for_deployment("chat", "apps")
+    assert chat is not None and "request_rate_per_s" in chat.missing
+
+
+def test_a_window_without_engine_series_reads_as_vllm(mixed: Mixed) -> None:
+    before = datetime.fromtimestamp(mixed.export.start_s - 3600, UTC)
+    source = PrometheusSource(mixed.prom.url)
+    assert source.engines_present("5m", before) == []
+    snap = source.snapshot(window="5m", at=before)
+    assert snap.deployments == [] and snap.queries == len(ENGINE_NAMES) + len(SIGNALS) + 4
