@@ -8,12 +8,14 @@ that names the query.
 
 Which engine exports a deployment's metrics is read from Prometheus, not configured: by default
 (``names=None``) one count query per engine (vLLM, TGI, SGLang) asks whose running-requests or
-request-counter series the window holds, and each engine found is read with its own names, so a
-fleet that mixes engines is read whole. ``names=`` reads one engine only.
+request-counter series the window or the peak lookback holds, and each engine found is read with
+its own names, so a fleet that mixes engines is read whole. ``names=`` reads one engine only. A
+deployment with GPU series only has no ``engine``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -37,6 +39,7 @@ from servewise.telemetry.names import (
 from servewise.telemetry.promql import PEAK_LOOKBACK, PEAK_SIGNALS, PromQLBuilder, window_seconds
 
 Key = tuple[str, str]
+log = logging.getLogger(__name__)
 
 
 class MalformedResponseError(PermanentError):
@@ -128,15 +131,27 @@ class PrometheusSource:
 
     # -- snapshot --------------------------------------------------------------------------------
     def engines_present(self, window: str, at: datetime | None = None) -> list[EngineNames]:
-        """The engines whose running-requests or request-counter series the window holds, in
-        ``ENGINE_NAMES`` order (one count query each)."""
+        """The engines with a running-requests or request-counter series in the window or the peak
+        lookback (a deployment gone from the window keeps its peaks), in ``ENGINE_NAMES`` order: one
+        count query each, per metric name (a name regex under ``last_over_time`` could collide where
+        a Prometheus drops the names). An engine whose probe fails is read anyway: its read decides."""
+        span = window if window_seconds(window) >= window_seconds(self.peak_lookback) else self.peak_lookback
         jobs = {}
         for names in ENGINE_NAMES.values():
             metrics = (*(names.running or ()), *(names.requests or ()))
-            jobs[names.engine] = f"count(last_over_time({PromQLBuilder.selector(metrics)}[{window}]))"
+            jobs[names.engine] = " or ".join(f"count(last_over_time({m}[{span}]))" for m in metrics)
+        found = []
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
             futures = {engine: pool.submit(self.query, q, at=at) for engine, q in jobs.items()}
-            return [ENGINE_NAMES[engine] for engine, future in futures.items() if future.result()]
+            for engine, future in futures.items():
+                try:
+                    present = bool(future.result())
+                except ServewiseError as exc:
+                    log.warning("probe for %s metrics failed (%s): reading them anyway", engine, exc)
+                    present = True
+                if present:
+                    found.append(ENGINE_NAMES[engine])
+        return found
 
     def snapshot(self, *, window: str = "15m", at: datetime | None = None) -> TelemetrySnapshot:
         window_seconds(window)
@@ -206,7 +221,9 @@ class PrometheusSource:
                         span = f"{round(held)}s" if held and held < lookback_s else self.peak_lookback
                     tel.evidence[sig] = SignalEvidence(query=plan.queries[sig], window=span)
             tel.notes.extend(f"{sig}: query failed: {exc}" for sig, exc in failed.items())
-            if unmeasured:
+            if not _engine_signals(tel):  # GPU series only: no engine to name
+                tel.engine = None
+            elif unmeasured:
                 tel.notes.append(f"engine {names.engine} has no metric for {', '.join(unmeasured)}")
             pods: set[str] = set()
             for sig, by_pod in per_pod.items():  # pod/<pod>/<signal>

@@ -194,7 +194,7 @@ def with_observed_workload(
     sharing = (
         f"prefix share {wl.prefix_share:.2f}, the prefix cache's hit rate"
         if tel.signals.get("prefix_cache_hit_rate") is not None
-        else "no prefix sharing assumed (no prefix-cache lookups seen)"
+        else f"no prefix sharing assumed (no prefix-cache {'hits' if tel.engine == 'sglang' else 'lookups'} seen)"
     )
     if prompt.p99 is None and output.p99 is None and tel.engine == "sglang":
         sharing += "; SGLang exports the length histograms only with --collect-tokens-histogram"

@@ -7,19 +7,25 @@ engines the window holds and reads each with its own names.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from servewise.cli import app
 from servewise.cluster.sim import SimCluster
-from servewise.domain import SIGNALS
-from servewise.telemetry.names import ENGINE_NAMES, SGLANG_NAMES, VLLM_NAMES
+from servewise.domain import SIGNALS, DeploymentTelemetry
+from servewise.errors import BackendUnavailableError, InputError
+from servewise.telemetry.names import ENGINE_NAMES, SGLANG_NAMES, TGI_NAMES, VLLM_NAMES, LabelMap
 from servewise.telemetry.openmetrics import HistoryExport, history_twin, write_history
-from servewise.telemetry.prometheus import PrometheusSource
+from servewise.telemetry.prometheus import PrometheusSource, _merge
+from servewise.telemetry.promql import PromQLBuilder
 from servewise.telemetry.sim import SimTelemetrySource
 from servewise.testing.prometheus import PrometheusServer
 
@@ -56,8 +62,23 @@ SCENARIO = {
                 "prefix_share": 0.5,
             },
         },
+        {  # its engine series are left out of the history: it is seen through its GPUs only
+            "name": "batch",
+            "namespace": "offline",
+            "pool": "l40s-pool",
+            "config": {"model": "llama-3.1-8b", "replicas": 1},
+            "workload": {
+                "input_len": {"kind": "fixed", "mean": 500},
+                "output_len": {"kind": "fixed", "mean": 100},
+                "rate_per_s": 0.2,
+            },
+        },
     ],
 }
+
+
+def _engine_series_of_offline(name: str, labels: tuple[tuple[str, str], ...]) -> bool:
+    return name.startswith(("vllm:", "sglang:")) and ("namespace", "offline") in labels
 
 
 @dataclass
@@ -74,7 +95,9 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mixed]:
     scenario = root / "mixed.yaml"
     scenario.write_text(yaml.safe_dump(SCENARIO))
     sim = history_twin(str(scenario), hours=HOURS, step_s=STEP_S, end_s=END_S)
-    export = write_history(sim, root / "mixed.om", hours=HOURS, step_s=STEP_S)
+    export = write_history(
+        sim, root / "mixed.om", hours=HOURS, step_s=STEP_S, exclude=_engine_series_of_offline
+    )
     with PrometheusServer(backfill=[export.path]) as prom:
         yield Mixed(sim, export, prom)
 
@@ -98,6 +121,12 @@ def test_each_deployment_is_read_under_its_engine(mixed: Mixed) -> None:
     twin = SimTelemetrySource(mixed.sim).snapshot(window="15m")
     # the engine probes, then each engine's signals, replicas, 2 per-pod queries and the peak's span
     assert prom.queries == len(ENGINE_NAMES) + 2 * (len(SIGNALS) + 4)
+    assert sorted((d.namespace, d.deployment, d.engine) for d in prom.deployments) == [
+        ("apps", "agent", "sglang"), ("apps", "chat", "vllm"), ("offline", "batch", None),
+    ]  # fmt: skip
+    batch = prom.for_deployment("batch", "offline")
+    assert batch is not None and "gpu_utilization" in batch.signals and "requests_running" in batch.missing
+    assert not [n for n in batch.notes if "no metric" in n]  # no engine to blame
     for name, engine in (("chat", "vllm"), ("agent", "sglang")):
         got, want = prom.for_deployment(name, "apps"), twin.for_deployment(name, "apps")
         assert got is not None and want is not None
@@ -120,16 +149,82 @@ def test_one_engine_pinned_reads_only_its_deployments(mixed: Mixed) -> None:
     vllm_only = PrometheusSource(mixed.prom.url, names=VLLM_NAMES).snapshot(window="15m", at=_at(mixed))
     assert vllm_only.queries == len(SIGNALS) + 4
     agent = vllm_only.for_deployment("agent", "apps")  # there through its GPU series only
-    assert agent is not None and agent.engine == "vllm"
+    assert agent is not None and agent.engine is None
     assert "requests_running" in agent.missing and "gpu_utilization" in agent.signals
     sglang_only = PrometheusSource(mixed.prom.url, names=SGLANG_NAMES).snapshot(window="15m", at=_at(mixed))
     chat = sglang_only.for_deployment("chat", "apps")
-    assert chat is not None and "request_rate_per_s" in chat.missing
+    assert chat is not None and "request_rate_per_s" in chat.missing and chat.engine is None
 
 
-def test_a_window_without_engine_series_reads_as_vllm(mixed: Mixed) -> None:
+class _TgiProbeFails(PrometheusSource):
+    def query(self, promql: str, *, at: datetime | None = None) -> list[dict[str, Any]]:
+        if promql.startswith("count(last_over_time(tgi_"):
+            raise BackendUnavailableError("probe timed out")
+        return super().query(promql, at=at)
+
+
+def test_a_failed_probe_reads_its_engine_anyway(mixed: Mixed) -> None:
+    source = _TgiProbeFails(mixed.prom.url)
+    assert [n.engine for n in source.engines_present("15m", _at(mixed))] == ["vllm", "tgi", "sglang"]
+    snap = source.snapshot(window="15m", at=_at(mixed))
+    tgi_queries = len(PromQLBuilder(TGI_NAMES, LabelMap()).plan("15m").queries) + 4  # fewer signals
+    assert (
+        snap.queries == len(ENGINE_NAMES) + 2 * (len(SIGNALS) + 4) + tgi_queries
+    )  # TGI's read finds nothing
+    assert {d.deployment: d.engine for d in snap.deployments} == {
+        "chat": "vllm",
+        "agent": "sglang",
+        "batch": None,
+    }
+
+
+def test_an_engine_gone_from_the_window_keeps_its_peaks(mixed: Mixed) -> None:
+    """Half an hour after the history ends the window is empty, but the day holds both engines."""
+    later = datetime.fromtimestamp(mixed.export.end_s + 1800, UTC)
+    source = PrometheusSource(mixed.prom.url)
+    assert [n.engine for n in source.engines_present("15m", later)] == ["vllm", "sglang"]
+    snap = source.snapshot(window="15m", at=later)
+    for name in ("chat", "agent"):
+        tel = snap.for_deployment(name, "apps")
+        assert tel is not None and "request_rate_per_s" in tel.missing, name
+        assert tel.signals["request_rate_peak_per_s"] > 0, name
+
+
+def test_a_time_without_any_series_has_no_deployments(mixed: Mixed) -> None:
     before = datetime.fromtimestamp(mixed.export.start_s - 3600, UTC)
     source = PrometheusSource(mixed.prom.url)
     assert source.engines_present("5m", before) == []
-    snap = source.snapshot(window="5m", at=before)
+    snap = source.snapshot(window="5m", at=before)  # read under vLLM's names: nothing there either
     assert snap.deployments == [] and snap.queries == len(ENGINE_NAMES) + len(SIGNALS) + 4
+
+
+def _tel(engine: str, **signals: float) -> DeploymentTelemetry:
+    return DeploymentTelemetry(deployment="x", namespace="a", engine=engine, signals=signals)
+
+
+def test_two_engines_claiming_a_deployment_go_to_the_one_with_more_signals() -> None:
+    gpu = {"gpu_utilization": 0.5, "gpu_memory_used_bytes": 1e10}
+    reads = [
+        [_tel("vllm", requests_running=1.0, **gpu)],
+        [_tel("tgi", **gpu)],
+        [_tel("sglang", requests_running=2.0, request_rate_per_s=1.0, **gpu)],
+    ]
+    (merged,) = _merge(reads)
+    assert merged.engine == "sglang" and merged.signals["requests_running"] == 2.0
+    assert merged.notes == [
+        "series of engines sglang and vllm under one deployment: read as sglang, which has the most signals"
+    ]
+
+
+def test_the_cli_reads_every_engine_and_names_a_wrong_one(mixed: Mixed) -> None:
+    at = _at(mixed).isoformat()
+    args = ["telemetry", "snapshot", "--prometheus", mixed.prom.url, "--at", at, "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert {d["deployment"]: d["engine"] for d in doc["deployments"]} == {
+        "agent": "sglang", "chat": "vllm", "batch": None,
+    }  # fmt: skip
+    wrong = CliRunner().invoke(app, [*args, "--engine", "triton"])
+    assert isinstance(wrong.exception, InputError) and wrong.exception.field == "--engine"
+    assert "triton" in str(wrong.exception)
