@@ -7,7 +7,8 @@ its pods; its own Service fronts it. It runs in the workload's namespace, where 
 secrets, volumes and service account are, without the original's priority class (it must not
 preempt production pods) or host ports. It is created after a server-side dry run, awaited until
 ready (out of memory and crash loops fail it), benchmarked by the Job, and deleted with its Service
-(deletes are retried). A copy left behind by a killed process carries ``servewise.io/expires-at``:
+(deletes are retried). A StatefulSet's copy claims fresh volumes of its own (its
+``volumeClaimTemplates``), deleted with it. A copy left behind by a killed process carries ``servewise.io/expires-at``:
 the next benchmark in its namespace deletes it. ``SERVEWISE_CANDIDATE_BENCHMARKS=0`` turns
 benchmarks on the cluster off.
 """
@@ -58,12 +59,6 @@ def candidate_manifests(
             " and only Deployments and StatefulSets are copied; benchmark it on the twin",
             field="config",
         )
-    if obj.get("spec", {}).get("volumeClaimTemplates"):
-        raise InputError(
-            f"{parsed.namespace}/{parsed.name} claims volumes per replica (volumeClaimTemplates): a"
-            " benchmark copy would leave claims behind; benchmark it on the twin",
-            field="config",
-        )
     new = desired_object(obj, parsed, config.with_changes(replicas=1), resolver, proposal_id=name)
     labels = {
         CANDIDATE_LABEL: name,
@@ -96,6 +91,7 @@ def candidate_manifests(
             port.pop("hostPort", None)  # would clash with the original on the same node
     if parsed.kind == "StatefulSet":
         spec["serviceName"] = name
+        _claims_go_with_the_copy(spec, labels, expires)
     service = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -111,6 +107,21 @@ def candidate_manifests(
         },
     }
     return new, service
+
+
+def _claims_go_with_the_copy(spec: dict[str, Any], labels: dict[str, str], expires: str) -> None:
+    """A copy's replica gets claims of its own (``<template>-<copy>-0``: fresh volumes, never
+    production's), which the StatefulSet controller deletes with the copy (Kubernetes 1.27+); they
+    carry the copy's labels and expiry, so ``delete`` and ``sweep`` remove any an older cluster keeps."""
+    claims = spec.get("volumeClaimTemplates") or []
+    if not claims:
+        return
+    spec["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": "Delete", "whenScaled": "Delete"}
+    for claim in claims:
+        meta = claim.setdefault("metadata", {})
+        meta["labels"] = {**(meta.get("labels") or {}), **labels}
+        meta["annotations"] = {**(meta.get("annotations") or {}), EXPIRES_ANNOTATION: expires}
+        claim.pop("status", None)
 
 
 @dataclass(frozen=True)
@@ -148,6 +159,12 @@ class CandidateWorkloads:
                 core.delete_namespaced_service,
                 core.list_namespaced_service,
             ),
+            "PersistentVolumeClaim": _Calls(  # made by the StatefulSet controller, never by servewise
+                "persistentvolumeclaims",
+                core.create_namespaced_persistent_volume_claim,
+                core.delete_namespaced_persistent_volume_claim,
+                core.list_namespaced_persistent_volume_claim,
+            ),
         }
 
     def create(self, workload: dict[str, Any], service: dict[str, Any]) -> None:
@@ -159,10 +176,37 @@ class CandidateWorkloads:
         self.api.call("create", svc.resource, ns, svc.create, ns, service)
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
-        """Delete the copy and its Service, retrying what may pass (a timeout, a 5xx); what is already
-        gone is fine. False (and a warning) when something could not be deleted: the caller keeps
-        its result or its own error, and a later benchmark's sweep deletes the rest."""
-        return all([self._delete_one(kind, namespace, name), self._delete_one("Service", namespace, name)])
+        """Delete the copy, its Service and (a StatefulSet's) its replica's volume claims, retrying
+        what may pass (a timeout, a 5xx); what is already gone is fine. False (and a warning) when
+        something could not be deleted: the caller keeps its result or its own error, and a later
+        benchmark's sweep deletes the rest."""
+        done = [self._delete_one(kind, namespace, name), self._delete_one("Service", namespace, name)]
+        if kind == "StatefulSet":
+            try:
+                claims = self._claims_of(namespace, name)
+            except ServewiseError as exc:
+                log.warning(
+                    "could not list the volume claims of benchmark copy %s/%s: %s", namespace, name, exc
+                )
+                claims, done = [], [*done, False]
+            done += [self._delete_one("PersistentVolumeClaim", namespace, claim) for claim in claims]
+        return all(done)
+
+    def _claims_of(self, namespace: str, copy: str) -> list[str]:
+        calls = self.calls["PersistentVolumeClaim"]
+        listed = self.api.call(
+            "list",
+            calls.resource,
+            namespace,
+            calls.list,
+            namespace,
+            label_selector=f"{CANDIDATE_LABEL}={copy}",
+        )
+        return [
+            str(item["metadata"]["name"])
+            for item in listed.get("items", [])
+            if _claim_of(item.get("metadata") or {}) == copy
+        ]
 
     def _delete_one(self, kind: str, namespace: str, name: str) -> bool:
         calls = self.calls[kind]
@@ -195,12 +239,29 @@ class CandidateWorkloads:
             for item in listed.get("items", []):
                 meta = item.get("metadata") or {}
                 name = str(meta.get("name", ""))
-                if not name.startswith("sw-cand-") or (meta.get("labels") or {}).get(CANDIDATE_LABEL) != name:
+                owner = _claim_of(meta) if kind == "PersistentVolumeClaim" else name
+                if (
+                    not owner
+                    or not owner.startswith("sw-cand-")
+                    or (meta.get("labels") or {}).get(CANDIDATE_LABEL) != owner
+                ):
                     continue
                 expires = (meta.get("annotations") or {}).get(EXPIRES_ANNOTATION)
                 if _expired(expires, now) and self._delete_one(kind, namespace, name):
                     swept.append(f"{calls.resource}/{name}")
         return swept
+
+
+def _claim_of(meta: Mapping[str, Any]) -> str | None:
+    """The copy a volume claim belongs to: its candidate label, when the name is the StatefulSet
+    controller's ``<template>-<copy>-<ordinal>`` for it (and it is servewise's)."""
+    labels = meta.get("labels") or {}
+    copy = labels.get(CANDIDATE_LABEL)
+    if labels.get("app.kubernetes.io/managed-by") != "servewise" or not copy:
+        return None
+    name = str(meta.get("name", ""))
+    head, _, ordinal = name.rpartition("-")
+    return str(copy) if head.endswith(f"-{copy}") and ordinal.isdigit() else None
 
 
 def _expired(stamp: str | None, now: datetime) -> bool:

@@ -46,6 +46,7 @@ RESOURCES = {
     "Service": "v1/services",
     "Job": "batch/v1/jobs",
     "InferenceService": "serving.kserve.io/v1beta1/inferenceservices",
+    "PersistentVolumeClaim": "v1/persistentvolumeclaims",
 }
 
 
@@ -93,6 +94,7 @@ class FaithfulEmulator(kmock.KubernetesEmulator):
             ("v1/events", True),
             ("v1/services", True),
             ("batch/v1/jobs", True),
+            ("v1/persistentvolumeclaims", True),
         ):
             self.resources[resource] = kmock.ResourceInfo(namespaced=namespaced)
 
@@ -337,3 +339,31 @@ class EmulatorThread:
         }
         path.write_text(json.dumps(config))
         return path
+
+
+def statefulset_claims(emu: FaithfulEmulator, sts: dict[str, Any]) -> list[str]:
+    """What the StatefulSet controller does with ``volumeClaimTemplates``: one claim per template and
+    replica, ``<template>-<statefulset>-<ordinal>``, labelled with the template's labels and the
+    selector's, annotated with the template's (no garbage collector here: nothing deletes them)."""
+    meta, spec = sts["metadata"], sts["spec"]
+    made = []
+    for template in spec.get("volumeClaimTemplates") or []:
+        tmeta = template.get("metadata") or {}
+        for ordinal in range(int(spec.get("replicas", 1))):
+            name = f"{tmeta['name']}-{meta['name']}-{ordinal}"
+            labels = {**(tmeta.get("labels") or {}), **spec["selector"].get("matchLabels", {})}
+            emu.seed(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {
+                        "name": name,
+                        "namespace": meta["namespace"],
+                        "labels": labels,
+                        "annotations": dict(tmeta.get("annotations") or {}),
+                    },
+                    "spec": template.get("spec") or {},
+                }
+            )
+            made.append(name)
+    return made

@@ -9,7 +9,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from k8s_emulator import FaithfulEmulator, Fault
+from k8s_emulator import FaithfulEmulator, Fault, statefulset_claims
 from test_benchmark import SUMMARY, WORKLOAD, job_controller
 
 from servewise.cluster.k8s_candidates import CANDIDATE_LABEL
@@ -175,6 +175,104 @@ def test_deleting_a_copy_is_retried(cluster: KubernetesCluster, fleet: FaithfulE
     fleet.controls.faults.append(Fault(verb="delete", resource="deployments", status=503, times=2))
     result = _run_candidate(cluster)
     assert result.completed == 198 and _live_candidates(fleet, "deployments") == []
+
+
+CACHE_CLAIM = {
+    "metadata": {"name": "model-cache", "labels": {"tier": "cache"}},
+    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "200Gi"}}},
+}
+
+
+def _sts_with_claims(fleet: FaithfulEmulator) -> None:
+    """qwen-32b-awq caches its model on a claim per replica; production's 3 claims exist."""
+    stored = fleet.get("StatefulSet", STS.namespace, STS.name)
+    stored["spec"]["volumeClaimTemplates"] = [CACHE_CLAIM]
+    stored["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": "model-cache", "mountPath": "/root/.cache/huggingface"}
+    ]
+    fleet.put("StatefulSet", STS.namespace, STS.name, stored)
+    statefulset_claims(fleet, stored)
+
+
+def _claims(fleet: FaithfulEmulator) -> list[str]:
+    return sorted(
+        name
+        for (res, _, name), obj in fleet.objects.items()
+        if res.plural == "persistentvolumeclaims" and not obj.deleted
+    )
+
+
+def test_a_statefulset_copy_claims_fresh_volumes_deleted_with_it(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    _sts_with_claims(fleet)
+    production = ["model-cache-qwen-32b-awq-0", "model-cache-qwen-32b-awq-1", "model-cache-qwen-32b-awq-2"]
+    assert _claims(fleet) == production
+    seen = _record_creates(fleet)
+    made: list[str] = []
+    record = fleet.controls.on_create["statefulsets"]
+    fleet.controls.on_create["statefulsets"] = lambda emu, obj: (
+        record(emu, obj),
+        made.extend(statefulset_claims(emu, obj)),
+    )
+    result = _run_candidate(cluster, STS, max_num_batched_tokens=8192)
+    assert result.completed == 198
+    [copy] = seen["statefulsets"]
+    name = copy["metadata"]["name"]
+    kubernetes_validate.validate(copy, "1.30.0", strict=True)
+    # the controller deletes the copy's claims with it; they carry its label and expiry for the rest
+    assert copy["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Delete",
+        "whenScaled": "Delete",
+    }
+    [template] = copy["spec"]["volumeClaimTemplates"]
+    assert (
+        template["metadata"]["labels"][CANDIDATE_LABEL] == name
+        and template["metadata"]["labels"]["tier"] == "cache"
+    )
+    assert EXPIRES in template["metadata"]["annotations"]
+    assert made == [f"model-cache-{name}-0"]  # its own, fresh volume: never production's
+    assert _claims(fleet) == production  # the copy's claim is gone, production's are untouched
+    assert any(c.verb == "delete" and c.resource == "persistentvolumeclaims" for c in fleet.calls)
+
+
+def test_an_expired_claim_left_by_a_killed_run_is_deleted_by_the_next(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    _sts_with_claims(fleet)
+    _record_creates(fleet)
+    past = "2020-01-01T00:00:00+00:00"
+
+    def left(name: str, copy: str, expires: str = past, managed: str = "servewise") -> None:
+        labels = {CANDIDATE_LABEL: copy, "app.kubernetes.io/managed-by": managed}
+        fleet.seed(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {
+                    "name": name, "namespace": STS.namespace, "labels": labels, "annotations": {EXPIRES: expires},
+                },
+                "spec": CACHE_CLAIM["spec"],
+            }
+        )  # fmt: skip
+
+    left("model-cache-sw-cand-qwen-32b-awq-stale000-0", "sw-cand-qwen-32b-awq-stale000")
+    left(
+        "model-cache-sw-cand-qwen-32b-awq-live0000-0",
+        "sw-cand-qwen-32b-awq-live0000",
+        "2999-01-01T00:00:00+00:00",
+    )
+    left("model-cache-sw-cand-qwen-32b-awq-theirs00-0", "sw-cand-qwen-32b-awq-theirs00", managed="helm")
+    left("data-of-someone-else-0", "sw-cand-qwen-32b-awq-other000")  # not the controller's name for it
+    _run_candidate(cluster, STS, max_num_batched_tokens=8192)
+    assert _claims(fleet) == [
+        "data-of-someone-else-0",
+        "model-cache-qwen-32b-awq-0",
+        "model-cache-qwen-32b-awq-1",
+        "model-cache-qwen-32b-awq-2",
+        "model-cache-sw-cand-qwen-32b-awq-live0000-0",
+        "model-cache-sw-cand-qwen-32b-awq-theirs00-0",
+    ]
 
 
 def test_a_copy_is_a_valid_dns_name_and_preempts_nothing(

@@ -3,7 +3,7 @@
 One emulator records every request while the adapter does all it can do: discover (with KServe),
 inventory GPUs, read, dry-run and apply patches to a Deployment, a StatefulSet and an InferenceService,
 check a stalled rollout (pods + events), roll back, run a benchmark Job and cancel one on timeout,
-benchmark candidates of a Deployment and a StatefulSet on temporary copies.
+benchmark candidates of a Deployment and a StatefulSet (with volume claim templates) on temporary copies.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import kmock
 import pytest
 import yaml
-from k8s_emulator import Call, FaithfulEmulator
+from k8s_emulator import Call, FaithfulEmulator, statefulset_claims
 from test_benchmark import SUMMARY, WORKLOAD, job_controller
 
 from servewise.cluster.kubernetes import KubernetesCluster
@@ -92,7 +92,13 @@ def exercise(cluster: KubernetesCluster, emu: FaithfulEmulator) -> None:
     emu.controls.auto_rollout = True  # benchmark copies come up at once
     emu.controls.on_create["jobs"] = job_controller(SUMMARY)
     cluster.run_benchmark(BenchmarkRequest(ref=big, workload=WORKLOAD, deadline_s=10))
-    for ref in (big, sts):  # candidates: a temporary copy of the workload and its Service
+    stored = emu.get("StatefulSet", sts.namespace, sts.name)  # with a claim per replica, as model caches are
+    stored["spec"]["volumeClaimTemplates"] = [
+        {"metadata": {"name": "cache"}, "spec": {"resources": {"requests": {"storage": "1Gi"}}}}
+    ]
+    emu.put("StatefulSet", sts.namespace, sts.name, stored)
+    emu.controls.on_create["statefulsets"] = statefulset_claims
+    for ref in (big, sts):  # candidates: a temporary copy of the workload, its Service (and claims)
         candidate = cluster.get_deployment(ref).config.with_changes(max_num_seqs=40)
         cluster.run_benchmark(BenchmarkRequest(ref=ref, config=candidate, workload=WORKLOAD, deadline_s=10))
     emu.controls.on_create["jobs"] = job_controller(SUMMARY, succeed=False)
