@@ -109,6 +109,9 @@ def _status_message(exc: ApiException) -> str:
     return str(exc.reason or "no detail")
 
 
+KSERVE = ("serving.kserve.io", "v1beta1", "inferenceservices")  # group, version, plural
+
+
 class KubeApi:
     """Typed API groups plus the translating call wrapper."""
 

@@ -256,20 +256,23 @@ def service_url(services: Sequence[Mapping[str, Any]], parsed: ParsedWorkload) -
     )
 
 
+def inference_service_url(obj: Mapping[str, Any]) -> str:
+    """Where KServe serves an InferenceService inside the cluster: ``status.address.url`` once it is
+    ready (its predictor's Service in RawDeployment mode, the Knative route in Serverless mode), else
+    the predictor's Service on port 80."""
+    meta = obj.get("metadata") or {}
+    url = ((obj.get("status") or {}).get("address") or {}).get("url")
+    return str(url).rstrip("/") if url else f"http://{meta['name']}-predictor.{meta['namespace']}.svc"
+
+
 class BenchmarkRunner:
     def __init__(self, api: KubeApi, namespace: str, *, image: str) -> None:
         self.api, self.namespace, self.image = api, namespace, image
 
     def run(
-        self,
-        request: BenchmarkRequest,
-        parsed: ParsedWorkload,
-        services: Sequence[Mapping[str, Any]],
-        *,
-        poll_interval_s: float = 2.0,
+        self, request: BenchmarkRequest, parsed: ParsedWorkload, url: str, *, poll_interval_s: float = 2.0
     ) -> BenchmarkResult:
-        """Run ``request`` (one replica's load) against the server behind ``parsed``'s Service."""
-        url = service_url(services, parsed)
+        """Run ``request`` (one replica's load) against the server of ``parsed`` at ``url``."""
         name = job_name(request.ref.name, request)  # named for the workload, not for its copy
         job = build_job(name, self.namespace, request, parsed, url, image=self.image)
         started = datetime.now(UTC)

@@ -8,7 +8,8 @@ secrets, volumes and service account are, without the original's priority class 
 preempt production pods) or host ports. It is created after a server-side dry run, awaited until
 ready (out of memory and crash loops fail it), benchmarked by the Job, and deleted with its Service
 (deletes are retried). A StatefulSet's copy claims fresh volumes of its own (its
-``volumeClaimTemplates``), deleted with it. A copy left behind by a killed process carries ``servewise.io/expires-at``:
+``volumeClaimTemplates``), deleted with it. An InferenceService's copy is an InferenceService of one
+predictor replica; KServe makes its pods, labels and Service (``<copy>-predictor``). A copy left behind by a killed process carries ``servewise.io/expires-at``:
 the next benchmark in its namespace deletes it. ``SERVEWISE_CANDIDATE_BENCHMARKS=0`` turns
 benchmarks on the cluster off.
 """
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from servewise.cluster.k8s_api import KubeApi
+from servewise.cluster.k8s_api import KSERVE, KubeApi
 from servewise.cluster.k8s_benchmark import BENCHMARK_LABEL, label_value, unique_name
 from servewise.cluster.k8s_parsing import ParsedWorkload, Resolver
 from servewise.cluster.k8s_patching import desired_object
@@ -38,8 +39,9 @@ CANDIDATE_BENCHMARKS_ENV = "SERVEWISE_CANDIDATE_BENCHMARKS"
 
 def candidate_name(parsed: ParsedWorkload, config: ServingConfig) -> str:
     """A DNS-1035 label (Services need one: no dots) unique to this workload, config and moment."""
-    # a StatefulSet's pods carry a label of its name + an 11-character hash, at most 63 in all
-    keep = 30 if parsed.kind == "StatefulSet" else 40
+    # a StatefulSet's pods carry a label of its name + an 11-character hash, at most 63 in all; KServe
+    # and Knative add "-predictor-00001-deployment-..." to an InferenceService's
+    keep = {"StatefulSet": 30, "InferenceService": 20}.get(parsed.kind, 40)
     return unique_name("sw-cand", parsed.name, config.model_dump_json(), keep)
 
 
@@ -51,21 +53,24 @@ def candidate_manifests(
     name: str,
     *,
     expires_at: datetime,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The copy (one replica of ``config``) and the Service that fronts it."""
-    if parsed.kind not in ("Deployment", "StatefulSet"):
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The copy (one replica of ``config``) and the Service that fronts it (None for an
+    InferenceService: KServe makes the copy's own ``<copy>-predictor`` Service)."""
+    if parsed.kind not in ("Deployment", "StatefulSet", "InferenceService"):
         raise InputError(
             f"{parsed.namespace}/{parsed.name} is a {parsed.kind}: benchmarks on a cluster run on a copy,"
-            " and only Deployments and StatefulSets are copied; benchmark it on the twin",
+            " and only Deployments, StatefulSets and InferenceServices are copied; benchmark it on the twin",
             field="config",
         )
-    new = desired_object(obj, parsed, config.with_changes(replicas=1), resolver, proposal_id=name)
     labels = {
         CANDIDATE_LABEL: name,
         BENCHMARK_LABEL: label_value(f"{parsed.namespace}.{parsed.name}"),
         "app.kubernetes.io/managed-by": "servewise",
     }
     expires = expires_at.isoformat(timespec="seconds")
+    if parsed.kind == "InferenceService":
+        return inference_service_copy(obj, parsed, config, resolver, name, labels, expires), None
+    new = desired_object(obj, parsed, config.with_changes(replicas=1), resolver, proposal_id=name)
     # a fresh object: none of the original's server fields, annotations (proposal records) or owners
     new["apiVersion"], new["kind"] = "apps/v1", parsed.kind
     new["metadata"] = {
@@ -109,6 +114,57 @@ def candidate_manifests(
     return new, service
 
 
+def _kserve_key(key: str) -> bool:
+    """Labels and annotations that steer KServe, Knative or Istio (deployment mode, visibility,
+    autoscaler class, sidecar injection): the copy must be served the way the original is."""
+    return any(domain in key for domain in ("kserve.io", "knative.dev", "istio.io"))
+
+
+def inference_service_copy(
+    obj: Mapping[str, Any],
+    parsed: ParsedWorkload,
+    config: ServingConfig,
+    resolver: Resolver,
+    name: str,
+    labels: dict[str, str],
+    expires: str,
+) -> dict[str, Any]:
+    """An InferenceService of one predictor replica (min = max = 1) running ``config``. KServe
+    labels its pods ``serving.kserve.io/inferenceservice: <copy>``, so production's Services never
+    select them, and serves it at ``<copy>-predictor``; transformers and explainers are left out
+    (the benchmark talks to the predictor)."""
+    if not (obj.get("spec", {}).get("predictor") or {}).get("containers"):
+        raise InputError(
+            f"{parsed.namespace}/{parsed.name} serves through predictor.model (a KServe runtime), which"
+            " servewise neither patches nor copies; benchmark it on the twin",
+            field="config",
+        )
+    new = desired_object(obj, parsed, config.with_changes(replicas=1), resolver, proposal_id=name)
+    meta = obj.get("metadata") or {}
+    new["metadata"] = {
+        "name": name,
+        "namespace": parsed.namespace,
+        "labels": {**{k: v for k, v in (meta.get("labels") or {}).items() if _kserve_key(k)}, **labels},
+        "annotations": {
+            **{k: v for k, v in (meta.get("annotations") or {}).items() if _kserve_key(k)},
+            CANDIDATE_CONFIG_ANNOTATION: config.model_dump_json(),
+            EXPIRES_ANNOTATION: expires,
+        },
+    }
+    new.pop("status", None)
+    spec = new["spec"]
+    for component in ("transformer", "explainer"):
+        spec.pop(component, None)
+    predictor = spec["predictor"]
+    predictor["minReplicas"], predictor["maxReplicas"] = 1, 1
+    predictor.pop("priorityClassName", None)  # a benchmark must not preempt production pods for GPUs
+    predictor.pop("priority", None)
+    for container in [*(predictor.get("containers") or []), *(predictor.get("initContainers") or [])]:
+        for port in container.get("ports") or []:
+            port.pop("hostPort", None)
+    return new
+
+
 def _claims_go_with_the_copy(spec: dict[str, Any], labels: dict[str, str], expires: str) -> None:
     """A copy's replica gets claims of its own (``<template>-<copy>-0``: fresh volumes, never
     production's), which the StatefulSet controller deletes with the copy (Kubernetes 1.27+); they
@@ -139,7 +195,7 @@ class CandidateWorkloads:
 
     def __init__(self, api: KubeApi) -> None:
         self.api = api
-        apps, core = api.apps, api.core
+        apps, core, custom = api.apps, api.core, api.custom
         self.calls = {
             "Deployment": _Calls(
                 "deployments",
@@ -159,6 +215,16 @@ class CandidateWorkloads:
                 core.delete_namespaced_service,
                 core.list_namespaced_service,
             ),
+            "InferenceService": _Calls(
+                KSERVE[2],
+                lambda ns, body, **kw: custom.create_namespaced_custom_object(
+                    *KSERVE[:2], ns, KSERVE[2], body, **kw
+                ),
+                lambda name, ns, **kw: custom.delete_namespaced_custom_object(
+                    *KSERVE[:2], ns, KSERVE[2], name, **kw
+                ),
+                lambda ns, **kw: custom.list_namespaced_custom_object(*KSERVE[:2], ns, KSERVE[2], **kw),
+            ),
             "PersistentVolumeClaim": _Calls(  # made by the StatefulSet controller, never by servewise
                 "persistentvolumeclaims",
                 core.create_namespaced_persistent_volume_claim,
@@ -167,20 +233,23 @@ class CandidateWorkloads:
             ),
         }
 
-    def create(self, workload: dict[str, Any], service: dict[str, Any]) -> None:
-        """Dry-run the workload on the server, then create it and its Service."""
+    def create(self, workload: dict[str, Any], service: dict[str, Any] | None) -> None:
+        """Dry-run the workload on the server, then create it and its Service (if it has one)."""
         ns = workload["metadata"]["namespace"]
         kind, svc = self.calls[workload["kind"]], self.calls["Service"]
         self.api.call("create", kind.resource, ns, kind.create, ns, workload, dry_run="All")
         self.api.call("create", kind.resource, ns, kind.create, ns, workload)
-        self.api.call("create", svc.resource, ns, svc.create, ns, service)
+        if service is not None:
+            self.api.call("create", svc.resource, ns, svc.create, ns, service)
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
         """Delete the copy, its Service and (a StatefulSet's) its replica's volume claims, retrying
         what may pass (a timeout, a 5xx); what is already gone is fine. False (and a warning) when
         something could not be deleted: the caller keeps its result or its own error, and a later
         benchmark's sweep deletes the rest."""
-        done = [self._delete_one(kind, namespace, name), self._delete_one("Service", namespace, name)]
+        done = [self._delete_one(kind, namespace, name)]
+        if kind != "InferenceService":  # KServe deletes the Services it made with the copy
+            done.append(self._delete_one("Service", namespace, name))
         if kind == "StatefulSet":
             try:
                 claims = self._claims_of(namespace, name)
@@ -233,9 +302,14 @@ class CandidateWorkloads:
         selector = f"{CANDIDATE_LABEL},app.kubernetes.io/managed-by=servewise"
         swept = []
         for kind, calls in self.calls.items():
-            listed = self.api.call(
-                "list", calls.resource, namespace, calls.list, namespace, label_selector=selector
-            )
+            try:
+                listed = self.api.call(
+                    "list", calls.resource, namespace, calls.list, namespace, label_selector=selector
+                )
+            except NotFoundError:  # KServe not installed: no InferenceServices to sweep
+                if kind != "InferenceService":
+                    raise
+                continue
             for item in listed.get("items", []):
                 meta = item.get("metadata") or {}
                 name = str(meta.get("name", ""))

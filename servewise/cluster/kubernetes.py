@@ -19,8 +19,8 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from servewise.cluster.k8s_api import KubeApi, load_api_client
-from servewise.cluster.k8s_benchmark import BenchmarkRunner
+from servewise.cluster.k8s_api import KSERVE, KubeApi, load_api_client
+from servewise.cluster.k8s_benchmark import BenchmarkRunner, inference_service_url, service_url
 from servewise.cluster.k8s_candidates import (
     CANDIDATE_BENCHMARKS_ENV,
     CANDIDATE_LABEL,
@@ -69,7 +69,6 @@ from servewise.errors import (
 
 log = logging.getLogger(__name__)
 
-KSERVE = ("serving.kserve.io", "v1beta1", "inferenceservices")
 ALLOWED_NAMESPACES_ENV = "SERVEWISE_ALLOWED_NAMESPACES"
 BENCHMARK_NAMESPACE_ENV = "SERVEWISE_BENCHMARK_NAMESPACE"
 _RESOURCE = {
@@ -469,8 +468,10 @@ class KubernetesCluster:
             self.wait_for_rollout(
                 ref, timeout_s=self.candidate_ready_s, unschedulable_s=self.candidate_unschedulable_s
             )
-            copy = self._parse_one(self._read(ref))
-            result = self.benchmarks.run(request, copy, [service], poll_interval_s=self.poll_interval_s)
+            copy_obj = self._read(ref)
+            copy = self._parse_one(copy_obj)
+            url = service_url([service], copy) if service is not None else inference_service_url(copy_obj)
+            result = self.benchmarks.run(request, copy, url, poll_interval_s=self.poll_interval_s)
         finally:
             # a copy that could not be deleted is logged and expires; the result (or error) stands
             self.candidates.delete(parsed.kind, parsed.namespace, name)

@@ -148,6 +148,8 @@ class FaithfulEmulator(kmock.KubernetesEmulator):
                 return aiohttp.web.json_response(request.data, status=201)
             if self.controls.auto_rollout and str(res.plural) in ("deployments", "statefulsets"):
                 _roll_out(request.data)  # a created workload comes up at once too
+            if self.controls.auto_rollout and str(res.plural) == "inferenceservices":
+                _kserve_ready(request.data)
             response = await super()._handle(request)
             callback = self.controls.on_create.get(str(res.plural))
             if callback is not None:
@@ -259,6 +261,16 @@ def _roll_out(obj: dict[str, Any]) -> None:
         readyReplicas=replicas,
         availableReplicas=replicas,
     )
+
+
+def _kserve_ready(obj: dict[str, Any]) -> None:
+    """KServe in RawDeployment mode, done at once: Ready, served by ``<name>-predictor``."""
+    meta = obj["metadata"]
+    obj["status"] = {
+        "conditions": [{"type": "PredictorReady", "status": "True"}, {"type": "Ready", "status": "True"}],
+        "address": {"url": f"http://{meta['name']}-predictor.{meta['namespace']}.svc.cluster.local"},
+        "url": f"http://{meta['name']}-{meta['namespace']}.example.com",
+    }
 
 
 def _parse_selector(text: str) -> list[tuple[str, str, str]]:

@@ -7,6 +7,7 @@ import re
 import time
 from typing import Any
 
+import kmock
 import kubernetes_validate
 import pytest
 from k8s_emulator import FaithfulEmulator, Fault, statefulset_claims
@@ -273,6 +274,132 @@ def test_an_expired_claim_left_by_a_killed_run_is_deleted_by_the_next(
         "model-cache-sw-cand-qwen-32b-awq-live0000-0",
         "model-cache-sw-cand-qwen-32b-awq-theirs00-0",
     ]
+
+
+ISVC_REF = DeploymentRef(name="llama-isvc", namespace="llm-serving", kind="InferenceService")
+ISVC = {
+    "apiVersion": "serving.kserve.io/v1beta1",
+    "kind": "InferenceService",
+    "metadata": {
+        "name": "llama-isvc",
+        "namespace": "llm-serving",
+        "labels": {"app": "llama", "networking.kserve.io/visibility": "cluster-local"},
+        "annotations": {
+            "serving.kserve.io/deploymentMode": "RawDeployment",
+            "kubectl.kubernetes.io/last-applied-configuration": "{}",
+            "team": "search",
+        },
+    },
+    "spec": {
+        "predictor": {
+            "minReplicas": 2,
+            "maxReplicas": 4,
+            "priorityClassName": "production-critical",
+            "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+            "containers": [
+                {
+                    "name": "kserve-container",
+                    "image": "vllm/vllm-openai:v0.10.1",
+                    "args": [
+                        "--model",
+                        "meta-llama/Llama-3.1-8B-Instruct",
+                        "--port",
+                        "8080",
+                        "--max-num-seqs",
+                        "64",
+                    ],
+                    "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                }
+            ],
+        },
+        "transformer": {"containers": [{"name": "pre", "image": "example/tokenize:1"}]},
+    },
+}
+
+
+def _with_kserve(fleet: FaithfulEmulator, isvc: dict[str, Any] = ISVC) -> list[dict[str, Any]]:
+    """KServe installed, ``isvc`` deployed; returns the InferenceServices created from now on."""
+    fleet.resources["serving.kserve.io/v1beta1/inferenceservices"] = kmock.ResourceInfo(namespaced=True)
+    fleet.seed(isvc)
+    seen: list[dict[str, Any]] = []
+    fleet.controls.on_create["inferenceservices"] = lambda _emu, obj: seen.append(obj)
+    return seen
+
+
+def test_an_inference_service_candidate_is_an_inference_service_copy(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    seen = _with_kserve(fleet)
+    jobs: list[dict[str, Any]] = []
+    fleet.controls.on_create["jobs"] = lambda emu, job: (jobs.append(job), job_controller(SUMMARY)(emu, job))
+    deployed = cluster.get_deployment(ISVC_REF).config
+    result = _run_candidate(cluster, ISVC_REF, max_num_seqs=48)
+    assert result.completed == 198 and result.config == deployed.with_changes(max_num_seqs=48)
+    [copy] = seen
+    name = copy["metadata"]["name"]
+    assert re.fullmatch(r"sw-cand-llama-isvc-[0-9a-f]{8}", name)
+    assert (copy["apiVersion"], copy["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
+    # served the way production is (deployment mode, visibility), under labels of its own
+    assert copy["metadata"]["labels"] == {
+        "networking.kserve.io/visibility": "cluster-local",
+        CANDIDATE_LABEL: name,
+        "servewise.io/benchmark-for": "llm-serving.llama-isvc",
+        "app.kubernetes.io/managed-by": "servewise",
+    }
+    annotations = copy["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/deploymentMode"] == "RawDeployment" and EXPIRES in annotations
+    assert "team" not in annotations and "kubectl.kubernetes.io/last-applied-configuration" not in annotations
+    # one replica that autoscaling cannot grow, preempting nothing, the predictor alone
+    predictor = copy["spec"]["predictor"]
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (
+        1,
+        1,
+    ) and "priorityClassName" not in predictor
+    assert "transformer" not in copy["spec"]
+    args = predictor["containers"][0]["args"]
+    assert args[args.index("--max-num-seqs") + 1] == "48"
+    # dry run first; KServe makes the Service: servewise makes none
+    assert (_created(fleet, "inferenceservices", dry=True), _created(fleet, "inferenceservices")) == (1, 1)
+    assert _created(fleet, "services") == 0
+    # the Job loads the copy through the address KServe reports for it
+    [job] = jobs
+    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert f"--base-url http://{name}-predictor.llm-serving.svc.cluster.local " in script
+    assert _live_candidates(fleet, "inferenceservices") == []
+    assert cluster.get_deployment(ISVC_REF).config == deployed
+
+
+def test_an_inference_service_on_a_kserve_runtime_is_not_copied(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    predictor = ISVC["spec"]["predictor"]  # type: ignore[index]
+    model = {**predictor["containers"][0], "modelFormat": {"name": "huggingface"}}
+    runtime = {**ISVC, "spec": {"predictor": {"nodeSelector": predictor["nodeSelector"], "model": model}}}
+    _with_kserve(fleet, runtime)
+    with pytest.raises(InputError, match="predictor.model"):
+        _run_candidate(cluster, ISVC_REF, max_num_seqs=48)
+    assert _created(fleet, "inferenceservices") == 0
+
+
+def test_an_expired_inference_service_copy_is_deleted_by_the_next_run(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    seen = _with_kserve(fleet)
+    fleet.controls.on_create["jobs"] = job_controller(SUMMARY)
+    _run_candidate(cluster, ISVC_REF, max_num_seqs=48)
+    fleet.seed(_left_behind(seen[0], "sw-cand-llama-isvc-stale000", "2020-01-01T00:00:00+00:00"))
+    fleet.seed(_left_behind(seen[0], "sw-cand-llama-isvc-live0000", "2999-01-01T00:00:00+00:00"))
+    _run_candidate(cluster, ISVC_REF, max_num_seqs=40)
+    assert _live_candidates(fleet, "inferenceservices") == ["sw-cand-llama-isvc-live0000"]
+
+
+def test_a_cluster_without_kserve_sweeps_quietly(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    _record_creates(fleet)
+    _run_candidate(cluster)
+    assert not [r for r in caplog.records if "sweep" in r.getMessage()]
 
 
 def test_a_copy_is_a_valid_dns_name_and_preempts_nothing(
