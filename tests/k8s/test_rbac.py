@@ -3,7 +3,8 @@
 One emulator records every request while the adapter does all it can do: discover (with KServe),
 inventory GPUs, read, dry-run and apply patches to a Deployment, a StatefulSet and an InferenceService,
 check a stalled rollout (pods + events), roll back, run a benchmark Job and cancel one on timeout,
-benchmark candidates of a Deployment and a StatefulSet (with volume claim templates) on temporary copies.
+benchmark candidates of a Deployment, a StatefulSet (with volume claim templates) and an
+InferenceService on temporary copies.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def exercise(cluster: KubernetesCluster, emu: FaithfulEmulator) -> None:
     ]
     emu.put("StatefulSet", sts.namespace, sts.name, stored)
     emu.controls.on_create["statefulsets"] = statefulset_claims
-    for ref in (big, sts):  # candidates: a temporary copy of the workload, its Service (and claims)
+    for ref in (big, sts, isvc):  # candidates: a temporary copy of the workload, its Service (and claims)
         candidate = cluster.get_deployment(ref).config.with_changes(max_num_seqs=40)
         cluster.run_benchmark(BenchmarkRequest(ref=ref, config=candidate, workload=WORKLOAD, deadline_s=10))
     emu.controls.on_create["jobs"] = job_controller(SUMMARY, succeed=False)
