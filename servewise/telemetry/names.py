@@ -120,6 +120,7 @@ DCGM_NAMES = DcgmNames()
 @dataclass(frozen=True)
 class KsmNames:
     spec_replicas: str = "kube_deployment_spec_replicas"
+    statefulset_replicas: str = "kube_statefulset_replicas"  # desired, label ``statefulset``
     available_replicas: str = "kube_deployment_status_replicas_available"
     pod_info: str = "kube_pod_info"
     pod_owner: str = "kube_pod_owner"

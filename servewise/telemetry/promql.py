@@ -1,7 +1,9 @@
 """PromQL for the fleet snapshot: one query per signal, aggregated by (namespace, deployment).
 
-Pods map to deployments through kube-state-metrics owners (``kube_pod_owner`` ->
-``kube_replicaset_owner``) or, without them, through a pod label copied into ``deployment``.
+Pods map to workloads through kube-state-metrics owners (``kube_pod_owner`` ->
+``kube_replicaset_owner`` for a Deployment's pods, ``kube_pod_owner`` alone for a StatefulSet's) or,
+without them, through a pod label copied into ``deployment``; either way the workload's name is the
+``deployment`` label of a snapshot.
 Gauges join only the pods kube-state-metrics lists *now*, so series of replaced (stale) pods drop
 out; rates and histograms join every pod that existed during the window, so requests served by a
 pod replaced mid-window still count (``rate()`` handles each pod's counter from zero).
@@ -91,7 +93,13 @@ class PromQLBuilder:
             "max by (namespace, replicaset, deployment) (label_replace("
             f'{sel(k.replicaset_owner, "Deployment")}, "deployment", "$1", "owner_name", "(.+)"))'
         )
-        return f"max by (namespace, pod, deployment) ({pods} * on (namespace, replicaset) group_left (deployment) {rs})"
+        via_rs = f"max by (namespace, pod, deployment) ({pods} * on (namespace, replicaset) group_left (deployment) {rs})"
+        # a StatefulSet owns its pods itself: its name is the workload's
+        sts = (
+            "max by (namespace, pod, deployment) (label_replace("
+            f'{sel(k.pod_owner, "StatefulSet")}, "deployment", "$1", "owner_name", "(.+)"))'
+        )
+        return f"({via_rs} or {sts})"
 
     def _by_deployment(self, expr: str, window: str | None = None) -> str:
         if self.use_owners:
@@ -163,7 +171,8 @@ class PromQLBuilder:
         q["gpu_utilization"] = f"avg {by} ({self._dcgm(self.dcgm.gpu_util, window)}) / 100"
         q["gpu_memory_used_bytes"] = f"avg {by} ({self._dcgm(self.dcgm.fb_used, window)}) * 1048576"
         if self.use_owners:
-            replicas = f"max {by} ({self.ksm.spec_replicas})"
+            sts = f'label_replace({self.ksm.statefulset_replicas}, "deployment", "$1", "statefulset", "(.+)")'
+            replicas = f"max {by} ({self.ksm.spec_replicas}) or max {by} ({sts})"
         else:
             running = self._engine(n.running or n.requests or (), "last_over_time", window)
             replicas = f"count {by} (max by (namespace, deployment, pod) ({running}))"

@@ -2,7 +2,8 @@
 
 The twin exports its SGLang deployments under SGLang's metric names (``sglang:num_running_reqs``,
 ``sglang:cached_tokens_total``, ...) and the others under vLLM's; PrometheusSource finds which
-engines the window holds and reads each with its own names.
+engines the window holds and reads each with its own names. The SGLang deployment is a StatefulSet
+to kube-state-metrics (its pods owned by it, no ReplicaSet): it is found and counted all the same.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ SCENARIO = {
             },
         },
         {
-            "name": "agent",
+            "name": "agent",  # a StatefulSet in the history kube-state-metrics gives
             "namespace": "apps",
             "pool": "l40s-pool",
             "config": {"model": "qwen2.5-7b", "engine": "sglang", "replicas": 2, "max_num_seqs": 64},
@@ -77,8 +78,34 @@ SCENARIO = {
 }
 
 
-def _engine_series_of_offline(name: str, labels: tuple[tuple[str, str], ...]) -> bool:
-    return name.startswith(("vllm:", "sglang:")) and ("namespace", "offline") in labels
+def _excluded(name: str, labels: tuple[tuple[str, str], ...]) -> bool:
+    """batch's engine series (a failed scrape) and agent's Deployment ownership: agent is a
+    StatefulSet (``_statefulset_history``)."""
+    if name.startswith(("vllm:", "sglang:")) and ("namespace", "offline") in labels:
+        return True
+    tags = dict(labels)
+    if name == "kube_pod_owner":
+        return tags["pod"].startswith("agent-")
+    if name.startswith("kube_deployment_"):
+        return tags["deployment"] == "agent"
+    return name == "kube_replicaset_owner" and tags["owner_name"] == "agent"
+
+
+def _statefulset_history(sim: SimCluster, export: HistoryExport, out: Path) -> Path:
+    """What kube-state-metrics says of a StatefulSet ``agent``: it owns its pods, with its replicas."""
+    pods = [p.name for p in sim.pods["apps/agent"]]
+    lines = ["# TYPE kube_pod_owner gauge\n"]
+    stamps = [export.start_s + i * STEP_S for i in range(export.steps + 1)]
+    for pod in pods:
+        labels = f'namespace="apps",pod="{pod}",owner_kind="StatefulSet",owner_name="agent",owner_is_controller="true"'
+        lines += [f"kube_pod_owner{{{labels}}} 1 {t:.3f}\n" for t in stamps]
+    lines.append("# TYPE kube_statefulset_replicas gauge\n")
+    lines += [
+        f'kube_statefulset_replicas{{namespace="apps",statefulset="agent"}} {len(pods)} {t:.3f}\n'
+        for t in stamps
+    ]
+    out.write_text("".join(lines) + "# EOF\n")
+    return out
 
 
 @dataclass
@@ -95,10 +122,9 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mixed]:
     scenario = root / "mixed.yaml"
     scenario.write_text(yaml.safe_dump(SCENARIO))
     sim = history_twin(str(scenario), hours=HOURS, step_s=STEP_S, end_s=END_S)
-    export = write_history(
-        sim, root / "mixed.om", hours=HOURS, step_s=STEP_S, exclude=_engine_series_of_offline
-    )
-    with PrometheusServer(backfill=[export.path]) as prom:
+    export = write_history(sim, root / "mixed.om", hours=HOURS, step_s=STEP_S, exclude=_excluded)
+    sts = _statefulset_history(sim, export, root / "statefulset.om")
+    with PrometheusServer(backfill=[export.path, sts]) as prom:
         yield Mixed(sim, export, prom)
 
 

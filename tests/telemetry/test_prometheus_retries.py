@@ -13,7 +13,7 @@ import pytest
 
 from servewise.domain import SIGNALS
 from servewise.errors import BackendUnavailableError, InputError
-from servewise.telemetry.names import VLLM_NAMES
+from servewise.telemetry.names import TGI_NAMES, VLLM_NAMES
 from servewise.telemetry.prometheus import MalformedResponseError, PrometheusSource
 
 VECTOR = {
@@ -108,6 +108,17 @@ def test_nan_and_malformed_samples_in_a_snapshot(server: tuple[str, list[Script]
     assert x is not None and x.signals["requests_running"] == 2.5 and x.replicas == 2
     assert snap.for_deployment("y", "a") is None  # NaN everywhere: no value invented
     assert snap.queries == len(SIGNALS) + 4  # signals, replicas, 2 per-pod queries, the peak's span
+
+
+def test_an_engine_without_a_metric_says_so_once(server: tuple[str, list[Script]]) -> None:
+    url, _ = server
+    x = PrometheusSource(url, names=TGI_NAMES).snapshot(window="5m").for_deployment("x", "a")
+    assert x is not None and x.engine == "tgi"
+    # one note for what TGI does not export at all (not one per signal)
+    assert [n for n in x.notes if "no metric" in n] == [
+        "engine tgi has no metric for kv_cache_usage, preemptions_per_s, prefix_cache_hit_rate, "
+        "ttft_p50_ms, ttft_p99_ms"
+    ]
 
 
 def test_unreachable_prometheus_is_retryable() -> None:
