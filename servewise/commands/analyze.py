@@ -98,7 +98,7 @@ def _propose(
                     optimize_deployment(
                         dep,
                         backend,
-                        telemetry=snapshot.for_deployment(dep.ref.name, dep.ref.namespace),
+                        telemetry=snapshot.for_workload(dep.ref),
                         findings=kinds,
                         on_progress=lambda msg: progress.update(task, description=msg),
                     )

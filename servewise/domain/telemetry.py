@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from pydantic import BaseModel, Field
+
+from servewise.domain.fleet import DeploymentRef
 
 # Canonical signal names (docs/telemetry.md, `servewise telemetry snapshot --json`).
 SIGNALS: tuple[str, ...] = (
@@ -66,3 +69,24 @@ class TelemetrySnapshot(BaseModel):
             if d.deployment == name and (namespace is None or d.namespace == namespace):
                 return d
         return None
+
+    def for_workload(self, ref: DeploymentRef) -> DeploymentTelemetry | None:
+        """The telemetry of a workload: under its own name, or for a KServe InferenceService under
+        the Deployment KServe runs its predictor in (``<name>-predictor`` in RawDeployment mode,
+        ``<name>-predictor-00001-deployment`` for a Knative revision, ``-predictor-default`` before
+        KServe 0.8; the busiest when several revisions serve), renamed to the InferenceService."""
+        own = self.for_deployment(ref.name, ref.namespace)
+        if own is not None or ref.kind != "InferenceService":
+            return own
+        pattern = re.compile(rf"{re.escape(ref.name)}-predictor(-default)?(-[0-9]+-deployment)?")
+        found = [
+            d for d in self.deployments if d.namespace == ref.namespace and pattern.fullmatch(d.deployment)
+        ]
+        if not found:
+            return None
+        best = max(found, key=lambda d: (d.signals.get("request_rate_per_s") or 0.0, d.deployment))
+        note = f"read from {best.deployment}, the Deployment KServe runs {ref.name}'s predictor in"
+        if len(found) > 1:
+            names = ", ".join(sorted(d.deployment for d in found))
+            note += f" (the busiest of {len(found)}: {names}; the others' traffic is not counted)"
+        return best.model_copy(update={"deployment": ref.name, "notes": [*best.notes, note]}, deep=True)

@@ -323,7 +323,7 @@ def make_registry(cluster: FakeCluster, telemetry: FakeTelemetry) -> ToolRegistr
         snap = telemetry.snapshot(window=args.window)
         out = []
         for d in cluster.load().deployments:
-            t = snap.for_deployment(d.ref.name, d.ref.namespace)
+            t = snap.for_workload(d.ref)
             value = t.get("ttft_p99_ms") if t else None
             if (
                 value is not None

@@ -91,7 +91,7 @@ def analysis_input(
     pools: list[NodePool],
     catalog: Catalog,
 ) -> AnalysisInput:
-    tel = snapshot.for_deployment(dep.ref.name, dep.ref.namespace) if snapshot else None
+    tel = snapshot.for_workload(dep.ref) if snapshot else None
     dep, observed = with_observed_workload(dep, tel, catalog)
     rollout = None
     if cluster is not None:

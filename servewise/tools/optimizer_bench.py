@@ -347,7 +347,7 @@ def run(
             cur_cost = dep.config.total_gpus * price
             picks: dict[str, tuple[Sized | None, int]] = {"current": (None, 0)}
             trials: list[dict[str, Any]] = []
-            tel = snapshot.for_deployment(dep.ref.name, dep.ref.namespace) if snapshot else None
+            tel = snapshot.for_workload(dep.ref) if snapshot else None
             for name, calibrate in (("servewise", True), ("uncalibrated", False)):
                 # Every method sizes for the load the truth judges (the scenario's declared peak);
                 # a 5-minute observed rate is up to 28 % off it, which would make the methods and

@@ -71,7 +71,7 @@ def optimize_fleet(
     options: list[tuple[int, str, ServingConfig, float, int]] = []
     unplaced = []
     for i, d in enumerate(deployments):
-        tel = snapshot.for_deployment(d.ref.name, d.ref.namespace) if snapshot else None
+        tel = snapshot.for_workload(d.ref) if snapshot else None
         d, _ = with_observed_workload(d, tel, catalog)
         home_pool = next((p for p in pools if p.name == d.pool), None)
         obs = telemetry_observation(d, tel, home_pool.network_latency_ms if home_pool else 0.0)

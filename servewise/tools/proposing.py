@@ -276,7 +276,7 @@ def optimize_deployment_tool(args: OptimizeDeploymentInput) -> DeploymentPlan:
     ctx = current_context()
     dep = find_deployment(ctx.cluster, args.name, args.namespace)
     snap = ctx.telemetry.snapshot(window=args.window)
-    tel = snap.for_deployment(dep.ref.name, dep.ref.namespace)
+    tel = snap.for_workload(dep.ref)
     return optimize_deployment(
         dep,
         ctx.cluster,

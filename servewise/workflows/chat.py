@@ -54,7 +54,7 @@ class ChatSession:
         snap = steps.collect_telemetry(self.env, self.options.window)
         lines = [f"{len(deps)} deployment(s) on {self.env.spec}:"]
         for d in deps:
-            t = snap.for_deployment(d.ref.name, d.ref.namespace)
+            t = snap.for_workload(d.ref)
             sig = t.signals if t else {}
             ttft = f"{sig['ttft_p99_ms']:.0f} ms" if "ttft_p99_ms" in sig else "n/a"
             slo = f"{d.slo.ttft_p99_ms:.0f} ms" if d.slo and d.slo.ttft_p99_ms else "none"

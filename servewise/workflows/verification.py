@@ -60,7 +60,7 @@ def observation_window_s(
         return minimum_s
     needed = minimum_s
     for p in proposals:
-        t = before.for_deployment(p.ref.name, p.ref.namespace)
+        t = before.for_workload(p.ref)
         rate = t.signals.get("request_rate_per_s") if t is not None else None
         if rate and rate > 0:
             needed = max(needed, P99_REQUESTS / rate)
@@ -128,8 +128,8 @@ def _verify_one(
             "rollout did not finish" if rollout is None else (rollout.reason or "rollout failed or timed out")
         )
         reasons.append(f"rollout: {why}")
-    t_before = before.for_deployment(p.ref.name, p.ref.namespace) if before else None
-    t_after = after.for_deployment(p.ref.name, p.ref.namespace)
+    t_before = before.for_workload(p.ref) if before else None
+    t_after = after.for_workload(p.ref)
     m_before, m_after = _slo_view(t_before), _slo_view(t_after)
     slo: SLO | None = None
     try:
