@@ -30,6 +30,7 @@ SIGNALS: tuple[str, ...] = (
     "output_len_p99",
     "gpu_utilization",
     "gpu_memory_used_bytes",
+    "replicas_available",
 )
 
 # Per-pod values travel in ``DeploymentTelemetry.signals`` as ``pod/<pod-name>/<signal>``.

@@ -122,6 +122,7 @@ class KsmNames:
     spec_replicas: str = "kube_deployment_spec_replicas"
     statefulset_replicas: str = "kube_statefulset_replicas"  # desired, label ``statefulset``
     available_replicas: str = "kube_deployment_status_replicas_available"
+    statefulset_ready: str = "kube_statefulset_status_replicas_ready"
     pod_info: str = "kube_pod_info"
     pod_owner: str = "kube_pod_owner"
     replicaset_owner: str = "kube_replicaset_owner"

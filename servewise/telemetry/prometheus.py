@@ -47,7 +47,8 @@ class MalformedResponseError(PermanentError):
 
 
 PEAK_SPAN = "peak_span_s"  # the job answering how much of the peak lookback holds data
-GPU_SIGNALS = frozenset({"gpu_utilization", "gpu_memory_used_bytes"})  # DCGM's, whatever the engine
+# DCGM's and kube-state-metrics', whatever the engine
+ENGINE_FREE_SIGNALS = frozenset({"gpu_utilization", "gpu_memory_used_bytes", "replicas_available"})
 
 
 class PrometheusSource:
@@ -241,7 +242,7 @@ class PrometheusSource:
 
 
 def _engine_signals(tel: DeploymentTelemetry) -> int:
-    return sum(1 for sig in tel.signals if sig not in GPU_SIGNALS and not sig.startswith(POD_PREFIX))
+    return sum(1 for sig in tel.signals if sig not in ENGINE_FREE_SIGNALS and not sig.startswith(POD_PREFIX))
 
 
 def _merge(reads: list[list[DeploymentTelemetry]]) -> list[DeploymentTelemetry]:

@@ -173,9 +173,19 @@ class PromQLBuilder:
         if self.use_owners:
             sts = f'label_replace({self.ksm.statefulset_replicas}, "deployment", "$1", "statefulset", "(.+)")'
             replicas = f"max {by} ({self.ksm.spec_replicas}) or max {by} ({sts})"
+            # replicas serving over the window (a scale-up or a crashed pod within it): rates per replica
+            ready = f'label_replace(avg_over_time({self.ksm.statefulset_ready}[{window}]), "deployment", "$1", "statefulset", "(.+)")'
+            q["replicas_available"] = (
+                f"avg {by} (avg_over_time({self.ksm.available_replicas}[{window}])) or avg {by} ({ready})"
+            )
         else:
             running = self._engine(n.running or n.requests or (), "last_over_time", window)
             replicas = f"count {by} (max by (namespace, deployment, pod) ({running}))"
+            if n.running:  # the pods with a running-requests series, counted each minute of the window
+                now = self._by_deployment(
+                    self._normalize(self.selector(n.running), self.labels.namespace, self.labels.pod)
+                )
+                q["replicas_available"] = f"avg_over_time((count {by} ({now}))[{window}:1m])"
         pods: dict[str, str] = {}
         if n.running:  # how the load balancer spreads requests (the replica-imbalance analyzer)
             pods["requests_running"] = (

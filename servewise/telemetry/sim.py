@@ -84,6 +84,8 @@ class SimTelemetrySource:
             )
             values: dict[str, float] = {}
             live = gauges[:, i, GAUGES.index("ready_pods")] > 0 if len(times) else np.zeros(0, bool)
+            if len(times):  # as avg_over_time of kube-state-metrics' available replicas
+                values["replicas_available"] = float(np.mean(gauges[:, i, GAUGES.index("ready_pods")]))
             if live.any():
                 for signal, gauge in _GAUGES.items():
                     values[signal] = float(np.mean(gauges[live, i, GAUGES.index(gauge)]))

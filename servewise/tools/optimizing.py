@@ -109,7 +109,11 @@ def telemetry_observation(
         return None
     rate = tel.get("request_rate_per_s")
     replicas = tel.replicas or dep.config.replicas
-    if not rate or rate <= 0 or replicas < 1:
+    # the rate covers the window: per replica, over the replicas that served it on average (a
+    # scale-up or a crashed pod within the window), not the count now
+    available = tel.get("replicas_available")
+    serving = float(replicas) if available is None else available
+    if not rate or rate <= 0 or replicas < 1 or serving <= 0:
         return None
 
     def server_side(ttft: float | None) -> float | None:
@@ -129,7 +133,7 @@ def telemetry_observation(
         config=dep.config.with_changes(replicas=replicas),
         input_len=dep.workload.input_len.mean,
         output_len=dep.workload.output_len.mean,
-        rate_per_replica=rate / replicas,
+        rate_per_replica=rate / serving,
         ttft_p50_ms=server_side(tel.get("ttft_p50_ms")),
         tpot_p50_ms=tel.get("itl_p50_ms"),
         ttft_p99_ms=server_side(tel.get("ttft_p99_ms")),

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from servewise.cli import app
 from servewise.cluster.sim import SimCluster
-from servewise.domain import SIGNALS, DeploymentTelemetry
+from servewise.domain import SIGNALS, DeploymentRef, DeploymentTelemetry
 from servewise.errors import BackendUnavailableError, InputError
 from servewise.telemetry.names import ENGINE_NAMES, SGLANG_NAMES, TGI_NAMES, VLLM_NAMES, LabelMap
 from servewise.telemetry.openmetrics import HistoryExport, history_twin, write_history
@@ -122,7 +122,15 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mixed]:
     scenario = root / "mixed.yaml"
     scenario.write_text(yaml.safe_dump(SCENARIO))
     sim = history_twin(str(scenario), hours=HOURS, step_s=STEP_S, end_s=END_S)
-    export = write_history(sim, root / "mixed.om", hours=HOURS, step_s=STEP_S, exclude=_excluded)
+
+    def scale(sim: SimCluster) -> None:  # batch goes from 1 to 2 replicas 5 minutes before the end
+        if sim.now_s >= END_S - 300 and sim.deployment_state("offline/batch").spec.replicas == 1:
+            config = sim.deployment_state("offline/batch").spec.with_changes(replicas=2)
+            sim.apply(DeploymentRef(name="batch", namespace="offline"), config, proposal_id="scale")
+
+    export = write_history(
+        sim, root / "mixed.om", hours=HOURS, step_s=STEP_S, exclude=_excluded, on_step=scale
+    )
     sts = _statefulset_history(sim, export, root / "statefulset.om")
     with PrometheusServer(backfill=[export.path, sts]) as prom:
         yield Mixed(sim, export, prom)
@@ -152,6 +160,13 @@ def test_each_deployment_is_read_under_its_engine(mixed: Mixed) -> None:
     ]  # fmt: skip
     batch = prom.for_deployment("batch", "offline")
     assert batch is not None and "gpu_utilization" in batch.signals and "requests_running" in batch.missing
+    # scaled from 1 to 2 late in the window: the replicas that served it on average, as the twin counts them
+    twin_batch = twin.for_deployment("batch", "offline")
+    assert twin_batch is not None and batch.replicas == 2
+    assert 1.05 < batch.signals["replicas_available"] < 1.5
+    assert batch.signals["replicas_available"] == pytest.approx(
+        twin_batch.signals["replicas_available"], rel=0.05
+    )
     assert not [n for n in batch.notes if "no metric" in n]  # no engine to blame
     for name, engine in (("chat", "vllm"), ("agent", "sglang")):
         got, want = prom.for_deployment(name, "apps"), twin.for_deployment(name, "apps")
@@ -254,3 +269,16 @@ def test_the_cli_reads_every_engine_and_names_a_wrong_one(mixed: Mixed) -> None:
     wrong = CliRunner().invoke(app, [*args, "--engine", "triton"])
     assert isinstance(wrong.exception, InputError) and wrong.exception.field == "--engine"
     assert "triton" in str(wrong.exception)
+
+
+def test_without_kube_state_metrics_a_pod_label_names_the_workload(mixed: Mixed) -> None:
+    """Here the label is the engines' ``model_name``: each model's pods, counted over the window."""
+    labels = LabelMap(deployment="model_name")
+    snap = PrometheusSource(mixed.prom.url, label_map=labels, use_owners=False).snapshot(
+        window="15m", at=_at(mixed)
+    )
+    by_model = {d.deployment: d for d in snap.deployments}
+    assert set(by_model) == {"llama-3.1-8b", "qwen2.5-7b"}  # batch's engine series were never scraped
+    assert by_model["llama-3.1-8b"].engine == "vllm" and by_model["qwen2.5-7b"].engine == "sglang"
+    for tel in by_model.values():
+        assert tel.replicas == 2 and tel.signals["replicas_available"] == pytest.approx(2.0, abs=0.01)

@@ -17,6 +17,10 @@ def test_one_query_per_signal_aggregated_by_deployment() -> None:
     assert set(plan.queries) == set(SIGNALS)
     for signal, query in plan.queries.items():
         assert "by (namespace, deployment" in query, signal
+        if signal == "replicas_available":  # kube-state-metrics' own, per workload
+            assert "kube_deployment_status_replicas_available[15m]" in query
+            assert "kube_statefulset_status_replicas_ready[15m]" in query
+            continue
         assert "kube_pod_owner" in query and "kube_replicaset_owner" in query
         assert "[15m]" in query or signal in PEAK_SIGNALS
     # the busiest 5 minutes of the last day, evaluated every 5 minutes

@@ -90,6 +90,15 @@ def test_healthy_deployment_has_no_findings_and_no_notes() -> None:
     assert coverage_notes(inp) == []
 
 
+def test_a_scale_change_within_the_window_is_noted() -> None:
+    assert not [n for n in coverage_notes(make({"replicas_available": 2.0})) if "available on average" in n]
+    scaled = make({"replicas_available": 1.4})
+    assert [n for n in coverage_notes(scaled) if "available on average" in n] == [
+        "default/llm: 1.4 replicas available on average over the window, 2 desired (a scale change or "
+        "unavailable pods): per-replica rates use the average"
+    ]
+
+
 @pytest.mark.parametrize("name", sorted(ANALYZERS))
 def test_each_analyzer_is_quiet_on_healthy(name: str) -> None:
     assert ANALYZERS[name](make()) == []

@@ -146,6 +146,24 @@ def test_telemetry_quantiles_carry_their_histogram_buckets() -> None:
     assert obs is not None and obs.interval("tpot_p50", 37.5) == (37.5, 37.5)
 
 
+def test_a_windows_rate_is_shared_by_the_replicas_that_served_it() -> None:
+    """Scaled from 2 to 4 replicas late in the window (2.5 available on average): 5 req/s over the
+    window were 2 per replica, not 1.25."""
+    dep = InferenceDeployment(
+        ref=DeploymentRef(name="d", namespace="ns"),
+        config=ServingConfig(model="llama-3.1-8b", gpu="l40s", replicas=4),
+        workload=Workload.fixed(1000, 200, rate=5.0),
+    )
+    tel = DeploymentTelemetry(deployment="d", namespace="ns", replicas=4, signals={"request_rate_per_s": 5.0})
+    obs = telemetry_observation(dep, tel)
+    assert obs is not None and obs.rate_per_replica == pytest.approx(1.25)  # no average known: the count now
+    tel.signals["replicas_available"] = 2.5
+    obs = telemetry_observation(dep, tel)
+    assert obs is not None and obs.rate_per_replica == pytest.approx(2.0) and obs.config.replicas == 4
+    tel.signals["replicas_available"] = 0.0  # nothing served: no observation
+    assert telemetry_observation(dep, tel) is None
+
+
 def test_tail_factors_are_fitted_per_gpu_class() -> None:
     """An L40S whose TTFT p99 is 3x its mean must not price an H100 (whose tail is 1.5x) out of
     the search; a class never observed takes the pooled factor."""

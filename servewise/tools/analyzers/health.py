@@ -116,6 +116,12 @@ def coverage_notes(inp: AnalysisInput) -> list[str]:
         )
     if inp.deployment.slo is None:
         notes.append(f"{inp.deployment.ref.key}: no SLO declared; SLO and slack checks skipped")
+    serving = inp.signal("replicas_available")
+    if serving is not None and abs(serving - inp.replicas()) > 0.1:
+        notes.append(
+            f"{inp.deployment.ref.key}: {serving:.1f} replicas available on average over the window, "
+            f"{inp.replicas()} desired (a scale change or unavailable pods): per-replica rates use the average"
+        )
     if inp.telemetry is not None and inp.telemetry.missing:
         notes.append(f"{inp.deployment.ref.key}: missing signals {sorted(inp.telemetry.missing)}")
     notes.extend(inp.notes)  # e.g. the workload read from telemetry
