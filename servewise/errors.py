@@ -27,6 +27,7 @@ class InputError(PermanentError, ValueError):
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None) -> None:
         self.source = source
         self.field = field
+        self.detail = message  # without the input's name
         where = ", ".join(p for p in (source, f"field '{field}'" if field else None) if p)
         super().__init__(f"{where}: {message}" if where else message)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from servewise.domain import SLO, LengthDistribution, ServingConfig, Workload
 from servewise.errors import InputError, UnknownIdError
@@ -106,6 +106,18 @@ class DeploymentSpec(_Strict):
     slo: SLO = Field(default_factory=SLO)
     labels: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("slo", mode="before")
+    @classmethod
+    def _known_objectives(cls, value: Any) -> Any:
+        """A misspelled objective (``ttft_p99``) would silently drop it: name it instead."""
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(SLO.model_fields))
+            if unknown:
+                raise ValueError(
+                    f"unknown objective(s) {', '.join(unknown)}; known: {', '.join(SLO.model_fields)}"
+                )
+        return value
+
 
 class TruthSpec(_Strict):
     """How far the twin's hidden truth is from the catalog defaults, and measurement noise."""
@@ -194,7 +206,8 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise InputError(f"{err['msg']} ({len(exc.errors())} error(s))", source=source, field=where) from exc
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise InputError(f"{msg} ({len(exc.errors())} error(s))", source=source, field=where) from exc
     _check_ids(scenario, source)
     return scenario
 
@@ -215,15 +228,18 @@ def _check_ids(scenario: Scenario, source: str) -> None:
             config = scenario.serving_config(dep)
         except ValidationError as exc:
             err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise InputError(err["msg"], source=source, field=f"deployments.{i}.config.{where}") from exc
+            where = ".".join(["config", *(str(p) for p in err["loc"])])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            raise InputError(f"{dep.name}: {msg}", source=source, field=f"deployments.{i}.{where}") from exc
         try:
             model, _ = catalog.resolve_model(config.model)
             hw = catalog.gpu(config.gpu)
-        except UnknownIdError as exc:
-            raise InputError(str(exc), source=source, field=f"deployments.{i}.config") from exc
-        seq_len = int(dep.workload.input_len.mean + dep.workload.output_len.mean)
-        plan = plan_memory(model, hw, config, seq_len)
+            seq_len = int(dep.workload.input_len.mean + dep.workload.output_len.mean)
+            plan = plan_memory(model, hw, config, seq_len)
+        except InputError as exc:  # an unknown id, a parallelism the GPU's nodes cannot hold
+            raise InputError(
+                f"{dep.name}: {exc.detail}", source=source, field=f"deployments.{i}.config"
+            ) from exc
         if not plan.fits:
             raise InputError(
                 f"{dep.name} does not fit: {plan.reason}", source=source, field=f"deployments.{i}.config"

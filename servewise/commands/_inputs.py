@@ -23,5 +23,10 @@ def from_options(model: type[M], flags: Mapping[str, str], **values: Any) -> M:
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         name = str(err["loc"][0]) if err["loc"] else ""
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, InputError):  # a validator's own input error already says what was wrong
+            raise InputError(
+                cause.detail, source=cause.source, field=flags.get(name, name) or cause.field
+            ) from exc
         msg = err["msg"].removeprefix("Value error, ")
         raise InputError(f"{msg}, got {err['input']!r}", field=flags.get(name, name) or None) from exc

@@ -83,10 +83,16 @@ def snapshot(
     err_console.print(
         f"{snap.source} at {snap.taken_at.isoformat()} over {snap.window} ({snap.queries} queries)"
     )
-    table = Table("deployment", "replicas", *(c[1] for c in _COLUMNS), "missing")
+    table = Table("deployment", "engine", "replicas", *(c[1] for c in _COLUMNS), "missing")
     for d in snap.deployments:
         cells = [fmt.format(d.signals[s]) if s in d.signals else "-" for s, _, fmt in _COLUMNS]
-        table.add_row(f"{d.namespace}/{d.deployment}", str(d.replicas or "-"), *cells, ", ".join(d.missing))
+        table.add_row(
+            f"{d.namespace}/{d.deployment}",
+            d.engine or "-",
+            str(d.replicas or "-"),
+            *cells,
+            ", ".join(d.missing),
+        )
     out_console.print(table)
 
 

@@ -205,6 +205,14 @@ def approve(
             edits=edits,
         )
         view = svc.decide(run_id, decision)
+    others = sorted({p.id for p in pending} - set(chosen))
+    if others:  # a run is decided once: what was not approved is rejected, not left pending
+        err_console.print(
+            f"approved {', '.join(chosen)}; the run's other {len(others)} proposal(s) are rejected "
+            f"({', '.join(others)}): a run is decided once, so optimize again to decide them later",
+            markup=False,
+            soft_wrap=True,
+        )
     print_json(_view_doc(view)) if json_out else _print_view(view)
 
 

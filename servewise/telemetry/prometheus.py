@@ -111,11 +111,19 @@ class PrometheusSource:
             ) from exc
         except requests.ConnectionError as exc:  # the message embeds the whole encoded query: keep it short
             reason = str(exc).rsplit("Caused by ", 1)[-1][:200]
+            while reason.endswith(")") and reason.count(")") > reason.count("("):
+                reason = reason[:-1]
             raise BackendUnavailableError(f"Prometheus at {self.url} unreachable: {reason}") from exc
         except PrometheusApiClientException as exc:
             text = str(exc)
             if "Status Code 5" in text or "Status Code 429" in text:
                 raise BackendUnavailableError(f"Prometheus at {self.url}: {text[:300]}") from exc
+            if "Status Code 404" in text:  # another server (an exporter, a console) or a wrong path
+                raise InputError(
+                    f"no Prometheus HTTP API at {self.url} (404 for /api/v1/query): give the Prometheus "
+                    "server's base URL",
+                    field="--prometheus",
+                ) from exc
             raise InputError(f"Prometheus rejected the query: {text[:300]}", source=promql) from exc
         except (ValueError, KeyError, TypeError) as exc:  # body is not the JSON the API promises
             raise MalformedResponseError(f"malformed Prometheus response to query {promql!r}: {exc}") from exc
@@ -141,17 +149,21 @@ class PrometheusSource:
         for names in ENGINE_NAMES.values():
             metrics = (*(names.running or ()), *(names.requests or ()))
             jobs[names.engine] = " or ".join(f"count(last_over_time({m}[{span}]))" for m in metrics)
-        found = []
+        found, failed = [], []
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
             futures = {engine: pool.submit(self.query, q, at=at) for engine, q in jobs.items()}
             for engine, future in futures.items():
                 try:
                     present = bool(future.result())
                 except ServewiseError as exc:
-                    log.warning("probe for %s metrics failed (%s): reading them anyway", engine, exc)
+                    failed.append((engine, exc))
                     present = True
                 if present:
                     found.append(ENGINE_NAMES[engine])
+        if failed and len(failed) == len(jobs):  # Prometheus itself is down or wrong: say that
+            raise failed[0][1]
+        for engine, error in failed:
+            log.warning("the probe for %s metrics failed, reading them anyway: %s", engine, error)
         return found
 
     def snapshot(self, *, window: str = "15m", at: datetime | None = None) -> TelemetrySnapshot:

@@ -68,6 +68,16 @@ def _base() -> dict:
         ),
         (lambda d: d["deployments"][0].update(colour="red"), "deployments.0.colour"),
         (lambda d: d["deployments"][0]["config"].update(model="llama-3.1-405b"), "does not fit"),
+        # a misspelled objective would silently drop it
+        (
+            lambda d: d["deployments"][0].update(slo={"ttft_p99": 300}),
+            "deployments.0.slo': unknown objective(s) ttft_p99",
+        ),
+        # more GPUs than a node holds: the deployment and the field are named
+        (
+            lambda d: d["deployments"][0]["config"].update(tensor_parallel=16),
+            "field 'deployments.0.config': d: ",
+        ),
     ],
 )
 def test_bad_scenarios_name_the_file_and_field(tmp_path: Path, mutate, field: str) -> None:  # type: ignore[no-untyped-def]
@@ -78,6 +88,7 @@ def test_bad_scenarios_name_the_file_and_field(tmp_path: Path, mutate, field: st
         load_scenario(path)
     assert str(path) in str(err.value)
     assert field in str(err.value)
+    assert "Value error" not in str(err.value)  # pydantic's wording stays out
 
 
 def test_unknown_scenario_and_broken_yaml(tmp_path: Path) -> None:

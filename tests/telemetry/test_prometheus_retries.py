@@ -121,10 +121,19 @@ def test_an_engine_without_a_metric_says_so_once(server: tuple[str, list[Script]
     ]
 
 
+def test_a_server_that_is_not_prometheus_is_named(server: tuple[str, list[Script]]) -> None:
+    url, holder = server
+    holder[0] = Script(("404", "<!DOCTYPE HTML><html>404 page not found</html>"))
+    with pytest.raises(InputError, match="no Prometheus HTTP API at") as err:
+        PrometheusSource(url).snapshot(window="5m")
+    assert err.value.field == "--prometheus" and "DOCTYPE" not in str(err.value)
+
+
 def test_unreachable_prometheus_is_retryable() -> None:
     src = PrometheusSource("http://127.0.0.1:9", retries=1, timeout_s=0.5)
-    with pytest.raises(BackendUnavailableError, match="unreachable"):
-        src.snapshot()
+    with pytest.raises(BackendUnavailableError, match="unreachable") as err:
+        src.snapshot()  # every engine probe failed: Prometheus' own error, not a read of each engine
+    assert str(err.value).count("(") == str(err.value).count(")")
 
 
 def test_url_is_validated() -> None:

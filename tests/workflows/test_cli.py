@@ -41,8 +41,16 @@ def test_optimize_approve_audit_json(home: Path) -> None:
         )
     assert run("runs", run_id, "--json")["status"] == "awaiting_approval"
 
-    done = run("approve", run_id, "--as", "alice", "--proposal", pid, "--edit", "replicas=2", "--json")
+    result = runner.invoke(
+        app, ["approve", run_id, "--as", "alice", "--proposal", pid, "--edit", "replicas=2", "--json"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    done = json.loads(result.stdout)
     assert done["status"] == "completed"
+    # the other proposal is rejected with the decision, and the approver is told so
+    other = next(p["id"] for p in proposals if p["id"] != pid)
+    assert f"the run's other 1 proposal(s) are rejected ({other})" in result.stderr
     state = FakeCluster(home / "fake-fleet.json").load()
     assert real_applies(state) == [pid]
     assert next(d for d in state.deployments if d.ref.name == "chat-8b").config.replicas == 2

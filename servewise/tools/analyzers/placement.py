@@ -122,7 +122,7 @@ def cheaper_config(inp: AnalysisInput) -> list[Finding]:
             "cheaper_config",
             Severity.WARNING,
             f"predicted to meet the SLO at peak load for ${pick.cost_per_hour:.2f}/h instead of ${cost:.2f}/h "
-            f"with {what} (model only: run optimize_deployment to benchmark it).",
+            f"with {what} (model only: `servewise optimize` benchmarks it before proposing).",
             [
                 Evidence(
                     signal="cost_per_hour",
