@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from servewise.commands._output import err_console, out_console, print_json
+from servewise.domain.histograms import beyond_last_bucket
 
 telemetry_app = typer.Typer(help="Read fleet telemetry (twin or Prometheus).", no_args_is_help=True)
 
@@ -85,7 +86,12 @@ def snapshot(
     )
     table = Table("deployment", "engine", "replicas", *(c[1] for c in _COLUMNS), "missing")
     for d in snap.deployments:
-        cells = [fmt.format(d.signals[s]) if s in d.signals else "-" for s, _, fmt in _COLUMNS]
+        cells = [
+            "-" if s not in d.signals
+            else ">= " + fmt.format(d.signals[s]) if beyond_last_bucket(d.engine, s, d.signals[s])
+            else fmt.format(d.signals[s])
+            for s, _, fmt in _COLUMNS
+        ]  # fmt: skip
         table.add_row(
             f"{d.namespace}/{d.deployment}",
             d.engine or "-",

@@ -62,6 +62,19 @@ def bucket_around(value: float, bounds: tuple[float, ...]) -> tuple[float, float
     return lower, upper
 
 
+def beyond_last_bucket(engine: str | None, signal: str, value: float) -> bool:
+    """Whether ``value`` is the last finite bucket bound of the engine's histogram for ``signal``:
+    ``histogram_quantile`` answers that bound when the quantile lies beyond it (the +Inf bucket), so
+    the true value is only known to be at least that."""
+    bounds = SIGNAL_BUCKETS_MS.get(engine or "", {}).get(signal)
+    return bounds is not None and value >= max(bounds)
+
+
+def shown_ms(engine: str | None, signal: str, value: float) -> str:
+    """``value`` in ms as a person reads it: ``>= 2560000`` when it is only a lower bound."""
+    return f">= {value:.0f}" if beyond_last_bucket(engine, signal, value) else f"{value:.0f}"
+
+
 def quantile_bucket(engine: str, signal: str, value: float) -> tuple[float, float] | None:
     """The bucket a telemetry quantile ``signal`` of ``engine`` was interpolated in (None: unknown
     layout, take the value as a point)."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from servewise.agents.analyst import offline_narrative
 from servewise.agents.operator import ChatCommand, OperatorAgent, format_answer, help_text, parse_command
 from servewise.domain import Finding, Proposal
+from servewise.domain.histograms import shown_ms
 from servewise.errors import ServewiseError
 from servewise.tools.context import use_context
 from servewise.workflows import steps
@@ -56,7 +57,10 @@ class ChatSession:
         for d in deps:
             t = snap.for_workload(d.ref)
             sig = t.signals if t else {}
-            ttft = f"{sig['ttft_p99_ms']:.0f} ms" if "ttft_p99_ms" in sig else "n/a"
+            engine = (t.engine if t else None) or d.config.engine.value
+            ttft = (
+                f"{shown_ms(engine, 'ttft_p99_ms', sig['ttft_p99_ms'])} ms" if "ttft_p99_ms" in sig else "n/a"
+            )
             slo = f"{d.slo.ttft_p99_ms:.0f} ms" if d.slo and d.slo.ttft_p99_ms else "none"
             lines.append(
                 f"  {d.ref.key}: {d.config.model} on {d.config.replicas}x{d.config.gpus_per_replica} {d.config.gpu}, "

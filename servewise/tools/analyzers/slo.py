@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from servewise.domain import Finding, Severity
-from servewise.domain.histograms import SIGNAL_BUCKETS_MS
+from servewise.domain.histograms import beyond_last_bucket
 from servewise.tools.analyzers.base import AnalysisInput
 
 # SLO field -> (telemetry signal, knob that usually moves it)
@@ -14,14 +14,6 @@ _PAIRS = {
     "e2e_p99_ms": ("e2e_p99_ms", "replicas"),
 }
 CRITICAL_OVER = 1.5  # measured / objective above which a violation is critical
-
-
-def _beyond_last_bucket(engine: str, signal: str, value: float) -> bool:
-    """Whether ``value`` is the last finite bucket bound of the engine's histogram for ``signal``:
-    ``histogram_quantile`` answers that bound when the quantile lies beyond it (the +Inf bucket), so
-    the true value is only known to be at least that."""
-    bounds = SIGNAL_BUCKETS_MS.get(engine, {}).get(signal)
-    return bounds is not None and value >= max(bounds)
 
 
 def slo_violations(inp: AnalysisInput) -> list[Finding]:
@@ -38,7 +30,7 @@ def slo_violations(inp: AnalysisInput) -> list[Finding]:
         text = (
             f"{signal} is beyond {value:.1f}, the histogram's last finite bucket, against an objective of "
             f"{limit:.1f} (at least {ratio:.2f}x)."
-            if _beyond_last_bucket(inp.config.engine.value, signal, value)
+            if beyond_last_bucket(inp.config.engine.value, signal, value)
             else f"{signal} is {value:.1f} against an objective of {limit:.1f} ({ratio:.2f}x)."
         )
         out.append(
