@@ -47,8 +47,9 @@ class MalformedResponseError(PermanentError):
 
 
 PEAK_SPAN = "peak_span_s"  # the job answering how much of the peak lookback holds data
+KSM_SIGNALS = frozenset({"replicas_available"})  # kube-state-metrics' own, of every workload
 # DCGM's and kube-state-metrics', whatever the engine
-ENGINE_FREE_SIGNALS = frozenset({"gpu_utilization", "gpu_memory_used_bytes", "replicas_available"})
+ENGINE_FREE_SIGNALS = frozenset({"gpu_utilization", "gpu_memory_used_bytes", *KSM_SIGNALS})
 
 
 class PrometheusSource:
@@ -216,7 +217,9 @@ class PrometheusSource:
         spans = values.pop(PEAK_SPAN, {})
         lookback_s = window_seconds(self.peak_lookback)
         unmeasured = [sig for sig in SIGNALS if sig not in plan.queries]  # the engine exports no such metric
-        keys = sorted({k for sig_values in values.values() for k in sig_values})
+        # entries are the workloads with engine or GPU series: kube-state-metrics lists every workload
+        # of the cluster (coredns too), so its own signals add none
+        keys = sorted({k for sig, got in values.items() if sig not in KSM_SIGNALS for k in got})
         deployments = []
         for ns, dep in keys:
             tel = DeploymentTelemetry(deployment=dep, namespace=ns, engine=names.engine)

@@ -99,11 +99,14 @@ def _statefulset_history(sim: SimCluster, export: HistoryExport, out: Path) -> P
     for pod in pods:
         labels = f'namespace="apps",pod="{pod}",owner_kind="StatefulSet",owner_name="agent",owner_is_controller="true"'
         lines += [f"kube_pod_owner{{{labels}}} 1 {t:.3f}\n" for t in stamps]
-    lines.append("# TYPE kube_statefulset_replicas gauge\n")
-    lines += [
-        f'kube_statefulset_replicas{{namespace="apps",statefulset="agent"}} {len(pods)} {t:.3f}\n'
-        for t in stamps
-    ]
+    for family, labels, value in (
+        ("kube_statefulset_replicas", 'namespace="apps",statefulset="agent"', len(pods)),
+        ("kube_statefulset_status_replicas_ready", 'namespace="apps",statefulset="agent"', len(pods)),
+        # a workload that serves no model: kube-state-metrics lists it like any other
+        ("kube_deployment_status_replicas_available", 'namespace="kube-system",deployment="coredns"', 2),
+    ):
+        lines.append(f"# TYPE {family} gauge" + chr(10))
+        lines += [f"{family}{{{labels}}} {value} {t:.3f}" + chr(10) for t in stamps]
     out.write_text("".join(lines) + "# EOF\n")
     return out
 
@@ -155,6 +158,7 @@ def test_each_deployment_is_read_under_its_engine(mixed: Mixed) -> None:
     twin = SimTelemetrySource(mixed.sim).snapshot(window="15m")
     # the engine probes, then each engine's signals, replicas, 2 per-pod queries and the peak's span
     assert prom.queries == len(ENGINE_NAMES) + 2 * (len(SIGNALS) + 4)
+    # only workloads with engine or GPU series: not coredns, which kube-state-metrics also lists
     assert sorted((d.namespace, d.deployment, d.engine) for d in prom.deployments) == [
         ("apps", "agent", "sglang"), ("apps", "chat", "vllm"), ("offline", "batch", None),
     ]  # fmt: skip
@@ -175,6 +179,10 @@ def test_each_deployment_is_read_under_its_engine(mixed: Mixed) -> None:
         assert not [n for n in got.notes if "no metric" in n or "engines" in n], got.notes
         for signal in ("request_rate_per_s", "prompt_tokens_per_s", "generation_tokens_per_s", "ttft_p50_ms"):
             assert got.signals[signal] == pytest.approx(want.signals[signal], rel=0.05), (name, signal)
+        # agent's available replicas come from kube_statefulset_status_replicas_ready
+        assert got.signals["replicas_available"] == pytest.approx(
+            want.signals["replicas_available"], rel=0.01
+        )
         for signal in ("requests_running", "kv_cache_usage", "prompt_len_p99", "output_len_p99"):
             assert got.signals[signal] == pytest.approx(want.signals[signal], rel=0.25), (name, signal)
         names = ENGINE_NAMES[engine]
