@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from servewise.cluster.k8s_api import KubeApi
 from servewise.cluster.k8s_parsing import ParsedWorkload
@@ -257,12 +258,18 @@ def service_url(services: Sequence[Mapping[str, Any]], parsed: ParsedWorkload) -
 
 
 def inference_service_url(obj: Mapping[str, Any]) -> str:
-    """Where KServe serves an InferenceService inside the cluster: ``status.address.url`` once it is
-    ready (its predictor's Service in RawDeployment mode, the Knative route in Serverless mode), else
-    the predictor's Service on port 80."""
-    meta = obj.get("metadata") or {}
-    url = ((obj.get("status") or {}).get("address") or {}).get("url")
-    return str(url).rstrip("/") if url else f"http://{meta['name']}-predictor.{meta['namespace']}.svc"
+    """Where KServe serves an InferenceService's predictor inside the cluster: the scheme and host
+    of ``status.components.predictor.address.url``, else of ``status.address.url`` (before KServe
+    0.11 a Serverless one carried a ``/v1/models/<name>:predict`` path), else the predictor's
+    Service, ``<name>-predictor.<namespace>.svc.cluster.local``."""
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    predictor = ((status.get("components") or {}).get("predictor") or {}).get("address") or {}
+    for url in (predictor.get("url"), (status.get("address") or {}).get("url")):
+        if url:
+            parts = urlsplit(str(url))
+            if parts.scheme and parts.netloc:
+                return f"{parts.scheme}://{parts.netloc}"
+    return f"http://{meta['name']}-predictor.{meta['namespace']}.svc.cluster.local"
 
 
 class BenchmarkRunner:

@@ -129,10 +129,13 @@ def inference_service_copy(
     labels: dict[str, str],
     expires: str,
 ) -> dict[str, Any]:
-    """An InferenceService of one predictor replica (min = max = 1) running ``config``. KServe
-    labels its pods ``serving.kserve.io/inferenceservice: <copy>``, so production's Services never
-    select them, and serves it at ``<copy>-predictor``; transformers and explainers are left out
-    (the benchmark talks to the predictor)."""
+    """An InferenceService of one predictor replica (min = max = 1) running ``config``, reachable
+    only inside the cluster. KServe labels its pods ``serving.kserve.io/inferenceservice: <copy>``;
+    the predictor's own pod labels are dropped (a Service, PodMonitor or NetworkPolicy selecting
+    production's pods would select the copy), and so are its payload logger (benchmark requests
+    are not users') and canary split; transformers and explainers are left out (the benchmark
+    talks to the predictor). It keeps production's deployment mode, recorded in its status when no
+    annotation sets it, and (Serverless) keeps Knative's activator out of its path at one replica."""
     if not (obj.get("spec", {}).get("predictor") or {}).get("containers"):
         raise InputError(
             f"{parsed.namespace}/{parsed.name} serves through predictor.model (a KServe runtime), which"
@@ -151,11 +154,18 @@ def inference_service_copy(
             EXPIRES_ANNOTATION: expires,
         },
     }
+    annotations, status = new["metadata"]["annotations"], obj.get("status") or {}
+    if "serving.kserve.io/deploymentMode" not in annotations and status.get("deploymentMode"):
+        annotations["serving.kserve.io/deploymentMode"] = str(status["deploymentMode"])
+    annotations.setdefault("autoscaling.knative.dev/target-burst-capacity", "0")
+    new["metadata"]["labels"]["networking.kserve.io/visibility"] = "cluster-local"
     new.pop("status", None)
     spec = new["spec"]
     for component in ("transformer", "explainer"):
         spec.pop(component, None)
     predictor = spec["predictor"]
+    for field in ("labels", "logger", "canaryTrafficPercent"):
+        predictor.pop(field, None)
     predictor["minReplicas"], predictor["maxReplicas"] = 1, 1
     predictor.pop("priorityClassName", None)  # a benchmark must not preempt production pods for GPUs
     predictor.pop("priority", None)
@@ -307,8 +317,14 @@ class CandidateWorkloads:
                     "list", calls.resource, namespace, calls.list, namespace, label_selector=selector
                 )
             except NotFoundError:  # KServe not installed: no InferenceServices to sweep
-                if kind != "InferenceService":
-                    raise
+                continue
+            except ServewiseError as exc:  # a 403 on one kind: sweep the others
+                log.warning(
+                    "could not list %s in %s to sweep expired benchmark copies: %s",
+                    calls.resource,
+                    namespace,
+                    exc,
+                )
                 continue
             for item in listed.get("items", []):
                 meta = item.get("metadata") or {}

@@ -78,6 +78,16 @@ _RESOURCE = {
 }
 
 
+def _made_by_kserve(meta: Mapping[str, Any]) -> bool:
+    """A Deployment KServe (RawDeployment) or a Knative Revision (Serverless) made and reconciles:
+    a patch to it would be reverted, and its InferenceService is listed on its own."""
+    return any(
+        ref.get("kind") == "InferenceService"
+        or str(ref.get("apiVersion", "")).startswith("serving.knative.dev/")
+        for ref in meta.get("ownerReferences") or []
+    )
+
+
 def _selector(labels: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
@@ -157,6 +167,8 @@ class KubernetesCluster:
             name, ns = str(meta.get("name")), str(meta.get("namespace", "default"))
             if CANDIDATE_LABEL in (meta.get("labels") or {}):
                 continue  # a temporary copy that a benchmark is running on
+            if _made_by_kserve(meta):
+                continue  # a predictor's Deployment: its InferenceService is the workload
             try:
                 node_names = node_names_of(obj, pods)
                 result = parse_workload(

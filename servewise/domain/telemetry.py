@@ -74,8 +74,9 @@ class TelemetrySnapshot(BaseModel):
     def for_workload(self, ref: DeploymentRef) -> DeploymentTelemetry | None:
         """The telemetry of a workload: under its own name, or for a KServe InferenceService under
         the Deployment KServe runs its predictor in (``<name>-predictor`` in RawDeployment mode,
-        ``<name>-predictor-00001-deployment`` for a Knative revision, ``-predictor-default`` before
-        KServe 0.8; the busiest when several revisions serve), renamed to the InferenceService."""
+        ``<name>-predictor-00001-deployment`` for a Knative revision, ``-predictor-default`` for one
+        created before KServe 0.11; the busiest when several revisions serve), renamed to the
+        InferenceService."""
         own = self.for_deployment(ref.name, ref.namespace)
         if own is not None or ref.kind != "InferenceService":
             return own

@@ -185,8 +185,8 @@ class PromQLBuilder:
                 now = self._by_deployment(
                     self._normalize(self.selector(n.running), self.labels.namespace, self.labels.pod)
                 )
-                pods = f"max by (namespace, deployment, pod) ({now})"  # a pod once, whatever its series
-                q["replicas_available"] = f"avg_over_time((count {by} ({pods}))[{window}:1m])"
+                once = f"max by (namespace, deployment, pod) ({now})"  # a pod once, whatever its series
+                q["replicas_available"] = f"avg_over_time((count {by} ({once}))[{window}:1m])"
         pods: dict[str, str] = {}
         if n.running:  # how the load balancer spreads requests (the replica-imbalance analyzer)
             pods["requests_running"] = (

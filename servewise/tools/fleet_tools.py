@@ -46,10 +46,17 @@ class TelemetryView(BaseModel):
 @registry.tool()
 def get_telemetry(args: GetTelemetryInput) -> TelemetryView:
     """Current telemetry signals per deployment over a window (missing series are listed, never zeroed)."""
-    snap = current_context().telemetry.snapshot(window=args.window)
+    ctx = current_context()
+    snap = ctx.telemetry.snapshot(window=args.window)
     deps = [
         d
         for d in snap.deployments
         if args.deployment in (None, d.deployment) and args.namespace in (None, d.namespace)
     ]
+    if args.deployment and not deps:  # an InferenceService: read from its predictor's Deployment
+        for workload in ctx.cluster.list_deployments():
+            ref = workload.ref
+            if ref.name == args.deployment and args.namespace in (None, ref.namespace):
+                found = snap.for_workload(ref)
+                deps += [found] if found is not None else []
     return TelemetryView(source=snap.source, window=snap.window, deployments=deps)

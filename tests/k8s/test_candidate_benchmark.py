@@ -3,6 +3,7 @@ the benchmark Job against it, and nothing left behind (the real client over HTTP
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 from typing import Any
@@ -295,6 +296,9 @@ ISVC = {
             "minReplicas": 2,
             "maxReplicas": 4,
             "priorityClassName": "production-critical",
+            "labels": {"app": "llama"},  # KServe puts these on the pods: production's selectors match them
+            "logger": {"mode": "all", "url": "http://payload-sink.audit"},
+            "canaryTrafficPercent": 10,
             "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
             "containers": [
                 {
@@ -349,13 +353,14 @@ def test_an_inference_service_candidate_is_an_inference_service_copy(
     }
     annotations = copy["metadata"]["annotations"]
     assert annotations["serving.kserve.io/deploymentMode"] == "RawDeployment" and EXPIRES in annotations
+    assert annotations["autoscaling.knative.dev/target-burst-capacity"] == "0"  # no activator at one replica
     assert "team" not in annotations and "kubectl.kubernetes.io/last-applied-configuration" not in annotations
     # one replica that autoscaling cannot grow, preempting nothing, the predictor alone
     predictor = copy["spec"]["predictor"]
-    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (
-        1,
-        1,
-    ) and "priorityClassName" not in predictor
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 1)
+    assert "priorityClassName" not in predictor
+    # no pod labels production's selectors match, no payload logging of benchmark requests, no canary split
+    assert not {"labels", "logger", "canaryTrafficPercent"} & set(predictor)
     assert "transformer" not in copy["spec"]
     args = predictor["containers"][0]["args"]
     assert args[args.index("--max-num-seqs") + 1] == "48"
@@ -368,6 +373,52 @@ def test_an_inference_service_candidate_is_an_inference_service_copy(
     assert f"--base-url http://{name}-predictor.llm-serving.svc.cluster.local " in script
     assert _live_candidates(fleet, "inferenceservices") == []
     assert cluster.get_deployment(ISVC_REF).config == deployed
+
+
+def test_an_inference_service_copy_is_cluster_local_in_productions_mode(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    """Production exposed outside the cluster, its mode only in its status (the cluster default)."""
+    public = copy.deepcopy(ISVC)
+    public["metadata"]["labels"] = {}
+    public["metadata"]["annotations"] = {}
+    public["status"] = {"deploymentMode": "Serverless"}
+    seen = _with_kserve(fleet, public)
+    fleet.controls.on_create["jobs"] = job_controller(SUMMARY)
+    _run_candidate(cluster, ISVC_REF, max_num_seqs=48)
+    [made] = seen
+    assert made["metadata"]["labels"]["networking.kserve.io/visibility"] == "cluster-local"
+    assert made["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+
+
+@pytest.mark.parametrize(
+    ("status", "url"),
+    [
+        ({"components": {"predictor": {"address": {"url": "http://p.ns.svc.cluster.local"}}},
+          "address": {"url": "http://top.ns.svc.cluster.local"}}, "http://p.ns.svc.cluster.local"),
+        # KServe before 0.11: a Serverless address carried the v1 predict path
+        ({"address": {"url": "http://x.ns.svc.cluster.local/v1/models/x:predict"}}, "http://x.ns.svc.cluster.local"),
+        ({}, "http://x-predictor.ns.svc.cluster.local"),
+    ],
+)  # fmt: skip
+def test_the_benchmark_url_of_an_inference_service(status: dict[str, Any], url: str) -> None:
+    from servewise.cluster.k8s_benchmark import inference_service_url
+
+    assert inference_service_url({"metadata": {"name": "x", "namespace": "ns"}, "status": status}) == url
+
+
+def test_a_forbidden_list_skips_that_kind_in_the_sweep(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen = _record_creates(fleet)
+    _run_candidate(cluster)
+    fleet.seed(
+        _left_behind(seen["deployments"][0], "sw-cand-llama-70b-stale000", "2020-01-01T00:00:00+00:00")
+    )
+    fleet.controls.faults.append(Fault(verb="list", resource="persistentvolumeclaims", status=403, times=5))
+    _run_candidate(cluster)
+    assert _live_candidates(fleet, "deployments") == []  # the other kinds were swept all the same
+    assert any("could not list persistentvolumeclaims" in r.getMessage() for r in caplog.records)
 
 
 def test_an_inference_service_on_a_kserve_runtime_is_not_copied(

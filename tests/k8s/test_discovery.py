@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from k8s_emulator import FaithfulEmulator
+
 from servewise.cluster.kubernetes import KubernetesCluster
 from servewise.domain import DeploymentRef
 
@@ -65,4 +67,34 @@ def test_get_deployment_reads_one_workload(cluster: KubernetesCluster) -> None:
     assert dep.config.tensor_parallel == 2 and dep.config.replicas == 3
     assert (
         cluster.get_deployment(DeploymentRef(name="llama-70b", namespace="llm-serving")).pool == "h100-pool"
+    )
+
+
+def test_deployments_kserve_makes_are_not_workloads_of_their_own(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    """A predictor's Deployment (RawDeployment: owned by the InferenceService; Serverless: by a
+    Knative Revision) would be reverted by KServe if patched: only its InferenceService is listed."""
+    base = fleet.get("Deployment", "llm-serving", "llama-8b")
+    for name, owner in (
+        ("llama-isvc-predictor", {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService"}),
+        (
+            "llama-isvc-predictor-00001-deployment",
+            {"apiVersion": "serving.knative.dev/v1", "kind": "Revision"},
+        ),
+    ):
+        made = {**base, "metadata": {**base["metadata"], "name": name}}
+        made["metadata"]["ownerReferences"] = [
+            {**owner, "name": "llama-isvc", "uid": "u-1", "controller": True}
+        ]
+        fleet.seed(made)
+    owned_by_someone = {**base, "metadata": {**base["metadata"], "name": "llama-8b-helm"}}
+    owned_by_someone["metadata"]["ownerReferences"] = [
+        {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "x", "uid": "u-2"}
+    ]
+    fleet.seed(owned_by_someone)
+    keys = {d.ref.key for d in cluster.list_deployments()}
+    assert "llm-serving/llama-8b-helm" in keys  # other owners do not hide a workload
+    assert (
+        not {"llm-serving/llama-isvc-predictor", "llm-serving/llama-isvc-predictor-00001-deployment"} & keys
     )
