@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
 
-err_console = Console(stderr=True)
-out_console = Console()
+
+def _console(stderr: bool = False) -> Console:
+    """A console as wide as the terminal; written to a file or a pipe (CI logs, ``make demo > log``),
+    160 columns unless ``COLUMNS`` says otherwise, where rich's 80 would wrap tables a word a line."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and not os.environ.get("COLUMNS")
+    return Console(stderr=stderr, width=160 if wide else None)
+
+
+err_console = _console(stderr=True)
+out_console = _console()
 
 
 def _default(obj: Any) -> Any:

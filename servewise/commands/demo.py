@@ -7,6 +7,7 @@ measurements, 5. run a small what-if study. Everything it prints is computed by 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +29,29 @@ def _changes(current: dict[str, Any], proposed: dict[str, Any]) -> str:
 
     before, after = ServingConfig.model_validate(current), ServingConfig.model_validate(proposed)
     return ", ".join(changed_knobs(before, after)) or "(no knob change)"
+
+
+_PARTS = re.compile(r" (?=(?:Why|Change|Predicted|Risk): |Measured by |Not benchmarked: )")
+_HEAD = re.compile(r"^\[(p-[^\]]+)\] (\S+): (.*)$")
+
+
+def proposals_markdown(run_id: str, narrative: str, notes: list[str]) -> str:
+    """The approver's report: a section per proposal (its summary, then why, change, predicted and
+    measured impact, risk and rollback as a list), and the deployments left as they are. A narrative
+    an LLM wrote, not in the offline form, is kept as it is."""
+    out = [f"# Optimization run {run_id}", ""]
+    for line in narrative.splitlines():
+        head = _HEAD.match(line)
+        if head is None:
+            out.append(line)
+            continue
+        proposal_id, key, body = head.groups()
+        summary, *parts = _PARTS.split(body)
+        out += [f"## {key} (`{proposal_id}`)", "", summary, ""]
+        out += [f"- {part}" for part in parts] + [""]
+    if notes:
+        out += ["## Not proposed", ""] + [f"- {note}" for note in notes] + [""]
+    return "\n".join(out).rstrip() + "\n"
 
 
 def _fleet(cluster: Any) -> None:
@@ -106,9 +130,11 @@ def _optimize(scenario: str, home: Path, out: Path) -> str | None:
             impact.get("validated_by", ""),
         )
     out_console.print(table)
+    for note in view.notes:  # deployments left as they are, and why: as visible as the proposals
+        out_console.print(f"not proposed: {note}", markup=False, soft_wrap=True)
     if view.narrative:
         path = out / "proposals.md"
-        path.write_text(f"# Optimization run {view.run_id}\n\n{view.narrative}\n")
+        path.write_text(proposals_markdown(view.run_id, view.narrative, view.notes))
         out_console.print(f"why, evidence, risk and rollback of each proposal: {path}")
     if view.status == "awaiting_approval":
         out_console.print(

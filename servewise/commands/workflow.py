@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from servewise.commands._inputs import from_options
 from servewise.commands._output import err_console, out_console, print_json
+from servewise.errors import UnknownIdError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
 ClusterOpt = Annotated[
@@ -42,6 +43,7 @@ OPTION_FLAGS = {
     "verify_window_s": "--verify-window",
     "benchmark": "--benchmark",
     "max_benchmark_minutes": "--max-benchmark-minutes",
+    "deployments": "--deployment",
     "use_llm": "--offline",
     "offline": "--offline",
 }
@@ -120,6 +122,10 @@ def optimize(
     benchmark: Annotated[bool, typer.Option("--benchmark/--no-benchmark", help="benchmark proposals")] = True,
     max_benchmark_minutes: MaxBenchmarkMinutesOpt = None,
     offline: Annotated[bool, typer.Option("--offline", help="no LLM even if one is configured")] = False,
+    deployment: Annotated[
+        list[str] | None,
+        typer.Option("--deployment", "-d", help="optimize only NAMESPACE/NAME (repeatable; default: all)"),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Analyze the fleet and propose changes; stops at the approval gate (unless auto-approved)."""
@@ -140,12 +146,21 @@ def optimize(
         benchmark=benchmark,
         max_benchmark_minutes=max_benchmark_minutes,
         use_llm=not offline,
+        deployments=deployment or [],
     )
     from servewise.workflows.environment import open_environment
 
     env = open_environment(
         cluster, prometheus=prometheus
     )  # bad --cluster/--prometheus fail before a run exists
+    if opts.deployments:  # a misspelled deployment fails now, naming the ones there are
+        known = {d.ref.key for d in env.cluster.list_deployments()}
+        unknown = [key for key in opts.deployments if key not in known]
+        if unknown:
+            raise UnknownIdError(
+                f"no deployment {', '.join(unknown)} on {cluster}; there are {', '.join(sorted(known))}",
+                field="--deployment",
+            )
     with _service(llm=None if offline else True, environment=env) as svc:
         view = svc.start(opts)
     print_json(_view_doc(view)) if json_out else _print_view(view)

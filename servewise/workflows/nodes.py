@@ -132,6 +132,7 @@ class Nodes:
             benchmark=opts.benchmark,
             max_benchmark_minutes=opts.max_benchmark_minutes,
             on_progress=self._progress(state["run_id"]),
+            only=opts.deployments,
         )
         kept, dropped = [], []
         for p in proposals:

@@ -34,6 +34,19 @@ class RunOptions(BaseModel):
         default=0.25, ge=0, description="measured may exceed predicted by this"
     )
     use_llm: bool = True
+    deployments: list[str] = Field(
+        default_factory=list,
+        description="optimize only these NAMESPACE/NAME (empty: every one with findings)",
+    )
+
+    @field_validator("deployments")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            namespace, _, name = key.partition("/")
+            if not namespace or not name or "/" in name:
+                raise ValueError(f"a deployment is NAMESPACE/NAME, got {key!r}")
+        return keys
 
     @field_validator("window")
     @classmethod

@@ -63,17 +63,22 @@ def optimize(
     benchmark: bool,
     max_benchmark_minutes: float | None = None,
     on_progress: Callable[[str], None] | None = None,
+    only: list[str] | None = None,
 ) -> tuple[list[Proposal], list[str]]:
-    """One ``optimize_deployment`` call per deployment with findings (benchmark-validated by the tool).
+    """One ``optimize_deployment`` call per deployment with findings (benchmark-validated by the tool),
+    or per deployment of ``only`` (``NAMESPACE/NAME``) that has findings.
 
     Returns the proposals and a note per deployment that could not be optimized. ``on_progress``
     receives a line per benchmark run, prefixed with the deployment."""
     kinds: dict[str, list[str]] = {}
     refs = {}
     for f in findings:
+        if only and f.ref.key not in only:
+            continue
         kinds.setdefault(f.ref.key, []).append(f.kind)
         refs[f.ref.key] = f.ref
-    proposals, notes = [], []
+    proposals: list[Proposal] = []
+    notes = [f"{key}: no findings: nothing to optimize" for key in only or [] if key not in refs]
     for key, ref in refs.items():
         args: dict[str, object] = {
             "name": ref.name,

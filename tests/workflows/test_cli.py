@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from servewise.cli import app
-from servewise.errors import InputError, NotFoundError
+from servewise.errors import InputError, NotFoundError, UnknownIdError
 from servewise.testing.fake_fleet import FakeCluster
 
 from .conftest import FAKE, real_applies
@@ -83,6 +83,20 @@ def test_reject_and_dry_run(home: Path) -> None:
     assert FakeCluster(home / "fake-fleet.json").load().apply_calls == []
 
 
+def test_optimize_one_deployment(home: Path) -> None:
+    both = run("optimize", "--cluster", FAKE, "--dry-run", "--json")["proposals"]
+    chosen = both[0]["ref"]
+    key = f"{chosen['namespace']}/{chosen['name']}"
+    one = run("optimize", "--cluster", FAKE, "--dry-run", "--deployment", key, "--json")
+    assert [p["ref"] for p in one["proposals"]] == [chosen]
+    with pytest.raises(UnknownIdError, match="no deployment ml/nope on") as err:
+        runner.invoke(app, ["optimize", "--cluster", FAKE, "-d", "ml/nope"], catch_exceptions=False)
+    assert err.value.field == "--deployment" and key in str(err.value)
+    with pytest.raises(InputError, match="NAMESPACE/NAME"):
+        runner.invoke(app, ["optimize", "--cluster", FAKE, "-d", "nope"], catch_exceptions=False)
+    assert len(run("runs", "--json")["runs"]) == 2  # the bad ones never started
+
+
 def test_bad_policy_fails_before_the_run(home: Path, tmp_path: Path) -> None:
     policy = tmp_path / "p.yaml"
     policy.write_text("namespaces: [staging]\nmax_added_cost_per_hour: -1\n")
@@ -149,3 +163,26 @@ def test_audit_of_an_unknown_run_is_an_error(home: Path) -> None:
     with pytest.raises(NotFoundError, match="no run 'nope'"):
         runner.invoke(app, ["audit", "--run", "nope"], catch_exceptions=False)
     assert run("audit", "--json") == []
+
+
+def test_the_demo_report_has_a_section_per_proposal_and_says_what_was_not_proposed() -> None:
+    from servewise.commands.demo import proposals_markdown
+
+    narrative = (
+        "[p-a-1] ns/a: 2x m on l4 -> 1x m on l4. Why: slow (ttft_p99_ms=900). Change: replicas 2 -> 1. "
+        "Predicted: $2.00/h -> $1.00/h (-1.00), p99 TTFT 500 ms. Measured by a benchmark of 1000 requests: "
+        "p99 TTFT 480 ms. Risk: low; rollback: restore."
+    )
+    text = proposals_markdown("run-1", narrative, ["ns/b: no proposal: no candidate passed"])
+    assert text.splitlines()[:5] == [
+        "# Optimization run run-1",
+        "",
+        "## ns/a (`p-a-1`)",
+        "",
+        "2x m on l4 -> 1x m on l4.",
+    ]
+    bullets = [line for line in text.splitlines() if line.startswith("- ")]
+    assert [b.split()[1] for b in bullets] == ["Why:", "Change:", "Predicted:", "Measured", "Risk:", "ns/b:"]
+    assert "## Not proposed" in text
+    # an LLM's narrative (not the offline form) is kept as written
+    assert "A free text." in proposals_markdown("run-2", "A free text.", [])
