@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -176,11 +177,18 @@ class PrometheusSource:
         else:  # none found: read as vLLM, so every engine signal is listed missing
             engines = self.engines_present(window, at) or [VLLM_NAMES]
             queries += len(ENGINE_NAMES)
-        reads = []
-        for names in engines:
-            deployments, used = self._read(names, window, at, owners)
-            reads.append(deployments)
-            queries += used
+        # every engine's queries at once; those that do not depend on the engine (GPU, kube-state-
+        # metrics) are asked once and shared
+        sent: dict[str, Future[list[dict[str, Any]]]] = {}
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+
+            def ask(promql: str) -> Future[list[dict[str, Any]]]:
+                if promql not in sent:
+                    sent[promql] = pool.submit(self.query, promql, at=at)
+                return sent[promql]
+
+            reads = [self._read(names, window, owners, ask) for names in engines]
+        queries += len(sent)
         return TelemetrySnapshot(
             source=self.name,
             taken_at=at or datetime.now(UTC),
@@ -190,25 +198,28 @@ class PrometheusSource:
         )
 
     def _read(
-        self, names: EngineNames, window: str, at: datetime | None, owners: bool
-    ) -> tuple[list[DeploymentTelemetry], int]:
-        """Every deployment with a series under ``names`` (or a GPU series), and the queries used."""
+        self,
+        names: EngineNames,
+        window: str,
+        owners: bool,
+        ask: Callable[[str], Future[list[dict[str, Any]]]],
+    ) -> list[DeploymentTelemetry]:
+        """Every deployment with a series under ``names`` (or a GPU series); ``ask`` sends a query."""
         plan = PromQLBuilder(names, self.label_map, use_owners=owners).plan(window, self.peak_lookback)
         pod_jobs = {f"{POD_PREFIX}{sig}": q for sig, q in plan.pod_queries.items()}
         jobs = {**plan.queries, "replicas": plan.replicas_query, **pod_jobs}
         if plan.peak_span_query:
             jobs[PEAK_SPAN] = plan.peak_span_query
-        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
-            futures = {sig: pool.submit(self.query, q, at=at) for sig, q in jobs.items()}
-            results: dict[str, list[dict[str, Any]]] = {}
-            failed: dict[str, ServewiseError] = {}
-            for sig, future in futures.items():
-                try:
-                    results[sig] = future.result()
-                except ServewiseError as exc:  # a day-long subquery may time out: only it goes missing
-                    if sig not in (*PEAK_SIGNALS, PEAK_SPAN):
-                        raise
-                    results[sig], failed[sig] = [], exc
+        futures = {sig: ask(q) for sig, q in jobs.items()}
+        results: dict[str, list[dict[str, Any]]] = {}
+        failed: dict[str, ServewiseError] = {}
+        for sig, future in futures.items():
+            try:
+                results[sig] = future.result()
+            except ServewiseError as exc:  # a day-long subquery may time out: only it goes missing
+                if sig not in (*PEAK_SIGNALS, PEAK_SPAN):
+                    raise
+                results[sig], failed[sig] = [], exc
         per_pod = {sig: _by_pod(results.pop(sig), jobs[sig]) for sig in pod_jobs}
         values: dict[str, dict[Key, float]] = {}
         for sig, result in results.items():
@@ -253,7 +264,7 @@ class PrometheusSource:
                     "so a p99 can read a histogram bucket high"
                 )
             deployments.append(tel)
-        return deployments, len(jobs)
+        return deployments
 
 
 def _engine_signals(tel: DeploymentTelemetry) -> int:

@@ -33,6 +33,7 @@ from servewise.testing.prometheus import PrometheusServer
 from .conftest import END_S, need_prometheus
 
 pytestmark = pytest.mark.slow
+ENGINE_FREE_QUERIES = 4  # GPU utilization and memory, replicas, available replicas
 HOURS = 1.0
 STEP_S = 30.0
 SCENARIO = {
@@ -156,8 +157,10 @@ def test_each_deployment_is_read_under_its_engine(mixed: Mixed) -> None:
     assert [n.engine for n in source.engines_present("15m", _at(mixed))] == ["vllm", "sglang"]
     prom = source.snapshot(window="15m", at=_at(mixed))
     twin = SimTelemetrySource(mixed.sim).snapshot(window="15m")
-    # the engine probes, then each engine's signals, replicas, 2 per-pod queries and the peak's span
-    assert prom.queries == len(ENGINE_NAMES) + 2 * (len(SIGNALS) + 4)
+    # the engine probes, then each engine's signals, replicas, 2 per-pod queries and the peak's span;
+    # the 4 that do not depend on the engine (GPU utilization and memory, replicas, available
+    # replicas) are asked once
+    assert prom.queries == len(ENGINE_NAMES) + 2 * (len(SIGNALS) + 4) - ENGINE_FREE_QUERIES
     # only workloads with engine or GPU series: not coredns, which kube-state-metrics also lists
     assert sorted((d.namespace, d.deployment, d.engine) for d in prom.deployments) == [
         ("apps", "agent", "sglang"), ("apps", "chat", "vllm"), ("offline", "batch", None),
@@ -217,9 +220,8 @@ def test_a_failed_probe_reads_its_engine_anyway(mixed: Mixed) -> None:
     assert [n.engine for n in source.engines_present("15m", _at(mixed))] == ["vllm", "tgi", "sglang"]
     snap = source.snapshot(window="15m", at=_at(mixed))
     tgi_queries = len(PromQLBuilder(TGI_NAMES, LabelMap()).plan("15m").queries) + 4  # fewer signals
-    assert (
-        snap.queries == len(ENGINE_NAMES) + 2 * (len(SIGNALS) + 4) + tgi_queries
-    )  # TGI's read finds nothing
+    # TGI's read finds nothing; each engine-free query is asked once
+    assert snap.queries == len(ENGINE_NAMES) + 2 * (len(SIGNALS) + 4) + tgi_queries - 2 * ENGINE_FREE_QUERIES
     assert {d.deployment: d.engine for d in snap.deployments} == {
         "chat": "vllm",
         "agent": "sglang",
