@@ -33,6 +33,18 @@ def _record_creates(fleet: FaithfulEmulator) -> dict[str, list[dict[str, Any]]]:
     return seen
 
 
+def _record_jobs(fleet: FaithfulEmulator) -> list[dict[str, Any]]:
+    """The benchmark Jobs the adapter creates (each completes with ``SUMMARY``)."""
+    jobs: list[dict[str, Any]] = []
+    fleet.controls.on_create["jobs"] = lambda emu, job: (jobs.append(job), job_controller(SUMMARY)(emu, job))
+    return jobs
+
+
+def _script(job: dict[str, Any]) -> str:
+    """The shell script a benchmark Job runs."""
+    return str(job["spec"]["template"]["spec"]["containers"][0]["args"][0])
+
+
 def _live_candidates(fleet: FaithfulEmulator, plural: str) -> list[str]:
     return [
         name
@@ -61,8 +73,7 @@ def test_a_candidate_runs_on_a_temporary_copy_that_is_deleted_after(
     cluster: KubernetesCluster, fleet: FaithfulEmulator
 ) -> None:
     seen = _record_creates(fleet)
-    jobs: list[dict[str, Any]] = []
-    fleet.controls.on_create["jobs"] = lambda emu, job: (jobs.append(job), job_controller(SUMMARY)(emu, job))
+    jobs = _record_jobs(fleet)
     deployed = cluster.get_deployment(BIG).config
     candidate = deployed.with_changes(max_num_seqs=48)
     result = cluster.run_benchmark(
@@ -89,7 +100,7 @@ def test_a_candidate_runs_on_a_temporary_copy_that_is_deleted_after(
         kubernetes_validate.validate(manifest, "1.30.0", strict=True)
     # the Job loads the copy's one replica through the copy's Service, not the production one
     [job] = jobs
-    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    script = _script(job)
     assert f"--base-url http://{name}.llm-serving.svc:8000" in script and "--request-rate 4 " in script
     # the deployed workload is untouched
     assert cluster.get_deployment(BIG).config == deployed
@@ -335,8 +346,7 @@ def test_an_inference_service_candidate_is_an_inference_service_copy(
     cluster: KubernetesCluster, fleet: FaithfulEmulator
 ) -> None:
     seen = _with_kserve(fleet)
-    jobs: list[dict[str, Any]] = []
-    fleet.controls.on_create["jobs"] = lambda emu, job: (jobs.append(job), job_controller(SUMMARY)(emu, job))
+    jobs = _record_jobs(fleet)
     deployed = cluster.get_deployment(ISVC_REF).config
     result = _run_candidate(cluster, ISVC_REF, max_num_seqs=48)
     assert result.completed == 198 and result.config == deployed.with_changes(max_num_seqs=48)
@@ -369,7 +379,7 @@ def test_an_inference_service_candidate_is_an_inference_service_copy(
     assert _created(fleet, "services") == 0
     # the Job loads the copy through the address KServe reports for it
     [job] = jobs
-    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    script = _script(job)
     assert f"--base-url http://{name}-predictor.llm-serving.svc.cluster.local " in script
     assert _live_candidates(fleet, "inferenceservices") == []
     assert cluster.get_deployment(ISVC_REF).config == deployed
