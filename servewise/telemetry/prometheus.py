@@ -187,7 +187,8 @@ class PrometheusSource:
                     sent[promql] = pool.submit(self.query, promql, at=at)
                 return sent[promql]
 
-            reads = [self._read(names, window, owners, ask) for names in engines]
+            collects = [self._send(names, window, owners, ask) for names in engines]
+            reads = [collect() for collect in collects]
         queries += len(sent)
         return TelemetrySnapshot(
             source=self.name,
@@ -197,74 +198,82 @@ class PrometheusSource:
             queries=queries,
         )
 
-    def _read(
+    def _send(
         self,
         names: EngineNames,
         window: str,
         owners: bool,
         ask: Callable[[str], Future[list[dict[str, Any]]]],
-    ) -> list[DeploymentTelemetry]:
-        """Every deployment with a series under ``names`` (or a GPU series); ``ask`` sends a query."""
+    ) -> Callable[[], list[DeploymentTelemetry]]:
+        """Send the queries of ``names`` (``ask`` sends one) and return what collects their answers:
+        every deployment with a series under ``names`` (or a GPU series). Every engine's queries are
+        sent before any answer is awaited."""
         plan = PromQLBuilder(names, self.label_map, use_owners=owners).plan(window, self.peak_lookback)
         pod_jobs = {f"{POD_PREFIX}{sig}": q for sig, q in plan.pod_queries.items()}
         jobs = {**plan.queries, "replicas": plan.replicas_query, **pod_jobs}
         if plan.peak_span_query:
             jobs[PEAK_SPAN] = plan.peak_span_query
         futures = {sig: ask(q) for sig, q in jobs.items()}
-        results: dict[str, list[dict[str, Any]]] = {}
-        failed: dict[str, ServewiseError] = {}
-        for sig, future in futures.items():
-            try:
-                results[sig] = future.result()
-            except ServewiseError as exc:  # a day-long subquery may time out: only it goes missing
-                if sig not in (*PEAK_SIGNALS, PEAK_SPAN):
-                    raise
-                results[sig], failed[sig] = [], exc
-        per_pod = {sig: _by_pod(results.pop(sig), jobs[sig]) for sig in pod_jobs}
-        values: dict[str, dict[Key, float]] = {}
-        for sig, result in results.items():
-            values[sig] = _by_key(result, jobs[sig])
-        replicas = values.pop("replicas")
-        spans = values.pop(PEAK_SPAN, {})
-        lookback_s = window_seconds(self.peak_lookback)
-        unmeasured = [sig for sig in SIGNALS if sig not in plan.queries]  # the engine exports no such metric
-        # entries are the workloads with engine or GPU series: kube-state-metrics lists every workload
-        # of the cluster (coredns too), so its own signals add none
-        keys = sorted({k for sig, got in values.items() if sig not in KSM_SIGNALS for k in got})
-        deployments = []
-        for ns, dep in keys:
-            tel = DeploymentTelemetry(deployment=dep, namespace=ns, engine=names.engine)
-            rep = replicas.get((ns, dep))
-            tel.replicas = int(round(rep)) if rep is not None else None
-            for sig in SIGNALS:
-                value = values.get(sig, {}).get((ns, dep))
-                if value is None:
-                    tel.missing.append(sig)
-                else:
-                    tel.signals[sig] = value
-                    span = window
-                    if sig in PEAK_SIGNALS:  # the lookback, or the part of it that holds data
-                        held = spans.get((ns, dep))
-                        span = f"{round(held)}s" if held and held < lookback_s else self.peak_lookback
-                    tel.evidence[sig] = SignalEvidence(query=plan.queries[sig], window=span)
-            tel.notes.extend(f"{sig}: query failed: {exc}" for sig, exc in failed.items())
-            if not _engine_signals(tel):  # GPU series only: no engine to name
-                tel.engine = None
-            elif unmeasured:
-                tel.notes.append(f"engine {names.engine} has no metric for {', '.join(unmeasured)}")
-            pods: set[str] = set()
-            for sig, by_pod in per_pod.items():  # pod/<pod>/<signal>
-                for pod, value in sorted(by_pod.get((ns, dep), {}).items()):
-                    tel.signals[f"{POD_PREFIX}{pod}/{sig[len(POD_PREFIX) :]}"] = value
-                    pods.add(pod)
-            if tel.replicas is not None and len(pods) > tel.replicas:
-                tel.notes.append(
-                    f"pods came or went within the {window} window ({len(pods)} pods' series for {tel.replicas} "
-                    "replicas): rate() extrapolates each series that began or ended inside it on its own, "
-                    "so a p99 can read a histogram bucket high"
-                )
-            deployments.append(tel)
-        return deployments
+
+        def collect() -> list[DeploymentTelemetry]:
+            results: dict[str, list[dict[str, Any]]] = {}
+            failed: dict[str, ServewiseError] = {}
+            for sig, future in futures.items():
+                try:
+                    results[sig] = future.result()
+                except ServewiseError as exc:  # a day-long subquery may time out: only it goes missing
+                    if sig not in (*PEAK_SIGNALS, PEAK_SPAN):
+                        raise
+                    results[sig], failed[sig] = [], exc
+            per_pod = {sig: _by_pod(results.pop(sig), jobs[sig]) for sig in pod_jobs}
+            values: dict[str, dict[Key, float]] = {}
+            for sig, result in results.items():
+                values[sig] = _by_key(result, jobs[sig])
+            replicas = values.pop("replicas")
+            spans = values.pop(PEAK_SPAN, {})
+            lookback_s = window_seconds(self.peak_lookback)
+            unmeasured = [
+                sig for sig in SIGNALS if sig not in plan.queries
+            ]  # the engine exports no such metric
+            # entries are the workloads with engine or GPU series: kube-state-metrics lists every workload
+            # of the cluster (coredns too), so its own signals add none
+            keys = sorted({k for sig, got in values.items() if sig not in KSM_SIGNALS for k in got})
+            deployments = []
+            for ns, dep in keys:
+                tel = DeploymentTelemetry(deployment=dep, namespace=ns, engine=names.engine)
+                rep = replicas.get((ns, dep))
+                tel.replicas = int(round(rep)) if rep is not None else None
+                for sig in SIGNALS:
+                    value = values.get(sig, {}).get((ns, dep))
+                    if value is None:
+                        tel.missing.append(sig)
+                    else:
+                        tel.signals[sig] = value
+                        span = window
+                        if sig in PEAK_SIGNALS:  # the lookback, or the part of it that holds data
+                            held = spans.get((ns, dep))
+                            span = f"{round(held)}s" if held and held < lookback_s else self.peak_lookback
+                        tel.evidence[sig] = SignalEvidence(query=plan.queries[sig], window=span)
+                tel.notes.extend(f"{sig}: query failed: {exc}" for sig, exc in failed.items())
+                if not _engine_signals(tel):  # GPU series only: no engine to name
+                    tel.engine = None
+                elif unmeasured:
+                    tel.notes.append(f"engine {names.engine} has no metric for {', '.join(unmeasured)}")
+                pods: set[str] = set()
+                for sig, by_pod in per_pod.items():  # pod/<pod>/<signal>
+                    for pod, value in sorted(by_pod.get((ns, dep), {}).items()):
+                        tel.signals[f"{POD_PREFIX}{pod}/{sig[len(POD_PREFIX) :]}"] = value
+                        pods.add(pod)
+                if tel.replicas is not None and len(pods) > tel.replicas:
+                    tel.notes.append(
+                        f"pods came or went within the {window} window ({len(pods)} pods' series for {tel.replicas} "
+                        "replicas): rate() extrapolates each series that began or ended inside it on its own, "
+                        "so a p99 can read a histogram bucket high"
+                    )
+                deployments.append(tel)
+            return deployments
+
+        return collect
 
 
 def _engine_signals(tel: DeploymentTelemetry) -> int:
