@@ -62,11 +62,18 @@ _LINE = re.compile(r"^\s*([A-Za-z0-9 ()/.%-]+?):\s+([-+0-9.eE]+|nan|inf)\s*$")
 
 
 def bench_args(
-    workload: Workload, *, base_url: str, model: str, num_requests: int, served_name: str | None = None
+    workload: Workload,
+    *,
+    base_url: str,
+    model: str,
+    num_requests: int,
+    served_name: str | None = None,
+    endpoint: str = "/v1/completions",
 ) -> list[str]:
     """``vllm bench serve`` arguments for a workload (random dataset with its lengths and arrivals).
 
-    ``model`` names the tokenizer (a Hugging Face id); ``served_name`` is what the server answers to.
+    ``model`` names the tokenizer (a Hugging Face id); ``served_name`` is what the server answers to;
+    ``endpoint`` is its OpenAI completions route (KServe's Hugging Face runtime: under ``/openai``).
     """
     if workload.trace is not None:
         raise InputError(
@@ -80,7 +87,7 @@ def bench_args(
     )
     args = [
         "vllm", "bench", "serve",
-        "--backend", "openai", "--endpoint", "/v1/completions",
+        "--backend", "openai", "--endpoint", endpoint,
         "--base-url", base_url, "--model", model,
         "--dataset-name", "random",
         "--random-input-len", str(input_len),
@@ -142,6 +149,7 @@ def build_job(
         model=parsed.model_arg if hub_id else parsed.served_model_name,
         served_name=parsed.served_model_name,
         num_requests=request.num_requests,
+        endpoint=parsed.completions_path,
     )
     script = (
         f"mkdir -p /tmp/servewise && {shlex.join(args)} && echo {RESULT_BEGIN} && "

@@ -136,12 +136,6 @@ def inference_service_copy(
     are not users') and canary split; transformers and explainers are left out (the benchmark
     talks to the predictor). It keeps production's deployment mode, recorded in its status when no
     annotation sets it, and (Serverless) keeps Knative's activator out of its path at one replica."""
-    if not (obj.get("spec", {}).get("predictor") or {}).get("containers"):
-        raise InputError(
-            f"{parsed.namespace}/{parsed.name} serves through predictor.model (a KServe runtime), which"
-            " servewise neither patches nor copies; benchmark it on the twin",
-            field="config",
-        )
     new = desired_object(obj, parsed, config.with_changes(replicas=1), resolver, proposal_id=name)
     meta = obj.get("metadata") or {}
     new["metadata"] = {
@@ -169,7 +163,8 @@ def inference_service_copy(
     predictor["minReplicas"], predictor["maxReplicas"] = 1, 1
     predictor.pop("priorityClassName", None)  # a benchmark must not preempt production pods for GPUs
     predictor.pop("priority", None)
-    for container in [*(predictor.get("containers") or []), *(predictor.get("initContainers") or [])]:
+    engines = [*(predictor.get("containers") or []), *([predictor["model"]] if "model" in predictor else [])]
+    for container in [*engines, *(predictor.get("initContainers") or [])]:
         for port in container.get("ports") or []:
             port.pop("hostPort", None)
     return new

@@ -94,6 +94,35 @@ BOOL_FLAGS: dict[str, dict[Engine, tuple[str | None, str | None]]] = {
 }
 DEFAULT_PORTS = {Engine.VLLM: 8000, Engine.TGI: 80, Engine.SGLANG: 30000}
 
+# KServe's Hugging Face runtime: an InferenceService whose ``predictor.model`` has ``modelFormat:
+# huggingface`` runs vLLM (its default backend for text generation) behind KServe's own flags. The
+# model is ``--model_id`` or the ``storageUri`` (``hf://ORG/NAME``); the served name is
+# ``--model_name``, which the ClusterServingRuntime sets to the InferenceService's name and the
+# InferenceService's own args override; vLLM's engine flags pass through; the OpenAI routes sit
+# under ``/openai`` unless ``KSERVE_OPENAI_ROUTE_PREFIX`` moves them. ``--backend=huggingface``
+# serves with transformers, not vLLM: not an inference server servewise tunes.
+HF_RUNTIME = "kserve-huggingface"
+HF_RUNTIME_FLAGS = {"model": ("--model-id",), "served_model_name": ("--model-name",)}
+HF_RUNTIME_PORT = 8080
+OPENAI_COMPLETIONS = "/v1/completions"
+
+
+def kserve_runtime(container: Mapping[str, Any]) -> str | None:
+    """``HF_RUNTIME`` for a ``predictor.model`` served by KServe's Hugging Face runtime on vLLM."""
+    model_format = container.get("modelFormat")
+    if not isinstance(model_format, Mapping) or str(model_format.get("name", "")).lower() != "huggingface":
+        return None
+    backend = parse_flags([str(a) for a in container.get("args") or []]).values.get("--backend", "auto")
+    return HF_RUNTIME if str(backend).lower() in ("auto", "vllm") else None
+
+
+def completions_path(runtime: str | None, env: Mapping[str, str]) -> str:
+    """The OpenAI completions route of the server (KServe's runtime prefixes it)."""
+    if runtime != HF_RUNTIME:
+        return OPENAI_COMPLETIONS
+    prefix = env.get("KSERVE_OPENAI_ROUTE_PREFIX", "openai").strip("/")
+    return f"/{prefix}{OPENAI_COMPLETIONS}" if prefix else OPENAI_COMPLETIONS
+
 
 class Resolver(Protocol):
     """What parsing needs from the catalog (``servewise.perf.catalog.Catalog`` fits)."""
@@ -120,6 +149,9 @@ class ParsedWorkload:
     gpu_source: str
     gpu_resource: str
     pod_labels: Mapping[str, str]
+    runtime: str | None = None  # HF_RUNTIME: KServe's Hugging Face runtime runs the engine
+    completions_path: str = OPENAI_COMPLETIONS
+    model_from_storage_uri: bool = False  # the model is the InferenceService's storageUri
 
 
 class UnparsableWorkload(Exception):  # noqa: N818 - a control-flow signal, not an error tree member
@@ -139,9 +171,9 @@ def pod_template(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def inference_container(obj: Mapping[str, Any]) -> tuple[int, Mapping[str, Any], Engine] | None:
-    """The first container that runs vLLM, TGI or SGLang."""
+    """The first container that runs vLLM, TGI or SGLang (KServe's Hugging Face runtime: vLLM)."""
     for i, container in enumerate(pod_template(obj).get("spec", {}).get("containers") or []):
-        engine = detect_engine(container)
+        engine = detect_engine(container) or (Engine.VLLM if kserve_runtime(container) else None)
         if engine is not None:
             return i, container, engine
     return None
@@ -260,19 +292,33 @@ def parse_workload(
             f"cannot locate the {engine.value} command line in container {container.get('name')!r}"
         )
     flags = parse_flags(argv.tokens)
+    runtime = None if detect_engine(container) else kserve_runtime(container)  # an engine image: plain flags
 
     def get(knob: str) -> str | bool | None:
+        if runtime and knob in HF_RUNTIME_FLAGS:
+            return next((flags.values[f] for f in HF_RUNTIME_FLAGS[knob] if f in flags.values), None)
         return _flag(flags, argv.env, engine, knob)
 
     model_arg = get("model")
-    if model_arg is None and engine == Engine.VLLM and flags.positional:
+    from_storage = False
+    if model_arg is None and engine == Engine.VLLM and flags.positional and not runtime:
         model_arg = flags.positional[0]
+    if model_arg is None and runtime:
+        uri = str(obj.get("spec", {}).get("predictor", {}).get("model", {}).get("storageUri", ""))
+        model_arg, from_storage = (
+            (uri.removeprefix("hf://"), True) if uri.startswith("hf://") else (None, False)
+        )
     if not isinstance(model_arg, str) or not model_arg:
-        raise UnparsableWorkload(f"no model argument in the {engine.value} command line")
+        where = (
+            "KServe's Hugging Face runtime args (--model_id) or an hf:// storageUri"
+            if runtime
+            else (f"the {engine.value} command line")
+        )
+        raise UnparsableWorkload(f"no model argument in {where}")
     if "$(" in model_arg or "$" in model_arg:
         raise UnparsableWorkload(f"model argument {model_arg!r} uses a variable that is not set literally")
     served = get("served_model_name")
-    served_name = served if isinstance(served, str) else model_arg
+    served_name = served if isinstance(served, str) else (str(meta.get("name", "")) if runtime else model_arg)
     model, quant_from_name = _resolve_model(resolver, model_arg, served_name)
 
     template = pod_template(obj)
@@ -353,10 +399,13 @@ def parse_workload(
         argv=argv,
         model_arg=model_arg,
         served_model_name=served_name,
-        port=port_value or DEFAULT_PORTS[engine],
+        port=port_value or (HF_RUNTIME_PORT if runtime else DEFAULT_PORTS[engine]),
         gpu_source=f"{source}:{gpu_label[0]}",
         gpu_resource=request[0],
         pod_labels=dict(template.get("metadata", {}).get("labels") or {}),
+        runtime=runtime,
+        completions_path=completions_path(runtime, argv.env),
+        model_from_storage_uri=from_storage,
     )
 
 

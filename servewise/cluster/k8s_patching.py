@@ -19,7 +19,14 @@ from typing import Any
 import jsonpatch
 
 from servewise.cluster.k8s_argv import normalize_flag, parse_flags
-from servewise.cluster.k8s_parsing import BOOL_FLAGS, FLAGS, ParsedWorkload, Resolver
+from servewise.cluster.k8s_parsing import (
+    BOOL_FLAGS,
+    FLAGS,
+    HF_RUNTIME,
+    HF_RUNTIME_FLAGS,
+    ParsedWorkload,
+    Resolver,
+)
 from servewise.domain import Engine, ServingConfig
 from servewise.domain.quantization import Dtype
 from servewise.errors import InputError
@@ -61,12 +68,22 @@ def _at(obj: dict[str, Any], path: tuple[str, ...], create: bool = False) -> dic
     return node
 
 
-def _container(obj: dict[str, Any], parsed: ParsedWorkload) -> dict[str, Any]:
-    pod = _at(obj, pod_spec_path(parsed.kind))
+def engine_container(obj: dict[str, Any], kind: str, index: int) -> dict[str, Any] | None:
+    """The container that runs the engine: ``containers[index]`` of the pod template, or an
+    InferenceService's ``predictor.model`` (a KServe runtime's container) when it has no containers."""
+    pod = _at(obj, pod_spec_path(kind))
     containers = pod.get("containers")
-    if not containers:
+    if containers:
+        found: dict[str, Any] = containers[index]
+        return found
+    model = pod.get("model") if kind == "InferenceService" else None
+    return model if isinstance(model, dict) else None
+
+
+def _container(obj: dict[str, Any], parsed: ParsedWorkload) -> dict[str, Any]:
+    container = engine_container(obj, parsed.kind, parsed.container_index)
+    if container is None:
         raise InputError("workload has no containers to patch", source=f"{parsed.namespace}/{parsed.name}")
-    container: dict[str, Any] = containers[parsed.container_index]
     return container
 
 
@@ -131,7 +148,11 @@ def restored_object(obj: Mapping[str, Any], kind: str, record: Mapping[str, Any]
     """The workload with the recorded container/pod fields and replicas put back."""
     new = copy.deepcopy(dict(obj))
     pod = _at(new, pod_spec_path(kind))
-    container = pod["containers"][int(record.get("container_index", 0))]
+    container = engine_container(new, kind, int(record.get("container_index", 0)))
+    if container is None:
+        raise InputError(
+            "workload has no containers to restore", source=str(new.get("metadata", {}).get("name"))
+        )
     for key in ("command", "args", "resources"):
         _put(container, key, record.get(key))
     for key in ("nodeSelector", "affinity"):
@@ -299,6 +320,14 @@ def _checkpoint_for(target: ServingConfig, resolver: Resolver) -> str:
 
 def _set_model(tokens: list[str], parsed: ParsedWorkload, checkpoint: str) -> list[str]:
     engine = parsed.engine
+    if parsed.runtime == HF_RUNTIME:  # KServe's runtime keeps serving under --model_name
+        if parsed.model_from_storage_uri:
+            raise InputError(
+                f"{parsed.namespace}/{parsed.name} loads its model from storageUri; set it to"
+                f" hf://{checkpoint} by hand",
+                field="model",
+            )
+        return _set_flag(tokens, HF_RUNTIME_FLAGS["model"], checkpoint)
     flags = parse_flags(tokens)
     if (
         engine == Engine.VLLM

@@ -431,16 +431,19 @@ def test_a_forbidden_list_skips_that_kind_in_the_sweep(
     assert any("could not list persistentvolumeclaims" in r.getMessage() for r in caplog.records)
 
 
-def test_an_inference_service_on_a_kserve_runtime_is_not_copied(
+def test_an_inference_service_whose_model_names_an_engine_image_is_copied_as_it_is_written(
     cluster: KubernetesCluster, fleet: FaithfulEmulator
 ) -> None:
+    """``predictor.model`` with its own vLLM image (KServe's Hugging Face runtime: test_kserve_runtime)."""
     predictor = ISVC["spec"]["predictor"]  # type: ignore[index]
     model = {**predictor["containers"][0], "modelFormat": {"name": "huggingface"}}
     runtime = {**ISVC, "spec": {"predictor": {"nodeSelector": predictor["nodeSelector"], "model": model}}}
-    _with_kserve(fleet, runtime)
-    with pytest.raises(InputError, match="predictor.model"):
-        _run_candidate(cluster, ISVC_REF, max_num_seqs=48)
-    assert _created(fleet, "inferenceservices") == 0
+    seen = _with_kserve(fleet, runtime)
+    fleet.controls.on_create["jobs"] = job_controller(SUMMARY)
+    _run_candidate(cluster, ISVC_REF, max_num_seqs=48)
+    [made] = seen
+    args = made["spec"]["predictor"]["model"]["args"]
+    assert args[args.index("--max-num-seqs") + 1] == "48" and "containers" not in made["spec"]["predictor"]
 
 
 def test_an_expired_inference_service_copy_is_deleted_by_the_next_run(
