@@ -6,8 +6,6 @@ real cluster selected by KUBECONFIG / in-cluster config (``context`` picks a kub
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from servewise.cluster.backend import ClusterBackend
 from servewise.errors import InputError
 
@@ -38,18 +36,13 @@ def parse_cluster_spec(spec: str, *, forms: tuple[str, ...] = CLUSTER_FORMS) -> 
 
 
 def open_cluster(
-    spec: str = "sim:demo",
-    *,
-    context: str | None = None,
-    seed: int | None = None,
-    start: datetime | None = None,
+    spec: str = "sim:demo", *, context: str | None = None, seed: int | None = None
 ) -> ClusterBackend:
-    """``start`` sets a twin's clock where it has no saved state yet (default: now)."""
     kind, arg = parse_cluster_spec(spec)
     if kind == "sim":
         from servewise.cluster.sim import SimCluster
 
-        return SimCluster.from_scenario(arg or "demo", seed=seed, start=start)
+        return SimCluster.from_scenario(arg or "demo", seed=seed)
     from servewise.cluster.kubernetes import KubernetesCluster
 
     return KubernetesCluster(context=context or arg)

@@ -36,7 +36,7 @@ def _demo_start(text: str) -> datetime | None:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:
         raise InputError(
-            f"--start {text!r} is not an ISO 8601 time (e.g. {DEMO_CLOCK}) or 'now'", field="--start"
+            f"{text!r} is not an ISO 8601 time (e.g. {DEMO_CLOCK}) or 'now'", field="--start"
         ) from exc
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
@@ -70,6 +70,19 @@ def proposals_markdown(run_id: str, narrative: str, notes: list[str]) -> str:
     if notes:
         out += ["## Not proposed", ""] + [f"- {note}" for note in notes] + [""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def open_twin(scenario: str, when: datetime | None, home: Path) -> tuple[Any, str]:
+    """The demo's twin, its clock at ``when`` unless it has saved state under ``home``, and saved:
+    the workflow opens the twin again and must find this clock. Returns it and a line on its clock."""
+    from servewise.cluster.sim import SimCluster
+
+    cluster = SimCluster.from_scenario(scenario, start=when)
+    cluster.save()
+    clock = f"clock {cluster.now:%Y-%m-%d %H:%M} UTC"
+    if when is not None and abs(cluster.now_s - when.timestamp()) > cluster.step_s:
+        clock += f" (its saved state; remove {home / 'sim'} to start at {when:%Y-%m-%d %H:%M} UTC)"
+    return cluster, clock
 
 
 def _fleet(cluster: Any) -> None:
@@ -211,21 +224,13 @@ def demo(
     ] = DEMO_CLOCK,
 ) -> None:
     """Run the whole product on the embedded twin: discover, analyze, propose (approval gate), validate."""
-    from servewise.cluster.factory import open_cluster
-    from servewise.cluster.sim import SimCluster
     from servewise.settings import get_settings
 
     when = _demo_start(start)
     out.mkdir(parents=True, exist_ok=True)
     home = get_settings().ensure_home()
-    cluster = open_cluster(f"sim:{scenario}", start=when)
-    clock = ""
-    if isinstance(cluster, SimCluster):
-        cluster.save()  # the workflow opens the twin again: it must find this clock
-        clock = f", clock {cluster.now:%Y-%m-%d %H:%M} UTC"
-        if when is not None and abs(cluster.now_s - when.timestamp()) > cluster.step_s:
-            clock += f" (its saved state; remove {home / 'sim'} to start at {when:%Y-%m-%d %H:%M})"
-    out_console.print(Rule(f"servewise demo: embedded twin '{scenario}'{clock}, state in {home}"))
+    cluster, clock = open_twin(scenario, when, home)
+    out_console.print(Rule(f"servewise demo: embedded twin '{scenario}', {clock}, state in {home}"))
     _fleet(cluster)
     _findings(cluster)
     _optimize(scenario, home, out)

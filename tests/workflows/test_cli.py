@@ -186,3 +186,24 @@ def test_the_demo_report_has_a_section_per_proposal_and_says_what_was_not_propos
     assert "## Not proposed" in text
     # an LLM's narrative (not the offline form) is kept as written
     assert "A free text." in proposals_markdown("run-2", "A free text.", [])
+
+
+def test_the_demo_twin_starts_at_its_pinned_clock_and_goes_on_from_saved_state(home: Path) -> None:
+    """A fresh demo's traffic (daily peaks, translate's 09:00 burst) must not depend on when it runs;
+    the twin is saved at once, since the workflow opens it again from its saved state."""
+    from datetime import UTC, datetime
+
+    from servewise.cluster.sim import SimCluster
+    from servewise.commands.demo import DEMO_CLOCK, _demo_start, open_twin
+
+    pinned = _demo_start(DEMO_CLOCK)
+    assert pinned == datetime(2026, 11, 24, 9, 20, tzinfo=UTC) and _demo_start("now") is None
+    assert _demo_start("2026-01-02T03:04") == datetime(2026, 1, 2, 3, 4, tzinfo=UTC)  # UTC unless named
+    with pytest.raises(InputError, match="'noon' is not an ISO 8601 time"):
+        _demo_start("noon")
+    twin, clock = open_twin("demo", pinned, home)
+    assert twin.now == pinned and clock == "clock 2026-11-24 09:20 UTC"
+    assert SimCluster.from_scenario("demo").now == pinned  # what the workflow's own open finds
+    later = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
+    again, clock = open_twin("demo", later, home)
+    assert again.now == pinned and "its saved state; remove" in clock and "15:00 UTC" in clock
