@@ -1,6 +1,6 @@
 """The twin's current state as the metric families real exporters would publish.
 
-One function builds engine (vLLM's or SGLang's names, by each deployment's engine), DCGM and
+One function builds engine (vLLM's, SGLang's or TGI's names, by each deployment's engine), DCGM and
 kube-state-metrics families from a ``SimCluster``; the live
 ``/metrics`` exporter and the OpenMetrics history writer both use it, so they can never disagree.
 Engine and GPU series carry ``namespace`` and ``pod`` as Kubernetes service discovery gives them.
@@ -40,6 +40,7 @@ class EngineExport:
     counters: dict[str, tuple[str, str]]
     histograms: dict[str, tuple[str, str]]
     sparse: frozenset[str] = frozenset()
+    counter_suffix: str = "_total"  # "": a counter exposed under its own name (untyped in OpenMetrics)
 
 
 VLLM_EXPORT = EngineExport(
@@ -94,9 +95,26 @@ SGLANG_EXPORT = EngineExport(
     },
     sparse=frozenset({"sglang:cached_tokens", "sglang:num_retracted_requests"}),
 )
-# TGI's metrics differ in kind (no TTFT, a per-request mean time per token, counters without
-# ``_total``): the twin exports its TGI deployments under vLLM's names.
-ENGINE_EXPORTS = {"vllm": VLLM_EXPORT, "sglang": SGLANG_EXPORT}
+# Hugging Face TGI (``router/src/server.rs``): no KV-usage, TTFT, preemption or prefix-cache
+# series; its counters carry no ``_total`` (the Rust ``metrics`` exporter), and its time per token
+# is each request's mean, where the twin keeps every gap between tokens: the twin's inter-token
+# histogram stands in for it (its p99 reads higher than TGI's would for the same server).
+TGI_EXPORT = EngineExport(
+    job="tgi",
+    gauges=(
+        ("tgi_batch_current_size", "Current batch size.", "running"),
+        ("tgi_queue_size", "Current queue size.", "waiting"),
+    ),
+    counters={"tgi_request_success": ("requests", "Number of successful requests.")},
+    histograms={
+        "itl": ("tgi_request_mean_time_per_token_duration", "Mean time per token per request (seconds)."),
+        "e2e": ("tgi_request_duration", "Request duration (seconds)."),
+        "prompt_len": ("tgi_request_input_length", "Input length per request (tokens)."),
+        "output_len": ("tgi_request_generated_tokens", "Generated tokens per request."),
+    },
+    counter_suffix="",
+)
+ENGINE_EXPORTS = {"vllm": VLLM_EXPORT, "sglang": SGLANG_EXPORT, "tgi": TGI_EXPORT}
 
 
 def engine_export(engine: str) -> EngineExport:
@@ -156,7 +174,9 @@ def _export_families(
         values = [(p, float(p.counters[col])) for p in pods]
         if name in export.sparse:
             values = [(p, v) for p, v in values if v > 0]
-        yield Family(name, "counter", doc, [(name + "_total", labels[p.name], v) for p, v in values])
+        kind = "counter" if export.counter_suffix == "_total" else "unknown"
+        sample = name + export.counter_suffix
+        yield Family(name, kind, doc, [(sample, labels[p.name], v) for p, v in values])
     for key, (name, doc) in export.histograms.items():
         fam = Family(name, "histogram", doc)
         for p in pods:
