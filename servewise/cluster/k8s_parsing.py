@@ -15,7 +15,14 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from servewise.cluster.k8s_argv import EngineArgv, ParsedFlags, container_argv, detect_engine, parse_flags
+from servewise.cluster.k8s_argv import (
+    EngineArgv,
+    ParsedFlags,
+    container_argv,
+    detect_engine,
+    normalize_flag,
+    parse_flags,
+)
 from servewise.domain import Engine, HardwareSpec, ModelSpec, Quantization, ServingConfig
 from servewise.domain.quantization import INT4_METHODS, Dtype
 from servewise.errors import UnknownIdError
@@ -102,18 +109,67 @@ DEFAULT_PORTS = {Engine.VLLM: 8000, Engine.TGI: 80, Engine.SGLANG: 30000}
 # under ``/openai`` unless ``KSERVE_OPENAI_ROUTE_PREFIX`` moves them. ``--backend=huggingface``
 # serves with transformers, not vLLM: not an inference server servewise tunes.
 HF_RUNTIME = "kserve-huggingface"
-HF_RUNTIME_FLAGS = {"model": ("--model-id",), "served_model_name": ("--model-name",)}
+HF_RUNTIME_FLAGS = {
+    "model": ("--model-id",),
+    "served_model_name": ("--model-name",),
+    "max_model_len": ("--max-model-len", "--max-length"),  # KServe's --max_length is its old name
+}
 HF_RUNTIME_PORT = 8080
 OPENAI_COMPLETIONS = "/v1/completions"
 
 
 def kserve_runtime(container: Mapping[str, Any]) -> str | None:
-    """``HF_RUNTIME`` for a ``predictor.model`` served by KServe's Hugging Face runtime on vLLM."""
+    """``HF_RUNTIME`` for a ``predictor.model`` served by KServe's Hugging Face runtime on vLLM
+    (not when its image or command starts an engine itself: then its flags are that engine's)."""
     model_format = container.get("modelFormat")
     if not isinstance(model_format, Mapping) or str(model_format.get("name", "")).lower() != "huggingface":
         return None
+    if detect_engine({"image": container.get("image", ""), "command": container.get("command")}):
+        return None
     backend = parse_flags([str(a) for a in container.get("args") or []]).values.get("--backend", "auto")
     return HF_RUNTIME if str(backend).lower() in ("auto", "vllm") else None
+
+
+# vLLM's flags as its argument parser spells them (dashes), and KServe's runtime's own (underscores):
+# the runtime parses with plain argparse and drops what it does not know, so another spelling is
+# silently ignored there, though vLLM itself would take it.
+_VLLM_FLAGS = frozenset(
+    [f for spellings in FLAGS.values() for f in spellings.get(Engine.VLLM, ())]
+    + [f for pair in BOOL_FLAGS.values() for f in pair.get(Engine.VLLM, (None, None)) if f]
+)
+_KSERVE_OWN_FLAGS = {"--model-id": "--model_id", "--model-name": "--model_name"}
+_BOTH_SPELLINGS = frozenset({"--max-model-len"})  # KServe's --max_model_len sets vLLM's too
+
+
+def _runtime_ignores(tokens: Sequence[str]) -> list[str]:
+    """The flags in ``tokens`` KServe's Hugging Face runtime would silently drop."""
+    ignored = []
+    for tok in tokens:
+        raw = tok.partition("=")[0]
+        if not raw.startswith("--"):
+            continue
+        name = normalize_flag(raw)
+        if name in _KSERVE_OWN_FLAGS and raw != _KSERVE_OWN_FLAGS[name]:
+            ignored.append(f"{raw} (it reads {_KSERVE_OWN_FLAGS[name]})")
+        elif name in _VLLM_FLAGS and "_" in raw and name not in _BOTH_SPELLINGS:
+            ignored.append(f"{raw} (it reads {name})")
+    return ignored
+
+
+def _runtime_checks(obj: Mapping[str, Any], tokens: Sequence[str]) -> None:
+    """What servewise cannot read or write on KServe's Hugging Face runtime, said, never guessed."""
+    predictor = obj.get("spec", {}).get("predictor", {})
+    named = str((predictor.get("model") or {}).get("runtime") or "kserve-huggingfaceserver")
+    if predictor.get("workerSpec") or named != "kserve-huggingfaceserver":
+        raise UnparsableWorkload(
+            f"KServe runtime {named!r}{' with a workerSpec' if predictor.get('workerSpec') else ''}: its"
+            " engine flags and parallelism come from the runtime and workerSpec, which servewise does not read"
+        )
+    ignored = _runtime_ignores(tokens)
+    if ignored:
+        raise UnparsableWorkload(
+            f"KServe's Hugging Face runtime ignores {', '.join(ignored)}; fix the spelling in the manifest"
+        )
 
 
 def completions_path(runtime: str | None, env: Mapping[str, str]) -> str:
@@ -173,7 +229,7 @@ def pod_template(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 def inference_container(obj: Mapping[str, Any]) -> tuple[int, Mapping[str, Any], Engine] | None:
     """The first container that runs vLLM, TGI or SGLang (KServe's Hugging Face runtime: vLLM)."""
     for i, container in enumerate(pod_template(obj).get("spec", {}).get("containers") or []):
-        engine = detect_engine(container) or (Engine.VLLM if kserve_runtime(container) else None)
+        engine = Engine.VLLM if kserve_runtime(container) else detect_engine(container)
         if engine is not None:
             return i, container, engine
     return None
@@ -292,7 +348,9 @@ def parse_workload(
             f"cannot locate the {engine.value} command line in container {container.get('name')!r}"
         )
     flags = parse_flags(argv.tokens)
-    runtime = None if detect_engine(container) else kserve_runtime(container)  # an engine image: plain flags
+    runtime = kserve_runtime(container)
+    if runtime:
+        _runtime_checks(obj, argv.tokens)
 
     def get(knob: str) -> str | bool | None:
         if runtime and knob in HF_RUNTIME_FLAGS:
@@ -305,9 +363,8 @@ def parse_workload(
         model_arg = flags.positional[0]
     if model_arg is None and runtime:
         uri = str(obj.get("spec", {}).get("predictor", {}).get("model", {}).get("storageUri", ""))
-        model_arg, from_storage = (
-            (uri.removeprefix("hf://"), True) if uri.startswith("hf://") else (None, False)
-        )
+        hub_id = uri.removeprefix("hf://").partition(":")[0]  # hf://ORG/NAME[:REVISION]
+        model_arg, from_storage = (hub_id, True) if uri.startswith("hf://") else (None, False)
     if not isinstance(model_arg, str) or not model_arg:
         where = (
             "KServe's Hugging Face runtime args (--model_id) or an hf:// storageUri"

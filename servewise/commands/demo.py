@@ -28,10 +28,10 @@ DEMO_STUDY = REPO_ROOT / "studies" / "demo.yaml"
 DEMO_CLOCK = "2026-11-24T09:20:00Z"
 
 
-def _demo_start(text: str) -> datetime | None:
-    """``now`` (the wall clock, None) or an ISO 8601 time (UTC unless it names a zone)."""
+def _demo_start(text: str) -> datetime:
+    """``now`` (the wall clock) or an ISO 8601 time (UTC unless it names a zone)."""
     if text.strip().lower() == "now":
-        return None
+        return datetime.now(UTC)
     try:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:
@@ -72,16 +72,21 @@ def proposals_markdown(run_id: str, narrative: str, notes: list[str]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def open_twin(scenario: str, when: datetime | None, home: Path) -> tuple[Any, str]:
-    """The demo's twin, its clock at ``when`` unless it has saved state under ``home``, and saved:
-    the workflow opens the twin again and must find this clock. Returns it and a line on its clock."""
+def open_twin(scenario: str, start: str | None, home: Path) -> tuple[Any, str]:
+    """The demo's twin, saved (the workflow opens it again and must find this clock), and a line on
+    its clock. A fresh twin starts at ``start`` (``_demo_start``), else at the scenario's own
+    ``start:``, else at ``DEMO_CLOCK``; one with saved state under ``home`` goes on from it."""
     from servewise.cluster.sim import SimCluster
+    from servewise.cluster.sim_scenario import load_scenario
 
+    declared = load_scenario(scenario).start
+    when = _demo_start(start or declared or DEMO_CLOCK)
     cluster = SimCluster.from_scenario(scenario, start=when)
     cluster.save()
     clock = f"clock {cluster.now:%Y-%m-%d %H:%M} UTC"
-    if when is not None and abs(cluster.now_s - when.timestamp()) > cluster.step_s:
-        clock += f" (its saved state; remove {home / 'sim'} to start at {when:%Y-%m-%d %H:%M} UTC)"
+    if abs(cluster.now_s - when.timestamp()) > cluster.step_s:
+        fresh = when.astimezone(UTC)
+        clock += f" (its saved state; remove {home / 'sim'} to start at {fresh:%Y-%m-%d %H:%M} UTC)"
     return cluster, clock
 
 
@@ -216,20 +221,22 @@ def demo(
     scenario: Annotated[str, typer.Option(help="twin scenario")] = "demo",
     out: Annotated[Path, typer.Option(help="where plots and reports go")] = Path("out/demo"),
     start: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="the twin's clock when it starts fresh (ISO 8601, or 'now'); pinned so the demo"
-            " reads the same wherever and whenever it runs. A twin with saved state goes on from it."
+            help="the twin's clock when it starts fresh (ISO 8601, or 'now'; default: the scenario's"
+            f" start:, else {DEMO_CLOCK}), pinned so the demo reads the same wherever and whenever it"
+            " runs. A twin with saved state goes on from it."
         ),
-    ] = DEMO_CLOCK,
+    ] = None,
 ) -> None:
     """Run the whole product on the embedded twin: discover, analyze, propose (approval gate), validate."""
     from servewise.settings import get_settings
 
-    when = _demo_start(start)
+    if start is not None:
+        _demo_start(start)  # a malformed --start is refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
     home = get_settings().ensure_home()
-    cluster, clock = open_twin(scenario, when, home)
+    cluster, clock = open_twin(scenario, start, home)
     out_console.print(Rule(f"servewise demo: embedded twin '{scenario}', {clock}, state in {home}"))
     _fleet(cluster)
     _findings(cluster)

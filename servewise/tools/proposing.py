@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from servewise.cluster.backend import ClusterBackend
 from servewise.domain import DeploymentTelemetry, Impact, InferenceDeployment, Proposal, ServingConfig
-from servewise.errors import ServewiseError
+from servewise.errors import InputError, ServewiseError
 from servewise.tools.analyzing import find_deployment
 from servewise.tools.choosing import Trial
 from servewise.tools.context import current_context
@@ -177,9 +177,13 @@ def build_proposal(out: Outcome, cluster: ClusterBackend | None) -> Proposal | N
             validated_by=_how_measured(out, trial),
         )
     patch: list[dict[str, object]] = []
+    refused = ""
     if cluster is not None:
         try:
             patch = cluster.apply(dep.ref, pick.config, proposal_id=pid, dry_run=True).patch
+        except InputError as exc:  # the change cannot be written into this workload's manifest
+            refused = f"high: the dry run refused it ({exc}); applying it will fail, edit the manifest by hand. "
+            log.warning("dry run of %s refused: %s", dep.ref.key, exc)
         except (ServewiseError, NotImplementedError) as exc:
             log.info("dry run unavailable for %s (%s); rendering the diff locally", dep.ref.key, exc)
     if not patch:
@@ -199,7 +203,7 @@ def build_proposal(out: Outcome, cluster: ClusterBackend | None) -> Proposal | N
         summary=summary,
         predicted=predicted,
         measured=measured,
-        risk=_risk(dep.config, pick.config, verified),
+        risk=refused + _risk(dep.config, pick.config, verified),
         manifest_patch=patch,
         rollback=(
             f"rollback({dep.ref.key}, proposal_id={pid}) restores the recorded previous spec "

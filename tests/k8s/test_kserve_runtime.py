@@ -5,6 +5,7 @@ benchmarked on a copy through the runtime's ``/openai`` routes (the real client,
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import kmock
@@ -102,6 +103,55 @@ def test_the_transformers_backend_is_not_an_engine_servewise_tunes() -> None:
     obj = _isvc(args=["--model_id=meta-llama/Llama-3.1-8B-Instruct", "--backend=huggingface"])
     with pytest.raises(UnparsableWorkload, match="no container runs vLLM"):
         parse_workload(obj, get_catalog())
+
+
+@pytest.mark.parametrize("backend", [["--backend=vllm"], ["--backend", "vllm"], []])
+def test_the_vllm_backend_named_or_not_is_the_runtime(backend: list[str]) -> None:
+    """KServe's own tests pass ``--backend vllm``: "vllm" in the args must not make it plain vLLM."""
+    parsed = parse_workload(
+        _isvc(args=["--model_id=meta-llama/Llama-3.1-8B-Instruct", *backend]), get_catalog()
+    )
+    assert parsed.runtime == HF_RUNTIME and parsed.served_model_name == "huggingface-llama3"
+
+
+def test_a_pinned_revision_in_the_storage_uri_is_not_part_of_the_model() -> None:
+    parsed = parse_workload(
+        _isvc(args=[], storageUri="hf://meta-llama/Llama-3.1-8B-Instruct:0e9e39f"), get_catalog()
+    )
+    assert parsed.model_arg == "meta-llama/Llama-3.1-8B-Instruct" and parsed.config.model == "llama-3.1-8b"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--model_id=meta-llama/Llama-3.1-8B-Instruct", "--max_num_seqs=64"], "--max_num_seqs (it reads --max-num-seqs)"),
+        (["--model-id=meta-llama/Llama-3.1-8B-Instruct"], "--model-id (it reads --model_id)"),
+        (["--model_id=meta-llama/Llama-3.1-8B-Instruct", "--model-name", "x"], "--model-name (it reads --model_name)"),
+    ],
+)  # fmt: skip
+def test_a_spelling_the_runtime_silently_drops_is_refused_not_read(args: list[str], said: str) -> None:
+    """The runtime parses with plain argparse and ignores what it does not know: read as written,
+    servewise would report (and edit) a value the server never used."""
+    with pytest.raises(UnparsableWorkload, match=re.escape(said)):
+        parse_workload(_isvc(args=args), get_catalog())
+
+
+def test_kserves_own_max_model_len_spelling_is_read() -> None:
+    obj = _isvc(args=["--model_id=meta-llama/Llama-3.1-8B-Instruct", "--max_model_len=8192"])
+    assert parse_workload(obj, get_catalog()).config.max_model_len == 8192
+    old = _isvc(args=["--model_id=meta-llama/Llama-3.1-8B-Instruct", "--max_length", "4096"])
+    assert parse_workload(old, get_catalog()).config.max_model_len == 4096
+
+
+def test_the_multi_node_runtime_is_not_read_as_one_node() -> None:
+    """Its engine starts from the runtime's script, parallelism from workerSpec: neither is read."""
+    multi = _isvc(runtime="kserve-huggingfaceserver-multinode")
+    multi["spec"]["predictor"]["workerSpec"] = {"pipelineParallelSize": 2, "tensorParallelSize": 1}
+    with pytest.raises(UnparsableWorkload, match="kserve-huggingfaceserver-multinode' with a workerSpec"):
+        parse_workload(multi, get_catalog())
+    with pytest.raises(UnparsableWorkload, match="'my-llm-runtime'"):
+        parse_workload(_isvc(runtime="my-llm-runtime"), get_catalog())
+    assert parse_workload(_isvc(runtime="kserve-huggingfaceserver"), get_catalog()).runtime == HF_RUNTIME
 
 
 def test_a_change_is_patched_into_the_model_and_rolled_back(

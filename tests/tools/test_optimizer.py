@@ -20,7 +20,7 @@ from servewise.domain import (
     Workload,
 )
 from servewise.domain.histograms import quantile_bucket
-from servewise.errors import DoesNotFitError
+from servewise.errors import DoesNotFitError, InputError
 from servewise.perf.analytical import predict_load
 from servewise.perf.catalog import get_catalog
 from servewise.perf.efficiency import Efficiency, default_efficiency
@@ -251,6 +251,22 @@ def test_proposal_and_pareto_front() -> None:
     lats = [p.e2e_p99_ms for p in front]
     assert costs == sorted(costs) and lats == sorted(lats, reverse=True)
     assert len(front) <= len(out.candidates)
+
+
+class _RefusingCluster:
+    """A cluster whose dry run refuses the change (a manifest servewise cannot write it into)."""
+
+    def apply(self, *args: object, **kwargs: object) -> None:
+        raise InputError("llm/x loads its model from storageUri; set it to hf://... by hand", field="model")
+
+
+def test_a_change_the_dry_run_refuses_is_proposed_as_high_risk_with_the_reason() -> None:
+    out = optimize(deployment(), POOLS, benchmark=None)
+    prop = build_proposal(out, _RefusingCluster())  # type: ignore[arg-type]
+    assert prop is not None and prop.risk.startswith("high: the dry run refused it (")
+    assert "storageUri" in prop.risk and "edit the manifest by hand" in prop.risk
+    assert prop.manifest_patch  # the knob diff, rendered locally
+    assert not build_proposal(out, None).risk.startswith("high: the dry run")  # type: ignore[union-attr]
 
 
 def test_no_benchmark_budget_uses_the_model_pick() -> None:

@@ -188,22 +188,32 @@ def test_the_demo_report_has_a_section_per_proposal_and_says_what_was_not_propos
     assert "A free text." in proposals_markdown("run-2", "A free text.", [])
 
 
-def test_the_demo_twin_starts_at_its_pinned_clock_and_goes_on_from_saved_state(home: Path) -> None:
+def test_the_demo_twin_starts_at_its_pinned_clock_and_goes_on_from_saved_state(
+    home: Path, tmp_path: Path
+) -> None:
     """A fresh demo's traffic (daily peaks, translate's 09:00 burst) must not depend on when it runs;
     the twin is saved at once, since the workflow opens it again from its saved state."""
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
+
+    import yaml
 
     from servewise.cluster.sim import SimCluster
-    from servewise.commands.demo import DEMO_CLOCK, _demo_start, open_twin
+    from servewise.commands.demo import _demo_start, open_twin
 
-    pinned = _demo_start(DEMO_CLOCK)
-    assert pinned == datetime(2026, 11, 24, 9, 20, tzinfo=UTC) and _demo_start("now") is None
+    pinned = datetime(2026, 11, 24, 9, 20, tzinfo=UTC)
     assert _demo_start("2026-01-02T03:04") == datetime(2026, 1, 2, 3, 4, tzinfo=UTC)  # UTC unless named
+    assert abs(_demo_start("now") - datetime.now(UTC)) < timedelta(minutes=1)
     with pytest.raises(InputError, match="'noon' is not an ISO 8601 time"):
         _demo_start("noon")
-    twin, clock = open_twin("demo", pinned, home)
+    twin, clock = open_twin("demo", None, home)
     assert twin.now == pinned and clock == "clock 2026-11-24 09:20 UTC"
     assert SimCluster.from_scenario("demo").now == pinned  # what the workflow's own open finds
-    later = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
-    again, clock = open_twin("demo", later, home)
-    assert again.now == pinned and "its saved state; remove" in clock and "15:00 UTC" in clock
+    again, clock = open_twin("demo", "2026-11-24T15:00+02:00", home)
+    assert again.now == pinned and "its saved state; remove" in clock and "at 2026-11-24 13:00 UTC)" in clock
+    # a scenario that declares its own start keeps it, unless --start says otherwise
+    declared = yaml.safe_load((Path(__file__).parents[2] / "servewise/scenarios/edge.yaml").read_text())
+    declared.update(name="edge-dawn", start="2026-03-01T05:00:00Z")
+    path = tmp_path / "edge-dawn.yaml"
+    path.write_text(yaml.safe_dump(declared))
+    own, _ = open_twin(str(path), None, home)
+    assert own.now == datetime(2026, 3, 1, 5, 0, tzinfo=UTC)
