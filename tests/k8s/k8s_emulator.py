@@ -246,6 +246,8 @@ class FaithfulEmulator(kmock.KubernetesEmulator):
         if not dry:
             if self.controls.auto_rollout and new.get("kind") in ("Deployment", "StatefulSet", None):
                 _roll_out(new)
+            if self.controls.auto_rollout and new.get("kind") == "InferenceService":
+                _kserve_ready(new)
             stored.create(new)
         return aiohttp.web.json_response(new)
 
@@ -264,9 +266,10 @@ def _roll_out(obj: dict[str, Any]) -> None:
 
 
 def _kserve_ready(obj: dict[str, Any]) -> None:
-    """KServe in RawDeployment mode, done at once: Ready, served by ``<name>-predictor``."""
+    """KServe in RawDeployment mode, done at once: Ready at this generation, served by ``<name>-predictor``."""
     meta = obj["metadata"]
     obj["status"] = {
+        "observedGeneration": int(meta.get("generation", 1)),
         "conditions": [{"type": "PredictorReady", "status": "True"}, {"type": "Ready", "status": "True"}],
         "address": {"url": f"http://{meta['name']}-predictor.{meta['namespace']}.svc.cluster.local"},
         "url": f"http://{meta['name']}-{meta['namespace']}.example.com",

@@ -245,3 +245,36 @@ def test_the_runtime_is_discovered_as_a_workload(
 ) -> None:
     found = {d.ref.key: d for d in cluster.list_deployments()}
     assert found[REF.key].config.model == "llama-3.1-8b" and found[REF.key].ref.kind == "InferenceService"
+
+
+def test_a_patched_inference_service_is_not_done_until_kserve_has_seen_it(
+    cluster: KubernetesCluster, kserve: FaithfulEmulator
+) -> None:
+    """Its Ready condition stays True from before the patch until KServe reconciles the new spec."""
+    stored = kserve.get("InferenceService", REF.namespace, REF.name)
+    stored["status"] = {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]}
+    kserve.put("InferenceService", REF.namespace, REF.name, stored)
+    assert cluster.rollout_status(REF).done
+    kserve.controls.auto_rollout = False  # KServe has not reconciled yet
+    cluster.apply(REF, cluster.get_deployment(REF).config.with_changes(max_num_seqs=96), proposal_id="p-gen")
+    assert not cluster.rollout_status(REF).done
+    kserve.controls.auto_rollout = True
+    cluster.apply(REF, cluster.get_deployment(REF).config.with_changes(max_num_seqs=80), proposal_id="p-gen2")
+    assert cluster.rollout_status(REF).done
+
+
+def test_a_serverless_predictor_is_done_when_its_latest_revision_is_ready() -> None:
+    from servewise.cluster.k8s_rollout import evaluate_rollout
+
+    def status(created: str, ready: str) -> dict[str, Any]:
+        return {
+            "metadata": {"generation": 2},
+            "spec": {"predictor": {"minReplicas": 1}},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "components": {"predictor": {"latestCreatedRevision": created, "latestReadyRevision": ready}},
+            },
+        }
+
+    assert not evaluate_rollout(REF, status("p-00002", "p-00001")).done
+    assert evaluate_rollout(REF, status("p-00002", "p-00002")).done
