@@ -40,7 +40,9 @@ def evaluate_rollout(ref: DeploymentRef, obj: Mapping[str, Any]) -> RolloutStatu
         predictor = (status.get("components") or {}).get("predictor") or {}
         created, latest = predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
         ready = (
-            any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+            any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+            )
             and int(status.get("observedGeneration", meta.get("generation", 0)) or 0)
             >= int(meta.get("generation", 0) or 0)
             and not (created and latest and created != latest)

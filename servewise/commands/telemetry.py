@@ -100,6 +100,11 @@ def snapshot(
             ", ".join(d.missing),
         )
     out_console.print(table)
+    for note in snap.notes:
+        err_console.print(f"note: {note}", markup=False, soft_wrap=True)
+    for d in snap.deployments:
+        for note in d.notes:
+            err_console.print(f"{d.namespace}/{d.deployment}: {note}", markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -64,6 +64,7 @@ class TelemetrySnapshot(BaseModel):
     window: str = "15m"
     deployments: list[DeploymentTelemetry] = Field(default_factory=list)
     queries: int = Field(default=0, description="number of backend queries used")
+    notes: list[str] = Field(default_factory=list, description="what the whole snapshot could not read")
 
     def for_deployment(self, name: str, namespace: str | None = None) -> DeploymentTelemetry | None:
         for d in self.deployments:

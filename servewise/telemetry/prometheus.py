@@ -48,6 +48,7 @@ class MalformedResponseError(PermanentError):
 
 
 PEAK_SPAN = "peak_span_s"  # the job answering how much of the peak lookback holds data
+WINDOW_SPAN = "window_span_s"  # the job answering how much of the window holds data
 KSM_SIGNALS = frozenset({"replicas_available"})  # kube-state-metrics' own, of every workload
 # DCGM's and kube-state-metrics', whatever the engine
 ENGINE_FREE_SIGNALS = frozenset({"gpu_utilization", "gpu_memory_used_bytes", *KSM_SIGNALS})
@@ -190,12 +191,21 @@ class PrometheusSource:
             collects = [self._send(names, window, owners, ask) for names in engines]
             reads = [collect() for collect in collects]
         queries += len(sent)
+        deployments = _merge(reads)
+        notes = []
+        if not deployments:
+            notes.append(
+                f"no deployment has engine (vLLM, TGI, SGLang) or GPU (DCGM) series in the {window} window"
+                f" before {(at or datetime.now(UTC)).isoformat(timespec='seconds')}: check that Prometheus"
+                " scrapes them (and has for the window) and that kube-state-metrics maps their pods"
+            )
         return TelemetrySnapshot(
             source=self.name,
             taken_at=at or datetime.now(UTC),
             window=window,
-            deployments=_merge(reads),
+            deployments=deployments,
             queries=queries,
+            notes=notes,
         )
 
     def _send(
@@ -213,6 +223,8 @@ class PrometheusSource:
         jobs = {**plan.queries, "replicas": plan.replicas_query, **pod_jobs}
         if plan.peak_span_query:
             jobs[PEAK_SPAN] = plan.peak_span_query
+        if plan.window_span_query:
+            jobs[WINDOW_SPAN] = plan.window_span_query
         futures = {sig: ask(q) for sig, q in jobs.items()}
 
         def collect() -> list[DeploymentTelemetry]:
@@ -222,7 +234,7 @@ class PrometheusSource:
                 try:
                     results[sig] = future.result()
                 except ServewiseError as exc:  # a day-long subquery may time out: only it goes missing
-                    if sig not in (*PEAK_SIGNALS, PEAK_SPAN):
+                    if sig not in (*PEAK_SIGNALS, PEAK_SPAN, WINDOW_SPAN):
                         raise
                     results[sig], failed[sig] = [], exc
             per_pod = {sig: _by_pod(results.pop(sig), jobs[sig]) for sig in pod_jobs}
@@ -231,6 +243,8 @@ class PrometheusSource:
                 values[sig] = _by_key(result, jobs[sig])
             replicas = values.pop("replicas")
             spans = values.pop(PEAK_SPAN, {})
+            covered = values.pop(WINDOW_SPAN, {})
+            window_s = window_seconds(window)
             lookback_s = window_seconds(self.peak_lookback)
             unmeasured = [
                 sig for sig in SIGNALS if sig not in plan.queries
@@ -255,6 +269,13 @@ class PrometheusSource:
                             span = f"{round(held)}s" if held and held < lookback_s else self.peak_lookback
                         tel.evidence[sig] = SignalEvidence(query=plan.queries[sig], window=span)
                 tel.notes.extend(f"{sig}: query failed: {exc}" for sig, exc in failed.items())
+                held = covered.get((ns, dep))
+                if held is not None and held < 0.9 * window_s and window_s - held > 60:
+                    tel.notes.append(
+                        f"Prometheus holds {held:.0f} s of the {window} window for it: rates and averages over"
+                        f" the window read low (a rate by about {1 - held / window_s:.0%}) until it is covered;"
+                        " wait, or read a shorter --window"
+                    )
                 if not _engine_signals(tel):  # GPU series only: no engine to name
                     tel.engine = None
                 elif unmeasured:

@@ -41,6 +41,9 @@ class QueryPlan:
     pod_queries: dict[str, str] = field(default_factory=dict)
     # seconds of the peak lookback that hold requests (a deployment younger than the lookback has fewer)
     peak_span_query: str | None = None
+    # seconds of the window that hold the engine's series: a Prometheus (or a deployment) younger
+    # than the window reads its rates and averages low, as if idle before its first sample
+    window_span_query: str | None = None
 
 
 PEAK_LOOKBACK = "1d"  # a daily cycle; weekly ones need "7d"
@@ -196,4 +199,20 @@ class PromQLBuilder:
             pods["request_rate_per_s"] = (
                 f"sum by (namespace, deployment, pod) ({self._engine(n.requests, 'rate', window)})"
             )
-        return QueryPlan(queries=q, replicas_query=replicas, pod_queries=pods, peak_span_query=span)
+        covered = None
+        if n.running or n.requests:
+            step = "30s" if window_seconds(window) <= 3600 else "5m"
+            first = (
+                f"min_over_time(timestamp({self.selector(n.running or n.requests or ())})[{window}:{step}])"
+            )
+            first = self._by_deployment(
+                self._normalize(first, self.labels.namespace, self.labels.pod), window
+            )
+            covered = f"time() - min {by} ({first})"
+        return QueryPlan(
+            queries=q,
+            replicas_query=replicas,
+            pod_queries=pods,
+            peak_span_query=span,
+            window_span_query=covered,
+        )

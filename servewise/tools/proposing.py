@@ -182,7 +182,9 @@ def build_proposal(out: Outcome, cluster: ClusterBackend | None) -> Proposal | N
         try:
             patch = cluster.apply(dep.ref, pick.config, proposal_id=pid, dry_run=True).patch
         except InputError as exc:  # the change cannot be written into this workload's manifest
-            refused = f"high: the dry run refused it ({exc}); applying it will fail, edit the manifest by hand. "
+            refused = (
+                f"high: the dry run refused it ({exc}); applying it will fail, edit the manifest by hand. "
+            )
             log.warning("dry run of %s refused: %s", dep.ref.key, exc)
         except (ServewiseError, NotImplementedError) as exc:
             log.info("dry run unavailable for %s (%s); rendering the diff locally", dep.ref.key, exc)

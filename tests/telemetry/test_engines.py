@@ -157,10 +157,10 @@ def test_each_deployment_is_read_under_its_engine(mixed: Mixed) -> None:
     assert [n.engine for n in source.engines_present("15m", _at(mixed))] == ["vllm", "sglang"]
     prom = source.snapshot(window="15m", at=_at(mixed))
     twin = SimTelemetrySource(mixed.sim).snapshot(window="15m")
-    # the engine probes, then each engine's signals, replicas, 2 per-pod queries and the peak's span;
+    # the engine probes, then each engine's signals, replicas, 2 per-pod queries, the peak's and the window's span;
     # the 4 that do not depend on the engine (GPU utilization and memory, replicas, available
     # replicas) are asked once
-    assert prom.queries == len(ENGINE_NAMES) + 2 * (len(SIGNALS) + 4) - ENGINE_FREE_QUERIES
+    assert prom.queries == len(ENGINE_NAMES) + 2 * (len(SIGNALS) + 5) - ENGINE_FREE_QUERIES
     # only workloads with engine or GPU series: not coredns, which kube-state-metrics also lists
     assert sorted((d.namespace, d.deployment, d.engine) for d in prom.deployments) == [
         ("apps", "agent", "sglang"), ("apps", "chat", "vllm"), ("offline", "batch", None),
@@ -199,7 +199,7 @@ def test_each_deployment_is_read_under_its_engine(mixed: Mixed) -> None:
 
 def test_one_engine_pinned_reads_only_its_deployments(mixed: Mixed) -> None:
     vllm_only = PrometheusSource(mixed.prom.url, names=VLLM_NAMES).snapshot(window="15m", at=_at(mixed))
-    assert vllm_only.queries == len(SIGNALS) + 4
+    assert vllm_only.queries == len(SIGNALS) + 5
     agent = vllm_only.for_deployment("agent", "apps")  # there through its GPU series only
     assert agent is not None and agent.engine is None
     assert "requests_running" in agent.missing and "gpu_utilization" in agent.signals
@@ -219,9 +219,9 @@ def test_a_failed_probe_reads_its_engine_anyway(mixed: Mixed) -> None:
     source = _TgiProbeFails(mixed.prom.url)
     assert [n.engine for n in source.engines_present("15m", _at(mixed))] == ["vllm", "tgi", "sglang"]
     snap = source.snapshot(window="15m", at=_at(mixed))
-    tgi_queries = len(PromQLBuilder(TGI_NAMES, LabelMap()).plan("15m").queries) + 4  # fewer signals
+    tgi_queries = len(PromQLBuilder(TGI_NAMES, LabelMap()).plan("15m").queries) + 5  # fewer signals
     # TGI's read finds nothing; each engine-free query is asked once
-    assert snap.queries == len(ENGINE_NAMES) + 2 * (len(SIGNALS) + 4) + tgi_queries - 2 * ENGINE_FREE_QUERIES
+    assert snap.queries == len(ENGINE_NAMES) + 2 * (len(SIGNALS) + 5) + tgi_queries - 2 * ENGINE_FREE_QUERIES
     assert {d.deployment: d.engine for d in snap.deployments} == {
         "chat": "vllm",
         "agent": "sglang",
@@ -241,12 +241,48 @@ def test_an_engine_gone_from_the_window_keeps_its_peaks(mixed: Mixed) -> None:
         assert tel.signals["request_rate_peak_per_s"] > 0, name
 
 
+def test_a_window_prometheus_holds_only_part_of_says_its_rates_read_low(mixed: Mixed) -> None:
+    """Five minutes into the history a 15m window holds 5 minutes of data: rate() spreads what it
+    saw over the whole window, so every rate reads about two thirds low, and the snapshot says so."""
+    early = datetime.fromtimestamp(mixed.export.start_s + 300, UTC)
+    snap = PrometheusSource(mixed.prom.url).snapshot(window="15m", at=early)
+    later = PrometheusSource(mixed.prom.url).snapshot(window="5m", at=early)
+    for name, ns in (("chat", "apps"), ("agent", "apps")):
+        tel, short = snap.for_deployment(name, ns), later.for_deployment(name, ns)
+        assert tel is not None and short is not None
+        [note] = [n for n in tel.notes if "of the 15m window" in n]
+        held = float(note.split("holds ")[1].split(" s")[0])
+        assert 240 <= held <= 330, note  # the 5 minutes, within a step
+        assert "read low (a rate by about 6" in note or "read low (a rate by about 7" in note
+        ratio = tel.signals["request_rate_per_s"] / short.signals["request_rate_per_s"]
+        assert 0.2 < ratio < 0.5  # what the note warns of
+        assert not [n for n in short.notes if "window for it" in n]  # a covered window says nothing
+    full = PrometheusSource(mixed.prom.url).snapshot(window="15m", at=_at(mixed))
+    assert not [n for d in full.deployments for n in d.notes if "window for it" in n]
+
+
 def test_a_time_without_any_series_has_no_deployments(mixed: Mixed) -> None:
     before = datetime.fromtimestamp(mixed.export.start_s - 3600, UTC)
     source = PrometheusSource(mixed.prom.url)
     assert source.engines_present("5m", before) == []
     snap = source.snapshot(window="5m", at=before)  # read under vLLM's names: nothing there either
-    assert snap.deployments == [] and snap.queries == len(ENGINE_NAMES) + len(SIGNALS) + 4
+    assert snap.deployments == [] and snap.queries == len(ENGINE_NAMES) + len(SIGNALS) + 5
+    [note] = snap.notes  # an empty answer is said, not shown as an empty success
+    assert note.startswith(
+        "no deployment has engine (vLLM, TGI, SGLang) or GPU (DCGM) series in the 5m window"
+    )
+    args = [
+        "telemetry",
+        "snapshot",
+        "--prometheus",
+        mixed.prom.url,
+        "--at",
+        before.isoformat(),
+        "--window",
+        "5m",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "note: no deployment has engine" in result.stderr
 
 
 def _tel(engine: str, **signals: float) -> DeploymentTelemetry:
@@ -276,6 +312,10 @@ def test_the_cli_reads_every_engine_and_names_a_wrong_one(mixed: Mixed) -> None:
     assert {d["deployment"]: d["engine"] for d in doc["deployments"]} == {
         "agent": "sglang", "chat": "vllm", "batch": None,
     }  # fmt: skip
+    early = ["telemetry", "snapshot", "--prometheus", mixed.prom.url, "--window", "15m"]
+    early += ["--at", datetime.fromtimestamp(mixed.export.start_s + 300, UTC).isoformat()]
+    table = CliRunner().invoke(app, early)  # the table mode prints each deployment's notes
+    assert table.exit_code == 0 and "apps/chat: Prometheus holds" in table.stderr
     wrong = CliRunner().invoke(app, [*args, "--engine", "triton"])
     assert isinstance(wrong.exception, InputError) and wrong.exception.field == "--engine"
     assert "triton" in str(wrong.exception)

@@ -42,7 +42,7 @@ def test_prometheus_and_the_twin_agree_within_5_percent(backfilled: Any) -> None
     sim = SimTelemetrySource(backfilled.sim).snapshot(window="15m")
     # one probe per engine (only vLLM's series are there), then one per signal + replicas + running
     # requests and request rate per pod + the peak's span, whatever the fleet size
-    assert prom.queries == len(ENGINE_NAMES) + len(SIGNALS) + 4
+    assert prom.queries == len(ENGINE_NAMES) + len(SIGNALS) + 5
     assert {d.engine for d in prom.deployments} == {"vllm"}
     assert {(d.namespace, d.deployment) for d in prom.deployments} == {
         (d.namespace, d.deployment) for d in sim.deployments

@@ -107,7 +107,9 @@ def test_nan_and_malformed_samples_in_a_snapshot(server: tuple[str, list[Script]
     x = snap.for_deployment("x", "a")
     assert x is not None and x.signals["requests_running"] == 2.5 and x.replicas == 2
     assert snap.for_deployment("y", "a") is None  # NaN everywhere: no value invented
-    assert snap.queries == len(SIGNALS) + 4  # signals, replicas, 2 per-pod queries, the peak's span
+    assert (
+        snap.queries == len(SIGNALS) + 5
+    )  # signals, replicas, 2 per-pod queries, the peak's span, the window's
 
 
 def test_an_engine_without_a_metric_says_so_once(server: tuple[str, list[Script]]) -> None:

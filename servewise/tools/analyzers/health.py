@@ -109,7 +109,10 @@ def coverage_notes(inp: AnalysisInput) -> list[str]:
     """What could not be assessed for lack of data (said, never guessed)."""
     notes = []
     if inp.telemetry is None:
-        notes.append(f"{inp.deployment.ref.key}: no telemetry; only rollout health was checked")
+        notes.append(
+            f"{inp.deployment.ref.key}: no telemetry: rollout health was checked, and sizing against its"
+            " declared workload and SLO; nothing that needs engine or GPU series"
+        )
     elif inp.replicas() > 1 and sum("requests_running" in s for s in inp.pod_signals().values()) < 2:
         notes.append(
             f"{inp.deployment.ref.key}: replica imbalance not assessed: the snapshot has no per-pod series"

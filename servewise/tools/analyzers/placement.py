@@ -64,17 +64,18 @@ def wrong_gpu_class(inp: AnalysisInput) -> list[Finding]:
     best = min(others, key=lambda a: a.cost_per_hour)
     if best.cost_per_hour > CHEAPER * cost:
         return []
+    load = "observed load" if inp.telemetry is not None else "declared load"  # no telemetry: the manifest's
     on_class = (
         f"{inp.config.gpu} costs ${cost:.2f}/h"
         if cost >= current
-        else f"{inp.config.gpu} would cost ${cost:.2f}/h sized for the observed load (${current:.2f}/h now)"
+        else f"{inp.config.gpu} would cost ${cost:.2f}/h sized for the {load} (${current:.2f}/h now)"
     )
     return [
         inp.finding(
             "wrong_gpu_class",
             Severity.WARNING,
             f"{on_class}; {best.replicas}x {best.gpu} (TP={best.tensor_parallel}) is "
-            f"predicted to serve the observed load for ${best.cost_per_hour:.2f}/h.",
+            f"predicted to serve the {load} for ${best.cost_per_hour:.2f}/h.",
             [
                 Evidence(
                     signal="cost_per_hour",
