@@ -146,13 +146,20 @@ class WorkflowService:
         return self.view(run_id)
 
     def _drive(self, graph_input: Any, run_id: str) -> None:
-        """Run the graph until it ends or interrupts, reporting each finished node."""
-        for update in self.graph.stream(
-            graph_input, self._config(run_id), stream_mode="updates", durability="sync"
-        ):
-            for node in update:
-                if not node.startswith("__") and self.on_node is not None:
-                    self.on_node(run_id, node)
+        """Run the graph until it ends or interrupts, reporting each finished node. A step that
+        raises leaves the run ``failed`` in the run list, with the error (its checkpoint stays:
+        ``resume`` retries from the last finished step); a killed process leaves it ``running``."""
+        try:
+            for update in self.graph.stream(
+                graph_input, self._config(run_id), stream_mode="updates", durability="sync"
+            ):
+                for node in update:
+                    if not node.startswith("__") and self.on_node is not None:
+                        self.on_node(run_id, node)
+        except Exception as exc:
+            summary = f"{type(exc).__name__}: {exc} (`servewise resume {run_id}` retries from the last finished step)"
+            self.audit.upsert_run(run_id, cluster="", status="failed", summary=summary)
+            raise
 
     def view(self, run_id: str) -> RunView:
         snap = self.graph.get_state(self._config(run_id))
@@ -220,5 +227,6 @@ class WorkflowService:
             )
         if not view.next:
             return view
+        self.audit.upsert_run(run_id, cluster="", status="running")
         self._drive(None, run_id)
         return self.view(run_id)

@@ -267,3 +267,29 @@ def test_a_proposal_the_approver_named_is_decided_as_they_said(
         actions = [(e.action, e.actor) for e in svc.audit.events(view.run_id) if e.proposal_id == staging]
     assert done.status in ("rejected", "completed") and staging not in real_applies(fleet_state(env))
     assert ("rejected", "frank") in actions and ("approved", "policy:staging-small") not in actions
+
+
+def test_a_step_that_raises_leaves_the_run_failed_with_the_error_and_resumable(
+    home: Path, env: Environment
+) -> None:
+    """Prometheus down in the middle of a run: the run list says failed and why (not 'running'
+    forever), and the checkpoint lets `resume` finish it once Prometheus is back."""
+    import dataclasses
+
+    from servewise.errors import BackendUnavailableError
+
+    class Down:
+        name = "prometheus:http://127.0.0.1:1"
+
+        def snapshot(self, *, window: str = "15m", at: object = None) -> None:
+            raise BackendUnavailableError("Prometheus at http://127.0.0.1:1 unreachable")
+
+    with WorkflowService(home=home, environment=dataclasses.replace(env, telemetry=Down()), llm=None) as svc:  # type: ignore[arg-type]
+        with pytest.raises(BackendUnavailableError):
+            svc.start(opts())
+        [record] = svc.audit.runs()
+    assert record.status == "failed" and "unreachable" in record.summary
+    assert f"servewise resume {record.run_id}" in record.summary
+    with WorkflowService(home=home, environment=env, llm=None) as svc:
+        assert svc.resume(record.run_id).status == "awaiting_approval"
+        assert svc.audit.runs()[0].status != "failed"
