@@ -143,14 +143,17 @@ def serve_metrics(
     sim = SimCluster.from_scenario(
         scenario, seed, ephemeral=True, step_s=step_s, start=time.time(), warmup_s=60
     )
-    err_console.print(
-        f"serving the twin of {sim.scenario.name} on http://{addr}:{port}/metrics (x{speed:g} real time; "
-        "scrape it with honor_labels: true; Ctrl-C stops)",
-        markup=False,
-        soft_wrap=True,
-    )
+
+    def listening() -> None:
+        err_console.print(
+            f"serving the twin of {sim.scenario.name} on http://{addr}:{port}/metrics (x{speed:g} real time; "
+            "scrape it with honor_labels: true; Ctrl-C stops)",
+            markup=False,
+            soft_wrap=True,
+        )
+
     try:
-        serve(sim, port=port, addr=addr, speed=speed, duration_s=duration)
+        serve(sim, port=port, addr=addr, speed=speed, duration_s=duration, on_listening=listening)
     except KeyboardInterrupt:
         err_console.print("stopped")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -23,6 +23,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from servewise.cluster.sim import SimCluster
+from servewise.errors import InputError
 from servewise.telemetry.twin_series import twin_families
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,13 @@ def metrics_server(registry: CollectorRegistry, addr: str, port: int) -> Threadi
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             log.debug("metrics: " + format, *args)
 
-    return ThreadingHTTPServer((addr, port), Handler)
+    try:
+        return ThreadingHTTPServer((addr, port), Handler)
+    except OSError as exc:  # the port is taken, or the address is not this host's
+        raise InputError(
+            f"cannot listen on {addr}:{port}: {exc.strerror or exc}; pick another --port (or --addr)",
+            field="--port",
+        ) from exc
 
 
 def serve_metrics(
@@ -80,10 +87,14 @@ def serve_metrics(
     speed: float = 1.0,
     tick_s: float = 0.5,
     duration_s: float | None = None,
+    on_listening: Callable[[], None] | None = None,
 ) -> None:
-    """Serve ``/metrics`` on ``addr:port`` and advance the twin until interrupted (or ``duration_s``)."""
+    """Serve ``/metrics`` on ``addr:port`` and advance the twin until interrupted (or ``duration_s``);
+    ``on_listening`` is called once the port is bound."""
     lock = threading.Lock()
     server = metrics_server(registry_for(sim, lock), addr, port)
+    if on_listening is not None:
+        on_listening()
     thread = threading.Thread(target=server.serve_forever, daemon=True, name="twin-metrics")
     thread.start()
     log.info("serving the twin's metrics on http://%s:%d/metrics (speed x%g)", addr, port, speed)
