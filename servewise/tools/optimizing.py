@@ -165,6 +165,13 @@ def optimize(
     load = load_for(dep, observed, policy, peak_rate_per_s)
     pool_by_name = {p.name: p for p in pools}
     notes: list[str] = []
+    busiest = telemetry.get("request_rate_peak_per_s") if telemetry else None
+    if busiest is not None and busiest > load.rate_per_s:  # sized below what the lookback saw
+        notes.append(
+            f"sized for {load.rate_per_s:.3g} req/s (the declared or the window's rate + {policy.headroom:.0%}"
+            f" headroom), below the busiest 5 minutes telemetry saw ({busiest:.3g} req/s): if that peak is"
+            " the load to serve, declare it (servewise.io/workload) or raise the policy's headroom"
+        )
     observations: list[Observation] = []
     cal = Calibration()
     current_pool = pool_by_name.get(dep.pool or "")

@@ -663,3 +663,26 @@ def test_a_knob_twin_the_simulator_cannot_tell_from_a_failed_one_is_skipped() ->
     assert not same_as_failed(cal, load, dep, sized(loose), SLO_, [replace(trials[0], passed=True)])
     other_replicas = loose.with_changes(replicas=4)
     assert not same_as_failed(cal, load, dep, sized(other_replicas), SLO_, trials)
+
+
+def test_a_busier_observed_peak_than_the_sizing_is_said() -> None:
+    """A declared peak is the owner's word, but sizing below what telemetry saw is worth a note."""
+    from servewise.domain import DeploymentTelemetry
+
+    dep = deployment()
+    declared = dep.workload.arrival_rate_per_s  # type: ignore[union-attr]
+    busy = DeploymentTelemetry(
+        deployment=dep.ref.name,
+        namespace=dep.ref.namespace,
+        signals={"request_rate_peak_per_s": declared * 1.5},
+    )
+    out = optimize(dep, POOLS, telemetry=busy, benchmark=None, calibrate=False)
+    assert out.load.rate_per_s == pytest.approx(declared * 1.2)  # still the declared peak + headroom
+    [note] = [n for n in out.notes if "busiest 5 minutes" in n]
+    assert f"({declared * 1.5:.3g} req/s)" in note
+    calm = busy.model_copy(update={"signals": {"request_rate_peak_per_s": declared * 1.1}})
+    assert not [
+        n
+        for n in optimize(dep, POOLS, telemetry=calm, benchmark=None, calibrate=False).notes
+        if "busiest" in n
+    ]
