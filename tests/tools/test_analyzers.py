@@ -158,6 +158,9 @@ def test_decode_memory_bound_small_batch() -> None:
     )
     f = next(f for f in run_analyzers(inp) if f.kind == "decode_memory_bound")
     assert f.suggested_knob == "quantization.weights"
+    # a small batch because the KV cache is full is kv_saturation's, not a decode-bandwidth problem
+    full = make({**inp.telemetry.signals, "kv_cache_usage": 0.99}, memory=mem)  # type: ignore[union-attr]
+    assert "decode_memory_bound" not in kinds(full)
     assert any(
         e.signal == "itl_p50_ms" and e.threshold == pytest.approx(16 / 3350 * 1e3, rel=1e-3)
         for e in f.evidence
@@ -301,6 +304,12 @@ def test_prefill_bound_budget_starved_even_under_queueing() -> None:
     assert "prefill_bound" not in kinds(
         make({"ttft_p99_ms": 1500.0, "prompt_tokens_per_s": 4.0 * 6000, "requests_waiting": 8.0})
     )
+    # ... and so does a batch at the max_num_seqs cap with requests waiting (demo ticket-triage:
+    # 17 of 24 sequences, 1 waiting, ~800-token prompts, a 4.5 s TTFT p99)
+    capped = {"ttft_p99_ms": 1500.0, "prompt_tokens_per_s": 4.0 * 6000, "requests_waiting": 1.0}
+    at_cap = make({**capped, "requests_running": 0.7 * 2 * 128, "kv_cache_usage": 0.2})
+    assert "prefill_bound" not in kinds(at_cap) and "under_batched" in kinds(at_cap)
+    assert "prefill_bound" in kinds(make({**capped, "requests_running": 0.3 * 2 * 128}))  # below the cap
 
 
 def test_cheaper_config_names_the_first_changed_knob() -> None:

@@ -92,6 +92,9 @@ def prefill_bound(inp: AnalysisInput) -> list[Finding]:
         waiting = inp.signal("requests_waiting") or 0.0
         if (itl is not None and itl > _tpot_limit(inp)) or waiting > WAIT_PER_REPLICA * inp.replicas():
             return []  # overload or decode explain it better
+        running = inp.signal("requests_running") or 0.0
+        if waiting > 0.5 and running >= UNDER_BATCH_RUNNING * inp.config.max_num_seqs * inp.replicas():
+            return []  # requests queue behind the max_num_seqs cap (under_batched), not behind prefill
     chunks = in_len / budget
     return [
         inp.finding(
@@ -119,6 +122,9 @@ def decode_memory_bound(inp: AnalysisInput) -> list[Finding]:
     per_replica = running / inp.replicas()
     if per_replica > 0.5 * inp.config.max_num_seqs:
         return []
+    kv = inp.signal("kv_cache_usage")
+    if kv is not None and kv >= KV_FULL:
+        return []  # the batch is small because the KV cache is full (kv_saturation), not by choice
     evidence = [inp.evidence("itl_p99_ms", _tpot_limit(inp)), inp.evidence("requests_running")]
     if inp.hardware is not None and inp.memory is not None:
         floor_ms = inp.memory.weights_gb / inp.hardware.memory_bandwidth_gbs * 1e3
