@@ -116,7 +116,10 @@ class PrometheusSource:
             reason = str(exc).rsplit("Caused by ", 1)[-1][:200]
             while reason.endswith(")") and reason.count(")") > reason.count("("):
                 reason = reason[:-1]
-            raise BackendUnavailableError(f"Prometheus at {self.url} unreachable: {reason}") from exc
+            raise BackendUnavailableError(
+                f"Prometheus at {self.url} unreachable: {reason}; check that it runs and that the URL is"
+                " its base (e.g. http://prometheus.monitoring:9090), reachable from here"
+            ) from exc
         except PrometheusApiClientException as exc:
             text = str(exc)
             if "Status Code 5" in text or "Status Code 429" in text:

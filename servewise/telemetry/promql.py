@@ -17,18 +17,20 @@ from dataclasses import dataclass, field
 from servewise.errors import InputError
 from servewise.telemetry.names import DCGM_NAMES, KSM_NAMES, DcgmNames, EngineNames, KsmNames, LabelMap
 
-_WINDOW = re.compile(r"^[1-9][0-9]*(ms|s|m|h|d|w)$")
-_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Prometheus' duration: units largest first, each at most once (``1h30m``, ``1y``, ``90s``)
+_WINDOW = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
+_UNIT_S = (365 * 86400, 604800, 86400, 3600, 60, 1, 0.001)  # y w d h m s ms, as Prometheus counts them
 
 
 def window_seconds(window: str) -> float:
-    """Seconds of a PromQL duration such as ``15m``; errors name the input."""
-    if not _WINDOW.match(window):
+    """Seconds of a PromQL duration such as ``15m`` or ``1h30m``; errors name the input."""
+    match = _WINDOW.match(window)
+    seconds = sum(int(n) * unit for n, unit in zip(match.groups(), _UNIT_S, strict=True) if n) if match else 0
+    if not seconds:
         raise InputError(
-            f"window must be a PromQL duration like 30s, 15m or 1h, got {window!r}", field="--window"
+            f"window must be a PromQL duration like 30s, 15m, 1h or 1h30m, got {window!r}", field="--window"
         )
-    unit = re.sub(r"[0-9]", "", window)
-    return float(window[: -len(unit)]) * _UNIT_S[unit]
+    return float(seconds)
 
 
 @dataclass(frozen=True)

@@ -167,8 +167,11 @@ def _engine_families(pods: list[PodRuntime], target_labels: bool) -> Iterator[Fa
 def _export_families(
     export: EngineExport, pods: list[PodRuntime], labels: dict[str, Labels]
 ) -> Iterator[Family]:
-    for name, doc, attr in export.gauges:
-        yield Family(name, "gauge", doc, [(name, labels[p.name], float(getattr(p, attr))) for p in pods])
+    for name, doc, attr in export.gauges:  # a queue drained to 1e-94 by the fluid model reads 0
+        values = [(p, float(getattr(p, attr))) for p in pods]
+        yield Family(
+            name, "gauge", doc, [(name, labels[p.name], v if abs(v) >= 1e-9 else 0.0) for p, v in values]
+        )
     for name, (counter, doc) in export.counters.items():
         col = LAYOUT.counter[counter]
         values = [(p, float(p.counters[col])) for p in pods]

@@ -6,6 +6,7 @@ from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from servewise.errors import InputError
 from servewise.telemetry.promql import window_seconds
 
 
@@ -45,7 +46,11 @@ class RunOptions(BaseModel):
         for key in keys:
             namespace, _, name = key.partition("/")
             if not namespace or not name or "/" in name:
-                raise ValueError(f"a deployment is NAMESPACE/NAME, got {key!r}")
+                raise InputError(
+                    f"a deployment is NAMESPACE/NAME as `servewise fleet` lists them (e.g. chat/chat-assistant),"
+                    f" got {key!r}",
+                    field="--deployment",
+                )
         return keys
 
     @field_validator("window")

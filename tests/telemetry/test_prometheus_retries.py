@@ -136,6 +136,7 @@ def test_unreachable_prometheus_is_retryable() -> None:
     with pytest.raises(BackendUnavailableError, match="unreachable") as err:
         src.snapshot()  # every engine probe failed: Prometheus' own error, not a read of each engine
     assert str(err.value).count("(") == str(err.value).count(")")
+    assert "check that it runs and that the URL is its base" in str(err.value)  # what to do next
 
 
 def test_url_is_validated() -> None:

@@ -96,3 +96,18 @@ def test_histogram_quantile_matches_prometheus_rules() -> None:
     assert histogram_quantile(0.05, bounds, counts) == pytest.approx(0.05)  # first bucket from 0
     assert histogram_quantile(0.99, bounds, np.array([0, 0, 1, 99])) == 1.0  # +Inf -> top finite bound
     assert math.isnan(histogram_quantile(0.5, bounds, np.zeros(4)))
+
+
+@pytest.mark.parametrize(
+    ("window", "seconds"),
+    [("15m", 900), ("1h30m", 5400), ("1y", 31_536_000), ("2w1d", 1_296_000), ("500ms", 0.5)],
+)
+def test_windows_are_read_as_prometheus_durations(window: str, seconds: float) -> None:
+    assert window_seconds(window) == seconds
+
+
+@pytest.mark.parametrize("window", ["15min", "0s", "1m1h", "m", ""])
+def test_a_window_prometheus_would_refuse_names_the_option(window: str) -> None:
+    with pytest.raises(InputError, match="PromQL duration") as err:
+        window_seconds(window)
+    assert err.value.field == "--window"

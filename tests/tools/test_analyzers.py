@@ -353,3 +353,12 @@ def test_wrong_gpu_class_names_the_current_cost_when_it_compares_with_a_right_si
         if f.kind == "wrong_gpu_class"
     )
     assert "h100-sxm would cost $4.00/h sized for the observed load ($8.00/h now)" in f.summary
+
+
+def test_a_ttft_beyond_the_last_bucket_is_said_as_a_lower_bound() -> None:
+    inp = make(
+        {"ttft_p99_ms": 2_560_000.0, "prompt_tokens_per_s": 4.0 * 5000},
+        config={"max_num_batched_tokens": 256},
+    )
+    f = next(f for f in run_analyzers(inp) if f.kind == "prefill_bound")
+    assert f.summary.startswith("TTFT p99 >= 2560000 ms with ~5000-token prompts")

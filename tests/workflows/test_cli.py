@@ -92,8 +92,9 @@ def test_optimize_one_deployment(home: Path) -> None:
     with pytest.raises(UnknownIdError, match="no deployment ml/nope on") as err:
         runner.invoke(app, ["optimize", "--cluster", FAKE, "-d", "ml/nope"], catch_exceptions=False)
     assert err.value.field == "--deployment" and key in str(err.value)
-    with pytest.raises(InputError, match="NAMESPACE/NAME"):
+    with pytest.raises(InputError, match="NAMESPACE/NAME") as bare:
         runner.invoke(app, ["optimize", "--cluster", FAKE, "-d", "nope"], catch_exceptions=False)
+    assert str(bare.value).endswith("(e.g. chat/chat-assistant), got 'nope'")  # said once, with an example
     assert len(run("runs", "--json")["runs"]) == 2  # the bad ones never started
 
 
@@ -127,7 +128,7 @@ def test_bad_cluster_spec_fails_before_the_run(home: Path) -> None:
         ("--verify-window", "nan", "finite number, got nan"),
         ("--verify-window", "inf", "finite number, got inf"),
         ("--max-benchmark-minutes", "inf", "finite number, got inf"),
-        ("--window", "abc", "PromQL duration like 30s, 15m or 1h, got 'abc'"),
+        ("--window", "abc", "PromQL duration like 30s, 15m, 1h or 1h30m, got 'abc'"),
     ],
 )
 def test_bad_run_option_is_an_input_error_naming_the_flag(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from servewise.domain import Dtype, Finding, Severity
+from servewise.domain.histograms import shown_ms
 from servewise.tools.analyzers.base import AnalysisInput, mean_input_len
 
 KV_FULL = 0.90  # kv_cache_usage above which new sequences wait for blocks
@@ -100,7 +101,8 @@ def prefill_bound(inp: AnalysisInput) -> list[Finding]:
         inp.finding(
             "prefill_bound",
             Severity.CRITICAL if starved and chunks >= 4 else Severity.WARNING,
-            f"TTFT p99 {ttft:.0f} ms with ~{in_len:.0f}-token prompts and a {budget}-token step budget "
+            f"TTFT p99 {shown_ms(inp.config.engine.value, 'ttft_p99_ms', ttft)} ms with ~{in_len:.0f}-token"
+            f" prompts and a {budget}-token step budget "
             f"({chunks:.1f} budgets per prompt): "
             + (
                 "prefill is chunked too finely; raise max_num_batched_tokens."
