@@ -11,7 +11,7 @@ from servewise.commands._output import err_console, out_console, print_json
 
 if TYPE_CHECKING:
     from servewise.cluster.backend import ClusterBackend
-    from servewise.domain import TelemetrySnapshot
+    from servewise.domain import InferenceDeployment, TelemetrySnapshot
     from servewise.tools.analyzing import FleetAnalysis
     from servewise.tools.proposing import DeploymentPlan
 
@@ -35,6 +35,9 @@ def register(app: typer.Typer) -> None:
         propose: bool = typer.Option(
             False, "--propose", help="also optimize deployments with findings (benchmarks)"
         ),
+        deployment: list[str] = typer.Option(
+            [], "--deployment", "-d", help="analyze only NAMESPACE/NAME (repeatable; default: all)"
+        ),
     ) -> None:
         """Run every bottleneck analyzer on every inference deployment."""
         from rich.table import Table
@@ -45,6 +48,7 @@ def register(app: typer.Typer) -> None:
         from servewise.tools.reporting import write_report
 
         backend = open_cluster(cluster)
+        chosen = _chosen(backend, deployment, cluster) if deployment else None
         source: TelemetrySource
         if prometheus:
             from servewise.telemetry.prometheus import PrometheusSource
@@ -55,7 +59,7 @@ def register(app: typer.Typer) -> None:
 
             source = SimTelemetrySource(backend)  # type: ignore[arg-type]
         snapshot = source.snapshot(window=window)
-        analysis = analyze_fleet(backend, snapshot)
+        analysis = analyze_fleet(backend, snapshot, deployments=chosen)
         plans = _propose(backend, snapshot, analysis) if propose else []
         if report is not None:
             path = write_report(analysis, plans, report)
@@ -74,6 +78,27 @@ def register(app: typer.Typer) -> None:
         out_console.print(table)
         for note in analysis.notes:
             err_console.print(f"[dim]{note}[/dim]")
+
+
+def _chosen(backend: ClusterBackend, keys: list[str], cluster: str) -> list[InferenceDeployment]:
+    """The deployments ``-d`` names, or an error naming the ones there are."""
+    from servewise.errors import InputError, UnknownIdError
+
+    known = {d.ref.key: d for d in backend.list_deployments()}
+    for key in keys:
+        if key not in known and "/" not in key:
+            raise InputError(
+                f"a deployment is NAMESPACE/NAME as `servewise fleet` lists them (e.g. chat/chat-assistant),"
+                f" got {key!r}",
+                field="--deployment",
+            )
+    unknown = [key for key in keys if key not in known]
+    if unknown:
+        raise UnknownIdError(
+            f"no deployment {', '.join(unknown)} on {cluster}; there are {', '.join(sorted(known))}",
+            field="--deployment",
+        )
+    return [known[key] for key in dict.fromkeys(keys)]
 
 
 def _propose(
