@@ -144,9 +144,9 @@ def serve_metrics(
         scenario, seed, ephemeral=True, step_s=step_s, start=time.time(), warmup_s=60
     )
 
-    def listening() -> None:
+    def listening(bound: int) -> None:
         err_console.print(
-            f"serving the twin of {sim.scenario.name} on http://{addr}:{port}/metrics (x{speed:g} real time; "
+            f"serving the twin of {sim.scenario.name} on http://{addr}:{bound}/metrics (x{speed:g} real time; "
             "scrape it with honor_labels: true; Ctrl-C stops)",
             markup=False,
             soft_wrap=True,

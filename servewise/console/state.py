@@ -152,7 +152,13 @@ class ConsoleState:
         except Exception as exc:  # the worker must record every failure, not lose it in a future
             log.exception("run %s failed", run_id)
             self.failures[run_id] = f"{type(exc).__name__}: {exc}"
-            self.service.audit.upsert_run(run_id, cluster=opts.cluster, status="failed", summary=str(exc))
+            record = self.service.audit.get_run(run_id)
+            if (
+                record is None or record.status != "failed"
+            ):  # a failed step already said it, with how to resume
+                self.service.audit.upsert_run(
+                    run_id, cluster=opts.cluster, status="failed", summary=self.failures[run_id]
+                )
             raise
         finally:
             self.in_flight.discard(run_id)

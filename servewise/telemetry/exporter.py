@@ -72,9 +72,10 @@ def metrics_server(registry: CollectorRegistry, addr: str, port: int) -> Threadi
 
     try:
         return ThreadingHTTPServer((addr, port), Handler)
-    except OSError as exc:  # the port is taken, or the address is not this host's
+    except (OSError, OverflowError) as exc:  # the port is taken or out of range, or the address not ours
         raise InputError(
-            f"cannot listen on {addr}:{port}: {exc.strerror or exc}; pick another --port (or --addr)",
+            f"cannot listen on {addr}:{port}: {getattr(exc, 'strerror', None) or exc}; pick another --port"
+            " (or --addr)",
             field="--port",
         ) from exc
 
@@ -87,14 +88,14 @@ def serve_metrics(
     speed: float = 1.0,
     tick_s: float = 0.5,
     duration_s: float | None = None,
-    on_listening: Callable[[], None] | None = None,
+    on_listening: Callable[[int], None] | None = None,
 ) -> None:
     """Serve ``/metrics`` on ``addr:port`` and advance the twin until interrupted (or ``duration_s``);
-    ``on_listening`` is called once the port is bound."""
+    ``on_listening`` is called with the bound port (``port`` 0: the one the system picked)."""
     lock = threading.Lock()
     server = metrics_server(registry_for(sim, lock), addr, port)
     if on_listening is not None:
-        on_listening()
+        on_listening(int(server.server_address[1]))
     thread = threading.Thread(target=server.serve_forever, daemon=True, name="twin-metrics")
     thread.start()
     log.info("serving the twin's metrics on http://%s:%d/metrics (speed x%g)", addr, port, speed)

@@ -49,6 +49,7 @@ class MalformedResponseError(PermanentError):
 
 PEAK_SPAN = "peak_span_s"  # the job answering how much of the peak lookback holds data
 WINDOW_SPAN = "window_span_s"  # the job answering how much of the window holds data
+_WHAT = {PEAK_SPAN: "the peak lookback's coverage", WINDOW_SPAN: "the window's coverage"}
 KSM_SIGNALS = frozenset({"replicas_available"})  # kube-state-metrics' own, of every workload
 # DCGM's and kube-state-metrics', whatever the engine
 ENGINE_FREE_SIGNALS = frozenset({"gpu_utilization", "gpu_memory_used_bytes", *KSM_SIGNALS})
@@ -271,12 +272,12 @@ class PrometheusSource:
                             held = spans.get((ns, dep))
                             span = f"{round(held)}s" if held and held < lookback_s else self.peak_lookback
                         tel.evidence[sig] = SignalEvidence(query=plan.queries[sig], window=span)
-                tel.notes.extend(f"{sig}: query failed: {exc}" for sig, exc in failed.items())
+                tel.notes.extend(f"{_WHAT.get(sig, sig)}: query failed: {exc}" for sig, exc in failed.items())
                 held = covered.get((ns, dep))
                 if held is not None and held < 0.9 * window_s and window_s - held > 60:
                     tel.notes.append(
-                        f"Prometheus holds {held:.0f} s of the {window} window for it: rates and averages over"
-                        f" the window read low (a rate by about {1 - held / window_s:.0%}) until it is covered;"
+                        f"Prometheus holds {held:.0f} s of the {window} window for it: rates (requests and"
+                        f" tokens per second) read low, by about {1 - held / window_s:.0%}, until it is covered;"
                         " wait, or read a shorter --window"
                     )
                 if not _engine_signals(tel):  # GPU series only: no engine to name

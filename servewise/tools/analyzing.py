@@ -151,6 +151,8 @@ def analyze_fleet(
         window=snapshot.window if snapshot else "",
         deployments=len(deps),
     )
+    if snapshot is not None:
+        out.notes.extend(snapshot.notes)  # e.g. a Prometheus without any series in the window
     for dep in deps:
         inp = analysis_input(dep, snapshot, cluster, pools, catalog)
         out.findings.extend(run_analyzers(inp))

@@ -168,8 +168,8 @@ def optimize(
     busiest = telemetry.get("request_rate_peak_per_s") if telemetry else None
     if busiest is not None and busiest > load.rate_per_s:  # sized below what the lookback saw
         notes.append(
-            f"sized for {load.rate_per_s:.3g} req/s (the declared or the window's rate + {policy.headroom:.0%}"
-            f" headroom), below the busiest 5 minutes telemetry saw ({busiest:.3g} req/s): if that peak is"
+            f"sized for {load.rate_per_s:.3g} req/s (the peak it was given + {policy.headroom:.0%} headroom),"
+            f" below the busiest 5 minutes telemetry saw ({busiest:.3g} req/s): if that peak is"
             " the load to serve, declare it (servewise.io/workload) or raise the policy's headroom"
         )
     observations: list[Observation] = []

@@ -227,6 +227,8 @@ class WorkflowService:
             )
         if not view.next:
             return view
-        self.audit.upsert_run(run_id, cluster="", status="running")
+        previous = self.audit.get_run(run_id)
+        if previous is not None and previous.status == "failed":  # the old error no longer describes it
+            self.audit.upsert_run(run_id, cluster="", status="running", summary="resumed after a failed step")
         self._drive(None, run_id)
         return self.view(run_id)

@@ -253,7 +253,7 @@ def test_a_window_prometheus_holds_only_part_of_says_its_rates_read_low(mixed: M
         [note] = [n for n in tel.notes if "of the 15m window" in n]
         held = float(note.split("holds ")[1].split(" s")[0])
         assert 240 <= held <= 330, note  # the 5 minutes, within a step
-        assert "read low (a rate by about 6" in note or "read low (a rate by about 7" in note
+        assert "rates (requests and tokens per second) read low, by about 6" in note or "by about 7" in note
         ratio = tel.signals["request_rate_per_s"] / short.signals["request_rate_per_s"]
         assert 0.2 < ratio < 0.5  # what the note warns of
         assert not [n for n in short.notes if "window for it" in n]  # a covered window says nothing

@@ -29,3 +29,11 @@ def test_a_free_port_serves_and_says_so() -> None:
     result = CliRunner().invoke(app, ["sim", "serve-metrics", "--port", str(port), "--duration", "0.5"])
     assert result.exit_code == 0, result.output
     assert f"serving the twin of demo on http://127.0.0.1:{port}/metrics" in result.output
+
+
+def test_port_zero_says_the_port_it_got_and_an_impossible_port_is_an_input_error() -> None:
+    result = CliRunner().invoke(app, ["sim", "serve-metrics", "--port", "0", "--duration", "0.3"])
+    assert result.exit_code == 0, result.output
+    assert "http://127.0.0.1:0/" not in result.output and "/metrics (x1 real time" in result.output
+    bad = CliRunner().invoke(app, ["sim", "serve-metrics", "--port", "70000", "--duration", "0.3"])
+    assert isinstance(bad.exception, InputError) and bad.exception.field == "--port"

@@ -33,3 +33,17 @@ def test_a_wrong_deployment_is_named_before_anything_is_read(
     with pytest.raises(error, match=said.replace("(", r"\(").replace(")", r"\)")) as err:
         CliRunner().invoke(app, ["analyze", "-d", key], catch_exceptions=False)
     assert getattr(err.value, "field", None) == "--deployment"
+
+
+def test_a_snapshot_without_any_deployment_says_why_in_the_analysis() -> None:
+    from datetime import UTC, datetime
+
+    from servewise.cluster.sim import SimCluster
+    from servewise.domain import TelemetrySnapshot
+    from servewise.tools.analyzing import analyze_fleet
+
+    why = "no deployment has engine (vLLM, TGI, SGLang) or GPU (DCGM) series in the 15m window before ..."
+    empty = TelemetrySnapshot(source="prometheus:http://p:9090", taken_at=datetime.now(UTC), notes=[why])
+    analysis = analyze_fleet(SimCluster.from_scenario("demo", ephemeral=True, warmup_s=60), empty)
+    assert analysis.notes[0] == why  # first: it explains every "no telemetry" note after it
+    assert any("no telemetry" in n for n in analysis.notes[1:])

@@ -309,6 +309,12 @@ def test_prefill_bound_budget_starved_even_under_queueing() -> None:
     capped = {"ttft_p99_ms": 1500.0, "prompt_tokens_per_s": 4.0 * 6000, "requests_waiting": 1.0}
     at_cap = make({**capped, "requests_running": 0.7 * 2 * 128, "kv_cache_usage": 0.2})
     assert "prefill_bound" not in kinds(at_cap) and "under_batched" in kinds(at_cap)
+    # a KV cache too full for under_batched (or none exported, as TGI): prefill_bound still speaks
+    for kv in ({"kv_cache_usage": 0.85}, {}):
+        busy = make(
+            {**capped, "requests_running": 0.7 * 2 * 128, **kv}, drop=() if kv else ("kv_cache_usage",)
+        )
+        assert "prefill_bound" in kinds(busy), kv
     assert "prefill_bound" in kinds(make({**capped, "requests_running": 0.3 * 2 * 128}))  # below the cap
 
 

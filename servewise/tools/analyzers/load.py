@@ -93,9 +93,8 @@ def prefill_bound(inp: AnalysisInput) -> list[Finding]:
         waiting = inp.signal("requests_waiting") or 0.0
         if (itl is not None and itl > _tpot_limit(inp)) or waiting > WAIT_PER_REPLICA * inp.replicas():
             return []  # overload or decode explain it better
-        running = inp.signal("requests_running") or 0.0
-        if waiting > 0.5 and running >= UNDER_BATCH_RUNNING * inp.config.max_num_seqs * inp.replicas():
-            return []  # requests queue behind the max_num_seqs cap (under_batched), not behind prefill
+        if under_batched(inp):
+            return []  # requests queue behind the max_num_seqs cap, which under_batched says, not prefill
     chunks = in_len / budget
     return [
         inp.finding(
