@@ -176,8 +176,11 @@ class WorkflowService:
         stored = self._stored_decision(run_id)
         if snap.interrupts and stored is None:
             status = "awaiting_approval"
-        elif snap.next:
-            status = "interrupted"  # a crash: `resume` continues (with the stored decision, if any)
+        elif snap.next:  # `resume` continues (with the stored decision, if any)
+            record = self.audit.get_run(run_id)
+            status = (
+                "failed" if record is not None and record.status == "failed" else "interrupted"
+            )  # else a crash
         return RunView(
             run_id=run_id,
             status=status,
