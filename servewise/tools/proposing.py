@@ -160,7 +160,7 @@ def build_proposal(out: Outcome, cluster: ClusterBackend | None) -> Proposal | N
         ttft_p99_ms=pick.forecast.ttft_p99_ms,
         tpot_p99_ms=pick.forecast.tpot_p99_ms,
         uncertainty_pct=_uncertainty_pct(out),
-        validated_by=(f"benchmark:{len(out.trials)}" if verified else "model")
+        validated_by=(f"benchmark:{len(out.trials)}" if verified or out.unconfirmed else "model")
         + (
             f"+telemetry-calibrated({out.calibration.observations} obs)"
             if out.calibration.observations
@@ -205,7 +205,14 @@ def build_proposal(out: Outcome, cluster: ClusterBackend | None) -> Proposal | N
         summary=summary,
         predicted=predicted,
         measured=measured,
-        risk=refused + _risk(dep.config, pick.config, verified),
+        risk=refused
+        + (
+            "high: measured within the SLO but without the margin a pass needs; proposed because the current"
+            " config breaks its SLO. "
+            if out.unconfirmed
+            else ""
+        )
+        + _risk(dep.config, pick.config, verified or out.unconfirmed),
         manifest_patch=patch,
         rollback=(
             f"rollback({dep.ref.key}, proposal_id={pid}) restores the recorded previous spec "

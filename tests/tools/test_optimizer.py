@@ -686,3 +686,28 @@ def test_a_busier_observed_peak_than_the_sizing_is_said() -> None:
         for n in optimize(dep, POOLS, telemetry=calm, benchmark=None, calibrate=False).notes
         if "busiest" in n
     ]
+
+
+def test_a_config_that_breaks_its_slo_gives_way_to_the_best_unconfirmed_measurement() -> None:
+    """Nothing passed with margin: keeping a config that breaks the SLO is a known violation, so the
+    candidate measured furthest inside every objective is proposed (unconfirmed), if there is one."""
+    from servewise.domain import DeploymentTelemetry
+    from servewise.tools.choosing import Trial
+    from servewise.tools.optimizing import _better_than_current
+
+    dep = deployment()
+
+    def trial(replicas: int, ttft: float, tpot: float, cost: float) -> Trial:
+        measured = {"ttft_p99_ms": ttft, "tpot_p99_ms": tpot}
+        return Trial(dep.config.with_changes(replicas=replicas), "h100", {}, measured, False, cost)
+
+    near, inside, outside = trial(3, 1400, 50, 30), trial(4, 1200, 55, 40), trial(5, 1600, 40, 50)
+    breaking, fine = (
+        {"ttft_p99_ms": 2000.0, "tpot_p99_ms": 50.0},
+        {"ttft_p99_ms": 1000.0, "tpot_p99_ms": 50.0},
+    )
+    assert _better_than_current([near, inside, outside], dep, breaking, None) is inside  # 0.917 < 0.933
+    assert _better_than_current([near, inside, outside], dep, fine, None) is None  # the current config holds
+    seen = DeploymentTelemetry(deployment="rag", namespace="default", signals={"itl_p99_ms": 70.0})
+    assert _better_than_current([near, outside], dep, fine, seen) is near  # its telemetry shows the breach
+    assert _better_than_current([outside], dep, breaking, None) is None  # nothing measured inside the SLO
