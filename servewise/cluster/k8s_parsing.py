@@ -137,7 +137,11 @@ _VLLM_FLAGS = frozenset(
     [f for spellings in FLAGS.values() for f in spellings.get(Engine.VLLM, ())]
     + [f for pair in BOOL_FLAGS.values() for f in pair.get(Engine.VLLM, (None, None)) if f]
 )
-_KSERVE_OWN_FLAGS = {"--model-id": "--model_id", "--model-name": "--model_name"}
+_KSERVE_OWN_FLAGS = {
+    "--model-id": "--model_id",
+    "--model-name": "--model_name",
+    "--max-length": "--max_length",
+}
 _BOTH_SPELLINGS = frozenset({"--max-model-len"})  # KServe's --max_model_len sets vLLM's too
 
 

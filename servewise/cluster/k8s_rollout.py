@@ -33,20 +33,16 @@ def evaluate_rollout(ref: DeploymentRef, obj: Mapping[str, Any]) -> RolloutStatu
     """Done when the controller saw the latest generation and every replica is updated and available."""
     meta, spec, status = obj.get("metadata", {}), obj.get("spec", {}), obj.get("status") or {}
     if ref.kind == "InferenceService":
-        # Ready stays True from before a patch until KServe reconciles it: done only once KServe has
-        # seen this generation (where it reports one) and a Serverless predictor's latest revision
-        # is the ready one. A KServe that reports neither leaves Ready alone to go by.
+        # A Serverless predictor is done when its latest revision is the ready one. KServe's
+        # status.observedGeneration is copied from the child (the predictor's Deployment or Knative
+        # Service), not the InferenceService's, so it cannot say whether a patch was seen: a
+        # RawDeployment's Ready from before a patch still reads done (docs/kubernetes.md, Not done).
         desired = int(spec.get("predictor", {}).get("minReplicas", 1))
         predictor = (status.get("components") or {}).get("predictor") or {}
         created, latest = predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
-        ready = (
-            any(
-                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
-            )
-            and int(status.get("observedGeneration", meta.get("generation", 0)) or 0)
-            >= int(meta.get("generation", 0) or 0)
-            and not (created and latest and created != latest)
-        )
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+        ) and not (created and latest and created != latest)
         return RolloutStatus(
             ref=ref,
             done=ready,

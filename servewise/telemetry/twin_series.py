@@ -96,7 +96,9 @@ SGLANG_EXPORT = EngineExport(
     sparse=frozenset({"sglang:cached_tokens", "sglang:num_retracted_requests"}),
 )
 # Hugging Face TGI (``router/src/server.rs``): no KV-usage, TTFT, preemption or prefix-cache
-# series; its counters carry no ``_total`` (the Rust ``metrics`` exporter), and its time per token
+# series; its Rust exporter types its counters ``counter`` but names their samples without
+# ``_total``, which OpenMetrics (the backfill's format) forbids, so the twin declares them untyped
+# (``unknown``): Prometheus reads the same series either way. Its time per token
 # is each request's mean, where the twin keeps every gap between tokens: the twin's inter-token
 # histogram stands in for it (its p99 reads higher than TGI's would for the same server).
 TGI_EXPORT = EngineExport(

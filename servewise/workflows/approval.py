@@ -208,6 +208,8 @@ class AutoApprovePolicy(BaseModel):
         added = proposal.predicted.cost_per_hour_after - proposal.predicted.cost_per_hour_before
         if added > self.max_added_cost_per_hour + 1e-9:
             out.append(f"adds ${added:.2f}/hour, above the limit ${self.max_added_cost_per_hour:.2f}/hour")
+        if proposal.risk.startswith("high"):  # not benchmarked, unconfirmed, or its dry run refused
+            out.append(f"its risk is {proposal.risk.split(';')[0].split('(')[0].strip()}: a person decides")
         if self.change_windows and not any(w.contains(now) for w in self.change_windows):
             out.append(f"{now.isoformat()} is outside every change window")
         return out

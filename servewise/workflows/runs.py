@@ -176,11 +176,8 @@ class WorkflowService:
         stored = self._stored_decision(run_id)
         if snap.interrupts and stored is None:
             status = "awaiting_approval"
-        elif snap.next:  # `resume` continues (with the stored decision, if any)
-            record = self.audit.get_run(run_id)
-            status = (
-                "failed" if record is not None and record.status == "failed" else "interrupted"
-            )  # else a crash
+        elif snap.next:  # a crash or a failed step: `resume` continues (with the stored decision, if any)
+            status = "interrupted"
         return RunView(
             run_id=run_id,
             status=status,
@@ -231,7 +228,7 @@ class WorkflowService:
         if not view.next:
             return view
         previous = self.audit.get_run(run_id)
-        if previous is not None and previous.status == "failed":  # the old error no longer describes it
-            self.audit.upsert_run(run_id, cluster="", status="running", summary="resumed after a failed step")
+        failed = previous is not None and previous.status == "failed"  # its error no longer describes it
+        self.audit.upsert_run(run_id, cluster="", status="running", summary="resumed" if failed else "")
         self._drive(None, run_id)
         return self.view(run_id)

@@ -269,7 +269,6 @@ def _kserve_ready(obj: dict[str, Any]) -> None:
     """KServe in RawDeployment mode, done at once: Ready at this generation, served by ``<name>-predictor``."""
     meta = obj["metadata"]
     obj["status"] = {
-        "observedGeneration": int(meta.get("generation", 1)),
         "conditions": [{"type": "PredictorReady", "status": "True"}, {"type": "Ready", "status": "True"}],
         "address": {"url": f"http://{meta['name']}-predictor.{meta['namespace']}.svc.cluster.local"},
         "url": f"http://{meta['name']}-{meta['namespace']}.example.com",

@@ -127,6 +127,7 @@ def test_a_pinned_revision_in_the_storage_uri_is_not_part_of_the_model() -> None
         (["--model_id=meta-llama/Llama-3.1-8B-Instruct", "--max_num_seqs=64"], "--max_num_seqs (it reads --max-num-seqs)"),
         (["--model-id=meta-llama/Llama-3.1-8B-Instruct"], "--model-id (it reads --model_id)"),
         (["--model_id=meta-llama/Llama-3.1-8B-Instruct", "--model-name", "x"], "--model-name (it reads --model_name)"),
+        (["--model_id=meta-llama/Llama-3.1-8B-Instruct", "--max-length=4096"], "--max-length (it reads --max_length)"),
     ],
 )  # fmt: skip
 def test_a_spelling_the_runtime_silently_drops_is_refused_not_read(args: list[str], said: str) -> None:
@@ -245,22 +246,6 @@ def test_the_runtime_is_discovered_as_a_workload(
 ) -> None:
     found = {d.ref.key: d for d in cluster.list_deployments()}
     assert found[REF.key].config.model == "llama-3.1-8b" and found[REF.key].ref.kind == "InferenceService"
-
-
-def test_a_patched_inference_service_is_not_done_until_kserve_has_seen_it(
-    cluster: KubernetesCluster, kserve: FaithfulEmulator
-) -> None:
-    """Its Ready condition stays True from before the patch until KServe reconciles the new spec."""
-    stored = kserve.get("InferenceService", REF.namespace, REF.name)
-    stored["status"] = {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]}
-    kserve.put("InferenceService", REF.namespace, REF.name, stored)
-    assert cluster.rollout_status(REF).done
-    kserve.controls.auto_rollout = False  # KServe has not reconciled yet
-    cluster.apply(REF, cluster.get_deployment(REF).config.with_changes(max_num_seqs=96), proposal_id="p-gen")
-    assert not cluster.rollout_status(REF).done
-    kserve.controls.auto_rollout = True
-    cluster.apply(REF, cluster.get_deployment(REF).config.with_changes(max_num_seqs=80), proposal_id="p-gen2")
-    assert cluster.rollout_status(REF).done
 
 
 def test_a_serverless_predictor_is_done_when_its_latest_revision_is_ready() -> None:

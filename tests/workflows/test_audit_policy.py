@@ -69,6 +69,13 @@ def test_policy_bounds() -> None:
     assert "adds $4.00/hour" in policy.reasons_to_refuse(proposal(replicas=(4, 5), cost=(16, 20)), NOON)[0]
     gpu_change = proposal().model_copy(update={"proposed": proposal().proposed.with_changes(gpu="l40s")})
     assert "knob gpu changes" in policy.reasons_to_refuse(gpu_change, NOON)[0]
+    # a change servewise itself calls high risk (a dry run refused it, unbenchmarked, unconfirmed)
+    refused = proposal().model_copy(
+        update={"risk": "high: the dry run refused it (storageUri); applying it will fail"}
+    )
+    assert policy.reasons_to_refuse(refused, NOON) == [
+        "its risk is high: the dry run refused it: a person decides"
+    ]
 
 
 def test_change_windows() -> None:

@@ -291,7 +291,7 @@ def test_a_step_that_raises_leaves_the_run_failed_with_the_error_and_resumable(
     assert record.status == "failed" and "unreachable" in record.summary
     assert f"servewise resume {record.run_id}" in record.summary
     with WorkflowService(home=home, environment=env, llm=None) as svc:
-        assert svc.view(record.run_id).status == "failed"  # `runs RUN` agrees with the run list
+        assert svc.view(record.run_id).status == "interrupted"  # resumable, as after a crash
     with WorkflowService(home=home, environment=env, llm=None) as svc:
         assert svc.resume(record.run_id).status == "awaiting_approval"
         [after] = svc.audit.runs()
