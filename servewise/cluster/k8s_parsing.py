@@ -176,14 +176,6 @@ def _runtime_checks(obj: Mapping[str, Any], tokens: Sequence[str]) -> None:
         )
 
 
-def completions_path(runtime: str | None, env: Mapping[str, str]) -> str:
-    """The OpenAI completions route of the server (KServe's runtime prefixes it)."""
-    if runtime != HF_RUNTIME:
-        return OPENAI_COMPLETIONS
-    prefix = env.get("KSERVE_OPENAI_ROUTE_PREFIX", "openai").strip("/")
-    return f"/{prefix}{OPENAI_COMPLETIONS}" if prefix else OPENAI_COMPLETIONS
-
-
 class Resolver(Protocol):
     """What parsing needs from the catalog (``servewise.perf.catalog.Catalog`` fits)."""
 
@@ -210,8 +202,15 @@ class ParsedWorkload:
     gpu_resource: str
     pod_labels: Mapping[str, str]
     runtime: str | None = None  # HF_RUNTIME: KServe's Hugging Face runtime runs the engine
-    completions_path: str = OPENAI_COMPLETIONS
     model_from_storage_uri: bool = False  # the model is the InferenceService's storageUri
+
+    @property
+    def completions_path(self) -> str:
+        """The OpenAI completions route of the server (KServe's runtime prefixes it)."""
+        if self.runtime != HF_RUNTIME:
+            return OPENAI_COMPLETIONS
+        prefix = self.argv.env.get("KSERVE_OPENAI_ROUTE_PREFIX", "openai").strip("/")
+        return f"/{prefix}{OPENAI_COMPLETIONS}" if prefix else OPENAI_COMPLETIONS
 
 
 class UnparsableWorkload(Exception):  # noqa: N818 - a control-flow signal, not an error tree member
@@ -465,7 +464,6 @@ def parse_workload(
         gpu_resource=request[0],
         pod_labels=dict(template.get("metadata", {}).get("labels") or {}),
         runtime=runtime,
-        completions_path=completions_path(runtime, argv.env),
         model_from_storage_uri=from_storage,
     )
 

@@ -7,6 +7,8 @@ does not know the config's regime. The optimizer and the bench's truth judge wit
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from servewise.domain import SLO, BenchmarkResult
 from servewise.tools.sizing import meets
 
@@ -26,6 +28,23 @@ def slo_values(
         "e2e_p99_ms": e2e_p99_ms + network_ms,
         "ttft_p50_ms": ttft_p50_ms + network_ms,
     }
+
+
+# SLO objective -> the telemetry signal that observes it (the engines' inter-token latency is the
+# time per output token)
+OBSERVED_BY = {
+    "ttft_p50_ms": "ttft_p50_ms",
+    "ttft_p99_ms": "ttft_p99_ms",
+    "tpot_p99_ms": "itl_p99_ms",
+    "e2e_p99_ms": "e2e_p99_ms",
+}
+
+
+def observed_values(
+    signals: Mapping[str, float], objectives: Iterable[str] = OBSERVED_BY
+) -> dict[str, float]:
+    """Telemetry ``signals`` keyed by the SLO objectives they observe (those present)."""
+    return {k: signals[OBSERVED_BY[k]] for k in objectives if OBSERVED_BY[k] in signals}
 
 
 def measured_values(res: BenchmarkResult, network_ms: float) -> dict[str, float]:

@@ -44,6 +44,7 @@ from servewise.tools.choosing import (
 from servewise.tools.judging import (
     benchmark_passes,
     measured_values,
+    observed_values,
     underpredicted,
     upper_ratio,
     worst_ratio,
@@ -285,16 +286,8 @@ def _better_than_current(
     within every objective, if only by less than a pass needs, is the better bet (bench seed 1304,
     svc-1: four candidates read 0.89-0.99 of the objective in their 10 000-request runs, none with the
     margin, and the current config that stayed broke the SLO)."""
-    observed: dict[str, float] = {}
-    if telemetry is not None:
-        for key, signal in (
-            ("ttft_p99_ms", "ttft_p99_ms"),
-            ("tpot_p99_ms", "itl_p99_ms"),
-            ("e2e_p99_ms", "e2e_p99_ms"),
-        ):
-            value = telemetry.get(signal)
-            if value is not None:
-                observed[key] = value
+    p99s = ("ttft_p99_ms", "tpot_p99_ms", "e2e_p99_ms")
+    observed = observed_values(telemetry.signals, p99s) if telemetry is not None else {}
     if max(worst_ratio(dep.slo, now or {}), worst_ratio(dep.slo, observed)) <= 1.0:
         return None
     inside = [t for t in verdicts(trials).values() if t.measured and worst_ratio(dep.slo, t.measured) < 1.0]

@@ -5,13 +5,14 @@ from __future__ import annotations
 from servewise.domain import Finding, Severity
 from servewise.domain.histograms import beyond_last_bucket
 from servewise.tools.analyzers.base import AnalysisInput
+from servewise.tools.judging import OBSERVED_BY
 
-# SLO field -> (telemetry signal, knob that usually moves it)
-_PAIRS = {
-    "ttft_p50_ms": ("ttft_p50_ms", "max_num_batched_tokens"),
-    "ttft_p99_ms": ("ttft_p99_ms", "replicas"),
-    "tpot_p99_ms": ("itl_p99_ms", "max_num_seqs"),
-    "e2e_p99_ms": ("e2e_p99_ms", "replicas"),
+# SLO field -> the knob that usually moves it (its telemetry signal: judging.OBSERVED_BY)
+_KNOBS = {
+    "ttft_p50_ms": "max_num_batched_tokens",
+    "ttft_p99_ms": "replicas",
+    "tpot_p99_ms": "max_num_seqs",
+    "e2e_p99_ms": "replicas",
 }
 CRITICAL_OVER = 1.5  # measured / objective above which a violation is critical
 
@@ -21,7 +22,8 @@ def slo_violations(inp: AnalysisInput) -> list[Finding]:
     if slo is None:
         return []
     out = []
-    for field, (signal, knob) in _PAIRS.items():
+    for field, knob in _KNOBS.items():
+        signal = OBSERVED_BY[field]
         limit = getattr(slo, field)
         value = inp.signal(signal)
         if limit is None or value is None or value <= limit:
