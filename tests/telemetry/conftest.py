@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from servewise.cluster.sim import SimCluster
 from servewise.domain import DeploymentRef
@@ -29,10 +30,23 @@ def need_prometheus() -> None:
 
 
 @dataclass
-class Backfilled:
+class History:
+    """A twin, the history it wrote, and a real Prometheus holding that history."""
+
     sim: SimCluster
     export: HistoryExport
     prom: PrometheusServer
+
+
+def scenario_twin(root: Path, scenario: dict[str, object], *, hours: float, step_s: float) -> SimCluster:
+    """A twin of an inline scenario (written to ``root``) whose clock stands ``hours`` before END_S."""
+    path = root / f"{scenario['name']}.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    return history_twin(str(path), hours=hours, step_s=step_s, end_s=END_S)
+
+
+@dataclass
+class Backfilled(History):
     dropped_namespace: str = DROPPED_NAMESPACE
     rolled: str = ROLLED
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from servewise.cli import app
@@ -24,13 +22,13 @@ from servewise.cluster.sim import SimCluster
 from servewise.domain import SIGNALS, DeploymentRef, DeploymentTelemetry
 from servewise.errors import BackendUnavailableError, InputError
 from servewise.telemetry.names import ENGINE_NAMES, SGLANG_NAMES, TGI_NAMES, VLLM_NAMES, LabelMap
-from servewise.telemetry.openmetrics import HistoryExport, history_twin, write_history
+from servewise.telemetry.openmetrics import HistoryExport, write_history
 from servewise.telemetry.prometheus import PrometheusSource, _merge
 from servewise.telemetry.promql import PromQLBuilder
 from servewise.telemetry.sim import SimTelemetrySource
 from servewise.testing.prometheus import PrometheusServer
 
-from .conftest import END_S, need_prometheus
+from .conftest import END_S, History, need_prometheus, scenario_twin
 
 pytestmark = pytest.mark.slow
 ENGINE_FREE_QUERIES = 4  # GPU utilization and memory, replicas, available replicas
@@ -112,20 +110,11 @@ def _statefulset_history(sim: SimCluster, export: HistoryExport, out: Path) -> P
     return out
 
 
-@dataclass
-class Mixed:
-    sim: SimCluster
-    export: HistoryExport
-    prom: PrometheusServer
-
-
 @pytest.fixture(scope="module")
-def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mixed]:
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     need_prometheus()
     root = tmp_path_factory.mktemp("mixed")
-    scenario = root / "mixed.yaml"
-    scenario.write_text(yaml.safe_dump(SCENARIO))
-    sim = history_twin(str(scenario), hours=HOURS, step_s=STEP_S, end_s=END_S)
+    sim = scenario_twin(root, SCENARIO, hours=HOURS, step_s=STEP_S)
 
     def scale(sim: SimCluster) -> None:  # batch goes from 1 to 2 replicas 5 minutes before the end
         if sim.now_s >= END_S - 300 and sim.deployment_state("offline/batch").spec.replicas == 1:
@@ -137,14 +126,14 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mixed]:
     )
     sts = _statefulset_history(sim, export, root / "statefulset.om")
     with PrometheusServer(backfill=[export.path, sts]) as prom:
-        yield Mixed(sim, export, prom)
+        yield History(sim, export, prom)
 
 
-def _at(m: Mixed) -> datetime:
+def _at(m: History) -> datetime:
     return datetime.fromtimestamp(m.export.end_s, UTC)
 
 
-def test_the_twin_exports_each_engine_under_its_own_names(mixed: Mixed) -> None:
+def test_the_twin_exports_each_engine_under_its_own_names(mixed: History) -> None:
     text = Path(mixed.export.path).read_text()
     assert 'sglang:num_running_reqs{namespace="apps",pod="agent-' in text
     assert 'vllm:num_requests_running{namespace="apps",pod="chat-' in text
@@ -152,7 +141,7 @@ def test_the_twin_exports_each_engine_under_its_own_names(mixed: Mixed) -> None:
     assert "sglang:cached_tokens_total" in text and "sglang:prompt_tokens_histogram_bucket" in text
 
 
-def test_each_deployment_is_read_under_its_engine(mixed: Mixed) -> None:
+def test_each_deployment_is_read_under_its_engine(mixed: History) -> None:
     source = PrometheusSource(mixed.prom.url)
     assert [n.engine for n in source.engines_present("15m", _at(mixed))] == ["vllm", "sglang"]
     prom = source.snapshot(window="15m", at=_at(mixed))
@@ -197,7 +186,7 @@ def test_each_deployment_is_read_under_its_engine(mixed: Mixed) -> None:
     assert "sglang:cached_tokens_total" in agent.evidence["prefix_cache_hit_rate"].query
 
 
-def test_one_engine_pinned_reads_only_its_deployments(mixed: Mixed) -> None:
+def test_one_engine_pinned_reads_only_its_deployments(mixed: History) -> None:
     vllm_only = PrometheusSource(mixed.prom.url, names=VLLM_NAMES).snapshot(window="15m", at=_at(mixed))
     assert vllm_only.queries == len(SIGNALS) + 5
     agent = vllm_only.for_deployment("agent", "apps")  # there through its GPU series only
@@ -215,7 +204,7 @@ class _TgiProbeFails(PrometheusSource):
         return super().query(promql, at=at)
 
 
-def test_a_failed_probe_reads_its_engine_anyway(mixed: Mixed) -> None:
+def test_a_failed_probe_reads_its_engine_anyway(mixed: History) -> None:
     source = _TgiProbeFails(mixed.prom.url)
     assert [n.engine for n in source.engines_present("15m", _at(mixed))] == ["vllm", "tgi", "sglang"]
     snap = source.snapshot(window="15m", at=_at(mixed))
@@ -229,7 +218,7 @@ def test_a_failed_probe_reads_its_engine_anyway(mixed: Mixed) -> None:
     }
 
 
-def test_an_engine_gone_from_the_window_keeps_its_peaks(mixed: Mixed) -> None:
+def test_an_engine_gone_from_the_window_keeps_its_peaks(mixed: History) -> None:
     """Half an hour after the history ends the window is empty, but the day holds both engines."""
     later = datetime.fromtimestamp(mixed.export.end_s + 1800, UTC)
     source = PrometheusSource(mixed.prom.url)
@@ -241,7 +230,7 @@ def test_an_engine_gone_from_the_window_keeps_its_peaks(mixed: Mixed) -> None:
         assert tel.signals["request_rate_peak_per_s"] > 0, name
 
 
-def test_a_window_prometheus_holds_only_part_of_says_its_rates_read_low(mixed: Mixed) -> None:
+def test_a_window_prometheus_holds_only_part_of_says_its_rates_read_low(mixed: History) -> None:
     """Five minutes into the history a 15m window holds 5 minutes of data: rate() spreads what it
     saw over the whole window, so every rate reads about two thirds low, and the snapshot says so."""
     early = datetime.fromtimestamp(mixed.export.start_s + 300, UTC)
@@ -261,7 +250,7 @@ def test_a_window_prometheus_holds_only_part_of_says_its_rates_read_low(mixed: M
     assert not [n for d in full.deployments for n in d.notes if "window for it" in n]
 
 
-def test_a_time_without_any_series_has_no_deployments(mixed: Mixed) -> None:
+def test_a_time_without_any_series_has_no_deployments(mixed: History) -> None:
     before = datetime.fromtimestamp(mixed.export.start_s - 3600, UTC)
     source = PrometheusSource(mixed.prom.url)
     assert source.engines_present("5m", before) == []
@@ -303,7 +292,7 @@ def test_two_engines_claiming_a_deployment_go_to_the_one_with_more_signals() -> 
     ]
 
 
-def test_the_cli_reads_every_engine_and_names_a_wrong_one(mixed: Mixed) -> None:
+def test_the_cli_reads_every_engine_and_names_a_wrong_one(mixed: History) -> None:
     at = _at(mixed).isoformat()
     args = ["telemetry", "snapshot", "--prometheus", mixed.prom.url, "--at", at, "--json"]
     result = CliRunner().invoke(app, args)
@@ -321,7 +310,7 @@ def test_the_cli_reads_every_engine_and_names_a_wrong_one(mixed: Mixed) -> None:
     assert "triton" in str(wrong.exception)
 
 
-def test_without_kube_state_metrics_a_pod_label_names_the_workload(mixed: Mixed) -> None:
+def test_without_kube_state_metrics_a_pod_label_names_the_workload(mixed: History) -> None:
     """Here the label is the engines' ``model_name``: each model's pods, counted over the window."""
     labels = LabelMap(deployment="model_name")
     snap = PrometheusSource(mixed.prom.url, label_map=labels, use_owners=False).snapshot(

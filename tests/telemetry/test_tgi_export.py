@@ -7,21 +7,18 @@ the twin's inter-token histogram stands in for TGI's per-request mean time per t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yaml
 
-from servewise.cluster.sim import SimCluster
 from servewise.telemetry.exporter import registry_for
-from servewise.telemetry.openmetrics import HistoryExport, history_twin, write_history
+from servewise.telemetry.openmetrics import write_history
 from servewise.telemetry.prometheus import PrometheusSource
 from servewise.telemetry.sim import SimTelemetrySource
 from servewise.testing.prometheus import PrometheusServer
 
-from .conftest import END_S, need_prometheus
+from .conftest import History, need_prometheus, scenario_twin
 
 pytestmark = pytest.mark.slow
 SCENARIO = {
@@ -55,26 +52,17 @@ SCENARIO = {
 }
 
 
-@dataclass
-class Fleet:
-    sim: SimCluster
-    export: HistoryExport
-    prom: PrometheusServer
-
-
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     need_prometheus()
     root = tmp_path_factory.mktemp("tgi")
-    scenario = root / "tgi.yaml"
-    scenario.write_text(yaml.safe_dump(SCENARIO))
-    sim = history_twin(str(scenario), hours=1.0, step_s=30.0, end_s=END_S)
+    sim = scenario_twin(root, SCENARIO, hours=1.0, step_s=30.0)
     export = write_history(sim, root / "tgi.om", hours=1.0, step_s=30.0)
     with PrometheusServer(backfill=[export.path]) as prom:
-        yield Fleet(sim, export, prom)
+        yield History(sim, export, prom)
 
 
-def test_the_twin_exports_tgi_under_tgis_names(fleet: Fleet) -> None:
+def test_the_twin_exports_tgi_under_tgis_names(fleet: History) -> None:
     text = Path(fleet.export.path).read_text()
     assert "# TYPE tgi_request_success unknown" in text  # a counter without _total: untyped
     assert 'tgi_request_success{namespace="hf",pod="assistant-' in text
@@ -87,7 +75,7 @@ def test_the_twin_exports_tgi_under_tgis_names(fleet: Fleet) -> None:
     assert "# TYPE tgi_request_success untyped" in live and "tgi_request_success_total" not in live
 
 
-def test_prometheus_reads_the_tgi_deployment_as_tgi(fleet: Fleet) -> None:
+def test_prometheus_reads_the_tgi_deployment_as_tgi(fleet: History) -> None:
     at = datetime.fromtimestamp(fleet.export.end_s, UTC)
     source = PrometheusSource(fleet.prom.url)
     assert [n.engine for n in source.engines_present("15m", at)] == ["vllm", "tgi"]
