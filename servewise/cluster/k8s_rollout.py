@@ -35,8 +35,9 @@ def evaluate_rollout(ref: DeploymentRef, obj: Mapping[str, Any]) -> RolloutStatu
     if ref.kind == "InferenceService":
         # A Serverless predictor is done when its latest revision is the ready one. KServe's
         # status.observedGeneration is copied from the child (the predictor's Deployment or Knative
-        # Service), not the InferenceService's, so it cannot say whether a patch was seen: a
-        # RawDeployment's Ready from before a patch still reads done (docs/kubernetes.md, Not done).
+        # Service), not the InferenceService's, so it cannot say whether a patch was seen: in
+        # RawDeployment mode the cluster adapter also checks the predictor's Deployment
+        # (``predictor_lag``), since a Ready from before a patch reads done here.
         desired = int(spec.get("predictor", {}).get("minReplicas", 1))
         predictor = (status.get("components") or {}).get("predictor") or {}
         created, latest = predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
@@ -72,6 +73,62 @@ def evaluate_rollout(ref: DeploymentRef, obj: Mapping[str, Any]) -> RolloutStatu
         failed=failed,
         reason=reason,
     )
+
+
+GPU_RESOURCE = "nvidia.com/gpu"
+KSERVE_ISVC_LABEL = "serving.kserve.io/inferenceservice"  # on what KServe makes for an InferenceService
+
+
+def predictor_lag(isvc: Mapping[str, Any], deployment: Mapping[str, Any]) -> str | None:
+    """What the predictor's Deployment (KServe's RawDeployment child) does not yet carry of the
+    InferenceService's predictor, or that it has not rolled out; None when it has both.
+
+    KServe copies the predictor's containers (a runtime's ``predictor.model``: into
+    ``kserve-container``, its args after the runtime's own) and its node selector into the
+    Deployment's pod template. Compared here: each container's image, its args in order (the
+    InferenceService's as one run inside the Deployment's), its GPU limit, and the node selector."""
+    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    template = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    name = (deployment.get("metadata") or {}).get("name", "the predictor Deployment")
+    children = {str(c.get("name")): c for c in template.get("containers") or []}
+    wanted = [(str(c.get("name")), c) for c in predictor.get("containers") or []]
+    if not wanted and isinstance(predictor.get("model"), dict):
+        wanted = [("kserve-container", predictor["model"])]
+    for cname, spec in wanted:
+        child = children.get(cname)
+        if child is None:
+            return f"{name} has no container {cname} yet"
+        if spec.get("image") and spec.get("image") != child.get("image"):
+            return f"{name}'s {cname} still runs {child.get('image')}"
+        if not _holds_run(
+            [str(a) for a in spec.get("args") or []], [str(a) for a in child.get("args") or []]
+        ):
+            return f"{name}'s {cname} does not carry the predictor's args yet"
+        gpus = ((spec.get("resources") or {}).get("limits") or {}).get(GPU_RESOURCE)
+        held = ((child.get("resources") or {}).get("limits") or {}).get(GPU_RESOURCE)
+        if gpus is not None and str(gpus) != str(held):
+            return f"{name}'s {cname} still asks for {held} GPUs, not {gpus}"
+    selector = template.get("nodeSelector") or {}
+    for key, value in (predictor.get("nodeSelector") or {}).items():
+        if selector.get(key) != value:
+            return f"{name} does not select {key}={value} yet"
+    status = evaluate_rollout(
+        DeploymentRef(
+            namespace=str((deployment.get("metadata") or {}).get("namespace") or "default"), name=name
+        ),
+        deployment,
+    )
+    if not status.done:
+        return (
+            f"{name}: updated {status.updated_replicas}/{status.desired_replicas}, "
+            f"available {status.available_replicas}/{status.desired_replicas}"
+        )
+    return None
+
+
+def _holds_run(run: list[str], args: list[str]) -> bool:
+    """Is ``run`` a contiguous run inside ``args`` (an empty run always is)?"""
+    return not run or any(args[i : i + len(run)] == run for i in range(len(args) - len(run) + 1))
 
 
 def pod_problems(

@@ -45,7 +45,13 @@ from servewise.cluster.k8s_patching import (
     diff,
     restored_object,
 )
-from servewise.cluster.k8s_rollout import evaluate_rollout, pod_problems, scheduling_stall
+from servewise.cluster.k8s_rollout import (
+    KSERVE_ISVC_LABEL,
+    evaluate_rollout,
+    pod_problems,
+    predictor_lag,
+    scheduling_stall,
+)
 from servewise.domain import (
     ApplyResult,
     BenchmarkRequest,
@@ -388,11 +394,13 @@ class KubernetesCluster:
     def rollout_status(self, ref: DeploymentRef) -> RolloutStatus:
         obj = self._read(ref)
         status = evaluate_rollout(ref, obj)
+        if status.done and ref.kind == "InferenceService":
+            status = self._predictor_caught_up(ref, obj, status)
         if status.done:
             return status
         labels = (obj.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
         if ref.kind == "InferenceService":
-            labels = {"serving.kserve.io/inferenceservice": ref.name}
+            labels = {KSERVE_ISVC_LABEL: ref.name}
         pods = self.api.call(
             "list",
             "pods",
@@ -408,12 +416,49 @@ class KubernetesCluster:
         reason = status.reason or (fatal[0] if fatal else None)
         return status.model_copy(
             update={
-                "events": problems,
+                "events": [*status.events, *problems],
                 "failed": status.failed or bool(fatal),
                 "reason": reason,
                 "unschedulable": scheduling_stall(pods, events),
             }
         )
+
+    def _predictor_caught_up(
+        self, ref: DeploymentRef, obj: dict[str, Any], status: RolloutStatus
+    ) -> RolloutStatus:
+        """A RawDeployment InferenceService reads ``Ready`` from before a patch until KServe has
+        reconciled it: done only once its predictor's Deployment carries the predictor's spec and
+        has rolled out (``predictor_lag``). Serverless (revisions in its status) and an
+        InferenceService whose Deployment is not found keep the verdict of ``Ready``."""
+        predictor = ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
+        if predictor.get("latestCreatedRevision"):
+            return status
+        children = self.api.call(
+            "list",
+            "deployments",
+            ref.namespace,
+            self.api.apps.list_namespaced_deployment,
+            ref.namespace,
+            label_selector=f"{KSERVE_ISVC_LABEL}={ref.name}",
+        ).get("items", [])
+        uid = (obj.get("metadata") or {}).get("uid")
+        owned = [
+            d
+            for d in children
+            if any(
+                o.get("kind") == "InferenceService"
+                and o.get("name") == ref.name
+                and (not uid or not o.get("uid") or o.get("uid") == uid)
+                for o in (d.get("metadata") or {}).get("ownerReferences") or []
+            )
+            and (d.get("metadata") or {}).get("labels", {}).get("component", "predictor") == "predictor"
+        ]
+        if not owned:
+            return status
+        lags = [lag for d in owned if (lag := predictor_lag(obj, d))]
+        if not lags:
+            return status
+        return status.model_copy(update={"done": False, "updated_replicas": 0, "events": lags})
 
     def wait_for_rollout(
         self, ref: DeploymentRef, *, timeout_s: float = 600, unschedulable_s: float | None = None

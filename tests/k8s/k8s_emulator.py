@@ -76,6 +76,10 @@ class Controls:
     logs: dict[tuple[str, str], str] = field(default_factory=dict)
     on_create: dict[str, Callable[[FaithfulEmulator, dict[str, Any]], None]] = field(default_factory=dict)
     auto_rollout: bool = True
+    # KServe (RawDeployment) writes an InferenceService's predictor into ``<name>-predictor``, a
+    # Deployment it owns, when the InferenceService is created or patched; off: it is late (a test
+    # then plays it with ``reconcile_kserve``) and the InferenceService keeps its old ``Ready``.
+    kserve_reconciles: bool = True
 
 
 class FaithfulEmulator(kmock.KubernetesEmulator):
@@ -139,6 +143,12 @@ class FaithfulEmulator(kmock.KubernetesEmulator):
             return aiohttp.web.Response(text=text)
         if request.action == kmock.action.UPDATE:
             return self._patch(request, dry)
+        if request.action == kmock.action.DELETE and str(res.plural) == "inferenceservices" and not dry:
+            response = await super()._handle(request)
+            child = (RESOURCES["Deployment"], request.namespace, f"{request.name}-predictor")
+            if child in self.objects and not self.objects[child].deleted:
+                self.objects[child].delete()  # the garbage collector, by owner reference
+            return response
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             meta["resourceVersion"] = str(next(self._rv))
@@ -151,6 +161,8 @@ class FaithfulEmulator(kmock.KubernetesEmulator):
             if self.controls.auto_rollout and str(res.plural) == "inferenceservices":
                 _kserve_ready(request.data)
             response = await super()._handle(request)
+            if self.controls.kserve_reconciles and str(res.plural) == "inferenceservices":
+                self.reconcile_kserve(request.data)
             callback = self.controls.on_create.get(str(res.plural))
             if callback is not None:
                 callback(self, copy.deepcopy(request.data))
@@ -249,7 +261,65 @@ class FaithfulEmulator(kmock.KubernetesEmulator):
             if self.controls.auto_rollout and new.get("kind") == "InferenceService":
                 _kserve_ready(new)
             stored.create(new)
+            if self.controls.kserve_reconciles and new.get("kind") == "InferenceService":
+                self.reconcile_kserve(new)
         return aiohttp.web.json_response(new)
+
+    def reconcile_kserve(self, isvc: dict[str, Any]) -> None:
+        """KServe in RawDeployment mode: the predictor as the pod template of ``<name>-predictor``
+        (a runtime's ``predictor.model`` as ``kserve-container``, its args after the runtime's),
+        rolled out at once unless ``auto_rollout`` is off."""
+        meta = isvc["metadata"]
+        name, namespace = f"{meta['name']}-predictor", meta.get("namespace", "default")
+        predictor = copy.deepcopy(isvc.get("spec", {}).get("predictor", {}))
+        pod = {
+            k: predictor[k]
+            for k in ("containers", "nodeSelector", "tolerations", "affinity", "volumes")
+            if k in predictor
+        }
+        model = predictor.get("model")
+        if not pod.get("containers") and isinstance(model, dict):
+            runtime_args = [f"--model_name={meta['name']}", "--model_dir=/mnt/models", "--http_port=8080"]
+            pod["containers"] = [
+                {
+                    "name": "kserve-container",
+                    "image": model.get("image") or "kserve/huggingfaceserver:v0.15.2",
+                    "args": runtime_args + list(model.get("args") or []),
+                    "resources": model.get("resources") or {},
+                }
+            ]
+        labels = {"serving.kserve.io/inferenceservice": meta["name"], "component": "predictor"}
+        spec = {
+            "replicas": int(predictor.get("minReplicas", 1)),
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        }
+        key = (RESOURCES["Deployment"], namespace, name)
+        old = self.objects[key].raw if key in self.objects and not self.objects[key].deleted else None
+        generation = int(old["metadata"].get("generation", 1)) + (old["spec"] != spec) if old else 1
+        owner = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "name": meta["name"]}
+        if meta.get("uid"):
+            owner["uid"] = meta["uid"]
+        child = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": labels,
+                "ownerReferences": [owner],
+                "generation": generation,
+                "resourceVersion": str(next(self._rv)),
+            },
+            "spec": spec,
+            "status": copy.deepcopy(old.get("status", {})) if old else {},
+        }
+        if self.controls.auto_rollout:
+            _roll_out(child)
+        if key in self.objects:
+            self.objects[key].create(child)
+        else:
+            self.objects[key] = child
 
 
 def _roll_out(obj: dict[str, Any]) -> None:

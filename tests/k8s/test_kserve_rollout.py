@@ -1,0 +1,117 @@
+"""An InferenceService in RawDeployment mode is rolled out only once KServe has written the patch
+into its predictor's Deployment and that Deployment has rolled out: its ``Ready`` from before a
+patch says nothing (the real client against the emulator, whose KServe stand-in can be late)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from k8s_emulator import FaithfulEmulator
+from test_kserve_runtime import HF_ISVC, REF, kserve  # noqa: F401  (the fixture)
+
+from servewise.cluster.k8s_rollout import predictor_lag
+from servewise.cluster.kubernetes import KubernetesCluster
+from servewise.errors import RolloutError
+
+READY = {"conditions": [{"type": "Ready", "status": "True"}]}
+
+
+def _ready_and_reconciled(fleet: FaithfulEmulator) -> None:
+    """The seeded InferenceService as KServe leaves it: Ready, its predictor's Deployment current."""
+    fleet.seed({**copy.deepcopy(HF_ISVC), "status": READY})
+    fleet.reconcile_kserve(fleet.get("InferenceService", REF.namespace, REF.name))
+
+
+def _patch(cluster: KubernetesCluster) -> None:
+    target = cluster.get_deployment(REF).config.with_changes(max_num_seqs=256, tensor_parallel=2)
+    cluster.apply(REF, target, proposal_id="p-raw")
+
+
+def test_a_ready_from_before_the_patch_is_not_done_until_kserve_writes_the_deployment(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    _ready_and_reconciled(kserve)
+    assert cluster.rollout_status(REF).done
+    kserve.controls.kserve_reconciles = False  # KServe has not seen the patch yet
+    _patch(cluster)
+    stale = cluster.rollout_status(REF)
+    assert not stale.done and stale.updated_replicas == 0
+    assert any("huggingface-llama3-predictor's kserve-container does not carry" in e for e in stale.events)
+    with pytest.raises(RolloutError, match="stalled"):
+        cluster.wait_for_rollout(REF, timeout_s=0.2)
+    kserve.reconcile_kserve(kserve.get("InferenceService", REF.namespace, REF.name))
+    assert cluster.rollout_status(REF).done
+    child = kserve.get("Deployment", REF.namespace, "huggingface-llama3-predictor")
+    args = child["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "--model_name=huggingface-llama3" and "--max-num-seqs=256" in args
+
+
+def test_a_written_but_not_rolled_out_deployment_is_not_done(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    _ready_and_reconciled(kserve)
+    kserve.controls.auto_rollout = False  # KServe writes the Deployment; its pods are not up yet
+    _patch(cluster)
+    status = cluster.rollout_status(REF)
+    assert not status.done
+    assert any("huggingface-llama3-predictor: updated" in e for e in status.events)
+
+
+def test_deployments_kserve_made_for_another_inference_service_are_not_read(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    _ready_and_reconciled(kserve)
+    kserve.controls.kserve_reconciles = False
+    _patch(cluster)
+    child = kserve.get("Deployment", REF.namespace, "huggingface-llama3-predictor")
+    child["metadata"]["ownerReferences"] = [{"kind": "InferenceService", "name": "other-llm"}]
+    kserve.put("Deployment", REF.namespace, child["metadata"]["name"], child)
+    # no Deployment of its own found (Serverless, say): Ready is the verdict
+    assert cluster.rollout_status(REF).done
+
+
+def _deployment(containers: list[dict[str, Any]], **pod: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "llm-predictor", "namespace": "ns", "generation": 3},
+        "spec": {"replicas": 1, "template": {"spec": {"containers": containers, **pod}}},
+        "status": {"observedGeneration": 3, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1},
+    }
+
+
+ENGINE = {
+    "name": "kserve-container",
+    "image": "vllm/vllm-openai:v0.11.0",
+    "args": ["--model", "m", "--max-num-seqs", "256"],
+    "resources": {"limits": {"nvidia.com/gpu": "2"}},
+}
+ISVC = {"spec": {"predictor": {"containers": [ENGINE], "nodeSelector": {"pool": "h100"}}}}
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"args": ["--model", "m", "--max-num-seqs", "128"]}, "does not carry the predictor's args"),
+        ({"image": "vllm/vllm-openai:v0.10.0"}, "still runs vllm/vllm-openai:v0.10.0"),
+        ({"resources": {"limits": {"nvidia.com/gpu": "1"}}}, "still asks for 1 GPUs, not 2"),
+        ({"name": "engine"}, "has no container kserve-container"),
+    ],
+)
+def test_each_part_of_the_predictor_kserve_copies_is_compared(change: dict[str, Any], said: str) -> None:
+    assert predictor_lag(ISVC, _deployment([ENGINE], nodeSelector={"pool": "h100"})) is None
+    assert said in str(
+        predictor_lag(ISVC, _deployment([{**ENGINE, **change}], nodeSelector={"pool": "h100"}))
+    )
+
+
+def test_the_node_selector_and_a_sidecar_kserve_adds() -> None:
+    sidecar = {"name": "queue-proxy", "image": "knative/queue"}
+    assert "does not select pool=h100" in str(predictor_lag(ISVC, _deployment([ENGINE])))
+    with_runtime_args = {**ENGINE, "args": ["--port=8080", *ENGINE["args"]]}
+    assert (
+        predictor_lag(ISVC, _deployment([with_runtime_args, sidecar], nodeSelector={"pool": "h100"})) is None
+    )
