@@ -15,6 +15,7 @@ deployment with GPU series only has no ``engine``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -37,7 +38,13 @@ from servewise.telemetry.names import (
     EngineNames,
     LabelMap,
 )
-from servewise.telemetry.promql import PEAK_LOOKBACK, PEAK_SIGNALS, PromQLBuilder, window_seconds
+from servewise.telemetry.promql import (
+    PEAK_LOOKBACK,
+    PEAK_SIGNALS,
+    RATE_SIGNALS,
+    PromQLBuilder,
+    window_seconds,
+)
 
 Key = tuple[str, str]
 log = logging.getLogger(__name__)
@@ -53,6 +60,35 @@ _WHAT = {PEAK_SPAN: "the peak lookback's coverage", WINDOW_SPAN: "the window's c
 KSM_SIGNALS = frozenset({"replicas_available"})  # kube-state-metrics' own, of every workload
 # DCGM's and kube-state-metrics', whatever the engine
 ENGINE_FREE_SIGNALS = frozenset({"gpu_utilization", "gpu_memory_used_bytes", *KSM_SIGNALS})
+
+
+MIN_HELD_S = 120.0  # less history than this is too little to rescale rates from
+
+
+def _rescale_rates(
+    tel: DeploymentTelemetry, held: float, window: str, window_s: float, samples: float | None
+) -> str:
+    """A window Prometheus holds only ``held`` seconds of: rate() divided each counter's increase
+    by the whole window, so the rates read ``1 - held / window`` low; from ``MIN_HELD_S`` on they
+    are rescaled to the seconds held (as the twin reads them) and their evidence says so. rate()
+    also extrapolated a series that starts well inside its window by half its sample interval
+    (``held / (samples - 1)``) before the first sample, which the rescaling takes out when the
+    window's ``samples`` are known. What it did, as the deployment's note."""
+    said = f"Prometheus holds {held:.0f} s of the {window} window for it"
+    if held < MIN_HELD_S:
+        return (
+            f"{said}: rates (requests and tokens per second) read low, by about {1 - held / window_s:.0%},"
+            " until it is covered; wait, or read a shorter --window"
+        )
+    extrapolated = held / (samples - 1) / 2 if samples and samples >= 2 else 0.0
+    for sig in RATE_SIGNALS:
+        if sig in tel.signals:
+            tel.signals[sig] *= window_s / (held + extrapolated)
+            tel.evidence[sig] = tel.evidence[sig].model_copy(update={"window": f"{held:.0f}s"})
+    return (
+        f"{said}: rates (requests and tokens per second) are its counters' increase over those"
+        f" {held:.0f} s (rate() over the window read them {1 - held / window_s:.0%} low)"
+    )
 
 
 class PrometheusSource:
@@ -248,6 +284,19 @@ class PrometheusSource:
             replicas = values.pop("replicas")
             spans = values.pop(PEAK_SPAN, {})
             covered = values.pop(WINDOW_SPAN, {})
+
+            @functools.cache
+            def samples() -> dict[Key, float]:
+                """Samples per deployment's longest request counter, asked the first time a window is
+                partly held (an unanswered question leaves the extrapolation in)."""
+                if not plan.window_samples_query:
+                    return {}
+                try:
+                    return _by_key(ask(plan.window_samples_query).result(), plan.window_samples_query)
+                except ServewiseError as exc:
+                    log.warning("could not count the window's samples: %s", exc)
+                    return {}
+
             window_s = window_seconds(window)
             lookback_s = window_seconds(self.peak_lookback)
             unmeasured = [
@@ -275,11 +324,8 @@ class PrometheusSource:
                 tel.notes.extend(f"{_WHAT.get(sig, sig)}: query failed: {exc}" for sig, exc in failed.items())
                 held = covered.get((ns, dep))
                 if held is not None and held < 0.9 * window_s and window_s - held > 60:
-                    tel.notes.append(
-                        f"Prometheus holds {held:.0f} s of the {window} window for it: rates (requests and"
-                        f" tokens per second) read low, by about {1 - held / window_s:.0%}, until it is covered;"
-                        " wait, or read a shorter --window"
-                    )
+                    count = samples().get((ns, dep)) if held >= MIN_HELD_S else None
+                    tel.notes.append(_rescale_rates(tel, held, window, window_s, count))
                 if not _engine_signals(tel):  # GPU series only: no engine to name
                     tel.engine = None
                 elif unmeasured:

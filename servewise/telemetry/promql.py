@@ -46,11 +46,17 @@ class QueryPlan:
     # seconds of the window that hold the engine's series: a Prometheus (or a deployment) younger
     # than the window reads its rates and averages low, as if idle before its first sample
     window_span_query: str | None = None
+    # samples in the window of each deployment's longest request counter: asked only when a window
+    # is partly held, to undo rate()'s extrapolation (``PrometheusSource``)
+    window_samples_query: str | None = None
 
 
 PEAK_LOOKBACK = "1d"  # a daily cycle; weekly ones need "7d"
 PEAK_STEP = "5m"
 PEAK_SIGNALS = ("request_rate_peak_per_s", "requests_waiting_peak")  # over the lookback, not the window
+# Counter rates over the window: rate() divides a series' increase by the whole window, so a
+# window only partly held reads them low (``PrometheusSource`` rescales them to the part held).
+RATE_SIGNALS = ("request_rate_per_s", "prompt_tokens_per_s", "generation_tokens_per_s", "preemptions_per_s")
 
 
 class PromQLBuilder:
@@ -134,12 +140,9 @@ class PromQLBuilder:
                 q[signal] = f"sum {by} ({self._engine(metric, 'avg_over_time', window)})"
         if n.kv_usage:
             q["kv_cache_usage"] = f"avg {by} ({self._engine(n.kv_usage, 'avg_over_time', window)})"
-        rates = {
-            "request_rate_per_s": n.requests,
-            "prompt_tokens_per_s": n.prompt_tokens,
-            "generation_tokens_per_s": n.generation_tokens,
-            "preemptions_per_s": n.preemptions,
-        }
+        rates = dict(
+            zip(RATE_SIGNALS, (n.requests, n.prompt_tokens, n.generation_tokens, n.preemptions), strict=True)
+        )
         for signal, metric in rates.items():
             if metric:
                 q[signal] = f"sum {by} ({self._engine(metric, 'rate', window)})"
@@ -201,7 +204,13 @@ class PromQLBuilder:
             pods["request_rate_per_s"] = (
                 f"sum by (namespace, deployment, pod) ({self._engine(n.requests, 'rate', window)})"
             )
-        covered = None
+        covered = samples = None
+        if n.requests:  # how many samples the longest request counter holds (rate()'s extrapolation)
+            counted = f"count_over_time({self.selector(n.requests)}[{window}])"
+            counted = self._by_deployment(
+                self._normalize(counted, self.labels.namespace, self.labels.pod), window
+            )
+            samples = f"max {by} ({counted})"
         if n.running or n.requests:
             step = "30s" if window_seconds(window) <= 3600 else "5m"
             first = (
@@ -217,4 +226,5 @@ class PromQLBuilder:
             pod_queries=pods,
             peak_span_query=span,
             window_span_query=covered,
+            window_samples_query=samples,
         )

@@ -230,9 +230,10 @@ def test_an_engine_gone_from_the_window_keeps_its_peaks(mixed: History) -> None:
         assert tel.signals["request_rate_peak_per_s"] > 0, name
 
 
-def test_a_window_prometheus_holds_only_part_of_says_its_rates_read_low(mixed: History) -> None:
+def test_a_window_prometheus_holds_only_part_of_has_its_rates_rescaled(mixed: History) -> None:
     """Five minutes into the history a 15m window holds 5 minutes of data: rate() spreads what it
-    saw over the whole window, so every rate reads about two thirds low, and the snapshot says so."""
+    saw over the whole window, so every rate would read about two thirds low; they are rescaled to
+    the 5 minutes held (as the 5m window reads them), and the snapshot says so."""
     early = datetime.fromtimestamp(mixed.export.start_s + 300, UTC)
     snap = PrometheusSource(mixed.prom.url).snapshot(window="15m", at=early)
     later = PrometheusSource(mixed.prom.url).snapshot(window="5m", at=early)
@@ -242,12 +243,34 @@ def test_a_window_prometheus_holds_only_part_of_says_its_rates_read_low(mixed: H
         [note] = [n for n in tel.notes if "of the 15m window" in n]
         held = float(note.split("holds ")[1].split(" s")[0])
         assert 240 <= held <= 330, note  # the 5 minutes, within a step
-        assert "rates (requests and tokens per second) read low, by about 6" in note or "by about 7" in note
-        ratio = tel.signals["request_rate_per_s"] / short.signals["request_rate_per_s"]
-        assert 0.2 < ratio < 0.5  # what the note warns of
+        assert "are its counters' increase over those" in note and "read them 6" in note or "them 7" in note
+        for sig in ("request_rate_per_s", "generation_tokens_per_s", "prompt_tokens_per_s"):
+            ratio = tel.signals[sig] / short.signals[sig]
+            # without rescaling 0.2-0.5; without undoing rate()'s extrapolation 1.05
+            assert 0.98 < ratio < 1.02, (sig, ratio)
+        assert tel.evidence["request_rate_per_s"].window == f"{held:.0f}s"
+        assert tel.evidence["kv_cache_usage"].window == "15m"  # an average is not rescaled
         assert not [n for n in short.notes if "window for it" in n]  # a covered window says nothing
     full = PrometheusSource(mixed.prom.url).snapshot(window="15m", at=_at(mixed))
     assert not [n for d in full.deployments for n in d.notes if "window for it" in n]
+
+
+def test_under_two_minutes_held_rates_are_left_low_and_said_so(
+    mixed: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Too little history to rescale from (here: a threshold above the 5 minutes held)."""
+    import servewise.telemetry.prometheus as prometheus
+
+    early = datetime.fromtimestamp(mixed.export.start_s + 300, UTC)
+    covered = PrometheusSource(mixed.prom.url).snapshot(window="5m", at=early).for_deployment("chat", "apps")
+    monkeypatch.setattr(prometheus, "MIN_HELD_S", 3600.0)
+    tel = PrometheusSource(mixed.prom.url).snapshot(window="15m", at=early).for_deployment("chat", "apps")
+    assert tel is not None and covered is not None
+    [note] = [n for n in tel.notes if "of the 15m window" in n]
+    assert "rates (requests and tokens per second) read low, by about 6" in note or "by about 7" in note
+    ratio = tel.signals["request_rate_per_s"] / covered.signals["request_rate_per_s"]
+    assert 0.3 < ratio < 0.4  # 300 s + rate()'s half interval over 900 s
+    assert tel.evidence["request_rate_per_s"].window == "15m"
 
 
 def test_a_time_without_any_series_has_no_deployments(mixed: History) -> None:
