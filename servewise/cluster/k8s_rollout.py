@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -77,58 +78,60 @@ def evaluate_rollout(ref: DeploymentRef, obj: Mapping[str, Any]) -> RolloutStatu
 
 GPU_RESOURCE = "nvidia.com/gpu"
 KSERVE_ISVC_LABEL = "serving.kserve.io/inferenceservice"  # on what KServe makes for an InferenceService
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"  # the annotation (and status.deploymentMode)
+RAW_DEPLOYMENT = "RawDeployment"
 
 
 def predictor_lag(isvc: Mapping[str, Any], deployment: Mapping[str, Any]) -> str | None:
     """What the predictor's Deployment (KServe's RawDeployment child) does not yet carry of the
-    InferenceService's predictor, or that it has not rolled out; None when it has both.
+    InferenceService's predictor; None when it carries all that is compared.
 
-    KServe copies the predictor's containers (a runtime's ``predictor.model``: into
-    ``kserve-container``, its args after the runtime's own) and its node selector into the
-    Deployment's pod template. Compared here: each container's image, its args in order (the
-    InferenceService's as one run inside the Deployment's), its GPU limit, and the node selector."""
+    KServe copies the predictor's containers and pod fields into the Deployment's pod template; a
+    runtime's ``predictor.model`` becomes ``kserve-container`` with the InferenceService's args
+    appended after the runtime's. It also rewrites what is not compared: the image (``-gpu``
+    suffix, ``runtimeVersion``) and ``{{.Name}}``-style placeholders (rendered here for name and
+    namespace; args with any other placeholder are not compared). Compared: a container's args
+    (equal; a runtime's: the InferenceService's as the Deployment's last ones, so a removed last
+    flag shows), the predictor's GPU limits, its node selector entries and, when set, its affinity."""
+    meta = isvc.get("metadata") or {}
     predictor = (isvc.get("spec") or {}).get("predictor") or {}
     template = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
     name = (deployment.get("metadata") or {}).get("name", "the predictor Deployment")
     children = {str(c.get("name")): c for c in template.get("containers") or []}
-    wanted = [(str(c.get("name")), c) for c in predictor.get("containers") or []]
+    wanted = [(str(c.get("name")), c, False) for c in predictor.get("containers") or []]
     if not wanted and isinstance(predictor.get("model"), dict):
-        wanted = [("kserve-container", predictor["model"])]
-    for cname, spec in wanted:
+        wanted = [("kserve-container", predictor["model"], True)]
+    for cname, spec, after_runtime in wanted:
         child = children.get(cname)
         if child is None:
             return f"{name} has no container {cname} yet"
-        if spec.get("image") and spec.get("image") != child.get("image"):
-            return f"{name}'s {cname} still runs {child.get('image')}"
-        if not _holds_run(
-            [str(a) for a in spec.get("args") or []], [str(a) for a in child.get("args") or []]
-        ):
-            return f"{name}'s {cname} does not carry the predictor's args yet"
-        gpus = ((spec.get("resources") or {}).get("limits") or {}).get(GPU_RESOURCE)
-        held = ((child.get("resources") or {}).get("limits") or {}).get(GPU_RESOURCE)
-        if gpus is not None and str(gpus) != str(held):
-            return f"{name}'s {cname} still asks for {held} GPUs, not {gpus}"
+        args = [_render(str(a), meta) for a in spec.get("args") or []]
+        held = [str(a) for a in child.get("args") or []]
+        if not any("{{" in a for a in args):
+            carried = held[len(held) - len(args) :] == args if after_runtime else held == args
+            if not carried or (after_runtime and len(held) < len(args)):
+                return f"{name}'s {cname} does not carry the predictor's args yet"
+        limits = (spec.get("resources") or {}).get("limits") or {}
+        held_limits = (child.get("resources") or {}).get("limits") or {}
+        for key, count in limits.items():
+            if key.endswith("/gpu") and str(count) != str(held_limits.get(key)):
+                return f"{name}'s {cname} still asks for {held_limits.get(key)} {key}, not {count}"
     selector = template.get("nodeSelector") or {}
     for key, value in (predictor.get("nodeSelector") or {}).items():
         if selector.get(key) != value:
             return f"{name} does not select {key}={value} yet"
-    status = evaluate_rollout(
-        DeploymentRef(
-            namespace=str((deployment.get("metadata") or {}).get("namespace") or "default"), name=name
-        ),
-        deployment,
-    )
-    if not status.done:
-        return (
-            f"{name}: updated {status.updated_replicas}/{status.desired_replicas}, "
-            f"available {status.available_replicas}/{status.desired_replicas}"
-        )
+    if predictor.get("affinity") and predictor["affinity"] != template.get("affinity"):
+        return f"{name} does not carry the predictor's affinity yet"
     return None
 
 
-def _holds_run(run: list[str], args: list[str]) -> bool:
-    """Is ``run`` a contiguous run inside ``args`` (an empty run always is)?"""
-    return not run or any(args[i : i + len(run)] == run for i in range(len(args) - len(run) + 1))
+def _render(arg: str, meta: Mapping[str, Any]) -> str:
+    """KServe's placeholders for the InferenceService's name and namespace, as it renders them."""
+    return re.sub(
+        r"\{\{\s*\.(Name|Namespace)\s*\}\}",
+        lambda m: str(meta.get(m.group(1).lower(), "")),
+        arg,
+    )
 
 
 def pod_problems(

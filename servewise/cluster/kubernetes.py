@@ -46,7 +46,9 @@ from servewise.cluster.k8s_patching import (
     restored_object,
 )
 from servewise.cluster.k8s_rollout import (
+    DEPLOYMENT_MODE,
     KSERVE_ISVC_LABEL,
+    RAW_DEPLOYMENT,
     evaluate_rollout,
     pod_problems,
     predictor_lag,
@@ -427,11 +429,18 @@ class KubernetesCluster:
         self, ref: DeploymentRef, obj: dict[str, Any], status: RolloutStatus
     ) -> RolloutStatus:
         """A RawDeployment InferenceService reads ``Ready`` from before a patch until KServe has
-        reconciled it: done only once its predictor's Deployment carries the predictor's spec and
-        has rolled out (``predictor_lag``). Serverless (revisions in its status) and an
-        InferenceService whose Deployment is not found keep the verdict of ``Ready``."""
-        predictor = ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
-        if predictor.get("latestCreatedRevision"):
+        reconciled it: done only once its predictor's Deployment (``<name>-predictor``, or the
+        older ``<name>-predictor-default``, owned by it; not a canary's or a multi-node worker's)
+        carries the predictor's spec (``predictor_lag``) and has rolled out; failed when that
+        Deployment's rollout failed. Serverless and an InferenceService whose Deployment is not
+        found keep the verdict of ``Ready``."""
+        meta, state = obj.get("metadata") or {}, obj.get("status") or {}
+        raw = RAW_DEPLOYMENT in (
+            state.get("deploymentMode"),
+            (meta.get("annotations") or {}).get(DEPLOYMENT_MODE),
+        )
+        revision = ((state.get("components") or {}).get("predictor") or {}).get("latestCreatedRevision")
+        if revision and not raw:
             return status
         children = self.api.call(
             "list",
@@ -441,24 +450,37 @@ class KubernetesCluster:
             ref.namespace,
             label_selector=f"{KSERVE_ISVC_LABEL}={ref.name}",
         ).get("items", [])
-        uid = (obj.get("metadata") or {}).get("uid")
+        uid = meta.get("uid")
+        names = {f"{ref.name}-predictor", f"{ref.name}-predictor-default"}
         owned = [
             d
             for d in children
-            if any(
+            if (d.get("metadata") or {}).get("name") in names
+            and any(
                 o.get("kind") == "InferenceService"
                 and o.get("name") == ref.name
                 and (not uid or not o.get("uid") or o.get("uid") == uid)
                 for o in (d.get("metadata") or {}).get("ownerReferences") or []
             )
-            and (d.get("metadata") or {}).get("labels", {}).get("component", "predictor") == "predictor"
         ]
         if not owned:
             return status
-        lags = [lag for d in owned if (lag := predictor_lag(obj, d))]
-        if not lags:
-            return status
-        return status.model_copy(update={"done": False, "updated_replicas": 0, "events": lags})
+        child = owned[0]
+        lag = predictor_lag(obj, child)
+        if lag is None:
+            name = str(child["metadata"]["name"])
+            rolled = evaluate_rollout(DeploymentRef(namespace=ref.namespace, name=name), child)
+            if rolled.failed:
+                return status.model_copy(
+                    update={"done": False, "failed": True, "reason": f"{name}: {rolled.reason}"}
+                )
+            if rolled.done:
+                return status
+            lag = (
+                f"{name}: updated {rolled.updated_replicas}/{rolled.desired_replicas}, "
+                f"available {rolled.available_replicas}/{rolled.desired_replicas}"
+            )
+        return status.model_copy(update={"done": False, "updated_replicas": 0, "events": [lag]})
 
     def wait_for_rollout(
         self, ref: DeploymentRef, *, timeout_s: float = 600, unschedulable_s: float | None = None

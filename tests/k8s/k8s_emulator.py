@@ -279,12 +279,21 @@ class FaithfulEmulator(kmock.KubernetesEmulator):
         }
         model = predictor.get("model")
         if not pod.get("containers") and isinstance(model, dict):
-            runtime_args = [f"--model_name={meta['name']}", "--model_dir=/mnt/models", "--http_port=8080"]
+            # the runtime's container, the model's args appended, placeholders rendered, and the
+            # image tag given KServe's "-gpu" suffix when the container asks for a GPU
+            runtime_args = ["--model_name={{.Name}}", "--model_dir=/mnt/models", "--http_port=8080"]
+            args = [
+                a.replace("{{.Name}}", meta["name"]).replace("{{.Namespace}}", namespace)
+                for a in runtime_args + list(model.get("args") or [])
+            ]
+            image = model.get("image") or "kserve/huggingfaceserver:v0.15.2"
+            if "nvidia.com/gpu" in ((model.get("resources") or {}).get("limits") or {}):
+                image += "-gpu"
             pod["containers"] = [
                 {
                     "name": "kserve-container",
-                    "image": model.get("image") or "kserve/huggingfaceserver:v0.15.2",
-                    "args": runtime_args + list(model.get("args") or []),
+                    "image": image,
+                    "args": args,
                     "resources": model.get("resources") or {},
                 }
             ]

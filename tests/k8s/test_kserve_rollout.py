@@ -49,6 +49,56 @@ def test_a_ready_from_before_the_patch_is_not_done_until_kserve_writes_the_deplo
     assert args[0] == "--model_name=huggingface-llama3" and "--max-num-seqs=256" in args
 
 
+def test_a_rollback_kserve_has_not_seen_is_not_done(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    """A rollback removes the flag the proposal appended: the old Deployment still ends with it."""
+    _ready_and_reconciled(kserve)
+    target = cluster.get_deployment(REF).config.with_changes(max_num_batched_tokens=4096)
+    cluster.apply(REF, target, proposal_id="p-flag")
+    assert cluster.rollout_status(REF).done
+    kserve.controls.kserve_reconciles = False
+    cluster.rollback(REF, proposal_id="p-flag")
+    assert not cluster.rollout_status(REF).done
+    kserve.reconcile_kserve(kserve.get("InferenceService", REF.namespace, REF.name))
+    assert cluster.rollout_status(REF).done
+
+
+def test_what_kserve_rewrites_is_not_read_as_a_lag(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    """A pinned image gets KServe's "-gpu" tag and ``{{.Name}}`` is rendered: still caught up."""
+    isvc = copy.deepcopy(HF_ISVC)
+    model = isvc["spec"]["predictor"]["model"]
+    model["image"] = "kserve/huggingfaceserver:v0.15.2"
+    model["args"] = ["--model_name={{.Name}}", *model["args"][1:]]
+    kserve.seed({**isvc, "status": READY})
+    kserve.reconcile_kserve(kserve.get("InferenceService", REF.namespace, REF.name))
+    child = kserve.get("Deployment", REF.namespace, "huggingface-llama3-predictor")
+    assert child["spec"]["template"]["spec"]["containers"][0]["image"].endswith("-gpu")
+    assert cluster.rollout_status(REF).done
+
+
+def test_a_stuck_predictor_deployment_fails_the_rollout(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    _ready_and_reconciled(kserve)
+    kserve.controls.auto_rollout = False
+    _patch(cluster)
+    child = kserve.get("Deployment", REF.namespace, "huggingface-llama3-predictor")
+    child["status"]["conditions"] = [
+        {"type": "Progressing", "reason": "ProgressDeadlineExceeded", "message": "no GPU node"}
+    ]
+    kserve.put("Deployment", REF.namespace, child["metadata"]["name"], child)
+    status = cluster.rollout_status(REF)
+    assert status.failed and "huggingface-llama3-predictor: ProgressDeadlineExceeded" in str(status.reason)
+    with pytest.raises(RolloutError, match="failed"):
+        cluster.wait_for_rollout(REF, timeout_s=30)
+
+
 def test_a_written_but_not_rolled_out_deployment_is_not_done(
     cluster: KubernetesCluster,
     kserve: FaithfulEmulator,  # noqa: F811
@@ -59,6 +109,19 @@ def test_a_written_but_not_rolled_out_deployment_is_not_done(
     status = cluster.rollout_status(REF)
     assert not status.done
     assert any("huggingface-llama3-predictor: updated" in e for e in status.events)
+
+
+def test_only_the_predictors_own_deployment_is_read_not_a_canarys_or_a_workers(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    _ready_and_reconciled(kserve)
+    for suffix in ("canary", "worker"):  # same labels and owner, other args
+        other = kserve.get("Deployment", REF.namespace, "huggingface-llama3-predictor")
+        other["metadata"]["name"] = f"huggingface-llama3-predictor-{suffix}"
+        other["spec"]["template"]["spec"]["containers"][0]["args"] = ["--other"]
+        kserve.seed(other)
+    assert cluster.rollout_status(REF).done
 
 
 def test_deployments_kserve_made_for_another_inference_service_are_not_read(
@@ -96,8 +159,8 @@ ISVC = {"spec": {"predictor": {"containers": [ENGINE], "nodeSelector": {"pool": 
     ("change", "said"),
     [
         ({"args": ["--model", "m", "--max-num-seqs", "128"]}, "does not carry the predictor's args"),
-        ({"image": "vllm/vllm-openai:v0.10.0"}, "still runs vllm/vllm-openai:v0.10.0"),
-        ({"resources": {"limits": {"nvidia.com/gpu": "1"}}}, "still asks for 1 GPUs, not 2"),
+        ({"args": [*ENGINE["args"], "--enforce-eager"]}, "does not carry the predictor's args"),  # removed
+        ({"resources": {"limits": {"nvidia.com/gpu": "1"}}}, "still asks for 1 nvidia.com/gpu, not 2"),
         ({"name": "engine"}, "has no container kserve-container"),
     ],
 )
@@ -108,10 +171,26 @@ def test_each_part_of_the_predictor_kserve_copies_is_compared(change: dict[str, 
     )
 
 
-def test_the_node_selector_and_a_sidecar_kserve_adds() -> None:
+def test_the_node_selector_affinity_and_what_kserve_adds() -> None:
     sidecar = {"name": "queue-proxy", "image": "knative/queue"}
+    retagged = {**ENGINE, "image": "vllm/vllm-openai:v0.11.0-gpu"}  # the image is KServe's to rewrite
     assert "does not select pool=h100" in str(predictor_lag(ISVC, _deployment([ENGINE])))
-    with_runtime_args = {**ENGINE, "args": ["--port=8080", *ENGINE["args"]]}
-    assert (
-        predictor_lag(ISVC, _deployment([with_runtime_args, sidecar], nodeSelector={"pool": "h100"})) is None
-    )
+    assert predictor_lag(ISVC, _deployment([retagged, sidecar], nodeSelector={"pool": "h100"})) is None
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}
+    pinned = {"spec": {"predictor": {**ISVC["spec"]["predictor"], "affinity": affinity}}}
+    assert "affinity" in str(predictor_lag(pinned, _deployment([ENGINE], nodeSelector={"pool": "h100"})))
+
+
+def test_a_runtimes_args_come_first_and_the_predictors_last() -> None:
+    model = {k: v for k, v in ENGINE.items() if k != "name"}
+    predictor = {"model": {**model, "args": ["--model_name={{.Name}}", "--x=1"]}}
+    isvc = {"metadata": {"name": "llm"}, "spec": {"predictor": predictor}}
+    runtime = {**ENGINE, "args": ["--model_dir=/mnt/models", "--model_name=llm", "--x=1"]}
+    assert predictor_lag(isvc, _deployment([runtime])) is None
+    stale = {**ENGINE, "args": ["--model_dir=/mnt/models", "--model_name=llm", "--x=1", "--y=2"]}
+    assert "does not carry" in str(predictor_lag(isvc, _deployment([stale])))
+    labelled = {
+        "metadata": {"name": "llm"},
+        "spec": {"predictor": {"model": {**model, "args": ["{{.Labels.x}}"]}}},
+    }
+    assert predictor_lag(labelled, _deployment([runtime])) is None  # a placeholder it does not render
