@@ -41,7 +41,6 @@ from servewise.telemetry.names import (
 from servewise.telemetry.promql import (
     PEAK_LOOKBACK,
     PEAK_SIGNALS,
-    RATE_SIGNALS,
     PromQLBuilder,
     window_seconds,
 )
@@ -62,32 +61,20 @@ KSM_SIGNALS = frozenset({"replicas_available"})  # kube-state-metrics' own, of e
 ENGINE_FREE_SIGNALS = frozenset({"gpu_utilization", "gpu_memory_used_bytes", *KSM_SIGNALS})
 
 
-MIN_HELD_S = 120.0  # less history than this is too little to rescale rates from
+MIN_HELD_S = 120.0  # less history than this is too little to read rates from
+HELD_STEP_S = 30  # a partly held window's rates are re-read over its held seconds, rounded down to this
 
 
-def _rescale_rates(
-    tel: DeploymentTelemetry, held: float, window: str, window_s: float, samples: float | None
-) -> str:
-    """A window Prometheus holds only ``held`` seconds of: rate() divided each counter's increase
-    by the whole window, so the rates read ``1 - held / window`` low; from ``MIN_HELD_S`` on they
-    are rescaled to the seconds held (as the twin reads them) and their evidence says so. rate()
-    also extrapolated a series that starts well inside its window by half its sample interval
-    (``held / (samples - 1)``) before the first sample, which the rescaling takes out when the
-    window's ``samples`` are known. What it did, as the deployment's note."""
+def _held_rates_note(held: float, window: str, window_s: float, span: int | None) -> str:
     said = f"Prometheus holds {held:.0f} s of the {window} window for it"
-    if held < MIN_HELD_S:
+    if span is None:
         return (
             f"{said}: rates (requests and tokens per second) read low, by about {1 - held / window_s:.0%},"
             " until it is covered; wait, or read a shorter --window"
         )
-    extrapolated = held / (samples - 1) / 2 if samples and samples >= 2 else 0.0
-    for sig in RATE_SIGNALS:
-        if sig in tel.signals:
-            tel.signals[sig] *= window_s / (held + extrapolated)
-            tel.evidence[sig] = tel.evidence[sig].model_copy(update={"window": f"{held:.0f}s"})
     return (
-        f"{said}: rates (requests and tokens per second) are its counters' increase over those"
-        f" {held:.0f} s (rate() over the window read them {1 - held / window_s:.0%} low)"
+        f"{said}: rates (requests and tokens per second) are read over the last {span} s instead"
+        f" (over the window they read {1 - held / window_s:.0%} low)"
     )
 
 
@@ -258,7 +245,8 @@ class PrometheusSource:
         """Send the queries of ``names`` (``ask`` sends one) and return what collects their answers:
         every deployment with a series under ``names`` (or a GPU series). Every engine's queries are
         sent before any answer is awaited."""
-        plan = PromQLBuilder(names, self.label_map, use_owners=owners).plan(window, self.peak_lookback)
+        builder = PromQLBuilder(names, self.label_map, use_owners=owners)
+        plan = builder.plan(window, self.peak_lookback)
         pod_jobs = {f"{POD_PREFIX}{sig}": q for sig, q in plan.pod_queries.items()}
         jobs = {**plan.queries, "replicas": plan.replicas_query, **pod_jobs}
         if plan.peak_span_query:
@@ -285,19 +273,31 @@ class PrometheusSource:
             spans = values.pop(PEAK_SPAN, {})
             covered = values.pop(WINDOW_SPAN, {})
 
-            @functools.cache
-            def samples() -> dict[Key, float]:
-                """Samples per deployment's longest request counter, asked the first time a window is
-                partly held (an unanswered question leaves the extrapolation in)."""
-                if not plan.window_samples_query:
-                    return {}
-                try:
-                    return _by_key(ask(plan.window_samples_query).result(), plan.window_samples_query)
-                except ServewiseError as exc:
-                    log.warning("could not count the window's samples: %s", exc)
-                    return {}
-
             window_s = window_seconds(window)
+
+            @functools.cache
+            def rates_over(span: int) -> dict[str, tuple[str, dict[Key, float]]] | None:
+                """The counter rates over the last ``span`` seconds (None: not answered)."""
+                asked = {sig: (q, ask(q)) for sig, q in builder.rate_queries(f"{span}s").items()}
+                try:
+                    return {sig: (q, _by_key(future.result(), q)) for sig, (q, future) in asked.items()}
+                except ServewiseError as exc:
+                    log.warning("could not read rates over the last %d s: %s", span, exc)
+                    return None
+
+            def held_rates(tel: DeploymentTelemetry, span: int) -> bool:
+                """A partly held window's rates, re-read over the ``span`` seconds it holds (rate()
+                divided their increase by the whole window); False when that could not be read."""
+                answers = rates_over(span)
+                if answers is None:
+                    return False
+                for sig, (query, values) in answers.items():
+                    value = values.get((tel.namespace, tel.deployment))
+                    if sig in tel.signals and value is not None:
+                        tel.signals[sig] = value
+                        tel.evidence[sig] = SignalEvidence(query=query, window=f"{span}s")
+                return True
+
             lookback_s = window_seconds(self.peak_lookback)
             unmeasured = [
                 sig for sig in SIGNALS if sig not in plan.queries
@@ -324,8 +324,10 @@ class PrometheusSource:
                 tel.notes.extend(f"{_WHAT.get(sig, sig)}: query failed: {exc}" for sig, exc in failed.items())
                 held = covered.get((ns, dep))
                 if held is not None and held < 0.9 * window_s and window_s - held > 60:
-                    count = samples().get((ns, dep)) if held >= MIN_HELD_S else None
-                    tel.notes.append(_rescale_rates(tel, held, window, window_s, count))
+                    over = int(held // HELD_STEP_S * HELD_STEP_S) if held >= MIN_HELD_S else None
+                    if over is not None and not held_rates(tel, over):
+                        over = None
+                    tel.notes.append(_held_rates_note(held, window, window_s, over))
                 if not _engine_signals(tel):  # GPU series only: no engine to name
                     tel.engine = None
                 elif unmeasured:

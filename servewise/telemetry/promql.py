@@ -46,9 +46,6 @@ class QueryPlan:
     # seconds of the window that hold the engine's series: a Prometheus (or a deployment) younger
     # than the window reads its rates and averages low, as if idle before its first sample
     window_span_query: str | None = None
-    # samples in the window of each deployment's longest request counter: asked only when a window
-    # is partly held, to undo rate()'s extrapolation (``PrometheusSource``)
-    window_samples_query: str | None = None
 
 
 PEAK_LOOKBACK = "1d"  # a daily cycle; weekly ones need "7d"
@@ -127,6 +124,16 @@ class PromQLBuilder:
         inner = f"avg_over_time({name}[{window}])"
         return self._by_deployment(self._normalize(inner, self.labels.dcgm_namespace, self.labels.dcgm_pod))
 
+    def rate_queries(self, window: str) -> dict[str, str]:
+        """The counter rates over ``window`` (``RATE_SIGNALS`` the engine has metrics for)."""
+        n, by = self.names, "by (namespace, deployment)"
+        metrics = (n.requests, n.prompt_tokens, n.generation_tokens, n.preemptions)
+        return {
+            signal: f"sum {by} ({self._engine(metric, 'rate', window)})"
+            for signal, metric in zip(RATE_SIGNALS, metrics, strict=True)
+            if metric
+        }
+
     # -- the plan --------------------------------------------------------------------------------
     def plan(self, window: str, peak_lookback: str = PEAK_LOOKBACK) -> QueryPlan:
         """Every query of a snapshot over ``window``; the peak rate looks back ``peak_lookback``."""
@@ -140,12 +147,7 @@ class PromQLBuilder:
                 q[signal] = f"sum {by} ({self._engine(metric, 'avg_over_time', window)})"
         if n.kv_usage:
             q["kv_cache_usage"] = f"avg {by} ({self._engine(n.kv_usage, 'avg_over_time', window)})"
-        rates = dict(
-            zip(RATE_SIGNALS, (n.requests, n.prompt_tokens, n.generation_tokens, n.preemptions), strict=True)
-        )
-        for signal, metric in rates.items():
-            if metric:
-                q[signal] = f"sum {by} ({self._engine(metric, 'rate', window)})"
+        q.update(self.rate_queries(window))
         if n.prefix_hits and n.prefix_queries:  # no lookups (caching off): 0/0, missing
             hits, queries = (self._engine(m, "rate", window) for m in (n.prefix_hits, n.prefix_queries))
             q["prefix_cache_hit_rate"] = f"sum {by} ({hits}) / sum {by} ({queries})"
@@ -204,13 +206,7 @@ class PromQLBuilder:
             pods["request_rate_per_s"] = (
                 f"sum by (namespace, deployment, pod) ({self._engine(n.requests, 'rate', window)})"
             )
-        covered = samples = None
-        if n.requests:  # how many samples the longest request counter holds (rate()'s extrapolation)
-            counted = f"count_over_time({self.selector(n.requests)}[{window}])"
-            counted = self._by_deployment(
-                self._normalize(counted, self.labels.namespace, self.labels.pod), window
-            )
-            samples = f"max {by} ({counted})"
+        covered = None
         if n.running or n.requests:
             step = "30s" if window_seconds(window) <= 3600 else "5m"
             first = (
@@ -226,5 +222,4 @@ class PromQLBuilder:
             pod_queries=pods,
             peak_span_query=span,
             window_span_query=covered,
-            window_samples_query=samples,
         )

@@ -230,25 +230,30 @@ def test_an_engine_gone_from_the_window_keeps_its_peaks(mixed: History) -> None:
         assert tel.signals["request_rate_peak_per_s"] > 0, name
 
 
-def test_a_window_prometheus_holds_only_part_of_has_its_rates_rescaled(mixed: History) -> None:
-    """Five minutes into the history a 15m window holds 5 minutes of data: rate() spreads what it
-    saw over the whole window, so every rate would read about two thirds low; they are rescaled to
-    the 5 minutes held (as the 5m window reads them), and the snapshot says so."""
+def test_a_window_prometheus_holds_only_part_of_has_its_rates_read_over_what_it_holds(mixed: History) -> None:
+    """Five minutes into the history a 15m window holds 5 minutes of data: rate() divides what it
+    saw by the whole window, so every rate would read about two thirds low; they are read again
+    over the seconds held (as the 5m window reads them), and the snapshot says so."""
     early = datetime.fromtimestamp(mixed.export.start_s + 300, UTC)
-    snap = PrometheusSource(mixed.prom.url).snapshot(window="15m", at=early)
-    later = PrometheusSource(mixed.prom.url).snapshot(window="5m", at=early)
+    source = PrometheusSource(mixed.prom.url)
+    snap = source.snapshot(window="15m", at=early)
+    later = source.snapshot(window="5m", at=early)
+    rates = len(PromQLBuilder(VLLM_NAMES, LabelMap()).rate_queries("5m"))
+    assert snap.queries - later.queries in (rates, rates + 4)  # one re-read per span held (vLLM, SGLang)
     for name, ns in (("chat", "apps"), ("agent", "apps")):
         tel, short = snap.for_deployment(name, ns), later.for_deployment(name, ns)
         assert tel is not None and short is not None
         [note] = [n for n in tel.notes if "of the 15m window" in n]
         held = float(note.split("holds ")[1].split(" s")[0])
         assert 240 <= held <= 330, note  # the 5 minutes, within a step
-        assert "are its counters' increase over those" in note and "read them 6" in note or "them 7" in note
+        over = int(held // 30 * 30)
+        assert f"are read over the last {over} s instead" in note
+        assert "they read 6" in note or "they read 7" in note
         for sig in ("request_rate_per_s", "generation_tokens_per_s", "prompt_tokens_per_s"):
             ratio = tel.signals[sig] / short.signals[sig]
-            # without rescaling 0.2-0.5; without undoing rate()'s extrapolation 1.05
-            assert 0.98 < ratio < 1.02, (sig, ratio)
-        assert tel.evidence["request_rate_per_s"].window == f"{held:.0f}s"
+            assert 0.97 < ratio < 1.03, (sig, ratio)  # over the whole window: 0.35
+        assert tel.evidence["request_rate_per_s"].window == f"{over}s"
+        assert f"[{over}s]" in tel.evidence["request_rate_per_s"].query  # the query behind the value
         assert tel.evidence["kv_cache_usage"].window == "15m"  # an average is not rescaled
         assert not [n for n in short.notes if "window for it" in n]  # a covered window says nothing
     full = PrometheusSource(mixed.prom.url).snapshot(window="15m", at=_at(mixed))
