@@ -8,7 +8,9 @@ confirming run (10 000 requests) servewise made whose worst p99 / objective read
 has seen. Prints, per candidate, servewise's reading, the truth, the single runs' mean, spread and
 range; then, for the runs that failed inside the objective (the guard band), how often pooling
 the reading with a second run would have passed the guard band and which of them truly break the
-SLO. This says whether an edge optimum can be confirmed, or only guessed.
+SLO (pooled as the mean of the two runs' worst ratios, which is at least the worst ratio of the
+two runs' mean p99s: it leans strict where the binding metric changes between runs). This says
+whether an edge optimum can be confirmed, or only guessed.
 """
 
 from __future__ import annotations
@@ -79,9 +81,9 @@ def candidates(paths: list[str]) -> list[Candidate]:
                 values = trial["measured"]
                 reading = max((values[k] / v for k, v in dep["slo"].items() if k in values), default=0.0)
                 if trial["confirming"] and LOW < reading <= HIGH:
-                    key = (dep["scenario"], dep["deployment"], trial["config"])
+                    key = (dep["scenario"], dep["deployment"], trial["config"], trial["pool"])
                     out[key] = Candidate(
-                        *key, trial["pool"], reading, trial["passed"], trial["cost_per_hour"],
+                        *key, reading, trial["passed"], trial["cost_per_hour"],
                         dep["optimum_cost_per_hour"],
                     )  # fmt: skip
     return sorted(out.values(), key=lambda c: c.reading)
@@ -133,6 +135,9 @@ def main() -> None:
             band.append((cand, truth, singles))
     console = Console()
     console.print(table)
+    if not band:
+        console.print(f"no confirming run failed inside the objective above the {GUARD} guard band")
+        return
     breaking = [b for b in band if b[1] > 1.0]
     pooled = {
         id(c): sum((c.reading + s) / 2 <= GUARD for s in singles) / len(singles) for c, _, singles in band
