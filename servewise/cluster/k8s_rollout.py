@@ -63,7 +63,13 @@ def evaluate_rollout(ref: DeploymentRef, obj: Mapping[str, Any]) -> RolloutStatu
         done = done and status.get("currentRevision") == status.get("updateRevision")
     failed, reason = False, None
     for cond in status.get("conditions") or []:
-        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+        # a deadline the controller reported for this generation, not one left from the last rollout
+        stale = observed < generation
+        if (
+            cond.get("type") == "Progressing"
+            and cond.get("reason") == "ProgressDeadlineExceeded"
+            and not stale
+        ):
             failed, reason = True, f"ProgressDeadlineExceeded: {cond.get('message', '')}".strip()
     return RolloutStatus(
         ref=ref,
@@ -80,37 +86,45 @@ GPU_RESOURCE = "nvidia.com/gpu"
 KSERVE_ISVC_LABEL = "serving.kserve.io/inferenceservice"  # on what KServe makes for an InferenceService
 DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"  # the annotation (and status.deploymentMode)
 RAW_DEPLOYMENT = "RawDeployment"
+# On an InferenceService: its predictor Deployment's generation when servewise last patched the
+# predictor's pod fields (KServe bumps it when it writes the patch in).
+PREDICTOR_GENERATION = "servewise.io/predictor-generation"
 
 
-def predictor_lag(isvc: Mapping[str, Any], deployment: Mapping[str, Any]) -> str | None:
+def predictor_lag(
+    isvc: Mapping[str, Any], deployment: Mapping[str, Any], baseline: int | None = None
+) -> str | None:
     """What the predictor's Deployment (KServe's RawDeployment child) does not yet carry of the
     InferenceService's predictor; None when it carries all that is compared.
 
-    KServe copies the predictor's containers and pod fields into the Deployment's pod template; a
-    runtime's ``predictor.model`` becomes ``kserve-container`` with the InferenceService's args
-    appended after the runtime's. It also rewrites what is not compared: the image (``-gpu``
-    suffix, ``runtimeVersion``) and ``{{.Name}}``-style placeholders (rendered here for name and
-    namespace; args with any other placeholder are not compared). Compared: a container's args
-    (equal; a runtime's: the InferenceService's as the Deployment's last ones, so a removed last
-    flag shows), the predictor's GPU limits, its node selector entries and, when set, its affinity."""
+    ``baseline``: the Deployment's generation when servewise patched the predictor's pod fields
+    (``PREDICTOR_GENERATION``); until KServe writes the patch the Deployment stays at it, whatever
+    the rest says (a rollback to a runtime's own args, which nothing below can tell). Compared
+    besides: a container's args (equal; a runtime's ``predictor.model``, which KServe makes
+    ``kserve-container`` with the InferenceService's args appended after the runtime's and its
+    ``{{.Name}}``/``{{.Namespace}}`` rendered: the Deployment's last args, any other placeholder
+    matching any value), the predictor's GPU limits, its node selector entries and its affinity's
+    terms (KServe merges a runtime's into them). Not compared, as KServe rewrites it: the image
+    (``-gpu`` tag suffix, ``runtimeVersion``)."""
+    name = (deployment.get("metadata") or {}).get("name", "the predictor Deployment")
+    generation = int((deployment.get("metadata") or {}).get("generation", 0) or 0)
+    if baseline is not None and generation <= baseline:
+        return f"KServe has not written the patch into {name} yet (generation {generation})"
     meta = isvc.get("metadata") or {}
     predictor = (isvc.get("spec") or {}).get("predictor") or {}
     template = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
-    name = (deployment.get("metadata") or {}).get("name", "the predictor Deployment")
     children = {str(c.get("name")): c for c in template.get("containers") or []}
     wanted = [(str(c.get("name")), c, False) for c in predictor.get("containers") or []]
     if not wanted and isinstance(predictor.get("model"), dict):
         wanted = [("kserve-container", predictor["model"], True)]
-    for cname, spec, after_runtime in wanted:
+    for cname, spec, runtime in wanted:
         child = children.get(cname)
         if child is None:
             return f"{name} has no container {cname} yet"
-        args = [_render(str(a), meta) for a in spec.get("args") or []]
+        args = [_render(str(a), meta) if runtime else str(a) for a in spec.get("args") or []]
         held = [str(a) for a in child.get("args") or []]
-        if not any("{{" in a for a in args):
-            carried = held[len(held) - len(args) :] == args if after_runtime else held == args
-            if not carried or (after_runtime and len(held) < len(args)):
-                return f"{name}'s {cname} does not carry the predictor's args yet"
+        if not _args_match(args, held[len(held) - len(args) :] if runtime else held):
+            return f"{name}'s {cname} does not carry the predictor's args yet"
         limits = (spec.get("resources") or {}).get("limits") or {}
         held_limits = (child.get("resources") or {}).get("limits") or {}
         for key, count in limits.items():
@@ -120,13 +134,29 @@ def predictor_lag(isvc: Mapping[str, Any], deployment: Mapping[str, Any]) -> str
     for key, value in (predictor.get("nodeSelector") or {}).items():
         if selector.get(key) != value:
             return f"{name} does not select {key}={value} yet"
-    if predictor.get("affinity") and predictor["affinity"] != template.get("affinity"):
+    if predictor.get("affinity") and not _contains(predictor["affinity"], template.get("affinity")):
         return f"{name} does not carry the predictor's affinity yet"
     return None
 
 
+def _args_match(wanted: list[str], held: list[str]) -> bool:
+    """Equal, position by position; an arg with a placeholder KServe renders and this does not
+    (``{{.Labels.team}}``) matches any value."""
+    return len(wanted) == len(held) and all(w == h or "{{" in w for w, h in zip(wanted, held, strict=True))
+
+
+def _contains(wanted: Any, held: Any) -> bool:
+    """Does ``held`` hold everything in ``wanted`` (maps: each key; lists: each item somewhere)?"""
+    if isinstance(wanted, Mapping):
+        return isinstance(held, Mapping) and all(_contains(v, held.get(k)) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return isinstance(held, list) and all(any(_contains(w, h) for h in held) for w in wanted)
+    return bool(wanted == held)
+
+
 def _render(arg: str, meta: Mapping[str, Any]) -> str:
-    """KServe's placeholders for the InferenceService's name and namespace, as it renders them."""
+    """KServe's placeholders for the InferenceService's name and namespace, as it renders them in
+    a runtime's container (not in the predictor's own containers)."""
     return re.sub(
         r"\{\{\s*\.(Name|Namespace)\s*\}\}",
         lambda m: str(meta.get(m.group(1).lower(), "")),

@@ -48,6 +48,7 @@ from servewise.cluster.k8s_patching import (
 from servewise.cluster.k8s_rollout import (
     DEPLOYMENT_MODE,
     KSERVE_ISVC_LABEL,
+    PREDICTOR_GENERATION,
     RAW_DEPLOYMENT,
     evaluate_rollout,
     pod_problems,
@@ -345,6 +346,7 @@ class KubernetesCluster:
                         message="the workload already runs this config",
                     )
                 ops = diff(obj, desired_object(obj, parsed, config, self.resolver, proposal_id=proposal_id))
+                ops = self._with_predictor_generation(ref, obj, ops)
                 self._patch(ref, self._locked(obj, ops), dry_run=True)  # server-side validation first
                 if not dry_run:
                     self._patch(ref, self._locked(obj, ops), dry_run=False)
@@ -376,7 +378,9 @@ class KubernetesCluster:
                         f"{ref.key}: the last applied proposal is {applied}, not {proposal_id}; nothing recorded for it"
                     )
                 record = json.loads(annotations[PREVIOUS_ANNOTATION])
-                ops = diff(obj, restored_object(obj, ref.kind, record))
+                ops = self._with_predictor_generation(
+                    ref, obj, diff(obj, restored_object(obj, ref.kind, record))
+                )
                 self._patch(ref, self._locked(obj, ops), dry_run=True)
                 self._patch(ref, self._locked(obj, ops), dry_run=False)
                 previous = ServingConfig.model_validate(record["config"])
@@ -425,15 +429,10 @@ class KubernetesCluster:
             }
         )
 
-    def _predictor_caught_up(
-        self, ref: DeploymentRef, obj: dict[str, Any], status: RolloutStatus
-    ) -> RolloutStatus:
-        """A RawDeployment InferenceService reads ``Ready`` from before a patch until KServe has
-        reconciled it: done only once its predictor's Deployment (``<name>-predictor``, or the
-        older ``<name>-predictor-default``, owned by it; not a canary's or a multi-node worker's)
-        carries the predictor's spec (``predictor_lag``) and has rolled out; failed when that
-        Deployment's rollout failed. Serverless and an InferenceService whose Deployment is not
-        found keep the verdict of ``Ready``."""
+    def _predictor_deployment(self, ref: DeploymentRef, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The Deployment KServe made for a RawDeployment InferenceService's predictor
+        (``<name>-predictor``, or the older ``<name>-predictor-default``, owned by it; not a
+        canary's or a multi-node worker's); None for Serverless or when there is none."""
         meta, state = obj.get("metadata") or {}, obj.get("status") or {}
         raw = RAW_DEPLOYMENT in (
             state.get("deploymentMode"),
@@ -441,7 +440,7 @@ class KubernetesCluster:
         )
         revision = ((state.get("components") or {}).get("predictor") or {}).get("latestCreatedRevision")
         if revision and not raw:
-            return status
+            return None
         children = self.api.call(
             "list",
             "deployments",
@@ -452,21 +451,52 @@ class KubernetesCluster:
         ).get("items", [])
         uid = meta.get("uid")
         names = {f"{ref.name}-predictor", f"{ref.name}-predictor-default"}
-        owned = [
-            d
-            for d in children
-            if (d.get("metadata") or {}).get("name") in names
-            and any(
+        for child in children:
+            child_meta = child.get("metadata") or {}
+            if child_meta.get("name") in names and any(
                 o.get("kind") == "InferenceService"
                 and o.get("name") == ref.name
                 and (not uid or not o.get("uid") or o.get("uid") == uid)
-                for o in (d.get("metadata") or {}).get("ownerReferences") or []
-            )
-        ]
-        if not owned:
+                for o in child_meta.get("ownerReferences") or []
+            ):
+                found: dict[str, Any] = child
+                return found
+        return None
+
+    def _with_predictor_generation(
+        self, ref: DeploymentRef, obj: Mapping[str, Any], ops: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """``ops``, plus the predictor Deployment's generation recorded on the InferenceService
+        (``PREDICTOR_GENERATION``) when they change the predictor's pod fields: the rollout is not
+        done until KServe has written them into a newer generation."""
+        pod_fields = [
+            op for op in ops
+            if op["path"].startswith("/spec/predictor/")
+            and op["path"] not in ("/spec/predictor/minReplicas", "/spec/predictor/maxReplicas")
+        ]  # fmt: skip
+        if ref.kind != "InferenceService" or not pod_fields:
+            return ops
+        child = self._predictor_deployment(ref, obj)
+        if child is None:
+            return ops
+        generation = str((child.get("metadata") or {}).get("generation", 0))
+        path = "/metadata/annotations/" + PREDICTOR_GENERATION.replace("~", "~0").replace("/", "~1")
+        return [*ops, {"op": "add", "path": path, "value": generation}]
+
+    def _predictor_caught_up(
+        self, ref: DeploymentRef, obj: dict[str, Any], status: RolloutStatus
+    ) -> RolloutStatus:
+        """A RawDeployment InferenceService reads ``Ready`` from before a patch until KServe has
+        reconciled it: done only once its predictor's Deployment (``_predictor_deployment``) has
+        moved past the generation recorded at the patch, carries the predictor's spec
+        (``predictor_lag``) and has rolled out; failed when that Deployment's rollout failed.
+        Serverless and an InferenceService whose Deployment is not found keep ``Ready``'s verdict."""
+        child = self._predictor_deployment(ref, obj)
+        if child is None:
             return status
-        child = owned[0]
-        lag = predictor_lag(obj, child)
+        recorded = ((obj.get("metadata") or {}).get("annotations") or {}).get(PREDICTOR_GENERATION)
+        baseline = int(str(recorded)) if str(recorded).isdigit() else None
+        lag = predictor_lag(obj, child, baseline)
         if lag is None:
             name = str(child["metadata"]["name"])
             rolled = evaluate_rollout(DeploymentRef(namespace=ref.namespace, name=name), child)

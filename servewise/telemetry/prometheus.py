@@ -289,14 +289,23 @@ class PrometheusSource:
                 """A partly held window's rates, re-read over the ``span`` seconds it holds (rate()
                 divided their increase by the whole window); False when that could not be read."""
                 answers = rates_over(span)
-                if answers is None:
+                key = (tel.namespace, tel.deployment)
+                if answers is None or not any(key in values for _, values in answers.values()):
                     return False
                 for sig, (query, values) in answers.items():
-                    value = values.get((tel.namespace, tel.deployment))
+                    value = values.get(key)
                     if sig in tel.signals and value is not None:
                         tel.signals[sig] = value
                         tel.evidence[sig] = SignalEvidence(query=query, window=f"{span}s")
                 return True
+
+            # every span's re-read is sent before any is awaited
+            for seconds in covered.values():
+                if MIN_HELD_S <= seconds < 0.9 * window_s and window_s - seconds > 60:
+                    for query in builder.rate_queries(
+                        f"{int(seconds // HELD_STEP_S * HELD_STEP_S)}s"
+                    ).values():
+                        ask(query)
 
             lookback_s = window_seconds(self.peak_lookback)
             unmeasured = [

@@ -304,7 +304,10 @@ class FaithfulEmulator(kmock.KubernetesEmulator):
             "template": {"metadata": {"labels": labels}, "spec": pod},
         }
         key = (RESOURCES["Deployment"], namespace, name)
-        old = self.objects[key].raw if key in self.objects and not self.objects[key].deleted else None
+        try:  # kmock's ``in`` does not parse a string resource the way indexing does
+            old = None if self.objects[key].deleted else self.objects[key].raw
+        except KeyError:
+            old = None
         generation = int(old["metadata"].get("generation", 1)) + (old["spec"] != spec) if old else 1
         owner = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "name": meta["name"]}
         if meta.get("uid"):
@@ -325,7 +328,7 @@ class FaithfulEmulator(kmock.KubernetesEmulator):
         }
         if self.controls.auto_rollout:
             _roll_out(child)
-        if key in self.objects:
+        if old is not None:
             self.objects[key].create(child)
         else:
             self.objects[key] = child

@@ -11,8 +11,9 @@ import pytest
 from k8s_emulator import FaithfulEmulator
 from test_kserve_runtime import HF_ISVC, REF, kserve  # noqa: F401  (the fixture)
 
-from servewise.cluster.k8s_rollout import predictor_lag
+from servewise.cluster.k8s_rollout import evaluate_rollout, predictor_lag
 from servewise.cluster.kubernetes import KubernetesCluster
+from servewise.domain import DeploymentRef
 from servewise.errors import RolloutError
 
 READY = {"conditions": [{"type": "Ready", "status": "True"}]}
@@ -39,7 +40,9 @@ def test_a_ready_from_before_the_patch_is_not_done_until_kserve_writes_the_deplo
     _patch(cluster)
     stale = cluster.rollout_status(REF)
     assert not stale.done and stale.updated_replicas == 0
-    assert any("huggingface-llama3-predictor's kserve-container does not carry" in e for e in stale.events)
+    assert any(
+        "KServe has not written the patch into huggingface-llama3-predictor yet" in e for e in stale.events
+    )
     with pytest.raises(RolloutError, match="stalled"):
         cluster.wait_for_rollout(REF, timeout_s=0.2)
     kserve.reconcile_kserve(kserve.get("InferenceService", REF.namespace, REF.name))
@@ -89,6 +92,9 @@ def test_a_stuck_predictor_deployment_fails_the_rollout(
     kserve.controls.auto_rollout = False
     _patch(cluster)
     child = kserve.get("Deployment", REF.namespace, "huggingface-llama3-predictor")
+    child["status"]["observedGeneration"] = child["metadata"][
+        "generation"
+    ]  # the controller saw it, and gave up
     child["status"]["conditions"] = [
         {"type": "Progressing", "reason": "ProgressDeadlineExceeded", "message": "no GPU node"}
     ]
@@ -194,3 +200,71 @@ def test_a_runtimes_args_come_first_and_the_predictors_last() -> None:
         "spec": {"predictor": {"model": {**model, "args": ["{{.Labels.x}}"]}}},
     }
     assert predictor_lag(labelled, _deployment([runtime])) is None  # a placeholder it does not render
+
+
+def test_a_rollback_to_no_args_of_its_own_waits_for_kserve(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    """Only the runtime's args are left after the rollback: the Deployment's args cannot tell the
+    old from the new, its generation can."""
+    isvc = copy.deepcopy(HF_ISVC)
+    isvc["spec"]["predictor"]["model"].pop("args")
+    isvc["spec"]["predictor"]["model"]["storageUri"] = "hf://meta-llama/Llama-3.1-8B-Instruct"
+    kserve.seed({**isvc, "status": READY})
+    kserve.reconcile_kserve(kserve.get("InferenceService", REF.namespace, REF.name))
+    cluster.apply(REF, cluster.get_deployment(REF).config.with_changes(max_num_seqs=64), proposal_id="p-none")
+    assert cluster.rollout_status(REF).done
+    kserve.controls.kserve_reconciles = False
+    cluster.rollback(REF, proposal_id="p-none")
+    recorded = kserve.get("InferenceService", REF.namespace, REF.name)["metadata"]["annotations"]
+    assert recorded["servewise.io/predictor-generation"] == "2"  # the proposal's generation
+    assert not cluster.rollout_status(REF).done
+    kserve.reconcile_kserve(kserve.get("InferenceService", REF.namespace, REF.name))
+    assert cluster.rollout_status(REF).done
+
+
+def test_a_replicas_only_change_records_no_generation(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    _ready_and_reconciled(kserve)
+    result = cluster.apply(
+        REF, cluster.get_deployment(REF).config.with_changes(replicas=3), proposal_id="p-r"
+    )
+    assert {op["path"] for op in result.patch} & {"/spec/predictor/minReplicas"}
+    annotations = kserve.get("InferenceService", REF.namespace, REF.name)["metadata"]["annotations"]
+    assert "servewise.io/predictor-generation" not in annotations
+    assert cluster.rollout_status(REF).done
+
+
+def test_placeholders_affinity_and_a_stale_deadline() -> None:
+    literal = {**ENGINE, "args": ["--model", "m", "--served-model-name={{.Name}}"]}
+    custom = {"metadata": {"name": "llm"}, "spec": {"predictor": {"containers": [literal]}}}
+    assert predictor_lag(custom, _deployment([literal])) is None  # KServe renders only a runtime's
+    model = {"args": ["--x=1", "--served-model-name={{.Labels.team}}"]}
+    labelled = {"metadata": {"name": "llm"}, "spec": {"predictor": {"model": model}}}
+    rendered = {**ENGINE, "args": ["--model_dir=/mnt/models", "--x=1", "--served-model-name=a"]}
+    assert predictor_lag(labelled, _deployment([rendered])) is None
+    stale = {**ENGINE, "args": ["--model_dir=/mnt/models", "--x=2", "--served-model-name=a"]}
+    assert "does not carry" in str(predictor_lag(labelled, _deployment([stale])))  # still compared
+    node = {
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"k": 1}]}}
+    }
+    anti = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100}]}}
+    pinned = {"spec": {"predictor": {**ISVC["spec"]["predictor"], "affinity": node}}}
+    merged = _deployment(
+        [ENGINE], nodeSelector={"pool": "h100"}, affinity={**node, **anti}
+    )  # the runtime's too
+    assert predictor_lag(pinned, merged) is None
+    old = _deployment([ENGINE], nodeSelector={"pool": "h100"}, affinity=anti)
+    assert "affinity" in str(predictor_lag(pinned, old))
+    deadline = {"type": "Progressing", "reason": "ProgressDeadlineExceeded"}
+    left = _deployment([ENGINE])
+    left["metadata"]["generation"] = 4  # a new generation; the deadline was the last one's
+    left["status"]["conditions"] = [deadline]
+    assert not evaluate_rollout(DeploymentRef(name="llm-predictor", namespace="ns"), left).failed
+    assert (
+        predictor_lag(ISVC, left, baseline=4) is not None
+        and predictor_lag(ISVC, _deployment([ENGINE], nodeSelector={"pool": "h100"}), baseline=2) is None
+    )
