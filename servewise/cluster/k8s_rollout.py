@@ -86,29 +86,41 @@ GPU_RESOURCE = "nvidia.com/gpu"
 KSERVE_ISVC_LABEL = "serving.kserve.io/inferenceservice"  # on what KServe makes for an InferenceService
 DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"  # the annotation (and status.deploymentMode)
 RAW_DEPLOYMENT = "RawDeployment"
-# On an InferenceService: its predictor Deployment's generation when servewise last patched the
-# predictor's pod fields (KServe bumps it when it writes the patch in).
+# On an InferenceService: "<uid>/<generation>" of its predictor Deployment when servewise last
+# patched the predictor's pod fields (KServe bumps the generation when it writes the patch in).
 PREDICTOR_GENERATION = "servewise.io/predictor-generation"
 
 
-def predictor_lag(
-    isvc: Mapping[str, Any], deployment: Mapping[str, Any], baseline: int | None = None
-) -> str | None:
+def predictor_lag(isvc: Mapping[str, Any], deployment: Mapping[str, Any]) -> str | None:
     """What the predictor's Deployment (KServe's RawDeployment child) does not yet carry of the
     InferenceService's predictor; None when it carries all that is compared.
 
-    ``baseline``: the Deployment's generation when servewise patched the predictor's pod fields
-    (``PREDICTOR_GENERATION``); until KServe writes the patch the Deployment stays at it, whatever
-    the rest says (a rollback to a runtime's own args, which nothing below can tell). Compared
-    besides: a container's args (equal; a runtime's ``predictor.model``, which KServe makes
-    ``kserve-container`` with the InferenceService's args appended after the runtime's and its
-    ``{{.Name}}``/``{{.Namespace}}`` rendered: the Deployment's last args, any other placeholder
-    matching any value), the predictor's GPU limits, its node selector entries and its affinity's
-    terms (KServe merges a runtime's into them). Not compared, as KServe rewrites it: the image
-    (``-gpu`` tag suffix, ``runtimeVersion``)."""
-    name = (deployment.get("metadata") or {}).get("name", "the predictor Deployment")
-    generation = int((deployment.get("metadata") or {}).get("generation", 0) or 0)
-    if baseline is not None and generation <= baseline:
+    First, whether KServe has written servewise's last patch at all. KServe copies the
+    InferenceService's annotations into the pod template, so the template's ``servewise.io/*``
+    annotations (the proposal applied or rolled back) must equal the InferenceService's, whatever
+    else scaled or restarted the Deployment meanwhile. A template without any (a KServe that does
+    not copy them, or one that has not written servewise's first patch) falls back on
+    ``PREDICTOR_GENERATION``: the Deployment's uid and generation when servewise patched the
+    predictor's pod fields, which the same Deployment must have moved past. Then: a container's
+    args (equal; a runtime's ``predictor.model``, which KServe makes ``kserve-container`` with the
+    InferenceService's args appended after the runtime's and ``{{.Name}}``/``{{.Namespace}}``
+    rendered: the Deployment's last args, an arg with any other placeholder matching any value),
+    the predictor's GPU limits, its node selector entries and its affinity's terms (KServe merges a
+    runtime's in). Not compared, as KServe rewrites it: the image (``-gpu`` suffix, ``runtimeVersion``)."""
+    dep_meta = deployment.get("metadata") or {}
+    name = dep_meta.get("name", "the predictor Deployment")
+    annotations = (isvc.get("metadata") or {}).get("annotations") or {}
+    template_meta = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    marks, carried = _marks(annotations), _marks(template_meta.get("annotations") or {})
+    if carried and carried != marks:
+        return (
+            f"KServe has not written the patch into {name} yet (its pods carry an older servewise.io/ record)"
+        )
+    recorded = str(annotations.get(PREDICTOR_GENERATION) or "")
+    uid, _, at = recorded.rpartition("/")
+    generation = int(dep_meta.get("generation", 0) or 0)
+    same = uid == str(dep_meta.get("uid") or "")
+    if not carried and at.isdigit() and same and generation <= int(at):
         return f"KServe has not written the patch into {name} yet (generation {generation})"
     meta = isvc.get("metadata") or {}
     predictor = (isvc.get("spec") or {}).get("predictor") or {}
@@ -137,6 +149,15 @@ def predictor_lag(
     if predictor.get("affinity") and not _contains(predictor["affinity"], template.get("affinity")):
         return f"{name} does not carry the predictor's affinity yet"
     return None
+
+
+def _marks(annotations: Mapping[str, Any]) -> dict[str, str]:
+    """servewise's own annotations (the proposal record), the generation record aside."""
+    return {
+        str(k): str(v)
+        for k, v in annotations.items()
+        if str(k).startswith("servewise.io/") and k != PREDICTOR_GENERATION
+    }
 
 
 def _args_match(wanted: list[str], held: list[str]) -> bool:

@@ -479,9 +479,12 @@ class KubernetesCluster:
         child = self._predictor_deployment(ref, obj)
         if child is None:
             return ops
-        generation = str((child.get("metadata") or {}).get("generation", 0))
+        meta = child.get("metadata") or {}
         path = "/metadata/annotations/" + PREDICTOR_GENERATION.replace("~", "~0").replace("/", "~1")
-        return [*ops, {"op": "add", "path": path, "value": generation}]
+        return [
+            *ops,
+            {"op": "add", "path": path, "value": f"{meta.get('uid') or ''}/{meta.get('generation', 0)}"},
+        ]
 
     def _predictor_caught_up(
         self, ref: DeploymentRef, obj: dict[str, Any], status: RolloutStatus
@@ -494,9 +497,7 @@ class KubernetesCluster:
         child = self._predictor_deployment(ref, obj)
         if child is None:
             return status
-        recorded = ((obj.get("metadata") or {}).get("annotations") or {}).get(PREDICTOR_GENERATION)
-        baseline = int(str(recorded)) if str(recorded).isdigit() else None
-        lag = predictor_lag(obj, child, baseline)
+        lag = predictor_lag(obj, child)
         if lag is None:
             name = str(child["metadata"]["name"])
             rolled = evaluate_rollout(DeploymentRef(namespace=ref.namespace, name=name), child)

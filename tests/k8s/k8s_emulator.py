@@ -80,6 +80,8 @@ class Controls:
     # Deployment it owns, when the InferenceService is created or patched; off: it is late (a test
     # then plays it with ``reconcile_kserve``) and the InferenceService keeps its old ``Ready``.
     kserve_reconciles: bool = True
+    # KServe copies an InferenceService's annotations into its predictor's pod template
+    kserve_copies_annotations: bool = True
 
 
 class FaithfulEmulator(kmock.KubernetesEmulator):
@@ -298,10 +300,11 @@ class FaithfulEmulator(kmock.KubernetesEmulator):
                 }
             ]
         labels = {"serving.kserve.io/inferenceservice": meta["name"], "component": "predictor"}
+        annotations = dict(meta.get("annotations") or {}) if self.controls.kserve_copies_annotations else {}
         spec = {
             "replicas": int(predictor.get("minReplicas", 1)),
             "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": pod},
+            "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod},
         }
         key = (RESOURCES["Deployment"], namespace, name)
         try:  # kmock's ``in`` does not parse a string resource the way indexing does

@@ -202,12 +202,16 @@ def test_a_runtimes_args_come_first_and_the_predictors_last() -> None:
     assert predictor_lag(labelled, _deployment([runtime])) is None  # a placeholder it does not render
 
 
+@pytest.mark.parametrize("copies_annotations", [True, False])
 def test_a_rollback_to_no_args_of_its_own_waits_for_kserve(
     cluster: KubernetesCluster,
     kserve: FaithfulEmulator,  # noqa: F811
+    copies_annotations: bool,
 ) -> None:
     """Only the runtime's args are left after the rollback: the Deployment's args cannot tell the
-    old from the new, its generation can."""
+    old from the new; the proposal record KServe copies into its pods can, and without that copy,
+    the Deployment's generation."""
+    kserve.controls.kserve_copies_annotations = copies_annotations
     isvc = copy.deepcopy(HF_ISVC)
     isvc["spec"]["predictor"]["model"].pop("args")
     isvc["spec"]["predictor"]["model"]["storageUri"] = "hf://meta-llama/Llama-3.1-8B-Instruct"
@@ -218,7 +222,9 @@ def test_a_rollback_to_no_args_of_its_own_waits_for_kserve(
     kserve.controls.kserve_reconciles = False
     cluster.rollback(REF, proposal_id="p-none")
     recorded = kserve.get("InferenceService", REF.namespace, REF.name)["metadata"]["annotations"]
-    assert recorded["servewise.io/predictor-generation"] == "2"  # the proposal's generation
+    assert (
+        recorded["servewise.io/predictor-generation"] == "/2"
+    )  # uid (none here) / the proposal's generation
     assert not cluster.rollout_status(REF).done
     kserve.reconcile_kserve(kserve.get("InferenceService", REF.namespace, REF.name))
     assert cluster.rollout_status(REF).done
@@ -264,7 +270,22 @@ def test_placeholders_affinity_and_a_stale_deadline() -> None:
     left["metadata"]["generation"] = 4  # a new generation; the deadline was the last one's
     left["status"]["conditions"] = [deadline]
     assert not evaluate_rollout(DeploymentRef(name="llm-predictor", namespace="ns"), left).failed
-    assert (
-        predictor_lag(ISVC, left, baseline=4) is not None
-        and predictor_lag(ISVC, _deployment([ENGINE], nodeSelector={"pool": "h100"}), baseline=2) is None
-    )
+
+
+def _annotated(isvc: dict[str, Any], **annotations: str) -> dict[str, Any]:
+    return {**isvc, "metadata": {"name": "llm", "annotations": annotations}}
+
+
+def test_the_proposal_record_in_the_pods_and_the_recorded_generation() -> None:
+    ready = _deployment([ENGINE], nodeSelector={"pool": "h100"})
+    ready["spec"]["template"]["metadata"] = {"annotations": {"servewise.io/proposal": "p1"}}
+    rolled_back = _annotated(ISVC, **{"servewise.io/rolled-back-proposal": "p1"})
+    # an HPA scaled it (a newer generation) but KServe has not written the rollback: the pods say so
+    assert "older servewise.io/ record" in str(predictor_lag(rolled_back, ready))
+    assert predictor_lag(_annotated(ISVC, **{"servewise.io/proposal": "p1"}), ready) is None
+    fresh = _deployment([ENGINE], nodeSelector={"pool": "h100"})  # no record in its pods
+    fresh["metadata"].update(uid="u2", generation=1)
+    stale = _annotated(ISVC, **{"servewise.io/predictor-generation": "u1/4"})
+    assert predictor_lag(stale, fresh) is None  # recorded for a Deployment since recreated
+    same = _annotated(ISVC, **{"servewise.io/predictor-generation": "u2/4"})
+    assert "generation 1" in str(predictor_lag(same, fresh))
