@@ -62,14 +62,10 @@ def evaluate_rollout(ref: DeploymentRef, obj: Mapping[str, Any]) -> RolloutStatu
     if ref.kind == "StatefulSet" and status.get("updateRevision"):
         done = done and status.get("currentRevision") == status.get("updateRevision")
     failed, reason = False, None
+    # a deadline the controller reported for this generation, not one left from the last rollout
+    current = observed >= generation
     for cond in status.get("conditions") or []:
-        # a deadline the controller reported for this generation, not one left from the last rollout
-        stale = observed < generation
-        if (
-            cond.get("type") == "Progressing"
-            and cond.get("reason") == "ProgressDeadlineExceeded"
-            and not stale
-        ):
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded" and current:
             failed, reason = True, f"ProgressDeadlineExceeded: {cond.get('message', '')}".strip()
     return RolloutStatus(
         ref=ref,
@@ -82,7 +78,6 @@ def evaluate_rollout(ref: DeploymentRef, obj: Mapping[str, Any]) -> RolloutStatu
     )
 
 
-GPU_RESOURCE = "nvidia.com/gpu"
 KSERVE_ISVC_LABEL = "serving.kserve.io/inferenceservice"  # on what KServe makes for an InferenceService
 DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"  # the annotation (and status.deploymentMode)
 RAW_DEPLOYMENT = "RawDeployment"

@@ -299,13 +299,16 @@ class PrometheusSource:
                         tel.evidence[sig] = SignalEvidence(query=query, window=f"{span}s")
                 return True
 
-            # every span's re-read is sent before any is awaited
-            for seconds in covered.values():
-                if MIN_HELD_S <= seconds < 0.9 * window_s and window_s - seconds > 60:
-                    for query in builder.rate_queries(
-                        f"{int(seconds // HELD_STEP_S * HELD_STEP_S)}s"
-                    ).values():
-                        ask(query)
+            # windows held only in part: seconds held, and the span their rates are re-read over
+            # (None: too little to read from)
+            partial = {
+                key: (held, int(held // HELD_STEP_S * HELD_STEP_S) if held >= MIN_HELD_S else None)
+                for key, held in covered.items()
+                if held < 0.9 * window_s and window_s - held > 60
+            }
+            for seconds in {s for _, s in partial.values() if s is not None}:  # all sent before any awaited
+                for query in builder.rate_queries(f"{seconds}s").values():
+                    ask(query)
 
             lookback_s = window_seconds(self.peak_lookback)
             unmeasured = [
@@ -331,9 +334,8 @@ class PrometheusSource:
                             span = f"{round(held)}s" if held and held < lookback_s else self.peak_lookback
                         tel.evidence[sig] = SignalEvidence(query=plan.queries[sig], window=span)
                 tel.notes.extend(f"{_WHAT.get(sig, sig)}: query failed: {exc}" for sig, exc in failed.items())
-                held = covered.get((ns, dep))
-                if held is not None and held < 0.9 * window_s and window_s - held > 60:
-                    over = int(held // HELD_STEP_S * HELD_STEP_S) if held >= MIN_HELD_S else None
+                if (ns, dep) in partial:
+                    held, over = partial[(ns, dep)]
                     if over is not None and not held_rates(tel, over):
                         over = None
                     tel.notes.append(_held_rates_note(held, window, window_s, over))

@@ -19,6 +19,15 @@ from servewise.errors import RolloutError
 READY = {"conditions": [{"type": "Ready", "status": "True"}]}
 
 
+def _child(fleet: FaithfulEmulator) -> dict[str, Any]:
+    """The Deployment the emulator's KServe made for the InferenceService's predictor."""
+    return fleet.get("Deployment", REF.namespace, f"{REF.name}-predictor")
+
+
+def _store(fleet: FaithfulEmulator, child: dict[str, Any]) -> None:
+    fleet.put("Deployment", REF.namespace, child["metadata"]["name"], child)
+
+
 def _ready_and_reconciled(fleet: FaithfulEmulator) -> None:
     """The seeded InferenceService as KServe leaves it: Ready, its predictor's Deployment current."""
     fleet.seed({**copy.deepcopy(HF_ISVC), "status": READY})
@@ -47,7 +56,7 @@ def test_a_ready_from_before_the_patch_is_not_done_until_kserve_writes_the_deplo
         cluster.wait_for_rollout(REF, timeout_s=0.2)
     kserve.reconcile_kserve(kserve.get("InferenceService", REF.namespace, REF.name))
     assert cluster.rollout_status(REF).done
-    child = kserve.get("Deployment", REF.namespace, "huggingface-llama3-predictor")
+    child = _child(kserve)
     args = child["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "--model_name=huggingface-llama3" and "--max-num-seqs=256" in args
 
@@ -79,7 +88,7 @@ def test_what_kserve_rewrites_is_not_read_as_a_lag(
     model["args"] = ["--model_name={{.Name}}", *model["args"][1:]]
     kserve.seed({**isvc, "status": READY})
     kserve.reconcile_kserve(kserve.get("InferenceService", REF.namespace, REF.name))
-    child = kserve.get("Deployment", REF.namespace, "huggingface-llama3-predictor")
+    child = _child(kserve)
     assert child["spec"]["template"]["spec"]["containers"][0]["image"].endswith("-gpu")
     assert cluster.rollout_status(REF).done
 
@@ -91,14 +100,13 @@ def test_a_stuck_predictor_deployment_fails_the_rollout(
     _ready_and_reconciled(kserve)
     kserve.controls.auto_rollout = False
     _patch(cluster)
-    child = kserve.get("Deployment", REF.namespace, "huggingface-llama3-predictor")
-    child["status"]["observedGeneration"] = child["metadata"][
-        "generation"
-    ]  # the controller saw it, and gave up
+    child = _child(kserve)
+    # the controller saw this generation, and gave up
+    child["status"]["observedGeneration"] = child["metadata"]["generation"]
     child["status"]["conditions"] = [
         {"type": "Progressing", "reason": "ProgressDeadlineExceeded", "message": "no GPU node"}
     ]
-    kserve.put("Deployment", REF.namespace, child["metadata"]["name"], child)
+    _store(kserve, child)
     status = cluster.rollout_status(REF)
     assert status.failed and "huggingface-llama3-predictor: ProgressDeadlineExceeded" in str(status.reason)
     with pytest.raises(RolloutError, match="failed"):
@@ -123,7 +131,7 @@ def test_only_the_predictors_own_deployment_is_read_not_a_canarys_or_a_workers(
 ) -> None:
     _ready_and_reconciled(kserve)
     for suffix in ("canary", "worker"):  # same labels and owner, other args
-        other = kserve.get("Deployment", REF.namespace, "huggingface-llama3-predictor")
+        other = _child(kserve)
         other["metadata"]["name"] = f"huggingface-llama3-predictor-{suffix}"
         other["spec"]["template"]["spec"]["containers"][0]["args"] = ["--other"]
         kserve.seed(other)
@@ -137,9 +145,9 @@ def test_deployments_kserve_made_for_another_inference_service_are_not_read(
     _ready_and_reconciled(kserve)
     kserve.controls.kserve_reconciles = False
     _patch(cluster)
-    child = kserve.get("Deployment", REF.namespace, "huggingface-llama3-predictor")
+    child = _child(kserve)
     child["metadata"]["ownerReferences"] = [{"kind": "InferenceService", "name": "other-llm"}]
-    kserve.put("Deployment", REF.namespace, child["metadata"]["name"], child)
+    _store(kserve, child)
     # no Deployment of its own found (Serverless, say): Ready is the verdict
     assert cluster.rollout_status(REF).done
 
