@@ -70,7 +70,7 @@ def candidate_manifests(
     expires = expires_at.isoformat(timespec="seconds")
     if parsed.kind == "InferenceService":
         return inference_service_copy(obj, parsed, config, resolver, name, labels, expires), None
-    new = desired_object(obj, parsed, config.with_changes(replicas=1), resolver, proposal_id=name)
+    new = desired_object(obj, parsed, config.with_changes(replicas=1), resolver)
     # a fresh object: none of the original's server fields, annotations (proposal records) or owners
     new["apiVersion"], new["kind"] = "apps/v1", parsed.kind
     new["metadata"] = {
@@ -136,7 +136,7 @@ def inference_service_copy(
     are not users') and canary split; transformers and explainers are left out (the benchmark
     talks to the predictor). It keeps production's deployment mode, recorded in its status when no
     annotation sets it, and (Serverless) keeps Knative's activator out of its path at one replica."""
-    new = desired_object(obj, parsed, config.with_changes(replicas=1), resolver, proposal_id=name)
+    new = desired_object(obj, parsed, config.with_changes(replicas=1), resolver)
     meta = obj.get("metadata") or {}
     new["metadata"] = {
         "name": name,

@@ -1,17 +1,16 @@
 """Render a ``ServingConfig`` change as a minimal RFC 6902 JSON patch, and its rollback.
 
 The desired object is the current one with only the changed knobs rewritten (engine flags in the
-style they were written, GPU requests, the GPU node selector, replicas) plus two annotations:
-``servewise.io/proposal-id`` and ``servewise.io/previous-spec`` (the previous ServingConfig and the
-exact container command/args/resources, nodeSelector, affinity and replicas). ``jsonpatch`` then
-diffs current -> desired, so the patch touches nothing else. JSON patch rather than merge patch:
+style they were written, GPU requests, the GPU node selector, replicas); ``previous_record`` is what
+rollback needs (the previous ServingConfig and the exact container command/args/resources,
+nodeSelector, affinity and replicas), kept where ``k8s_records`` says. ``jsonpatch`` then diffs
+current -> desired, so the patch touches nothing else. JSON patch rather than merge patch:
 a merge patch replaces whole lists (container args), which loses unrelated edits.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import shlex
 from collections.abc import Mapping
 from typing import Any
@@ -31,9 +30,6 @@ from servewise.domain import Engine, ServingConfig
 from servewise.domain.quantization import Dtype
 from servewise.errors import InputError
 
-PROPOSAL_ANNOTATION = "servewise.io/proposal-id"
-PREVIOUS_ANNOTATION = "servewise.io/previous-spec"
-ROLLED_BACK_ANNOTATION = "servewise.io/rolled-back-proposal"
 _KV_SPELLING = {
     Engine.VLLM: {Dtype.FP8: "fp8", Dtype.BF16: "auto", Dtype.FP16: "auto"},
     Engine.SGLANG: {Dtype.FP8: "fp8_e4m3", Dtype.BF16: "auto", Dtype.FP16: "auto"},
@@ -113,8 +109,6 @@ def desired_object(
     parsed: ParsedWorkload,
     target: ServingConfig,
     resolver: Resolver,
-    *,
-    proposal_id: str,
 ) -> dict[str, Any]:
     """The workload as it should be after applying ``target`` (the caller diffs it into a patch)."""
     current = parsed.config
@@ -138,9 +132,6 @@ def desired_object(
     if target.replicas != current.replicas:
         *parent, last = replicas_path(parsed.kind)
         _at(new, tuple(parent), create=True)[last] = target.replicas
-    annotations = new.setdefault("metadata", {}).setdefault("annotations", {})
-    annotations[PROPOSAL_ANNOTATION] = proposal_id
-    annotations[PREVIOUS_ANNOTATION] = json.dumps(previous_record(obj, parsed, proposal_id), sort_keys=True)
     return new
 
 
@@ -160,10 +151,6 @@ def restored_object(obj: Mapping[str, Any], kind: str, record: Mapping[str, Any]
     if record.get("replicas") is not None:
         *parent, last = replicas_path(kind)
         _at(new, tuple(parent), create=True)[last] = record["replicas"]
-    annotations = new.setdefault("metadata", {}).setdefault("annotations", {})
-    annotations.pop(PROPOSAL_ANNOTATION, None)
-    annotations.pop(PREVIOUS_ANNOTATION, None)
-    annotations[ROLLED_BACK_ANNOTATION] = str(record.get("proposal_id", ""))
     return new
 
 

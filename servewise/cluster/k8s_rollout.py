@@ -92,11 +92,12 @@ def predictor_lag(isvc: Mapping[str, Any], deployment: Mapping[str, Any]) -> str
 
     First, whether KServe has written servewise's last patch at all. KServe copies the
     InferenceService's annotations into the pod template, so the template's ``servewise.io/*``
-    annotations (the proposal applied or rolled back) must equal the InferenceService's, whatever
-    else scaled or restarted the Deployment meanwhile. A template without any (a KServe that does
-    not copy them, or one that has not written servewise's first patch) falls back on
-    ``PREDICTOR_GENERATION``: the Deployment's uid and generation when servewise patched the
-    predictor's pod fields, which the same Deployment must have moved past. Then: a container's
+    annotations (``PREDICTOR_GENERATION``, which servewise rewrites whenever it patches the
+    predictor's pod fields) must equal the InferenceService's, whatever else scaled or restarted the
+    Deployment meanwhile. A template without any (a KServe that does not copy them, or one that has
+    not written servewise's first patch) falls back on the value of ``PREDICTOR_GENERATION``: the
+    Deployment's uid and generation at that patch, which the same Deployment must have moved past.
+    (servewise's proposal record is not an annotation here: ``k8s_records``.) Then: a container's
     args (equal; a runtime's ``predictor.model``, which KServe makes ``kserve-container`` with the
     InferenceService's args appended after the runtime's and ``{{.Name}}``/``{{.Namespace}}``
     rendered: the Deployment's last args, an arg with any other placeholder matching any value),
@@ -147,12 +148,8 @@ def predictor_lag(isvc: Mapping[str, Any], deployment: Mapping[str, Any]) -> str
 
 
 def _marks(annotations: Mapping[str, Any]) -> dict[str, str]:
-    """servewise's own annotations (the proposal record), the generation record aside."""
-    return {
-        str(k): str(v)
-        for k, v in annotations.items()
-        if str(k).startswith("servewise.io/") and k != PREDICTOR_GENERATION
-    }
+    """servewise's annotations: ``PREDICTOR_GENERATION`` and any a user declared."""
+    return {str(k): str(v) for k, v in annotations.items() if str(k).startswith("servewise.io/")}
 
 
 def _args_match(wanted: list[str], held: list[str]) -> bool:

@@ -4,12 +4,11 @@ Discovery lists Deployments, StatefulSets and (when the CRD is served) KServe In
 keeps those that run vLLM, TGI or SGLang (``servewise.io/managed=true`` or detected from the
 container) and parses them with ``k8s_parsing``; what cannot be parsed is reported with the reason.
 Changes are JSON patches (``k8s_patching``), always server-side dry-run first, guarded by the object's
-resourceVersion, retried on 409 from a fresh read, and recorded in annotations for rollback.
+resourceVersion, retried on 409 from a fresh read, and recorded for rollback (``k8s_records``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -38,13 +37,8 @@ from servewise.cluster.k8s_parsing import (
     parse_workload,
     template_names_gpu,
 )
-from servewise.cluster.k8s_patching import (
-    PREVIOUS_ANNOTATION,
-    PROPOSAL_ANNOTATION,
-    desired_object,
-    diff,
-    restored_object,
-)
+from servewise.cluster.k8s_patching import desired_object, diff, previous_record, restored_object
+from servewise.cluster.k8s_records import Record, RecordKeeper
 from servewise.cluster.k8s_rollout import (
     DEPLOYMENT_MODE,
     KSERVE_ISVC_LABEL,
@@ -122,6 +116,7 @@ class KubernetesCluster:
     ) -> None:
         self.name = f"k8s:{context}" if context else "k8s"
         self.api = KubeApi(api_client or load_api_client(context), request_timeout_s=request_timeout_s)
+        self.records = RecordKeeper(self.api)
         env_ns = [n.strip() for n in os.environ.get(ALLOWED_NAMESPACES_ENV, "").split(",") if n.strip()]
         self.allowed_namespaces = allowed_namespaces if allowed_namespaces is not None else (env_ns or None)
         self.benchmark_namespace = benchmark_namespace or os.environ.get(
@@ -321,18 +316,14 @@ class KubernetesCluster:
         for attempt in self._retrying():
             with attempt:
                 obj = self._read(ref)
-                annotations = obj.get("metadata", {}).get("annotations") or {}
-                if annotations.get(PROPOSAL_ANNOTATION) == proposal_id:
-                    record = json.loads(annotations.get(PREVIOUS_ANNOTATION) or "{}")
-                    previous = (
-                        ServingConfig.model_validate(record["config"]) if record.get("config") else None
-                    )
+                record, held = self.records.read(ref, obj)
+                if record.proposal_id == proposal_id and self._holds(ref, obj, record, config):
                     return ApplyResult(
                         ref=ref,
                         proposal_id=proposal_id,
                         dry_run=dry_run,
                         changed=False,
-                        previous=previous,
+                        previous=record.previous_config(),
                         message=f"proposal {proposal_id} is already applied",
                     )
                 parsed = self._parse_one(obj)
@@ -345,11 +336,16 @@ class KubernetesCluster:
                         previous=parsed.config,
                         message="the workload already runs this config",
                     )
-                ops = diff(obj, desired_object(obj, parsed, config, self.resolver, proposal_id=proposal_id))
-                ops = self._with_predictor_generation(ref, obj, ops)
+                desired = desired_object(obj, parsed, config, self.resolver)
+                new_record = Record(
+                    proposal_id=proposal_id, previous=previous_record(obj, parsed, proposal_id)
+                )
+                self.records.stage(ref, desired, new_record)
+                ops = self._with_predictor_generation(ref, obj, diff(obj, desired))
                 self._patch(ref, self._locked(obj, ops), dry_run=True)  # server-side validation first
+                self.records.write(ref, obj, new_record, held, dry_run=True)
                 if not dry_run:
-                    self._patch(ref, self._locked(obj, ops), dry_run=False)
+                    self._record_then_patch(ref, obj, ops, record, new_record, held)
                     log.info(
                         "applied proposal %s to %s (%d patch operations)", proposal_id, ref.key, len(ops)
                     )
@@ -364,26 +360,65 @@ class KubernetesCluster:
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _holds(
+        self, ref: DeploymentRef, obj: Mapping[str, Any], record: Record, config: ServingConfig
+    ) -> bool:
+        """Does the workload hold the change its record names? Annotations are written with the
+        change; a ConfigMap record is written before it, so the workload itself must show it."""
+        if record.previous is None:
+            return False
+        if ref.kind != "InferenceService":
+            return True
+        parsed = self._parse_one(obj)
+        return not diff(obj, desired_object(obj, parsed, config, self.resolver))
+
+    def _record_then_patch(
+        self,
+        ref: DeploymentRef,
+        obj: Mapping[str, Any],
+        ops: list[dict[str, Any]],
+        old: Record,
+        new: Record,
+        held: Mapping[str, Any] | None,
+    ) -> None:
+        """Write the record (a ConfigMap's; annotations go with ``ops``), then patch. A patch the API
+        server refused puts the old record back; after a timeout the patch may have landed, so the
+        record stays and the retry reads which."""
+        written = self.records.write(ref, obj, new, held, dry_run=False)
+        try:
+            self._patch(ref, self._locked(obj, ops), dry_run=False)
+        except BackendUnavailableError:
+            raise
+        except ServewiseError:
+            if written is not None:
+                try:
+                    self.records.write(ref, obj, old, written, dry_run=False)
+                except ServewiseError as exc:
+                    log.warning("could not restore the record of %s after a refused patch: %s", ref.key, exc)
+            raise
+
     def rollback(self, ref: DeploymentRef, *, proposal_id: str | None = None) -> ApplyResult:
         self._check_allowed(ref)
         for attempt in self._retrying():
             with attempt:
                 obj = self._read(ref)
-                annotations = obj.get("metadata", {}).get("annotations") or {}
-                applied = annotations.get(PROPOSAL_ANNOTATION)
-                if not applied or PREVIOUS_ANNOTATION not in annotations:
+                record, held = self.records.read(ref, obj)
+                applied = record.proposal_id
+                previous = record.previous_config()
+                if not applied or record.previous is None or previous is None:
                     raise NotFoundError(f"{ref.key} has no recorded servewise change to roll back")
                 if proposal_id is not None and applied != proposal_id:
                     raise NotFoundError(
                         f"{ref.key}: the last applied proposal is {applied}, not {proposal_id}; nothing recorded for it"
                     )
-                record = json.loads(annotations[PREVIOUS_ANNOTATION])
-                ops = self._with_predictor_generation(
-                    ref, obj, diff(obj, restored_object(obj, ref.kind, record))
-                )
+                restored = restored_object(obj, ref.kind, record.previous)
+                after = Record(rolled_back=applied)
+                self.records.stage(ref, restored, after)
+                ops = self._with_predictor_generation(ref, obj, diff(obj, restored))
                 self._patch(ref, self._locked(obj, ops), dry_run=True)
+                self.records.write(ref, obj, after, held, dry_run=True)
                 self._patch(ref, self._locked(obj, ops), dry_run=False)
-                previous = ServingConfig.model_validate(record["config"])
+                self.records.write(ref, obj, after, held, dry_run=False)  # last: a redo restores again
                 log.info("rolled back proposal %s on %s", applied, ref.key)
                 return ApplyResult(
                     ref=ref,
@@ -480,11 +515,14 @@ class KubernetesCluster:
         if child is None:
             return ops
         meta = child.get("metadata") or {}
+        value = f"{meta.get('uid') or ''}/{meta.get('generation', 0)}"
+        if not (obj.get("metadata") or {}).get("annotations"):
+            return [
+                *ops,
+                {"op": "add", "path": "/metadata/annotations", "value": {PREDICTOR_GENERATION: value}},
+            ]
         path = "/metadata/annotations/" + PREDICTOR_GENERATION.replace("~", "~0").replace("/", "~1")
-        return [
-            *ops,
-            {"op": "add", "path": path, "value": f"{meta.get('uid') or ''}/{meta.get('generation', 0)}"},
-        ]
+        return [*ops, {"op": "add", "path": path, "value": value}]
 
     def _predictor_caught_up(
         self, ref: DeploymentRef, obj: dict[str, Any], status: RolloutStatus

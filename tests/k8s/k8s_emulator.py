@@ -47,6 +47,7 @@ RESOURCES = {
     "Job": "batch/v1/jobs",
     "InferenceService": "serving.kserve.io/v1beta1/inferenceservices",
     "PersistentVolumeClaim": "v1/persistentvolumeclaims",
+    "ConfigMap": "v1/configmaps",
 }
 
 
@@ -67,6 +68,7 @@ class Fault:
     delay_s: float = 0.0
     times: int = 1
     bump_resource_version: bool = False  # simulate a concurrent writer before this call
+    skip: int = 0  # let this many matching calls through first (a server-side dry run, say)
 
 
 @dataclass
@@ -101,6 +103,7 @@ class FaithfulEmulator(kmock.KubernetesEmulator):
             ("v1/services", True),
             ("batch/v1/jobs", True),
             ("v1/persistentvolumeclaims", True),
+            ("v1/configmaps", True),
         ):
             self.resources[resource] = kmock.ResourceInfo(namespaced=namespaced)
 
@@ -148,8 +151,10 @@ class FaithfulEmulator(kmock.KubernetesEmulator):
         if request.action == kmock.action.DELETE and str(res.plural) == "inferenceservices" and not dry:
             response = await super()._handle(request)
             child = (RESOURCES["Deployment"], request.namespace, f"{request.name}-predictor")
-            if child in self.objects and not self.objects[child].deleted:
-                self.objects[child].delete()  # the garbage collector, by owner reference
+            record = (RESOURCES["ConfigMap"], request.namespace, f"servewise-record-{request.name}")
+            for key in (child, record):
+                if key in self.objects and not self.objects[key].deleted:
+                    self.objects[key].delete()  # the garbage collector, by owner reference
             return response
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
@@ -189,6 +194,9 @@ class FaithfulEmulator(kmock.KubernetesEmulator):
                 )
         for fault in self.controls.faults:
             if fault.times > 0 and fault.verb == verb and fault.resource == plural:
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    continue
                 fault.times -= 1
                 if fault.bump_resource_version and request.name:
                     obj = self.objects[request.resource, request.namespace, request.name]

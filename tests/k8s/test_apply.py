@@ -7,7 +7,7 @@ import json
 import pytest
 from k8s_emulator import FaithfulEmulator, Fault
 
-from servewise.cluster.k8s_patching import PREVIOUS_ANNOTATION, PROPOSAL_ANNOTATION
+from servewise.cluster.k8s_records import PREVIOUS_ANNOTATION, PROPOSAL_ANNOTATION
 from servewise.cluster.kubernetes import KubernetesCluster
 from servewise.domain import DeploymentRef
 from servewise.errors import (

@@ -14,7 +14,7 @@ from k8s_emulator import FaithfulEmulator
 from test_benchmark import SUMMARY, WORKLOAD, job_controller
 
 from servewise.cluster.k8s_parsing import HF_RUNTIME, UnparsableWorkload, parse_workload
-from servewise.cluster.k8s_patching import PROPOSAL_ANNOTATION
+from servewise.cluster.k8s_records import PROPOSAL_ANNOTATION
 from servewise.cluster.kubernetes import KubernetesCluster
 from servewise.domain import BenchmarkRequest, DeploymentRef, Engine
 from servewise.errors import InputError
@@ -185,6 +185,8 @@ def test_a_change_is_patched_into_the_model_and_rolled_back(
     after = kserve.get("InferenceService", REF.namespace, REF.name)
     assert after["spec"]["predictor"]["model"] == before and after["spec"]["predictor"]["minReplicas"] == 2
     assert PROPOSAL_ANNOTATION not in after["metadata"]["annotations"]
+    record = kserve.get("ConfigMap", REF.namespace, f"servewise-record-{REF.name}")["data"]
+    assert record == {"rolled-back-proposal": "p-hf"}
     assert cluster.get_deployment(REF).config == current
 
 

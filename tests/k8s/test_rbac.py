@@ -90,6 +90,7 @@ def exercise(cluster: KubernetesCluster, emu: FaithfulEmulator) -> None:
     cluster.apply(big, cluster.get_deployment(big).config.with_changes(replicas=3), proposal_id="rbac-2")
     assert not cluster.rollout_status(big).done
     cluster.rollback(big)
+    cluster.rollback(isvc)  # its record is a ConfigMap: read, created at apply, patched here
     emu.controls.auto_rollout = True  # benchmark copies come up at once
     emu.controls.on_create["jobs"] = job_controller(SUMMARY)
     cluster.run_benchmark(BenchmarkRequest(ref=big, workload=WORKLOAD, deadline_s=10))

@@ -1,0 +1,135 @@
+"""An InferenceService's proposal record lives in a ConfigMap beside it, not in its annotations:
+KServe copies those into the predictor's pods, so every apply (a replicas-only one too) would
+restart them. The two writes are ordered so that each interruption is safe to redo (the real
+client against the emulator, whose KServe stand-in copies annotations as KServe does)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from k8s_emulator import FaithfulEmulator, Fault
+from test_kserve_runtime import HF_ISVC, REF, kserve  # noqa: F401  (the fixture)
+
+from servewise.cluster.k8s_records import PREVIOUS_ANNOTATION, PROPOSAL_ANNOTATION
+from servewise.cluster.kubernetes import KubernetesCluster
+from servewise.errors import ForbiddenError, NotFoundError
+
+RECORD = f"servewise-record-{REF.name}"
+READY = {"conditions": [{"type": "Ready", "status": "True"}]}
+
+
+def _template(fleet: FaithfulEmulator) -> dict[str, Any]:
+    """The pod template of the Deployment KServe made for the predictor: a change to it restarts the pods."""
+    template: dict[str, Any] = fleet.get("Deployment", REF.namespace, f"{REF.name}-predictor")["spec"][
+        "template"
+    ]
+    return template
+
+
+def _record(fleet: FaithfulEmulator) -> dict[str, Any]:
+    data: dict[str, Any] = fleet.get("ConfigMap", REF.namespace, RECORD).get("data") or {}
+    return data
+
+
+def _isvc_patches(fleet: FaithfulEmulator) -> int:
+    return sum(
+        1 for c in fleet.calls if (c.verb, c.resource, c.dry_run) == ("patch", "inferenceservices", False)
+    )
+
+
+def test_a_replicas_only_change_leaves_the_predictors_pods_alone(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    kserve.seed({**copy.deepcopy(HF_ISVC), "status": READY})
+    kserve.reconcile_kserve(kserve.get("InferenceService", REF.namespace, REF.name))
+    before = _template(kserve)
+    current = cluster.get_deployment(REF).config
+    cluster.apply(REF, current.with_changes(replicas=4), proposal_id="p-scale")
+    child = kserve.get("Deployment", REF.namespace, f"{REF.name}-predictor")
+    assert child["spec"]["replicas"] == 4 and _template(kserve) == before  # scaled, not restarted
+    annotations = kserve.get("InferenceService", REF.namespace, REF.name)["metadata"]["annotations"]
+    assert not any(k.startswith("servewise.io/") for k in annotations)
+    assert _record(kserve)["proposal-id"] == "p-scale" and '"replicas": 2' in _record(kserve)["previous-spec"]
+    assert cluster.rollout_status(REF).done
+    cluster.rollback(REF, proposal_id="p-scale")
+    assert _template(kserve) == before and cluster.get_deployment(REF).config == current
+    assert _record(kserve) == {"rolled-back-proposal": "p-scale"}
+
+
+def test_the_record_is_owned_by_the_inference_service_and_read_for_idempotence(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    owned = copy.deepcopy(HF_ISVC)
+    owned["metadata"]["uid"] = "isvc-uid-1"
+    kserve.seed(owned)
+    target = cluster.get_deployment(REF).config.with_changes(max_num_seqs=256)
+    first = cluster.apply(REF, target, proposal_id="p-own")
+    patches = _isvc_patches(kserve)
+    again = cluster.apply(REF, target, proposal_id="p-own")  # a workflow node re-run after resume
+    assert first.changed and not again.changed and "already applied" in again.message
+    assert again.previous is not None and again.previous.max_num_seqs == 128
+    assert _isvc_patches(kserve) == patches
+    record = kserve.get("ConfigMap", REF.namespace, RECORD)
+    assert record["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "serving.kserve.io/v1beta1",
+            "kind": "InferenceService",
+            "name": REF.name,
+            "uid": "isvc-uid-1",
+        }
+    ]
+    assert record["metadata"]["labels"] == {"servewise.io/record-for": REF.name}
+    cluster.rollback(REF)
+    with pytest.raises(NotFoundError, match="no recorded servewise change"):
+        cluster.rollback(REF)
+
+
+def test_a_patch_that_failed_after_its_record_was_written_is_patched_again(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    """A 503 on the real patch (after the dry run): the record stays, and the retry from a fresh
+    read sees the InferenceService does not hold the change, so it patches; rollback then restores."""
+    current = cluster.get_deployment(REF).config
+    kserve.controls.faults.append(Fault("patch", "inferenceservices", status=503, skip=1))
+    result = cluster.apply(REF, current.with_changes(max_num_seqs=64), proposal_id="p-503")
+    assert result.changed and cluster.get_deployment(REF).config.max_num_seqs == 64
+    assert (
+        _record(kserve)["proposal-id"] == "p-503"
+        and '"max_num_seqs": 128' in _record(kserve)["previous-spec"]
+    )
+    cluster.rollback(REF, proposal_id="p-503")
+    assert cluster.get_deployment(REF).config == current
+
+
+def test_a_refused_patch_puts_the_old_record_back(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    current = cluster.get_deployment(REF).config
+    cluster.apply(REF, current.with_changes(max_num_seqs=64), proposal_id="p-kept")
+    kept = _record(kserve)
+    kserve.controls.faults.append(Fault("patch", "inferenceservices", status=403, skip=1))
+    with pytest.raises(ForbiddenError):
+        cluster.apply(REF, current.with_changes(max_num_seqs=32), proposal_id="p-refused")
+    assert _record(kserve) == kept  # the applied proposal stays the one to roll back
+    assert cluster.get_deployment(REF).config.max_num_seqs == 64
+    cluster.rollback(REF, proposal_id="p-kept")
+    assert cluster.get_deployment(REF).config == current
+
+
+def test_no_right_to_write_the_record_stops_the_change_before_it_starts(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    kserve.controls.denied.add(("create", "configmaps", REF.namespace))
+    current = cluster.get_deployment(REF).config
+    with pytest.raises(ForbiddenError, match=r'cannot create configmaps/.*resources: \["configmaps"\]'):
+        cluster.apply(REF, current.with_changes(max_num_seqs=64), proposal_id="p-denied")
+    assert _isvc_patches(kserve) == 0 and cluster.get_deployment(REF).config == current
+    stored = kserve.get("InferenceService", REF.namespace, REF.name)["metadata"]["annotations"]
+    assert PROPOSAL_ANNOTATION not in stored and PREVIOUS_ANNOTATION not in stored
