@@ -101,6 +101,7 @@ def predictor_lag(isvc: Mapping[str, Any], deployment: Mapping[str, Any]) -> str
     args (equal; a runtime's ``predictor.model``, which KServe makes ``kserve-container`` with the
     InferenceService's args appended after the runtime's and ``{{.Name}}``/``{{.Namespace}}``
     rendered: the Deployment's last args, an arg with any other placeholder matching any value),
+    its command (a runtime's model's only when it sets one),
     the predictor's GPU limits, its node selector entries and its affinity's terms (KServe merges a
     runtime's in). Not compared, as KServe rewrites it: the image (``-gpu`` suffix, ``runtimeVersion``)."""
     dep_meta = deployment.get("metadata") or {}
@@ -133,6 +134,13 @@ def predictor_lag(isvc: Mapping[str, Any], deployment: Mapping[str, Any]) -> str
         held = [str(a) for a in child.get("args") or []]
         if not _args_match(args, held[len(held) - len(args) :] if runtime else held):
             return f"{name}'s {cname} does not carry the predictor's args yet"
+        # engine flags may live in the command: a container's is copied as is (none included), a
+        # runtime's model's, when it has one, replaces the runtime's (placeholders rendered)
+        command = [_render(str(a), meta) if runtime else str(a) for a in spec.get("command") or []]
+        if (command or not runtime) and not _args_match(
+            command, [str(a) for a in child.get("command") or []]
+        ):
+            return f"{name}'s {cname} does not carry the predictor's command yet"
         limits = (spec.get("resources") or {}).get("limits") or {}
         held_limits = (child.get("resources") or {}).get("limits") or {}
         for key, count in limits.items():

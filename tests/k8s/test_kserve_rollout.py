@@ -176,6 +176,7 @@ ISVC = {"spec": {"predictor": {"containers": [ENGINE], "nodeSelector": {"pool": 
         ({"args": [*ENGINE["args"], "--enforce-eager"]}, "does not carry the predictor's args"),  # removed
         ({"resources": {"limits": {"nvidia.com/gpu": "1"}}}, "still asks for 1 nvidia.com/gpu, not 2"),
         ({"name": "engine"}, "has no container kserve-container"),
+        ({"command": ["python3", "-m", "vllm.entrypoints.openai.api_server"]}, "the predictor's command"),
     ],
 )
 def test_each_part_of_the_predictor_kserve_copies_is_compared(change: dict[str, Any], said: str) -> None:
@@ -193,6 +194,30 @@ def test_the_node_selector_affinity_and_what_kserve_adds() -> None:
     affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}
     pinned = {"spec": {"predictor": {**ISVC["spec"]["predictor"], "affinity": affinity}}}
     assert "affinity" in str(predictor_lag(pinned, _deployment([ENGINE], nodeSelector={"pool": "h100"})))
+
+
+def test_a_command_in_the_predictor_is_compared_and_a_runtimes_is_kserves() -> None:
+    """Flags in the command (``sh -c "vllm serve ... --max-num-seqs 256"``): a rollback to the old
+    command is not done while the Deployment runs the new one."""
+    shell = {**ENGINE, "args": [], "command": ["sh", "-c", "vllm serve m --max-num-seqs 256"]}
+    custom = {"spec": {"predictor": {"containers": [shell]}}}
+    assert predictor_lag(custom, _deployment([shell])) is None
+    old = {**shell, "command": ["sh", "-c", "vllm serve m --max-num-seqs 128"]}
+    assert "does not carry the predictor's command" in str(predictor_lag(custom, _deployment([old])))
+    model = {"args": ["--x=1"]}  # a runtime's model without a command: the runtime's runs
+    runtime = {"metadata": {"name": "llm"}, "spec": {"predictor": {"model": model}}}
+    served = {
+        **ENGINE,
+        "command": ["python", "-m", "huggingfaceserver"],
+        "args": ["--model_name=llm", "--x=1"],
+    }
+    assert predictor_lag(runtime, _deployment([served])) is None
+    named = {
+        "metadata": {"name": "llm"},
+        "spec": {"predictor": {"model": {**model, "command": ["serve", "{{.Name}}"]}}},
+    }
+    assert "command" in str(predictor_lag(named, _deployment([served])))
+    assert predictor_lag(named, _deployment([{**served, "command": ["serve", "llm"]}])) is None
 
 
 def test_a_runtimes_args_come_first_and_the_predictors_last() -> None:
