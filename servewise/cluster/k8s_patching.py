@@ -91,7 +91,7 @@ def previous_record(obj: Mapping[str, Any], parsed: ParsedWorkload, proposal_id:
     replicas: Any = work
     for key in replicas_path(parsed.kind):
         replicas = replicas.get(key) if isinstance(replicas, Mapping) else None
-    return {
+    record = {
         "proposal_id": proposal_id,
         "config": parsed.config.model_dump(mode="json"),
         "container_index": parsed.container_index,
@@ -102,6 +102,9 @@ def previous_record(obj: Mapping[str, Any], parsed: ParsedWorkload, proposal_id:
         "affinity": pod.get("affinity"),
         "replicas": replicas,
     }
+    if parsed.kind == "InferenceService":
+        record["maxReplicas"] = pod.get("maxReplicas")  # raised with minReplicas when below it
+    return record
 
 
 def desired_object(
@@ -132,6 +135,9 @@ def desired_object(
     if target.replicas != current.replicas:
         *parent, last = replicas_path(parsed.kind)
         _at(new, tuple(parent), create=True)[last] = target.replicas
+        predictor = _at(new, pod_spec_path(parsed.kind)) if parsed.kind == "InferenceService" else {}
+        if 0 < int(predictor.get("maxReplicas") or 0) < target.replicas:
+            predictor["maxReplicas"] = target.replicas  # KServe refuses minReplicas above it (0: none)
     return new
 
 
@@ -151,6 +157,8 @@ def restored_object(obj: Mapping[str, Any], kind: str, record: Mapping[str, Any]
     if record.get("replicas") is not None:
         *parent, last = replicas_path(kind)
         _at(new, tuple(parent), create=True)[last] = record["replicas"]
+    if kind == "InferenceService" and "maxReplicas" in record:
+        _put(pod, "maxReplicas", record["maxReplicas"])
     return new
 
 

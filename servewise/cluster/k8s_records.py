@@ -7,15 +7,19 @@ makes applying a proposal twice a no-op and a rollback exact.
 - **Deployments and StatefulSets** keep it in annotations on the workload, written by the same JSON
   patch as the change: one atomic write. A Deployment's own annotations are not its pods'.
 - **InferenceServices** keep it in a ConfigMap beside them, ``servewise-record-<name>``, owned by the
-  InferenceService (deleted with it). KServe copies an InferenceService's annotations into its
-  predictor's pod template, so a record there would change the template, and restart every
-  predictor pod, at each apply and rollback: a replicas-only proposal included.
+  InferenceService (deleted with it; one owned by an earlier InferenceService of the same name is
+  not read). KServe copies an InferenceService's annotations into its predictor's pod template, so
+  a record there would change the template, and restart every predictor pod, at each apply and
+  rollback: a replicas-only proposal included. (A record an earlier servewise left in the
+  annotations is still read, and removed with the next change.)
 
-The ConfigMap and the InferenceService are two writes, so their order makes each interruption safe
-to redo from a fresh read: ``apply`` writes the record first and then patches (a record whose patch
-never landed is seen as such: the workload does not hold the change, and ``apply`` patches again);
-``rollback`` patches first and then writes (a rollback redone restores nothing more and writes the
-record). Both writes are dry-run first, so missing RBAC on ConfigMaps stops a change before it starts.
+The ConfigMap and the InferenceService are two writes. ``apply`` first writes its record as
+*pending* beside the last one, with the config it applies, then patches, then promotes it; a
+pending record counts only while the InferenceService holds its config, so an apply that never
+landed (a crash, a timeout, a refusal) leaves the last proposal the one to roll back, and one that
+landed counts even if the promotion was lost. ``rollback`` promotes such a pending record first,
+then patches, then writes the record: a rollback redone restores nothing more. Both writes are
+dry-run first, so missing RBAC on ConfigMaps stops a change before anything is written.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ _DATA_KEYS = {
     PREVIOUS_ANNOTATION: "previous-spec",
     ROLLED_BACK_ANNOTATION: "rolled-back-proposal",
 }
+PENDING_PREFIX = "pending-"  # an apply's record, written before its patch
+PENDING_CONFIG = "pending-config"  # the config that apply sets
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,17 @@ class Record:
         return ServingConfig.model_validate(config) if config else None
 
 
+@dataclass(frozen=True)
+class Held:
+    """A workload's record as read: the last one, an apply's ``pending`` one with the config it
+    sets (``target``; counts only once the workload holds it), and the ConfigMap read."""
+
+    record: Record
+    pending: Record | None = None
+    target: ServingConfig | None = None
+    configmap: Mapping[str, Any] | None = None
+
+
 def in_configmap(kind: str) -> bool:
     """Does a workload of this kind keep its record in a ConfigMap (else in its annotations)?"""
     return kind == "InferenceService"
@@ -100,11 +117,12 @@ class RecordKeeper:
     def __init__(self, api: KubeApi):
         self.api = api
 
-    def read(self, ref: DeploymentRef, obj: Mapping[str, Any]) -> tuple[Record, dict[str, Any] | None]:
-        """The record, and the ConfigMap it was read from (``None``: annotations, or none yet)."""
+    def read(self, ref: DeploymentRef, obj: Mapping[str, Any]) -> Held:
+        """The record; for an InferenceService, from its ConfigMap (or, with none, from what an
+        earlier servewise left in its annotations)."""
+        annotations = (obj.get("metadata") or {}).get("annotations") or {}
         if not in_configmap(ref.kind):
-            annotations = (obj.get("metadata") or {}).get("annotations") or {}
-            return Record.parse(annotations, source=f"{ref.key} annotations"), None
+            return Held(Record.parse(annotations, source=f"{ref.key} annotations"))
         name = record_name(ref.name)
         try:
             held: dict[str, Any] = self.api.call(
@@ -117,14 +135,34 @@ class RecordKeeper:
                 name=name,
             )
         except NotFoundError:
-            return Record(), None
+            return Held(Record.parse(annotations, source=f"{ref.key} annotations"))
+        uid = (obj.get("metadata") or {}).get("uid")
+        owners = (held.get("metadata") or {}).get("ownerReferences") or []
+        if uid and not any(o.get("uid") == uid for o in owners):
+            log.warning(
+                "ConfigMap %s/%s is not owned by %s (uid %s); not read", ref.namespace, name, ref.key, uid
+            )
+            return Held(Record(), configmap=held)
         data = held.get("data") or {}
-        entries = {annotation: data.get(key) for annotation, key in _DATA_KEYS.items()}
-        return Record.parse(entries, source=f"ConfigMap {ref.namespace}/{name}"), held
+        source = f"ConfigMap {ref.namespace}/{name}"
+        record = Record.parse({a: data.get(k) for a, k in _DATA_KEYS.items()}, source=source)
+        pending = Record.parse(
+            {a: data.get(PENDING_PREFIX + k) for a, k in _DATA_KEYS.items()}, source=source
+        )
+        target = None
+        if pending.proposal_id and data.get(PENDING_CONFIG):
+            try:
+                target = ServingConfig.model_validate_json(data[PENDING_CONFIG])
+            except ValueError as exc:
+                raise InputError(f"{PENDING_CONFIG} is not a ServingConfig: {exc}", source=source) from exc
+        return Held(record, pending if target is not None else None, target, held)
 
     def stage(self, ref: DeploymentRef, desired: dict[str, Any], record: Record) -> None:
-        """Put ``record`` into the desired workload when its kind keeps it in annotations."""
+        """Put ``record`` into the desired workload when its kind keeps it in annotations (an
+        InferenceService's: take out any an earlier servewise left there)."""
         if in_configmap(ref.kind):
+            for key in _DATA_KEYS:
+                ((desired.get("metadata") or {}).get("annotations") or {}).pop(key, None)
             return
         annotations = desired.setdefault("metadata", {}).setdefault("annotations", {})
         for key in _DATA_KEYS:
@@ -136,31 +174,43 @@ class RecordKeeper:
         ref: DeploymentRef,
         owner: Mapping[str, Any],
         record: Record,
-        held: Mapping[str, Any] | None,
+        held: Held,
         *,
+        pending: Record | None = None,
+        target: ServingConfig | None = None,
         dry_run: bool,
-    ) -> dict[str, Any] | None:
-        """Write ``record`` to the ConfigMap (created, or patched from ``held`` guarded by its
-        resourceVersion: 409 if it moved); the written ConfigMap, or ``None`` for annotation kinds."""
+    ) -> Held:
+        """Write ``record`` (and an apply's ``pending`` one with its ``target``) to the ConfigMap:
+        created, or patched from ``held``'s guarded by its resourceVersion (409 if it moved), owned
+        by ``owner``. What was written, as read back; nothing for kinds that keep annotations."""
         if not in_configmap(ref.kind):
-            return None
+            return held
         name = record_name(ref.name)
         data = {_DATA_KEYS[k]: v for k, v in record.entries().items()}
+        if pending is not None and target is not None:
+            data.update({PENDING_PREFIX + _DATA_KEYS[k]: v for k, v in pending.entries().items()})
+            data[PENDING_CONFIG] = target.model_dump_json()
         dry: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
-        if held is None:
+        uid = (owner.get("metadata") or {}).get("uid")
+        owners = [
+            {
+                "apiVersion": str(owner.get("apiVersion") or "serving.kserve.io/v1beta1"),
+                "kind": ref.kind,
+                "name": ref.name,
+                "uid": uid,
+            }
+        ]  # the API server requires the owner's uid; without one the ConfigMap outlives it
+        written: dict[str, Any]
+        if held.configmap is None:
             meta: dict[str, Any] = {
                 "name": name,
                 "namespace": ref.namespace,
                 "labels": {RECORD_LABEL: ref.name},
             }
-            uid = (owner.get("metadata") or {}).get("uid")
-            if uid:  # the API server requires the owner's uid; without one the ConfigMap outlives it
-                api_version = str(owner.get("apiVersion") or "serving.kserve.io/v1beta1")
-                meta["ownerReferences"] = [
-                    {"apiVersion": api_version, "kind": ref.kind, "name": ref.name, "uid": uid}
-                ]
+            if uid:
+                meta["ownerReferences"] = owners
             body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
-            created: dict[str, Any] = self.api.call(
+            written = self.api.call(
                 "create",
                 "configmaps",
                 ref.namespace,
@@ -170,21 +220,23 @@ class RecordKeeper:
                 name=name,
                 **dry,
             )
-            return created
-        ops: list[dict[str, Any]] = [{"op": "add", "path": "/data", "value": data}]
-        version = (held.get("metadata") or {}).get("resourceVersion")
-        if version:
-            ops.append({"op": "replace", "path": "/metadata/resourceVersion", "value": version})
-        patched: dict[str, Any] = self.api.call(
-            "patch",
-            "configmaps",
-            ref.namespace,
-            self.api.core.patch_namespaced_config_map,
-            name,
-            ref.namespace,
-            ops,
-            name=name,
-            _content_type="application/json-patch+json",
-            **dry,
-        )
-        return patched
+        else:
+            ops: list[dict[str, Any]] = [{"op": "add", "path": "/data", "value": data}]
+            if uid:
+                ops.append({"op": "add", "path": "/metadata/ownerReferences", "value": owners})
+            version = (held.configmap.get("metadata") or {}).get("resourceVersion")
+            if version:
+                ops.append({"op": "replace", "path": "/metadata/resourceVersion", "value": version})
+            written = self.api.call(
+                "patch",
+                "configmaps",
+                ref.namespace,
+                self.api.core.patch_namespaced_config_map,
+                name,
+                ref.namespace,
+                ops,
+                name=name,
+                _content_type="application/json-patch+json",
+                **dry,
+            )
+        return Held(record, pending, target, written)

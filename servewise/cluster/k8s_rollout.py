@@ -103,7 +103,9 @@ def predictor_lag(isvc: Mapping[str, Any], deployment: Mapping[str, Any]) -> str
     rendered: the Deployment's last args, an arg with any other placeholder matching any value),
     its command (a runtime's model's only when it sets one),
     the predictor's GPU limits, its node selector entries and its affinity's terms (KServe merges a
-    runtime's in). Not compared, as KServe rewrites it: the image (``-gpu`` suffix, ``runtimeVersion``)."""
+    runtime's in), and that it has at least ``minReplicas`` replicas (a replicas-only patch changes
+    nothing else KServe writes). Not compared, as KServe rewrites it: the image (``-gpu`` suffix,
+    ``runtimeVersion``)."""
     dep_meta = deployment.get("metadata") or {}
     name = dep_meta.get("name", "the predictor Deployment")
     annotations = (isvc.get("metadata") or {}).get("annotations") or {}
@@ -121,6 +123,10 @@ def predictor_lag(isvc: Mapping[str, Any], deployment: Mapping[str, Any]) -> str
         return f"KServe has not written the patch into {name} yet (generation {generation})"
     meta = isvc.get("metadata") or {}
     predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    replicas, held_replicas = predictor.get("minReplicas"), (deployment.get("spec") or {}).get("replicas")
+    if replicas is not None and held_replicas is not None and int(held_replicas) < int(replicas):
+        # KServe's (or its autoscaler's) to raise; above the minimum is the autoscaler's to keep
+        return f"{name} has {held_replicas} replicas, fewer than the predictor's minimum {replicas}, yet"
     template = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
     children = {str(c.get("name")): c for c in template.get("containers") or []}
     wanted = [(str(c.get("name")), c, False) for c in predictor.get("containers") or []]

@@ -38,7 +38,7 @@ from servewise.cluster.k8s_parsing import (
     template_names_gpu,
 )
 from servewise.cluster.k8s_patching import desired_object, diff, previous_record, restored_object
-from servewise.cluster.k8s_records import Record, RecordKeeper
+from servewise.cluster.k8s_records import Held, Record, RecordKeeper
 from servewise.cluster.k8s_rollout import (
     DEPLOYMENT_MODE,
     KSERVE_ISVC_LABEL,
@@ -316,8 +316,9 @@ class KubernetesCluster:
         for attempt in self._retrying():
             with attempt:
                 obj = self._read(ref)
-                record, held = self.records.read(ref, obj)
-                if record.proposal_id == proposal_id and self._holds(ref, obj, record, config):
+                held = self.records.read(ref, obj)
+                record = self._effective(ref, obj, held)
+                if record.proposal_id == proposal_id and record.previous is not None:
                     return ApplyResult(
                         ref=ref,
                         proposal_id=proposal_id,
@@ -337,15 +338,20 @@ class KubernetesCluster:
                         message="the workload already runs this config",
                     )
                 desired = desired_object(obj, parsed, config, self.resolver)
-                new_record = Record(
-                    proposal_id=proposal_id, previous=previous_record(obj, parsed, proposal_id)
-                )
-                self.records.stage(ref, desired, new_record)
+                new = Record(proposal_id=proposal_id, previous=previous_record(obj, parsed, proposal_id))
+                self.records.stage(ref, desired, new)
                 ops = self._with_predictor_generation(ref, obj, diff(obj, desired))
                 self._patch(ref, self._locked(obj, ops), dry_run=True)  # server-side validation first
-                self.records.write(ref, obj, new_record, held, dry_run=True)
+                self.records.write(ref, obj, record, held, pending=new, target=config, dry_run=True)
                 if not dry_run:
-                    self._record_then_patch(ref, obj, ops, record, new_record, held)
+                    written = self.records.write(
+                        ref, obj, record, held, pending=new, target=config, dry_run=False
+                    )
+                    self._patch(ref, self._locked(obj, ops), dry_run=False)
+                    try:  # reads count a held pending record as applied: a lost promotion costs nothing
+                        self.records.write(ref, obj, new, written, dry_run=False)
+                    except ServewiseError as exc:
+                        log.warning("could not promote the record of %s on %s: %s", proposal_id, ref.key, exc)
                     log.info(
                         "applied proposal %s to %s (%d patch operations)", proposal_id, ref.key, len(ops)
                     )
@@ -360,49 +366,22 @@ class KubernetesCluster:
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _holds(
-        self, ref: DeploymentRef, obj: Mapping[str, Any], record: Record, config: ServingConfig
-    ) -> bool:
-        """Does the workload hold the change its record names? Annotations are written with the
-        change; a ConfigMap record is written before it, so the workload itself must show it."""
-        if record.previous is None:
-            return False
-        if ref.kind != "InferenceService":
-            return True
+    def _effective(self, ref: DeploymentRef, obj: Mapping[str, Any], held: Held) -> Record:
+        """The record that counts: an apply's pending one once the workload holds its config (the
+        patch landed), else the last one."""
+        if held.pending is None or held.target is None:
+            return held.record
         parsed = self._parse_one(obj)
-        return not diff(obj, desired_object(obj, parsed, config, self.resolver))
-
-    def _record_then_patch(
-        self,
-        ref: DeploymentRef,
-        obj: Mapping[str, Any],
-        ops: list[dict[str, Any]],
-        old: Record,
-        new: Record,
-        held: Mapping[str, Any] | None,
-    ) -> None:
-        """Write the record (a ConfigMap's; annotations go with ``ops``), then patch. A patch the API
-        server refused puts the old record back; after a timeout the patch may have landed, so the
-        record stays and the retry reads which."""
-        written = self.records.write(ref, obj, new, held, dry_run=False)
-        try:
-            self._patch(ref, self._locked(obj, ops), dry_run=False)
-        except BackendUnavailableError:
-            raise
-        except ServewiseError:
-            if written is not None:
-                try:
-                    self.records.write(ref, obj, old, written, dry_run=False)
-                except ServewiseError as exc:
-                    log.warning("could not restore the record of %s after a refused patch: %s", ref.key, exc)
-            raise
+        landed = not diff(obj, desired_object(obj, parsed, held.target, self.resolver))
+        return held.pending if landed else held.record
 
     def rollback(self, ref: DeploymentRef, *, proposal_id: str | None = None) -> ApplyResult:
         self._check_allowed(ref)
         for attempt in self._retrying():
             with attempt:
                 obj = self._read(ref)
-                record, held = self.records.read(ref, obj)
+                held = self.records.read(ref, obj)
+                record = self._effective(ref, obj, held)
                 applied = record.proposal_id
                 previous = record.previous_config()
                 if not applied or record.previous is None or previous is None:
@@ -411,6 +390,9 @@ class KubernetesCluster:
                     raise NotFoundError(
                         f"{ref.key}: the last applied proposal is {applied}, not {proposal_id}; nothing recorded for it"
                     )
+                if held.pending is not None and record == held.pending:
+                    # promoted first: once restored, the workload no longer holds the pending config
+                    held = self.records.write(ref, obj, record, held, dry_run=False)
                 restored = restored_object(obj, ref.kind, record.previous)
                 after = Record(rolled_back=applied)
                 self.records.stage(ref, restored, after)

@@ -6,15 +6,19 @@ client against the emulator, whose KServe stand-in copies annotations as KServe 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 from k8s_emulator import FaithfulEmulator, Fault
 from test_kserve_runtime import HF_ISVC, REF, kserve  # noqa: F401  (the fixture)
 
+from servewise.cluster.k8s_parsing import parse_workload
+from servewise.cluster.k8s_patching import previous_record
 from servewise.cluster.k8s_records import PREVIOUS_ANNOTATION, PROPOSAL_ANNOTATION
 from servewise.cluster.kubernetes import KubernetesCluster
-from servewise.errors import ForbiddenError, NotFoundError
+from servewise.errors import BackendUnavailableError, ForbiddenError, NotFoundError
+from servewise.perf.catalog import get_catalog
 
 RECORD = f"servewise-record-{REF.name}"
 READY = {"conditions": [{"type": "Ready", "status": "True"}]}
@@ -92,8 +96,8 @@ def test_a_patch_that_failed_after_its_record_was_written_is_patched_again(
     cluster: KubernetesCluster,
     kserve: FaithfulEmulator,  # noqa: F811
 ) -> None:
-    """A 503 on the real patch (after the dry run): the record stays, and the retry from a fresh
-    read sees the InferenceService does not hold the change, so it patches; rollback then restores."""
+    """A 503 on the real patch (after the dry run): the retry from a fresh read sees the
+    InferenceService does not hold the pending record's config, so it patches; rollback restores."""
     current = cluster.get_deployment(REF).config
     kserve.controls.faults.append(Fault("patch", "inferenceservices", status=503, skip=1))
     result = cluster.apply(REF, current.with_changes(max_num_seqs=64), proposal_id="p-503")
@@ -106,7 +110,7 @@ def test_a_patch_that_failed_after_its_record_was_written_is_patched_again(
     assert cluster.get_deployment(REF).config == current
 
 
-def test_a_refused_patch_puts_the_old_record_back(
+def test_a_refused_patch_leaves_the_last_proposal_the_one_to_roll_back(
     cluster: KubernetesCluster,
     kserve: FaithfulEmulator,  # noqa: F811
 ) -> None:
@@ -116,7 +120,9 @@ def test_a_refused_patch_puts_the_old_record_back(
     kserve.controls.faults.append(Fault("patch", "inferenceservices", status=403, skip=1))
     with pytest.raises(ForbiddenError):
         cluster.apply(REF, current.with_changes(max_num_seqs=32), proposal_id="p-refused")
-    assert _record(kserve) == kept  # the applied proposal stays the one to roll back
+    record = _record(kserve)  # written as pending beside the last: not held, so not counted
+    assert {k: v for k, v in record.items() if not k.startswith("pending-")} == kept
+    assert record["pending-proposal-id"] == "p-refused"
     assert cluster.get_deployment(REF).config.max_num_seqs == 64
     cluster.rollback(REF, proposal_id="p-kept")
     assert cluster.get_deployment(REF).config == current
@@ -133,3 +139,102 @@ def test_no_right_to_write_the_record_stops_the_change_before_it_starts(
     assert _isvc_patches(kserve) == 0 and cluster.get_deployment(REF).config == current
     stored = kserve.get("InferenceService", REF.namespace, REF.name)["metadata"]["annotations"]
     assert PROPOSAL_ANNOTATION not in stored and PREVIOUS_ANNOTATION not in stored
+
+
+def test_an_apply_that_never_landed_keeps_the_last_proposal_to_roll_back(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    """Every real patch of the second proposal fails (as a crash between the writes would leave
+    it): the first stays the one applied and rolled back to the original."""
+    current = cluster.get_deployment(REF).config
+    cluster.apply(REF, current.with_changes(max_num_seqs=64), proposal_id="p1")
+    kserve.controls.faults.extend(Fault("patch", "inferenceservices", status=503, skip=1) for _ in range(4))
+    with pytest.raises(BackendUnavailableError):
+        cluster.apply(REF, current.with_changes(max_num_seqs=32), proposal_id="p2")
+    assert cluster.get_deployment(REF).config.max_num_seqs == 64
+    with pytest.raises(NotFoundError, match="the last applied proposal is p1, not p2"):
+        cluster.rollback(REF, proposal_id="p2")
+    cluster.rollback(REF, proposal_id="p1")
+    assert cluster.get_deployment(REF).config == current
+
+
+def test_a_lost_promotion_still_counts_the_applied_proposal(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    current = cluster.get_deployment(REF).config
+    kserve.controls.faults.append(Fault("patch", "configmaps", status=503))  # the promotion, after the patch
+    target = current.with_changes(max_num_seqs=64)
+    assert cluster.apply(REF, target, proposal_id="p-lost").changed
+    assert "proposal-id" not in _record(kserve) and _record(kserve)["pending-proposal-id"] == "p-lost"
+    again = cluster.apply(REF, target, proposal_id="p-lost")
+    assert not again.changed and "already applied" in again.message
+    cluster.rollback(REF, proposal_id="p-lost")  # promoted first, then restored
+    assert cluster.get_deployment(REF).config == current
+    assert _record(kserve) == {"rolled-back-proposal": "p-lost"}
+
+
+def test_a_record_an_earlier_servewise_left_in_the_annotations_is_read_and_removed(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    original = parse_workload(HF_ISVC, get_catalog())
+    changed = copy.deepcopy(HF_ISVC)
+    changed["spec"]["predictor"]["model"]["args"][2] = "--max-num-seqs=64"
+    changed["metadata"]["annotations"].update(
+        {
+            PROPOSAL_ANNOTATION: "p-old",
+            PREVIOUS_ANNOTATION: json.dumps(previous_record(HF_ISVC, original, "p-old")),
+        }
+    )
+    kserve.seed(changed)
+    assert cluster.get_deployment(REF).config.max_num_seqs == 64
+    assert not cluster.apply(REF, cluster.get_deployment(REF).config, proposal_id="p-old").changed
+    cluster.rollback(REF, proposal_id="p-old")
+    after = kserve.get("InferenceService", REF.namespace, REF.name)["metadata"]["annotations"]
+    assert cluster.get_deployment(REF).config == original.config
+    assert not any(k.startswith("servewise.io/") for k in after)
+    assert _record(kserve) == {"rolled-back-proposal": "p-old"}
+
+
+def test_a_record_owned_by_an_earlier_inference_service_of_the_name_is_not_read(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    first = copy.deepcopy(HF_ISVC)
+    first["metadata"]["uid"] = "uid-1"
+    kserve.seed(first)
+    current = cluster.get_deployment(REF).config
+    cluster.apply(REF, current.with_changes(max_num_seqs=64), proposal_id="p-gone")
+    kserve.seed({**first, "metadata": {**first["metadata"], "uid": "uid-2"}})  # deleted and recreated
+    with pytest.raises(NotFoundError, match="no recorded servewise change"):
+        cluster.rollback(REF)
+    cluster.apply(REF, current.with_changes(max_num_seqs=32), proposal_id="p-new")
+    record = kserve.get("ConfigMap", REF.namespace, RECORD)
+    assert [o["uid"] for o in record["metadata"]["ownerReferences"]] == ["uid-2"]
+    cluster.rollback(REF, proposal_id="p-new")
+    assert cluster.get_deployment(REF).config == current
+
+
+def test_a_replicas_only_change_is_not_done_until_kserve_scales_and_raises_max_replicas(
+    cluster: KubernetesCluster,
+    kserve: FaithfulEmulator,  # noqa: F811
+) -> None:
+    bounded = copy.deepcopy(HF_ISVC)
+    bounded["spec"]["predictor"]["maxReplicas"] = 3
+    kserve.seed({**bounded, "status": READY})
+    kserve.reconcile_kserve(kserve.get("InferenceService", REF.namespace, REF.name))
+    current = cluster.get_deployment(REF).config
+    cluster.apply(REF, current.with_changes(max_num_seqs=64), proposal_id="p1")  # a record in the pods
+    kserve.controls.kserve_reconciles = False
+    cluster.apply(REF, current.with_changes(max_num_seqs=64, replicas=4), proposal_id="p2")
+    predictor = kserve.get("InferenceService", REF.namespace, REF.name)["spec"]["predictor"]
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (4, 4)
+    status = cluster.rollout_status(REF)
+    assert not status.done and any("fewer than the predictor's minimum 4" in e for e in status.events)
+    kserve.reconcile_kserve(kserve.get("InferenceService", REF.namespace, REF.name))
+    assert cluster.rollout_status(REF).done
+    cluster.rollback(REF, proposal_id="p2")
+    predictor = kserve.get("InferenceService", REF.namespace, REF.name)["spec"]["predictor"]
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 3)

@@ -311,11 +311,11 @@ def _annotated(isvc: dict[str, Any], **annotations: str) -> dict[str, Any]:
 
 def test_the_proposal_record_in_the_pods_and_the_recorded_generation() -> None:
     ready = _deployment([ENGINE], nodeSelector={"pool": "h100"})
-    ready["spec"]["template"]["metadata"] = {"annotations": {"servewise.io/proposal": "p1"}}
-    rolled_back = _annotated(ISVC, **{"servewise.io/rolled-back-proposal": "p1"})
+    ready["spec"]["template"]["metadata"] = {"annotations": {"servewise.io/predictor-generation": "u1/2"}}
+    rolled_back = _annotated(ISVC, **{"servewise.io/predictor-generation": "u1/3"})
     # an HPA scaled it (a newer generation) but KServe has not written the rollback: the pods say so
     assert "older servewise.io/ record" in str(predictor_lag(rolled_back, ready))
-    assert predictor_lag(_annotated(ISVC, **{"servewise.io/proposal": "p1"}), ready) is None
+    assert predictor_lag(_annotated(ISVC, **{"servewise.io/predictor-generation": "u1/2"}), ready) is None
     fresh = _deployment([ENGINE], nodeSelector={"pool": "h100"})  # no record in its pods
     fresh["metadata"].update(uid="u2", generation=1)
     stale = _annotated(ISVC, **{"servewise.io/predictor-generation": "u1/4"})
