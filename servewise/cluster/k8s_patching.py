@@ -154,11 +154,12 @@ def restored_object(obj: Mapping[str, Any], kind: str, record: Mapping[str, Any]
         _put(container, key, record.get(key))
     for key in ("nodeSelector", "affinity"):
         _put(pod, key, record.get(key))
-    if record.get("replicas") is not None:
+    if kind == "InferenceService" and "maxReplicas" in record:  # both put back, an absent one too
+        _put(pod, "minReplicas", record.get("replicas"))
+        _put(pod, "maxReplicas", record["maxReplicas"])
+    elif record.get("replicas") is not None:
         *parent, last = replicas_path(kind)
         _at(new, tuple(parent), create=True)[last] = record["replicas"]
-    if kind == "InferenceService" and "maxReplicas" in record:
-        _put(pod, "maxReplicas", record["maxReplicas"])
     return new
 
 

@@ -13,13 +13,15 @@ makes applying a proposal twice a no-op and a rollback exact.
   rollback: a replicas-only proposal included. (A record an earlier servewise left in the
   annotations is still read, and removed with the next change.)
 
-The ConfigMap and the InferenceService are two writes. ``apply`` first writes its record as
-*pending* beside the last one, with the config it applies, then patches, then promotes it; a
-pending record counts only while the InferenceService holds its config, so an apply that never
-landed (a crash, a timeout, a refusal) leaves the last proposal the one to roll back, and one that
-landed counts even if the promotion was lost. ``rollback`` promotes such a pending record first,
-then patches, then writes the record: a rollback redone restores nothing more. Both writes are
-dry-run first, so missing RBAC on ConfigMaps stops a change before anything is written.
+The ConfigMap and the InferenceService are two writes, so a ConfigMap record also names the
+config its proposal set (``target``), and the adapter asks whether the InferenceService holds it.
+``apply`` writes its record as *pending* beside the last one, patches, then promotes it; a pending
+record counts only while the InferenceService holds its config, so an apply that never landed (a
+crash, a refusal, timeouts to the last retry) leaves the last proposal the one to roll back, and a
+redone apply whose patch landed promotes it. ``rollback`` first writes the record it rolls back as
+the only one (a pending one that counted promoted, one that did not dropped), then patches, then
+writes the rollback: a rollback redone restores nothing more. Every write is dry-run first, so
+missing RBAC on ConfigMaps stops a change before anything is written.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ _DATA_KEYS = {
     PREVIOUS_ANNOTATION: "previous-spec",
     ROLLED_BACK_ANNOTATION: "rolled-back-proposal",
 }
+CONFIG_KEY = "config"  # the config the proposal set (ConfigMap records only)
 PENDING_PREFIX = "pending-"  # an apply's record, written before its patch
-PENDING_CONFIG = "pending-config"  # the config that apply sets
 
 
 @dataclass(frozen=True)
@@ -58,21 +60,24 @@ class Record:
     proposal_id: str | None = None
     previous: Mapping[str, Any] | None = None
     rolled_back: str | None = None
+    target: ServingConfig | None = None  # the config it set (ConfigMap records; annotations: None)
 
     @classmethod
-    def parse(cls, entries: Mapping[str, Any], source: str) -> Record:
+    def parse(cls, entries: Mapping[str, Any], source: str, target: str | None = None) -> Record:
         """From annotations (or ConfigMap data, its keys mapped to annotation names)."""
         text = entries.get(PREVIOUS_ANNOTATION)
         try:
             previous = json.loads(text) if text else None
+            config = ServingConfig.model_validate_json(target) if target else None
         except ValueError as exc:
-            raise InputError(f"{PREVIOUS_ANNOTATION} is not JSON: {exc}", source=source) from exc
+            raise InputError(f"servewise's record is unreadable: {exc}", source=source) from exc
         if previous is not None and not isinstance(previous, Mapping):
             raise InputError(f"{PREVIOUS_ANNOTATION} is not a JSON object", source=source)
         return cls(
             proposal_id=entries.get(PROPOSAL_ANNOTATION) or None,
             previous=previous,
             rolled_back=entries.get(ROLLED_BACK_ANNOTATION) or None,
+            target=config,
         )
 
     def entries(self) -> dict[str, str]:
@@ -86,6 +91,13 @@ class Record:
             out[ROLLED_BACK_ANNOTATION] = self.rolled_back
         return out
 
+    def data(self, prefix: str = "") -> dict[str, str]:
+        """As ConfigMap data (keys with ``prefix``), the target included."""
+        out = {prefix + _DATA_KEYS[k]: v for k, v in self.entries().items()}
+        if self.target is not None:
+            out[prefix + CONFIG_KEY] = self.target.model_dump_json()
+        return out
+
     def previous_config(self) -> ServingConfig | None:
         config = (self.previous or {}).get("config")
         return ServingConfig.model_validate(config) if config else None
@@ -93,12 +105,11 @@ class Record:
 
 @dataclass(frozen=True)
 class Held:
-    """A workload's record as read: the last one, an apply's ``pending`` one with the config it
-    sets (``target``; counts only once the workload holds it), and the ConfigMap read."""
+    """A workload's record as read: the last one, an apply's ``pending`` one (it counts only once
+    the workload holds its target), and the ConfigMap read."""
 
     record: Record
     pending: Record | None = None
-    target: ServingConfig | None = None
     configmap: Mapping[str, Any] | None = None
 
 
@@ -145,17 +156,16 @@ class RecordKeeper:
             return Held(Record(), configmap=held)
         data = held.get("data") or {}
         source = f"ConfigMap {ref.namespace}/{name}"
-        record = Record.parse({a: data.get(k) for a, k in _DATA_KEYS.items()}, source=source)
-        pending = Record.parse(
-            {a: data.get(PENDING_PREFIX + k) for a, k in _DATA_KEYS.items()}, source=source
+        record, pending = (
+            Record.parse(
+                {a: data.get(prefix + k) for a, k in _DATA_KEYS.items()},
+                source=source,
+                target=data.get(prefix + CONFIG_KEY),
+            )
+            for prefix in ("", PENDING_PREFIX)
         )
-        target = None
-        if pending.proposal_id and data.get(PENDING_CONFIG):
-            try:
-                target = ServingConfig.model_validate_json(data[PENDING_CONFIG])
-            except ValueError as exc:
-                raise InputError(f"{PENDING_CONFIG} is not a ServingConfig: {exc}", source=source) from exc
-        return Held(record, pending if target is not None else None, target, held)
+        counted = pending.proposal_id and pending.previous is not None and pending.target is not None
+        return Held(record, pending if counted else None, held)
 
     def stage(self, ref: DeploymentRef, desired: dict[str, Any], record: Record) -> None:
         """Put ``record`` into the desired workload when its kind keeps it in annotations (an
@@ -177,19 +187,15 @@ class RecordKeeper:
         held: Held,
         *,
         pending: Record | None = None,
-        target: ServingConfig | None = None,
         dry_run: bool,
     ) -> Held:
-        """Write ``record`` (and an apply's ``pending`` one with its ``target``) to the ConfigMap:
-        created, or patched from ``held``'s guarded by its resourceVersion (409 if it moved), owned
-        by ``owner``. What was written, as read back; nothing for kinds that keep annotations."""
+        """Write ``record`` (and an apply's ``pending`` one) to the ConfigMap: created, or patched
+        from ``held``'s guarded by its resourceVersion (409 if it moved), owned by ``owner``. What
+        was written; ``held`` as it was for kinds that keep annotations."""
         if not in_configmap(ref.kind):
             return held
         name = record_name(ref.name)
-        data = {_DATA_KEYS[k]: v for k, v in record.entries().items()}
-        if pending is not None and target is not None:
-            data.update({PENDING_PREFIX + _DATA_KEYS[k]: v for k, v in pending.entries().items()})
-            data[PENDING_CONFIG] = target.model_dump_json()
+        data = {**record.data(), **(pending.data(PENDING_PREFIX) if pending is not None else {})}
         dry: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
         uid = (owner.get("metadata") or {}).get("uid")
         owners = [
@@ -239,4 +245,4 @@ class RecordKeeper:
                 _content_type="application/json-patch+json",
                 **dry,
             )
-        return Held(record, pending, target, written)
+        return Held(record, pending, written)

@@ -318,7 +318,13 @@ class KubernetesCluster:
                 obj = self._read(ref)
                 held = self.records.read(ref, obj)
                 record = self._effective(ref, obj, held)
-                if record.proposal_id == proposal_id and record.previous is not None:
+                if (
+                    record.proposal_id == proposal_id
+                    and record.previous is not None
+                    and self._holds(ref, obj, record)
+                ):
+                    if held.pending is not None and not dry_run:  # landed, its promotion lost: now
+                        self.records.write(ref, obj, record, held, dry_run=False)
                     return ApplyResult(
                         ref=ref,
                         proposal_id=proposal_id,
@@ -338,20 +344,17 @@ class KubernetesCluster:
                         message="the workload already runs this config",
                     )
                 desired = desired_object(obj, parsed, config, self.resolver)
-                new = Record(proposal_id=proposal_id, previous=previous_record(obj, parsed, proposal_id))
+                new = Record(proposal_id, previous_record(obj, parsed, proposal_id), target=config)
                 self.records.stage(ref, desired, new)
                 ops = self._with_predictor_generation(ref, obj, diff(obj, desired))
                 self._patch(ref, self._locked(obj, ops), dry_run=True)  # server-side validation first
-                self.records.write(ref, obj, record, held, pending=new, target=config, dry_run=True)
+                self.records.write(ref, obj, record, held, pending=new, dry_run=True)
                 if not dry_run:
-                    written = self.records.write(
-                        ref, obj, record, held, pending=new, target=config, dry_run=False
-                    )
+                    written = self.records.write(ref, obj, record, held, pending=new, dry_run=False)
                     self._patch(ref, self._locked(obj, ops), dry_run=False)
-                    try:  # reads count a held pending record as applied: a lost promotion costs nothing
-                        self.records.write(ref, obj, new, written, dry_run=False)
-                    except ServewiseError as exc:
-                        log.warning("could not promote the record of %s on %s: %s", proposal_id, ref.key, exc)
+                    for promoting in self._retrying():  # after that, a redone apply promotes it
+                        with promoting:
+                            self.records.write(ref, obj, new, written, dry_run=False)
                     log.info(
                         "applied proposal %s to %s (%d patch operations)", proposal_id, ref.key, len(ops)
                     )
@@ -366,14 +369,26 @@ class KubernetesCluster:
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _holds(self, ref: DeploymentRef, obj: Mapping[str, Any], record: Record) -> bool:
+        """Does the workload run the config ``record``'s proposal set? Annotation records are
+        written with the change, so they hold by construction; a ConfigMap's is asked: the
+        workload parses to it and rendering it again changes nothing."""
+        if record.target is None:
+            return True
+        try:
+            parsed = self._parse_one(obj)
+            return parsed.config == record.target and not diff(
+                obj, desired_object(obj, parsed, record.target, self.resolver)
+            )
+        except (UnparsableWorkload, InputError):
+            return False
+
     def _effective(self, ref: DeploymentRef, obj: Mapping[str, Any], held: Held) -> Record:
-        """The record that counts: an apply's pending one once the workload holds its config (the
-        patch landed), else the last one."""
-        if held.pending is None or held.target is None:
-            return held.record
-        parsed = self._parse_one(obj)
-        landed = not diff(obj, desired_object(obj, parsed, held.target, self.resolver))
-        return held.pending if landed else held.record
+        """The record that counts: an apply's pending one once the workload holds it (the patch
+        landed), else the last one."""
+        if held.pending is not None and self._holds(ref, obj, held.pending):
+            return held.pending
+        return held.record
 
     def rollback(self, ref: DeploymentRef, *, proposal_id: str | None = None) -> ApplyResult:
         self._check_allowed(ref)
@@ -390,15 +405,16 @@ class KubernetesCluster:
                     raise NotFoundError(
                         f"{ref.key}: the last applied proposal is {applied}, not {proposal_id}; nothing recorded for it"
                     )
-                if held.pending is not None and record == held.pending:
-                    # promoted first: once restored, the workload no longer holds the pending config
-                    held = self.records.write(ref, obj, record, held, dry_run=False)
                 restored = restored_object(obj, ref.kind, record.previous)
                 after = Record(rolled_back=applied)
                 self.records.stage(ref, restored, after)
                 ops = self._with_predictor_generation(ref, obj, diff(obj, restored))
                 self._patch(ref, self._locked(obj, ops), dry_run=True)
                 self.records.write(ref, obj, after, held, dry_run=True)
+                if held.pending is not None:
+                    # the record rolled back becomes the only one: a redo after the patch, when the
+                    # workload no longer holds a pending proposal, still rolls back this one
+                    held = self.records.write(ref, obj, record, held, dry_run=False)
                 self._patch(ref, self._locked(obj, ops), dry_run=False)
                 self.records.write(ref, obj, after, held, dry_run=False)  # last: a redo restores again
                 log.info("rolled back proposal %s on %s", applied, ref.key)

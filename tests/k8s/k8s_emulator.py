@@ -194,9 +194,9 @@ class FaithfulEmulator(kmock.KubernetesEmulator):
                 )
         for fault in self.controls.faults:
             if fault.times > 0 and fault.verb == verb and fault.resource == plural:
-                if fault.skip > 0:
+                if fault.skip > 0:  # the first live fault that matches decides, skipping or not
                     fault.skip -= 1
-                    continue
+                    return
                 fault.times -= 1
                 if fault.bump_resource_version and request.name:
                     obj = self.objects[request.resource, request.namespace, request.name]

@@ -163,14 +163,21 @@ def test_a_lost_promotion_still_counts_the_applied_proposal(
     cluster: KubernetesCluster,
     kserve: FaithfulEmulator,  # noqa: F811
 ) -> None:
+    """The patch landed but the record could not be promoted (the ConfigMap 503s after it, to the
+    last retry): the apply fails, and the pending record counts because the workload holds it."""
     current = cluster.get_deployment(REF).config
-    kserve.controls.faults.append(Fault("patch", "configmaps", status=503))  # the promotion, after the patch
+    lost = Fault("patch", "configmaps", status=503, times=100)  # created as pending; promoted by a patch
+    kserve.controls.faults.append(lost)
     target = current.with_changes(max_num_seqs=64)
-    assert cluster.apply(REF, target, proposal_id="p-lost").changed
+    with pytest.raises(BackendUnavailableError):
+        cluster.apply(REF, target, proposal_id="p-lost")
+    assert cluster.get_deployment(REF).config == target
     assert "proposal-id" not in _record(kserve) and _record(kserve)["pending-proposal-id"] == "p-lost"
-    again = cluster.apply(REF, target, proposal_id="p-lost")
+    kserve.controls.faults.remove(lost)
+    again = cluster.apply(REF, target, proposal_id="p-lost")  # the workflow's retry
     assert not again.changed and "already applied" in again.message
-    cluster.rollback(REF, proposal_id="p-lost")  # promoted first, then restored
+    assert _record(kserve)["proposal-id"] == "p-lost" and "pending-proposal-id" not in _record(kserve)
+    cluster.rollback(REF, proposal_id="p-lost")
     assert cluster.get_deployment(REF).config == current
     assert _record(kserve) == {"rolled-back-proposal": "p-lost"}
 
