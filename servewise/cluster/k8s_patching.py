@@ -83,18 +83,22 @@ def _container(obj: dict[str, Any], parsed: ParsedWorkload) -> dict[str, Any]:
     return container
 
 
-def previous_record(obj: Mapping[str, Any], parsed: ParsedWorkload, proposal_id: str) -> dict[str, Any]:
-    """What rollback needs to restore exactly the spec before ``proposal_id``."""
+def patched_fields(obj: Mapping[str, Any], kind: str, container_index: int) -> dict[str, Any]:
+    """Every field a patch may write (the engine container's command, args and resources, the pod's
+    nodeSelector and affinity, replicas; an InferenceService's maxReplicas), as ``obj`` holds them;
+    ``{}`` when it has no such container."""
     work = copy.deepcopy(dict(obj))
-    container = _container(work, parsed)
-    pod = _at(work, pod_spec_path(parsed.kind))
+    try:
+        container = engine_container(work, kind, container_index)
+    except IndexError:
+        container = None
+    if container is None:
+        return {}
+    pod = _at(work, pod_spec_path(kind))
     replicas: Any = work
-    for key in replicas_path(parsed.kind):
+    for key in replicas_path(kind):
         replicas = replicas.get(key) if isinstance(replicas, Mapping) else None
-    record = {
-        "proposal_id": proposal_id,
-        "config": parsed.config.model_dump(mode="json"),
-        "container_index": parsed.container_index,
+    fields = {
         "command": container.get("command"),
         "args": container.get("args"),
         "resources": container.get("resources"),
@@ -102,9 +106,20 @@ def previous_record(obj: Mapping[str, Any], parsed: ParsedWorkload, proposal_id:
         "affinity": pod.get("affinity"),
         "replicas": replicas,
     }
-    if parsed.kind == "InferenceService":
-        record["maxReplicas"] = pod.get("maxReplicas")  # raised with minReplicas when below it
-    return record
+    if kind == "InferenceService":
+        fields["maxReplicas"] = pod.get("maxReplicas")  # raised with minReplicas when below it
+    return fields
+
+
+def previous_record(obj: Mapping[str, Any], parsed: ParsedWorkload, proposal_id: str) -> dict[str, Any]:
+    """What rollback needs to restore exactly the spec before ``proposal_id``."""
+    _container(copy.deepcopy(dict(obj)), parsed)  # a clear error when there is none
+    return {
+        "proposal_id": proposal_id,
+        "config": parsed.config.model_dump(mode="json"),
+        "container_index": parsed.container_index,
+        **patched_fields(obj, parsed.kind, parsed.container_index),
+    }
 
 
 def desired_object(

@@ -13,15 +13,17 @@ makes applying a proposal twice a no-op and a rollback exact.
   rollback: a replicas-only proposal included. (A record an earlier servewise left in the
   annotations is still read, and removed with the next change.)
 
-The ConfigMap and the InferenceService are two writes, so a ConfigMap record also names the
-config its proposal set (``target``), and the adapter asks whether the InferenceService holds it.
-``apply`` writes its record as *pending* beside the last one, patches, then promotes it; a pending
-record counts only while the InferenceService holds its config, so an apply that never landed (a
-crash, a refusal, timeouts to the last retry) leaves the last proposal the one to roll back, and a
-redone apply whose patch landed promotes it. ``rollback`` first writes the record it rolls back as
-the only one (a pending one that counted promoted, one that did not dropped), then patches, then
-writes the rollback: a rollback redone restores nothing more. Every write is dry-run first, so
-missing RBAC on ConfigMaps stops a change before anything is written.
+The ConfigMap and the InferenceService are two writes, so a ConfigMap record also keeps the
+fields its patch wrote as the API server would store them (``written``: from the patch's
+server-side dry run, defaults included), and the adapter asks whether the InferenceService still
+holds them. ``apply`` writes its record as *pending* beside the last one, patches, then promotes
+it; a pending record counts only while the InferenceService holds what it wrote, so an apply that
+never landed (a crash, a refusal, timeouts to the last retry) leaves the last proposal the one to
+roll back, and a redone apply whose patch landed promotes it. ``rollback`` first writes the record
+it rolls back as the only one (a pending one that counted promoted, one that did not dropped), then
+patches, then writes the rollback: a rollback redone restores nothing more. Every write is dry-run
+first, so missing RBAC on ConfigMaps stops a change before anything is written. A record that
+cannot be read is no record to apply over, and an error to roll back.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ _DATA_KEYS = {
     PREVIOUS_ANNOTATION: "previous-spec",
     ROLLED_BACK_ANNOTATION: "rolled-back-proposal",
 }
-CONFIG_KEY = "config"  # the config the proposal set (ConfigMap records only)
+WRITTEN_KEY = "written"  # the fields the patch wrote (ConfigMap records only)
 PENDING_PREFIX = "pending-"  # an apply's record, written before its patch
 
 
@@ -60,24 +62,26 @@ class Record:
     proposal_id: str | None = None
     previous: Mapping[str, Any] | None = None
     rolled_back: str | None = None
-    target: ServingConfig | None = None  # the config it set (ConfigMap records; annotations: None)
+    written: Mapping[str, Any] | None = None  # what its patch wrote (ConfigMap records only)
 
     @classmethod
-    def parse(cls, entries: Mapping[str, Any], source: str, target: str | None = None) -> Record:
+    def parse(cls, entries: Mapping[str, Any], source: str, written: str | None = None) -> Record:
         """From annotations (or ConfigMap data, its keys mapped to annotation names)."""
-        text = entries.get(PREVIOUS_ANNOTATION)
         try:
-            previous = json.loads(text) if text else None
-            config = ServingConfig.model_validate_json(target) if target else None
-        except ValueError as exc:
+            previous, fields = (
+                json.loads(t) if t else None for t in (entries.get(PREVIOUS_ANNOTATION), written)
+            )
+            if previous is not None:
+                ServingConfig.model_validate(previous.get("config"))
+        except (ValueError, AttributeError) as exc:
             raise InputError(f"servewise's record is unreadable: {exc}", source=source) from exc
-        if previous is not None and not isinstance(previous, Mapping):
-            raise InputError(f"{PREVIOUS_ANNOTATION} is not a JSON object", source=source)
+        if not isinstance(previous, Mapping | None) or not isinstance(fields, Mapping | None):
+            raise InputError("servewise's record is not a JSON object", source=source)
         return cls(
             proposal_id=entries.get(PROPOSAL_ANNOTATION) or None,
             previous=previous,
             rolled_back=entries.get(ROLLED_BACK_ANNOTATION) or None,
-            target=config,
+            written=fields,
         )
 
     def entries(self) -> dict[str, str]:
@@ -92,10 +96,10 @@ class Record:
         return out
 
     def data(self, prefix: str = "") -> dict[str, str]:
-        """As ConfigMap data (keys with ``prefix``), the target included."""
+        """As ConfigMap data (keys with ``prefix``), what the patch wrote included."""
         out = {prefix + _DATA_KEYS[k]: v for k, v in self.entries().items()}
-        if self.target is not None:
-            out[prefix + CONFIG_KEY] = self.target.model_dump_json()
+        if self.written is not None:
+            out[prefix + WRITTEN_KEY] = json.dumps(self.written, sort_keys=True)
         return out
 
     def previous_config(self) -> ServingConfig | None:
@@ -105,12 +109,13 @@ class Record:
 
 @dataclass(frozen=True)
 class Held:
-    """A workload's record as read: the last one, an apply's ``pending`` one (it counts only once
-    the workload holds its target), and the ConfigMap read."""
+    """A workload's record as read: the last one, an apply's ``pending`` one (it counts only while
+    the workload holds what it wrote), the ConfigMap read, and why a record could not be read."""
 
     record: Record
     pending: Record | None = None
     configmap: Mapping[str, Any] | None = None
+    problem: str | None = None
 
 
 def in_configmap(kind: str) -> bool:
@@ -130,23 +135,34 @@ class RecordKeeper:
 
     def read(self, ref: DeploymentRef, obj: Mapping[str, Any]) -> Held:
         """The record; for an InferenceService, from its ConfigMap (or, with none, from what an
-        earlier servewise left in its annotations)."""
+        earlier servewise left in its annotations). An unreadable one reads as none, with why."""
         annotations = (obj.get("metadata") or {}).get("annotations") or {}
-        if not in_configmap(ref.kind):
-            return Held(Record.parse(annotations, source=f"{ref.key} annotations"))
-        name = record_name(ref.name)
+        held: dict[str, Any] | None = None
+        if in_configmap(ref.kind):
+            name = record_name(ref.name)
+            try:
+                held = self.api.call(
+                    "get",
+                    "configmaps",
+                    ref.namespace,
+                    self.api.core.read_namespaced_config_map,
+                    name,
+                    ref.namespace,
+                    name=name,
+                )
+            except NotFoundError:
+                held = None
         try:
-            held: dict[str, Any] = self.api.call(
-                "get",
-                "configmaps",
-                ref.namespace,
-                self.api.core.read_namespaced_config_map,
-                name,
-                ref.namespace,
-                name=name,
-            )
-        except NotFoundError:
-            return Held(Record.parse(annotations, source=f"{ref.key} annotations"))
+            if held is None:
+                return Held(Record.parse(annotations, source=f"{ref.key} annotations"))
+            return self._from_configmap(ref, obj, held)
+        except InputError as exc:
+            log.warning("servewise's record of %s is unreadable: %s", ref.key, exc)
+            return Held(Record(), configmap=held, problem=str(exc))
+
+    @staticmethod
+    def _from_configmap(ref: DeploymentRef, obj: Mapping[str, Any], held: dict[str, Any]) -> Held:
+        name = record_name(ref.name)
         uid = (obj.get("metadata") or {}).get("uid")
         owners = (held.get("metadata") or {}).get("ownerReferences") or []
         if uid and not any(o.get("uid") == uid for o in owners):
@@ -160,11 +176,11 @@ class RecordKeeper:
             Record.parse(
                 {a: data.get(prefix + k) for a, k in _DATA_KEYS.items()},
                 source=source,
-                target=data.get(prefix + CONFIG_KEY),
+                written=data.get(prefix + WRITTEN_KEY),
             )
             for prefix in ("", PENDING_PREFIX)
         )
-        counted = pending.proposal_id and pending.previous is not None and pending.target is not None
+        counted = pending.proposal_id and pending.previous is not None and pending.written is not None
         return Held(record, pending if counted else None, held)
 
     def stage(self, ref: DeploymentRef, desired: dict[str, Any], record: Record) -> None:

@@ -37,8 +37,14 @@ from servewise.cluster.k8s_parsing import (
     parse_workload,
     template_names_gpu,
 )
-from servewise.cluster.k8s_patching import desired_object, diff, previous_record, restored_object
-from servewise.cluster.k8s_records import Held, Record, RecordKeeper
+from servewise.cluster.k8s_patching import (
+    desired_object,
+    diff,
+    patched_fields,
+    previous_record,
+    restored_object,
+)
+from servewise.cluster.k8s_records import Held, Record, RecordKeeper, in_configmap
 from servewise.cluster.k8s_rollout import (
     DEPLOYMENT_MODE,
     KSERVE_ISVC_LABEL,
@@ -321,10 +327,10 @@ class KubernetesCluster:
                 if (
                     record.proposal_id == proposal_id
                     and record.previous is not None
-                    and self._holds(ref, obj, record)
+                    and not self._undone(ref, obj, record)
                 ):
-                    if held.pending is not None and not dry_run:  # landed, its promotion lost: now
-                        self.records.write(ref, obj, record, held, dry_run=False)
+                    if held.pending is not None and not dry_run:  # it landed; its promotion was lost
+                        self._promote(ref, obj, record, held)
                     return ApplyResult(
                         ref=ref,
                         proposal_id=proposal_id,
@@ -334,7 +340,8 @@ class KubernetesCluster:
                         message=f"proposal {proposal_id} is already applied",
                     )
                 parsed = self._parse_one(obj)
-                if parsed.config == config:
+                desired = desired_object(obj, parsed, config, self.resolver)
+                if parsed.config == config or not diff(obj, desired):
                     return ApplyResult(
                         ref=ref,
                         proposal_id=proposal_id,
@@ -343,18 +350,21 @@ class KubernetesCluster:
                         previous=parsed.config,
                         message="the workload already runs this config",
                     )
-                desired = desired_object(obj, parsed, config, self.resolver)
-                new = Record(proposal_id, previous_record(obj, parsed, proposal_id), target=config)
-                self.records.stage(ref, desired, new)
+                previous = previous_record(obj, parsed, proposal_id)
+                self.records.stage(ref, desired, Record(proposal_id, previous))
                 ops = self._with_predictor_generation(ref, obj, diff(obj, desired))
-                self._patch(ref, self._locked(obj, ops), dry_run=True)  # server-side validation first
+                would = self._patch(ref, self._locked(obj, ops), dry_run=True)  # server-side validation first
+                written = (
+                    patched_fields(would, ref.kind, parsed.container_index)
+                    if in_configmap(ref.kind)
+                    else None
+                )
+                new = Record(proposal_id, previous, written=written)
                 self.records.write(ref, obj, record, held, pending=new, dry_run=True)
                 if not dry_run:
-                    written = self.records.write(ref, obj, record, held, pending=new, dry_run=False)
+                    pending = self.records.write(ref, obj, record, held, pending=new, dry_run=False)
                     self._patch(ref, self._locked(obj, ops), dry_run=False)
-                    for promoting in self._retrying():  # after that, a redone apply promotes it
-                        with promoting:
-                            self.records.write(ref, obj, new, written, dry_run=False)
+                    self._promote(ref, obj, new, pending)
                     log.info(
                         "applied proposal %s to %s (%d patch operations)", proposal_id, ref.key, len(ops)
                     )
@@ -369,26 +379,55 @@ class KubernetesCluster:
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _holds(self, ref: DeploymentRef, obj: Mapping[str, Any], record: Record) -> bool:
-        """Does the workload run the config ``record``'s proposal set? Annotation records are
-        written with the change, so they hold by construction; a ConfigMap's is asked: the
-        workload parses to it and rendering it again changes nothing."""
-        if record.target is None:
+    @staticmethod
+    def _holds(ref: DeploymentRef, obj: Mapping[str, Any], record: Record) -> bool:
+        """Does the workload still hold what ``record``'s patch wrote? (Annotation records are
+        written with the patch: they hold by construction.)"""
+        if record.written is None or record.previous is None:
             return True
-        try:
-            parsed = self._parse_one(obj)
-            return parsed.config == record.target and not diff(
-                obj, desired_object(obj, parsed, record.target, self.resolver)
-            )
-        except (UnparsableWorkload, InputError):
+        index = int(record.previous.get("container_index", 0))
+        return patched_fields(obj, ref.kind, index) == dict(record.written)
+
+    @staticmethod
+    def _undone(ref: DeploymentRef, obj: Mapping[str, Any], record: Record) -> bool:
+        """Is the workload back at the spec from before ``record``'s proposal (a rollback landed
+        whose record write did not)? Only a ConfigMap record can lag so."""
+        if record.written is None or record.previous is None:
             return False
+        fields = patched_fields(obj, ref.kind, int(record.previous.get("container_index", 0)))
+        return bool(fields) and all(record.previous.get(k) == v for k, v in fields.items())
 
     def _effective(self, ref: DeploymentRef, obj: Mapping[str, Any], held: Held) -> Record:
-        """The record that counts: an apply's pending one once the workload holds it (the patch
-        landed), else the last one."""
+        """The record that counts: an apply's pending one while the workload holds what it wrote
+        (its patch landed), else the last one."""
         if held.pending is not None and self._holds(ref, obj, held.pending):
             return held.pending
         return held.record
+
+    def _promote(self, ref: DeploymentRef, obj: Mapping[str, Any], new: Record, held: Held) -> None:
+        """Make an apply's pending record the last one; from a fresh read after a failed write (it
+        may have landed, or another apply moved on: then that one's record stands). Never fails the
+        apply, whose patch has landed: a pending record the workload holds counts as applied."""
+        for _ in range(self.conflict_attempts):
+            try:
+                self.records.write(ref, obj, new, held, dry_run=False)
+                return
+            except (ConflictError, BackendUnavailableError) as exc:
+                log.warning("promoting the record of %s on %s: %s", new.proposal_id, ref.key, exc)
+            try:
+                held = self.records.read(ref, obj)
+            except ServewiseError:
+                continue
+            if (
+                held.record.proposal_id == new.proposal_id
+                or (held.pending or Record()).proposal_id != new.proposal_id
+            ):
+                return
+        log.warning(
+            "could not promote the record of %s on %s; it counts while the workload holds it",
+            new.proposal_id,
+            ref.key,
+        )
 
     def rollback(self, ref: DeploymentRef, *, proposal_id: str | None = None) -> ApplyResult:
         self._check_allowed(ref)
@@ -400,6 +439,8 @@ class KubernetesCluster:
                 applied = record.proposal_id
                 previous = record.previous_config()
                 if not applied or record.previous is None or previous is None:
+                    if held.problem:
+                        raise InputError(f"cannot roll back {ref.key}: {held.problem}", source=ref.key)
                     raise NotFoundError(f"{ref.key} has no recorded servewise change to roll back")
                 if proposal_id is not None and applied != proposal_id:
                     raise NotFoundError(
@@ -422,10 +463,12 @@ class KubernetesCluster:
                     ref=ref,
                     proposal_id=str(applied),
                     dry_run=False,
-                    changed=True,
+                    changed=bool(ops),
                     patch=ops,
                     previous=previous,
-                    message=f"restored the spec recorded before {applied}",
+                    message=f"restored the spec recorded before {applied}"
+                    if ops
+                    else f"the spec recorded before {applied} was already restored",
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -191,18 +191,20 @@ def test_each_retry_of_an_apply_reaches_its_real_patch(
     assert cluster.rollback(REF).proposal_id == "p1"
 
 
-def test_a_pending_config_the_patch_cannot_write_does_not_count(
+def test_a_proposal_that_renders_to_no_change_is_not_recorded(
     cluster: KubernetesCluster,
     kserve: FaithfulEmulator,  # noqa: F811
 ) -> None:
-    """p2 unsets max_model_len, which a patch leaves as it is: the workload 'renders' to no change,
-    yet it does not run p2's config, so the refused p2 does not count as applied."""
+    """p2 only unsets max_model_len, which a patch leaves as it is (the parse is not a fixed
+    point): nothing to patch, so nothing recorded, and p1 stays the one to roll back."""
     obj = copy.deepcopy(HF_ISVC)
     obj["spec"]["predictor"]["model"]["args"].append("--max-model-len=8192")
     kserve.seed(obj)
     original = cluster.get_deployment(REF).config
     assert original.max_model_len == 8192
     cluster.apply(REF, original.with_changes(max_num_seqs=64), proposal_id="p1")
-    _refused(cluster, kserve, original.with_changes(max_num_seqs=64, max_model_len=None), "p2")
+    record = _data(kserve)
+    nothing = cluster.apply(REF, original.with_changes(max_num_seqs=64, max_model_len=None), proposal_id="p2")
+    assert not nothing.changed and "already runs" in nothing.message and _data(kserve) == record
     cluster.rollback(REF, proposal_id="p1")
     assert cluster.get_deployment(REF).config == original
