@@ -324,11 +324,10 @@ class KubernetesCluster:
                 obj = self._read(ref)
                 held = self.records.read(ref, obj)
                 record = self._effective(ref, obj, held)
-                if (
-                    record.proposal_id == proposal_id
-                    and record.previous is not None
-                    and not self._undone(ref, obj, record)
-                ):
+                parsed = self._parse_one(obj)
+                desired = desired_object(obj, parsed, config, self.resolver)
+                holds = not diff(obj, desired)  # the workload already carries ``config``
+                if record.proposal_id == proposal_id and record.previous is not None and holds:
                     if held.pending is not None and not dry_run:  # it landed; its promotion was lost
                         self._promote(ref, obj, record, held)
                     return ApplyResult(
@@ -339,9 +338,7 @@ class KubernetesCluster:
                         previous=record.previous_config(),
                         message=f"proposal {proposal_id} is already applied",
                     )
-                parsed = self._parse_one(obj)
-                desired = desired_object(obj, parsed, config, self.resolver)
-                if parsed.config == config or not diff(obj, desired):
+                if parsed.config == config or holds:  # a proposal id reused for another config is applied
                     return ApplyResult(
                         ref=ref,
                         proposal_id=proposal_id,
@@ -387,15 +384,6 @@ class KubernetesCluster:
             return True
         index = int(record.previous.get("container_index", 0))
         return patched_fields(obj, ref.kind, index) == dict(record.written)
-
-    @staticmethod
-    def _undone(ref: DeploymentRef, obj: Mapping[str, Any], record: Record) -> bool:
-        """Is the workload back at the spec from before ``record``'s proposal (a rollback landed
-        whose record write did not)? Only a ConfigMap record can lag so."""
-        if record.written is None or record.previous is None:
-            return False
-        fields = patched_fields(obj, ref.kind, int(record.previous.get("container_index", 0)))
-        return bool(fields) and all(record.previous.get(k) == v for k, v in fields.items())
 
     def _effective(self, ref: DeploymentRef, obj: Mapping[str, Any], held: Held) -> Record:
         """The record that counts: an apply's pending one while the workload holds what it wrote

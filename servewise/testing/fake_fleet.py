@@ -181,7 +181,7 @@ class FakeCluster:
                 patch=patch,
                 previous=dep.config,
             )
-        if proposal_id in state.applied:
+        if proposal_id in state.applied and dep.config == config:  # as the real backends: id and config
             state.apply_calls.append({"proposal_id": proposal_id, "dry_run": False, "changed": False})
             self.save(state)
             return ApplyResult(

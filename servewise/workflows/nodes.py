@@ -309,8 +309,8 @@ class Nodes:
                 continue
             if not self.rt.audit.has("approved", p.id, run_id=run_id):
                 raise ApprovalRequiredError(f"proposal {p.id} has no recorded approval; refusing to apply")
-            if self.rt.audit.has("applied", p.id):
-                log.info("proposal %s already applied (audit log); not applying again", p.id)
+            if self.rt.audit.has("applied", p.id, run_id=run_id):  # this run's: an id recurs across runs
+                log.info("proposal %s already applied in %s (audit log); not applying again", p.id, run_id)
                 applied.append(
                     {"proposal_id": p.id, "ref": p.ref.model_dump(), "changed": False, "resumed": True}
                 )

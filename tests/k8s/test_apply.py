@@ -27,6 +27,18 @@ def patches(emu: FaithfulEmulator) -> list[str]:
     return [c.verb for c in emu.calls if c.verb == "patch"]
 
 
+def test_a_proposal_id_reused_for_another_config_is_applied(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    """An approver's edit is applied under the proposal's id; a later run proposing the unedited
+    config under the same id (ids hash the target) must apply it, not answer 'already applied'."""
+    current = cluster.get_deployment(BIG).config
+    cluster.apply(BIG, current.with_changes(replicas=2), proposal_id="p-same")
+    again = cluster.apply(BIG, current.with_changes(replicas=1), proposal_id="p-same")
+    assert again.changed and cluster.get_deployment(BIG).config.replicas == 1
+    assert not cluster.apply(BIG, current.with_changes(replicas=1), proposal_id="p-same").changed
+
+
 def test_apply_dry_run_then_patch_changes_only_the_knobs(
     cluster: KubernetesCluster, fleet: FaithfulEmulator
 ) -> None:

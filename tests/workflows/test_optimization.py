@@ -85,6 +85,34 @@ def test_approve_with_edits_applies_the_edited_config(service: WorkflowService, 
     assert ev.details["edits"] == {"replicas": 2}
 
 
+def test_a_proposal_id_another_run_applied_is_applied_again(
+    service: WorkflowService, env: Environment
+) -> None:
+    """Proposal ids hash the deployment and target: after an edited apply and a manual revert, the
+    next run proposes the same target under the same id, and approving it must apply it, not skip
+    it as applied by the earlier run (which then reported it applied and verified)."""
+    first = service.start(opts())
+    pid = next(p["id"] for p in first.proposals if p["ref"]["name"] == "chat-8b")
+    original = fleet_state(env)
+    service.decide(
+        first.run_id,
+        Decision(action="approve", actor="carol", proposal_ids=[pid], edits={pid: {"replicas": 2}}),
+    )
+    assert isinstance(env.cluster, FakeCluster)
+    state = env.cluster.load()
+    state.deployments = original.deployments  # an operator puts it back by hand
+    env.cluster.save(state)
+    second = service.start(opts())
+    again = next(p for p in second.proposals if p["ref"]["name"] == "chat-8b")
+    assert again["id"] == pid and again["proposed"]["replicas"] != 2
+    done = service.decide(second.run_id, Decision(action="approve", actor="carol", proposal_ids=[pid]))
+    assert done.status == "completed"
+    assert ("applied", pid) in _actions(service, second.run_id)
+    assert real_applies(fleet_state(env)).count(pid) == 2
+    chat8b = next(d for d in fleet_state(env).deployments if d.ref.name == "chat-8b")
+    assert chat8b.config.replicas == again["proposed"]["replicas"]
+
+
 @pytest.mark.parametrize(
     ("edits", "message"),
     [
