@@ -1,8 +1,9 @@
 """Human decisions at the approval gate and the bounded auto-approve policy.
 
 A ``Decision`` approves, rejects, or approves with edits (knob overrides per proposal). Edited
-knobs are re-validated through ``ServingConfig`` (types, ranges, power-of-two TP); anything that
-does not validate is refused with an error naming the proposal and the knob, and nothing resumes.
+knobs are re-validated through ``ServingConfig`` (types, ranges, power-of-two TP) and the memory
+plan (weights and KV cache must fit the GPUs); anything that does not validate is refused with an
+error naming the proposal and the knob, and nothing resumes.
 
 An ``AutoApprovePolicy`` (YAML) approves a proposal only when every bound holds: namespace
 allowed, never production unless ``allow_production``, each changed knob listed with a maximum
@@ -21,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from servewise.domain import Impact, Proposal, ServingConfig
 from servewise.errors import InputError
+from servewise.perf.catalog import get_catalog
+from servewise.perf.memory import plan_memory
 
 KNOBS = tuple(ServingConfig.model_fields)
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -74,6 +77,7 @@ def edit_proposal(proposal: Proposal, edits: dict[str, Any]) -> Proposal:
     except ValidationError as exc:
         msgs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
         raise InputError(f"proposal {proposal.id}: edited config is invalid: {msgs}", field="--edit") from exc
+    _check_fits(proposal, config)
     note = ", ".join(f"{k}={v}" for k, v in edits.items())
     return proposal.model_copy(
         update={
@@ -83,6 +87,21 @@ def edit_proposal(proposal: Proposal, edits: dict[str, Any]) -> Proposal:
             "measured": None,
         }
     )
+
+
+def _check_fits(proposal: Proposal, edited: ServingConfig) -> None:
+    """An edit must leave a config whose weights and KV cache fit its GPUs (the memory plan the
+    optimizer and the twin use), else it would be applied only to crash with OOM."""
+    catalog = get_catalog()
+    try:
+        plan = plan_memory(catalog.resolve_model(edited.model)[0], catalog.gpu(edited.gpu), edited)
+    except InputError as exc:
+        raise InputError(f"proposal {proposal.id}: edited config: {exc.detail}", field="--edit") from exc
+    if not plan.fits:
+        raise InputError(
+            f"proposal {proposal.id}: the edited config does not fit in GPU memory: {plan.reason}",
+            field="--edit",
+        )
 
 
 def _stale_prediction(proposal: Proposal, edited: ServingConfig) -> Impact:

@@ -119,6 +119,8 @@ def test_a_proposal_id_another_run_applied_is_applied_again(
         ({"tensor_parallel": 3}, "power of two"),
         ({"replicas": -1}, "replicas"),
         ({"colour": "red"}, "unknown knob"),
+        ({"gpu": "l4", "model": "llama-3.1-70b"}, "does not fit in GPU memory: weights need"),
+        ({"gpu": "tpu-v9"}, "unknown gpu .tpu-v9."),
     ],
 )
 def test_invalid_edits_are_refused_and_the_run_keeps_waiting(
