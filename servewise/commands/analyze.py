@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from servewise.commands._output import err_console, out_console, print_json
+from servewise.commands._output import err_console, out_console, output_dir, print_json, writing
 
 if TYPE_CHECKING:
     from servewise.cluster.backend import ClusterBackend
@@ -21,9 +21,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("analyze")
     def analyze(
-        cluster: str = typer.Option("sim:demo", "--cluster", help="sim:SCENARIO or k8s[:CONTEXT]"),
+        cluster: str = typer.Option(
+            "sim:demo", "--cluster", help="sim:SCENARIO | k8s[:CONTEXT] | py:module:factory"
+        ),
         prometheus: str | None = typer.Option(
-            None, "--prometheus", help="Prometheus URL (default: the twin)"
+            None, "--prometheus", help="Prometheus URL (required with k8s; default: the twin's telemetry)"
         ),
         window: str = typer.Option("15m", "--window"),
         json_out: bool = typer.Option(False, "--json", help="one JSON document on stdout"),
@@ -42,27 +44,22 @@ def register(app: typer.Typer) -> None:
         """Run every bottleneck analyzer on every inference deployment."""
         from rich.table import Table
 
-        from servewise.cluster.factory import open_cluster
-        from servewise.telemetry.source import TelemetrySource
         from servewise.tools.analyzing import analyze_fleet
         from servewise.tools.reporting import write_report
+        from servewise.workflows.environment import open_environment
 
-        backend = open_cluster(cluster)
+        # as `optimize` opens it: a real cluster without --prometheus is an input error, not a crash
+        env = open_environment(cluster, prometheus=prometheus)
+        backend = env.cluster
         chosen = _chosen(backend, deployment, cluster) if deployment else None
-        source: TelemetrySource
-        if prometheus:
-            from servewise.telemetry.prometheus import PrometheusSource
-
-            source = PrometheusSource(prometheus)
-        else:
-            from servewise.telemetry.sim import SimTelemetrySource
-
-            source = SimTelemetrySource(backend)  # type: ignore[arg-type]
-        snapshot = source.snapshot(window=window)
+        if report is not None:
+            output_dir(report, "--report")  # an unwritable folder is refused before the analysis
+        snapshot = env.telemetry.snapshot(window=window)
         analysis = analyze_fleet(backend, snapshot, deployments=chosen)
         plans = _propose(backend, snapshot, analysis) if propose else []
         if report is not None:
-            path = write_report(analysis, plans, report)
+            with writing(report, "--report"):
+                path = write_report(analysis, plans, report)
             err_console.print(f"report: {path}")
         if json_out:
             doc = analysis.model_dump(mode="json")

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
-from servewise.commands._output import err_console, out_console
+from servewise.commands._output import err_console, out_console, output_dir
 from servewise.errors import InputError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -175,7 +175,7 @@ def _optimize(scenario: str, home: Path, out: Path) -> str | None:
     if view.status == "awaiting_approval":
         out_console.print(
             f"Nothing was applied. Approve with: [bold]servewise approve {view.run_id} --as YOUR_NAME[/bold]"
-            f"  (or reject: servewise reject {view.run_id} --reason TEXT)"
+            f"  (or reject: servewise reject {view.run_id} --as YOUR_NAME --reason TEXT)"
         )
     return view.run_id
 
@@ -234,7 +234,7 @@ def demo(
 
     if start is not None:
         _demo_start(start)  # a malformed --start is refused before anything is written
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out, "--out")
     home = get_settings().ensure_home()
     cluster, clock = open_twin(scenario, start, home)
     out_console.print(Rule(f"servewise demo: embedded twin '{scenario}', {clock}, state in {home}"))

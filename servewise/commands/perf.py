@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from servewise.commands._output import err_console, out_console, print_json
+from servewise.commands._output import err_console, out_console, output_file, print_json, writing
 
 if TYPE_CHECKING:
     from servewise.domain import ServingConfig
@@ -136,13 +136,17 @@ def validate_cmd(
 
     if split not in ("all", "train", "holdout"):
         raise InputError("must be all, train or holdout", field="--split")
+    if plot is not None:
+        output_file(plot, "--plot")  # refused before the rows are predicted, not after
     rows = read_measurements(file)
     report = validate(rows)
     if plot is not None:
         from servewise.perf.plots import plot_predicted_vs_measured
 
         title = f"servewise performance model vs {report.counts['predicted']} published measurements"
-        err_console.print(f"wrote {plot_predicted_vs_measured(report, plot, title=title)}")
+        with writing(plot, "--plot"):
+            written = plot_predicted_vs_measured(report, plot, title=title)
+        err_console.print(f"wrote {written}")
     if split != "all":
         kept = [r for r in report.rows if r.split == split]
         report = report.model_copy(update={"rows": kept, "mape": report.mape_by_split.get(split, {})})

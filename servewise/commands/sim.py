@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from servewise.commands._output import err_console, out_console, print_json
+from servewise.commands._output import err_console, out_console, output_file, print_json, writing
 
 sim_app = typer.Typer(
     help="The embedded cluster twin: scenarios, metrics exporter, history.", no_args_is_help=True
@@ -181,8 +181,10 @@ def export_history(
             end_s = datetime.fromisoformat(end.replace("Z", "+00:00")).timestamp()
         except ValueError:
             raise InputError(f"not an ISO time: {end!r}", field="--end") from None
+    output_file(out, "--out")  # refused before the history is made, not after
     sim = history_twin(scenario, hours=hours, step_s=step_s, end_s=end_s, seed=seed)
-    res = write_history(sim, out, hours=hours, step_s=step_s)
+    with writing(out, "--out"):
+        res = write_history(sim, out, hours=hours, step_s=step_s)
     doc = {
         "path": str(res.path),
         "start": datetime.fromtimestamp(res.start_s).astimezone().isoformat(),

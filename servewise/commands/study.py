@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from servewise.commands._output import err_console, out_console, print_json
+from servewise.commands._output import err_console, out_console, output_dir, print_json, writing
 
 study_app = typer.Typer(
     help="Studies: what-if sweeps and hardware-aware architecture search.", no_args_is_help=True
@@ -38,7 +38,7 @@ def run_cmd(
     if workers is not None and workers < 1:
         raise InputError(f"must be >= 1, got {workers}", field="--workers")
     study = load_study(study_file)
-    out_dir = out or Path("out") / "studies" / study.spec.name
+    out_dir = output_dir(out or Path("out") / "studies" / study.spec.name, "--out")
     summary = run_study(
         study, out_dir, workers=workers, ray_address=ray, chunk_size=chunk_size, progress=True
     )
@@ -85,6 +85,8 @@ def nas_cmd(
 
     from servewise.studies.nas import NasTarget, parse_budget, parse_workload, search_front, write_front
 
+    if out is not None:
+        output_dir(out, "--out")  # refused before the search, not after it
     target = NasTarget.build(
         gpu=gpu,
         workload=parse_workload(workload),
@@ -96,7 +98,8 @@ def nas_cmd(
     )
     result = search_front(target, generations=generations, population=population, seed=seed)
     if out is not None:
-        write_front(result, out)
+        with writing(out, "--out"):
+            write_front(result, out)
     if json_out:
         print_json(result.to_json())
         return

@@ -6,7 +6,6 @@ started by one process is approved, resumed or audited by another.
 
 from __future__ import annotations
 
-import getpass
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,8 +14,8 @@ import typer
 from rich.markup import escape
 
 from servewise.commands._inputs import from_options
-from servewise.commands._output import err_console, out_console, print_json
-from servewise.errors import UnknownIdError
+from servewise.commands._output import err_console, out_console, print_json, writing
+from servewise.errors import InputError, UnknownIdError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
 ClusterOpt = Annotated[
@@ -93,7 +92,8 @@ def _print_view(view: Any) -> None:
                 soft_wrap=True,
             )
         out_console.print(
-            f"approve: servewise approve {view.run_id} --as NAME   reject: servewise reject {view.run_id} --reason TEXT"
+            f"approve: servewise approve {view.run_id} --as NAME   "
+            f"reject: servewise reject {view.run_id} --as NAME --reason TEXT"
         )
     if view.report:
         for row in view.report["proposals"]:
@@ -177,7 +177,13 @@ def runs(
             view = svc.view(run_id)
             print_json(_view_doc(view)) if json_out else _print_view(view)
             return
-        records = svc.audit.runs(status=status)
+        from servewise.workflows.runs import RUN_STATUSES
+
+        if status is not None and status not in RUN_STATUSES:
+            raise InputError(
+                f"unknown run status {status!r}; statuses: {', '.join(RUN_STATUSES)}", field="--status"
+            )
+        records = svc.runs(status=status)
     if json_out:
         print_json({"runs": [r.model_dump(mode="json") for r in records]})
         return
@@ -233,14 +239,13 @@ def approve(
 
 def reject(
     run_id: Annotated[str, typer.Argument(help="run waiting at the approval gate")],
+    actor: Annotated[str, typer.Option("--as", help="your name, recorded in the audit log")],
     reason: Annotated[str, typer.Option("--reason", help="why, recorded in the audit log")],
-    actor: Annotated[str | None, typer.Option("--as", help="your name (default: the login name)")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Reject every pending proposal of a run."""
     from servewise.workflows.approval import Decision
 
-    actor = getpass.getuser() if actor is None else actor  # an explicit `--as ''` is refused, not replaced
     decision = from_options(Decision, DECISION_FLAGS, action="reject", actor=actor, comment=reason)
     with _service(llm=None) as svc:
         view = svc.decide(run_id, decision)
@@ -269,7 +274,7 @@ def audit(
         if run_id is not None and not events:
             svc.view(run_id)  # an unknown run is an error, as in `servewise runs RUN`
         if jsonl is not None:
-            with jsonl.open("w") as fh:
+            with writing(jsonl, "--jsonl"), jsonl.open("w") as fh:
                 n = svc.audit.export_jsonl(fh, run_id)
             err_console.print(f"wrote {n} event(s) to {jsonl}")
             return

@@ -18,7 +18,7 @@ from servewise.console.state import ConsoleState, FindingsView, FleetView
 from servewise.errors import InputError
 from servewise.workflows.approval import Decision
 from servewise.workflows.audit import RunRecord
-from servewise.workflows.runs import RunView
+from servewise.workflows.runs import RunStatus, RunView
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -111,8 +111,10 @@ def start_run(state: StateDep, body: StartIn | None = None) -> RunStarted:
 
 
 @router.get("/runs")
-def list_runs(state: StateDep, status_filter: Annotated[str | None, Query(alias="status")] = None) -> RunList:
-    return RunList(runs=state.service.audit.runs(status=status_filter))
+def list_runs(
+    state: StateDep, status_filter: Annotated[RunStatus | None, Query(alias="status")] = None
+) -> RunList:
+    return RunList(runs=state.service.runs(status=status_filter))
 
 
 @router.get("/runs/{run_id}")

@@ -146,7 +146,7 @@ def runs_page(state: StateDep) -> HTMLResponse:
             esc(f"{r.created:%Y-%m-%d %H:%M:%S}"),
             esc(r.summary),
         ]
-        for r in state.service.audit.runs()
+        for r in state.service.runs()
     ]
     body = "<h1>Runs</h1>" + (
         table(["run", "status", "proposals", "cluster", "created", "summary"], rows)

@@ -66,7 +66,7 @@ class ChatSession:
                 f"  {d.ref.key}: {d.config.model} on {d.config.replicas}x{d.config.gpus_per_replica} {d.config.gpu}, "
                 f"p99 TTFT {ttft} (SLO {slo})"
             )
-        waiting = [r.run_id for r in self.service.audit.runs(status="awaiting_approval")]
+        waiting = [r.run_id for r in self.service.runs(status="awaiting_approval")]
         lines.append(f"runs awaiting approval: {', '.join(waiting) or 'none'}")
         return "\n".join(lines)
 
@@ -122,13 +122,13 @@ class ChatSession:
         return f"run {cmd.args[0]}: {view.status}"
 
     def _cmd_runs(self, cmd: ChatCommand) -> str:
-        runs = self.service.audit.runs()
+        runs = self.service.runs()
         if not runs:
             return "no runs yet"
         return "\n".join(f"  {r.run_id}  {r.status:<18} {r.proposals} proposal(s)  {r.summary}" for r in runs)
 
     def _latest_run(self) -> str:
-        runs = self.service.audit.runs()
+        runs = self.service.runs()
         if not runs:
             raise ServewiseError("no runs yet: try `propose`")
         return runs[0].run_id

@@ -5,10 +5,18 @@ default; Postgres when ``SERVEWISE_CHECKPOINT_URL=postgresql://...`` and
 ``langgraph-checkpoint-postgres`` is installed) and the audit log, compiles the graph, and uses
 the run id as LangGraph's thread id. Checkpoints are written synchronously after each node
 (``durability="sync"``) so a killed process loses at most the node it was in.
+
+A process executing a run holds an exclusive lock on ``$SERVEWISE_HOME/locks/<run_id>.lock``
+(``flock``; the OS releases it when the process ends, however it ends). So a second process
+cannot execute the same run at once (a second ``approve`` or ``resume`` is refused), and a run the
+run list still calls ``running`` whose lock nobody holds was killed: it is listed as its checkpoint
+says (``interrupted``). The lock is per host: processes sharing a Postgres checkpointer from
+several hosts are not kept apart by it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
@@ -16,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -28,7 +36,7 @@ from servewise.domain import Proposal
 from servewise.errors import InputError, NotFoundError
 from servewise.settings import get_settings
 from servewise.workflows.approval import Decision, resolve_decision
-from servewise.workflows.audit import AuditLog
+from servewise.workflows.audit import AuditLog, RunRecord
 from servewise.workflows.environment import Environment
 from servewise.workflows.optimization import Runtime, build_graph
 from servewise.workflows.state import RunOptions
@@ -38,6 +46,23 @@ CHECKPOINT_URL_ENV = "SERVEWISE_CHECKPOINT_URL"
 # LangGraph keeps a ``Command(resume=...)`` value as a pending write on this channel until the
 # interrupted node finishes, so a decision survives a crash inside the gate node.
 RESUME_CHANNEL = "__resume__"
+# Every status a run is listed with (nodes.py and this module write them; ``interrupted`` is read
+# from the checkpoint of a run no process executes; the console's ``queued`` precedes the first).
+RunStatus = Literal[
+    "queued",
+    "running",
+    "interrupted",
+    "proposed",
+    "no_proposals",
+    "awaiting_approval",
+    "approved",
+    "rejected",
+    "applied",
+    "failed",
+    "rolled_back",
+    "completed",
+]
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 
 
 class RunView(BaseModel):
@@ -145,10 +170,61 @@ class WorkflowService:
         self._drive({"run_id": run_id, "options": opts.model_dump()}, run_id)
         return self.view(run_id)
 
+    def _lock_path(self, run_id: str) -> Path:
+        return self.home / "locks" / f"{run_id}.lock"
+
+    @contextmanager
+    def _executing(self, run_id: str) -> Iterator[None]:
+        """Hold the run's lock while this process executes it; refused while another holds it."""
+        path = self._lock_path(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise InputError(
+                    f"run {run_id} is being executed by another process; wait for it to stop at the gate "
+                    f"or finish (`servewise runs {run_id}`)",
+                    field="run_id",
+                ) from exc
+            yield  # closing the file releases the lock
+
+    def executing(self, run_id: str) -> bool:
+        """Is a process (this one or another on this host) executing the run now?"""
+        path = self._lock_path(run_id)
+        if not path.exists():
+            return False
+        with path.open("a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
+
+    def runs(self, *, status: str | None = None) -> list[RunRecord]:
+        """The run list, newest first; a run listed ``running`` that no process executes (killed)
+        is given the status its checkpoint says (``interrupted``), as ``view`` does."""
+        out = []
+        for record in self.audit.runs():
+            if record.status == "running" and not self.executing(record.run_id):
+                try:
+                    record = record.model_copy(update={"status": self.view(record.run_id).status})
+                except NotFoundError:  # killed before its first checkpoint
+                    record = record.model_copy(update={"status": "interrupted"})
+            if status is None or record.status == status:
+                out.append(record)
+        return out
+
     def _drive(self, graph_input: Any, run_id: str) -> None:
-        """Run the graph until it ends or interrupts, reporting each finished node. A step that
-        raises leaves the run ``failed`` in the run list, with the error (its checkpoint stays:
-        ``resume`` retries from the last finished step); a killed process leaves it ``running``."""
+        """Run the graph until it ends or interrupts, reporting each finished node, holding the
+        run's lock. A step that raises leaves the run ``failed`` in the run list, with the error
+        (its checkpoint stays: ``resume`` retries from the last finished step); a killed process
+        leaves it ``running`` in the audit log, which ``runs`` reads as ``interrupted``."""
+        with self._executing(run_id):
+            self._stream(graph_input, run_id)
+
+    def _stream(self, graph_input: Any, run_id: str) -> None:
         try:
             for update in self.graph.stream(
                 graph_input, self._config(run_id), stream_mode="updates", durability="sync"
@@ -177,7 +253,7 @@ class WorkflowService:
         if snap.interrupts and stored is None:
             status = "awaiting_approval"
         elif snap.next:  # a crash or a failed step: `resume` continues (with the stored decision, if any)
-            status = "interrupted"
+            status = "running" if self.executing(run_id) else "interrupted"
         return RunView(
             run_id=run_id,
             status=status,

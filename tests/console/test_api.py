@@ -67,7 +67,11 @@ def test_start_then_approve_one_proposal_as_a_named_person(client: TestClient, h
 
 def test_background_start_is_polled_to_the_gate(client: TestClient) -> None:
     resp = client.post("/api/runs")
-    assert resp.status_code == 202 and resp.json()["status"] == "queued"
+    assert resp.status_code == 202 and resp.json() == {
+        "run_id": resp.json()["run_id"],
+        "status": "queued",
+        "run": None,  # the run itself only with {"wait": true} (docs/console.md)
+    }
     run_id = resp.json()["run_id"]
     deadline = time.monotonic() + 60
     status = ""
@@ -77,6 +81,17 @@ def test_background_start_is_polled_to_the_gate(client: TestClient) -> None:
             break
         time.sleep(0.2)
     assert status == "awaiting_approval"
+
+
+def test_runs_are_filtered_by_a_known_status_and_an_unknown_one_is_a_422(client: TestClient) -> None:
+    run = _start(client)
+    waiting = client.get("/api/runs", params={"status": "awaiting_approval"})
+    assert waiting.status_code == 200 and [r["run_id"] for r in waiting.json()["runs"]] == [run["run_id"]]
+    assert client.get("/api/runs", params={"status": "completed"}).json() == {"runs": []}
+    bogus = client.get("/api/runs", params={"status": "bogus"})
+    assert bogus.status_code == 422, bogus.text  # not {"runs": []}, which reads as "no such runs"
+    (error,) = bogus.json()["detail"]
+    assert error["loc"] == ["query", "status"] and "awaiting_approval" in error["msg"]
 
 
 def test_reject_records_who_and_why_and_applies_nothing(client: TestClient, home: Path) -> None:

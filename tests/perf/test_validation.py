@@ -146,6 +146,20 @@ def test_cli_validate_json_has_one_row_per_data_row(tmp_path: Path) -> None:
     assert set(doc["mape"]) == {"throughput_tok_s", "tpot_ms"}
 
 
+def test_cli_validate_plot_that_cannot_be_written_is_an_input_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from servewise.cli import app
+
+    path = write_csv(tmp_path / "m.csv", [row()])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    plot = blocker / "plot.png"
+    with pytest.raises(InputError, match="cannot write .*plot.png: ") as err:
+        CliRunner().invoke(app, ["perf", "validate", str(path), "--plot", str(plot)], catch_exceptions=False)
+    assert err.value.field == "--plot" and str(plot) in str(err.value)
+
+
 @pytest.mark.slow
 def test_cli_predict_json_and_clear_errors() -> None:
     ok = subprocess.run(

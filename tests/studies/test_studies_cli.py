@@ -42,6 +42,25 @@ def test_study_run_bad_file_names_the_field(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_study_out_that_cannot_be_written_is_an_input_error_before_any_work(tmp_path: Path) -> None:
+    """Not a traceback from ``mkdir`` (``--out /proc/x`` printed 23 lines): ``error: field '--out':
+    cannot write PATH: ...``, exit 2, before a point is evaluated or a shape searched."""
+    from servewise.errors import InputError
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(small_study_dict()))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for args in (
+        ["study", "run", str(path), "--workers", "1"],
+        ["study", "nas", "--gpu", "l4", "--params", "2..4", "--generations", "2", "--population", "8"],
+    ):
+        res = runner.invoke(app, [*args, "--out", str(blocker / "o")])
+        assert isinstance(res.exception, InputError), res.output
+        assert res.exception.field == "--out"
+        assert str(res.exception).endswith(f"cannot write {blocker / 'o'}: Not a directory")
+
+
 def test_study_nas_json(tmp_path: Path) -> None:
     res = runner.invoke(
         app,

@@ -93,3 +93,23 @@ def test_promtool_accepts_the_history(history: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert any((tmp_path / "data").iterdir())
+
+
+def test_export_history_to_a_path_that_cannot_be_written_is_an_input_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused before the history is made, naming the flag and the path (exit 2, no traceback)."""
+    from typer.testing import CliRunner
+
+    from servewise.cli import app
+    from servewise.errors import InputError
+
+    monkeypatch.setenv("SERVEWISE_HOME", str(tmp_path / "home"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for out, cause in ((blocker / "h.om", "Not a directory"), (tmp_path, "Is a directory")):
+        with pytest.raises(InputError, match=re.escape(f"cannot write {out}: {cause}")) as err:
+            CliRunner().invoke(
+                app, ["sim", "export-history", "--out", str(out), "--hours", "0.1"], catch_exceptions=False
+            )
+        assert err.value.field == "--out"

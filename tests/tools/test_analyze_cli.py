@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,43 @@ def test_a_snapshot_without_any_deployment_says_why_in_the_analysis() -> None:
     analysis = analyze_fleet(SimCluster.from_scenario("demo", ephemeral=True, warmup_s=60), empty)
     assert analysis.notes[0] == why  # first: it explains every "no telemetry" note after it
     assert any("no telemetry" in n for n in analysis.notes[1:])
+
+
+def test_a_real_cluster_without_prometheus_is_refused_as_optimize_refuses_it(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not ``AttributeError: 'KubernetesCluster' object has no attribute 'scenario'``: the twin's
+    telemetry only reads the twin. The kubeconfig's server is never called before the error."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n"
+        "clusters: [{name: nowhere, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: nobody, user: {token: x}}]\n"
+        "contexts: [{name: nowhere, context: {cluster: nowhere, user: nobody}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    said = "a real cluster needs --prometheus URL"
+    for command in ("analyze", "optimize"):  # the same words from both
+        with pytest.raises(InputError, match=said) as err:
+            CliRunner().invoke(app, [command, "--cluster", "k8s"], catch_exceptions=False)
+        assert err.value.field == "--prometheus"
+
+
+def test_analyze_opens_the_cluster_as_optimize_does_py_factories_too(home: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["analyze", "--cluster", "py:servewise.testing.fake_fleet:environment", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert {f["ref"]["name"] for f in json.loads(result.stdout)["findings"]} >= {"chat-8b"}
+
+
+def test_a_report_folder_that_cannot_be_written_is_an_input_error(home: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(InputError, match=re.escape(f"cannot write {blocker / 'out'}: ")) as err:
+        CliRunner().invoke(
+            app,
+            ["analyze", "-d", "chat/chat-assistant", "--report", str(blocker / "out")],
+            catch_exceptions=False,
+        )
+    assert err.value.field == "--report"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +147,7 @@ def test_empty_approver_is_refused(home: Path) -> None:
     run_id = run("optimize", "--cluster", FAKE, "--json")["run_id"]
     with pytest.raises(InputError, match="field '--as'"):
         runner.invoke(app, ["approve", run_id, "--as", ""], catch_exceptions=False)
-    with pytest.raises(InputError, match="field '--as'"):  # only an omitted --as means the login name
+    with pytest.raises(InputError, match="field '--as'"):
         runner.invoke(app, ["reject", run_id, "--as", "", "--reason", "x"], catch_exceptions=False)
     with pytest.raises(InputError, match="field '--as': .*blank"):  # blanks are no one either
         runner.invoke(app, ["approve", run_id, "--as", "  "], catch_exceptions=False)
@@ -153,9 +155,23 @@ def test_empty_approver_is_refused(home: Path) -> None:
     assert [e for e in run("audit", "--json") if e["action"] in ("approved", "rejected")] == []
 
 
+def test_reject_needs_a_named_person_as_approve_does(home: Path) -> None:
+    """The audit log names whoever decided, deliberately: no login name stands in for ``--as``."""
+    shown = runner.invoke(app, ["optimize", "--cluster", FAKE])
+    assert shown.exit_code == 0, shown.output
+    run_id = run("runs", "--json")["runs"][0]["run_id"]
+    # the hint the gate prints gives both commands their --as
+    assert f"reject: servewise reject {run_id} --as NAME --reason TEXT" in shown.stdout
+    for verb, rest in (("approve", []), ("reject", ["--reason", "freeze week"])):
+        refused = runner.invoke(app, [verb, run_id, *rest])
+        assert refused.exit_code == 2 and "Missing option '--as'" in refused.output, refused.output
+    assert run("runs", run_id, "--json")["status"] == "awaiting_approval"
+    assert [e for e in run("audit", "--json") if e["action"] in ("approved", "rejected")] == []
+
+
 def test_a_dry_run_cannot_be_decided(home: Path) -> None:
     run_id = run("optimize", "--cluster", FAKE, "--dry-run", "--json")["run_id"]
-    for args in (["approve", run_id, "--as", "alice"], ["reject", run_id, "--reason", "x"]):
+    for args in (["approve", run_id, "--as", "alice"], ["reject", run_id, "--as", "bob", "--reason", "x"]):
         with pytest.raises(InputError, match="field 'run_id': .*dry run.*re-run without --dry-run"):
             runner.invoke(app, args, catch_exceptions=False)
 
@@ -164,6 +180,33 @@ def test_audit_of_an_unknown_run_is_an_error(home: Path) -> None:
     with pytest.raises(NotFoundError, match="no run 'nope'"):
         runner.invoke(app, ["audit", "--run", "nope"], catch_exceptions=False)
     assert run("audit", "--json") == []
+
+
+def test_audit_to_a_folder_that_does_not_exist_is_an_input_error(home: Path, tmp_path: Path) -> None:
+    """``audit --jsonl /nonexistent/dir/x.jsonl`` printed a FileNotFoundError traceback."""
+    target = tmp_path / "nonexistent" / "x.jsonl"
+    with pytest.raises(InputError, match="cannot write .*x.jsonl: No such file or directory") as err:
+        runner.invoke(app, ["audit", "--jsonl", str(target)], catch_exceptions=False)
+    assert err.value.field == "--jsonl" and str(target) in str(err.value)
+    # through the real entry point: one line on stderr and exit 2, as for every input error
+    done = subprocess.run(
+        [sys.executable, "-m", "servewise.cli", "audit", "--jsonl", str(target)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"error: field '--jsonl': cannot write {target}: No such file or directory\n"
+
+
+def test_demo_out_that_cannot_be_written_is_refused_before_the_twin_starts(
+    home: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(InputError, match="cannot write .*: Not a directory") as err:
+        runner.invoke(app, ["demo", "--out", str(blocker / "demo")], catch_exceptions=False)
+    assert err.value.field == "--out"
+    assert not (home / "sim").exists()
 
 
 def test_the_demo_report_has_a_section_per_proposal_and_says_what_was_not_proposed() -> None:
@@ -218,3 +261,11 @@ def test_the_demo_twin_starts_at_its_pinned_clock_and_goes_on_from_saved_state(
     path.write_text(yaml.safe_dump(declared))
     own, _ = open_twin(str(path), None, home)
     assert own.now == datetime(2026, 3, 1, 5, 0, tzinfo=UTC)
+
+
+def test_runs_refuses_an_unknown_status(home: Path) -> None:
+    with pytest.raises(
+        InputError, match="unknown run status 'bogus'; statuses: queued, running, interrupted"
+    ):
+        runner.invoke(app, ["runs", "--status", "bogus"], catch_exceptions=False)
+    assert run("runs", "--status", "interrupted", "--json") == {"runs": []}

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from servewise.errors import InputError
 from servewise.testing.fake_fleet import FakeCluster
 from servewise.workflows.approval import Decision
 from servewise.workflows.audit import AuditLog
@@ -107,3 +108,28 @@ def test_crash_after_the_gate(home: Path, node: str) -> None:
     if node == "rollback":
         state = FakeCluster(home / "fake-fleet.json").load()
         assert sorted(state.rollbacks) == sorted(view.pending)  # each regression rolled back once
+
+
+def test_a_killed_run_is_listed_interrupted_and_one_being_executed_cannot_be_resumed(home: Path) -> None:
+    crashed = cli(home, "optimize", "--cluster", FAKE, "--json", crash_at="analyze")
+    assert crashed.returncode == CRASH_EXIT, crashed.stderr[-2000:]
+    with WorkflowService(home=home, llm=None) as svc:
+        (record,) = svc.audit.runs()
+        assert record.status == "running"  # the audit log's last word: the process died
+        assert [r.status for r in svc.runs()] == ["interrupted"] == [svc.view(record.run_id).status]
+        assert svc.runs(status="running") == []
+        lock = home / "locks" / f"{record.run_id}.lock"
+        holder = subprocess.Popen(  # another process executing the run
+            [sys.executable, "-c", f"import fcntl,sys,time; f=open({str(lock)!r},'a'); "
+             "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            assert [r.status for r in svc.runs()] == ["running"] == [svc.view(record.run_id).status]
+            with pytest.raises(InputError, match="being executed by another process"):
+                svc.resume(record.run_id)
+        finally:
+            holder.kill()
+            holder.wait()
+        assert svc.resume(record.run_id).status == "awaiting_approval"
