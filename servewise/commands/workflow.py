@@ -104,6 +104,8 @@ def _print_view(view: Any) -> None:
                 markup=False,
                 soft_wrap=True,
             )
+            if row["approved"]:
+                out_console.print(f"    {row['summary']}", markup=False, soft_wrap=True)
             if row["applied"]:
                 out_console.print(f"    verification: {verdict(v)}", markup=False, soft_wrap=True)
         for e in view.report.get("errors", []):

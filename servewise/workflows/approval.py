@@ -79,11 +79,12 @@ def edit_proposal(proposal: Proposal, edits: dict[str, Any]) -> Proposal:
         raise InputError(f"proposal {proposal.id}: edited config is invalid: {msgs}", field="--edit") from exc
     _check_fits(proposal, config)
     note = ", ".join(f"{k}={v}" for k, v in edits.items())
+    predicted = _stale_prediction(proposal, config)
     return proposal.model_copy(
         update={
             "proposed": config,
-            "summary": f"{proposal.summary} (edited: {note})",
-            "predicted": _stale_prediction(proposal, config),
+            "summary": f"{proposal.summary} (edited: {note}; ${predicted.cost_per_hour_after:.2f}/h after)",
+            "predicted": predicted,
             "measured": None,
         }
     )
@@ -106,11 +107,17 @@ def _check_fits(proposal: Proposal, edited: ServingConfig) -> None:
 
 def _stale_prediction(proposal: Proposal, edited: ServingConfig) -> Impact:
     """The optimizer's latency predictions do not hold for an edited config: drop them (verification
-    then checks the SLOs only) and rescale the cost by GPU count when the GPU type is unchanged."""
+    then checks the SLOs only) and rescale the cost by what its GPUs cost (the catalog's price per
+    GPU-hour times the GPU count, relative to the proposed config's)."""
     pred = proposal.predicted
+    catalog = get_catalog()
+
+    def gpu_cost(config: ServingConfig) -> float:
+        return catalog.gpu(config.gpu).price_per_gpu_hour * config.total_gpus
+
     cost_after = pred.cost_per_hour_after
-    if edited.gpu == proposal.proposed.gpu and proposal.proposed.total_gpus:
-        cost_after = pred.cost_per_hour_after * edited.total_gpus / proposal.proposed.total_gpus
+    if gpu_cost(proposal.proposed) > 0:
+        cost_after = pred.cost_per_hour_after * gpu_cost(edited) / gpu_cost(proposal.proposed)
     return Impact(
         cost_per_hour_before=pred.cost_per_hour_before,
         cost_per_hour_after=cost_after,

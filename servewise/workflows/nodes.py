@@ -375,14 +375,14 @@ class Nodes:
     def report(self, state: OptimizationState) -> dict[str, Any]:
         crash_point("report")
         status = _final_status(state)
-        approved = {p["id"] for p in state.get("approved") or []}
+        approved = {p.id: p for p in _proposals(state.get("approved"))}  # edited as approved
         applied = {a["proposal_id"] for a in state.get("applied") or []}
         verification = {v["proposal_id"]: v for v in state.get("verification") or []}
         rows = [
             {
                 "proposal_id": p.id,
                 "ref": p.ref.key,
-                "summary": p.summary,
+                "summary": approved.get(p.id, p).summary,
                 "approved": p.id in approved,
                 "applied": p.id in applied,
                 "rolled_back": p.id in (state.get("rolled_back") or []),

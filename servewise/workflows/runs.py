@@ -254,10 +254,11 @@ class WorkflowService:
             status = "awaiting_approval"
         elif snap.next:  # a crash or a failed step: `resume` continues (with the stored decision, if any)
             status = "running" if self.executing(run_id) else "interrupted"
+        approved = {p["id"]: p for p in values.get("approved") or []}  # as approved: edits applied
         return RunView(
             run_id=run_id,
             status=status,
-            proposals=values.get("proposals") or [],
+            proposals=[approved.get(p["id"], p) for p in values.get("proposals") or []],
             pending=pending,
             auto_approved=auto,
             narrative=values.get("narrative", ""),

@@ -12,7 +12,8 @@ import pytest
 
 from servewise.domain import DeploymentRef, Impact, Proposal, ServingConfig
 from servewise.errors import InputError
-from servewise.workflows.approval import AutoApprovePolicy, parse_edits
+from servewise.perf.catalog import get_catalog
+from servewise.workflows.approval import AutoApprovePolicy, edit_proposal, parse_edits
 from servewise.workflows.audit import AuditLog
 
 
@@ -112,3 +113,19 @@ def test_parse_edits() -> None:
         parse_edits(["replicas=2"], None)
     with pytest.raises(InputError, match="knob=value"):
         parse_edits(["replicas"], "p1")
+
+
+def test_an_edit_is_costed_by_its_gpus_and_must_fit_them() -> None:
+    catalog = get_catalog()
+    base = proposal()  # 3 x l4 at $12/h; 8k contexts (a 128k one does not fit an L4's KV cache)
+    base = base.model_copy(update={"proposed": base.proposed.with_changes(max_model_len=8192)})
+    with pytest.raises(InputError, match="fewer than one sequence of 131072 tokens"):
+        edit_proposal(base, {"max_model_len": None})  # as vLLM refuses to start
+    fewer = edit_proposal(base, {"replicas": 2})
+    assert fewer.predicted.cost_per_hour_after == pytest.approx(8.0)
+    assert fewer.summary == "s (edited: replicas=2; $8.00/h after)" and fewer.predicted.ttft_p99_ms is None
+    other = edit_proposal(base, {"gpu": "l40s", "replicas": 1})
+    ratio = catalog.gpu("l40s").price_per_gpu_hour / (3 * catalog.gpu("l4").price_per_gpu_hour)
+    assert other.predicted.cost_per_hour_after == pytest.approx(12.0 * ratio)
+    with pytest.raises(InputError, match="p1: the edited config does not fit in GPU memory"):
+        edit_proposal(base, {"model": "llama-3.1-70b"})

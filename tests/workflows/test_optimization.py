@@ -81,6 +81,10 @@ def test_approve_with_edits_applies_the_edited_config(service: WorkflowService, 
     )
     chat8b = next(d for d in fleet_state(env).deployments if d.ref.name == "chat-8b")
     assert chat8b.config.replicas == 2
+    shown = next(p for p in done.proposals if p["id"] == pid)  # what was applied, not what was proposed
+    assert shown["proposed"]["replicas"] == 2 and "(edited: replicas=2; $" in shown["summary"]
+    row = next(r for r in done.report["proposals"] if r["proposal_id"] == pid)  # type: ignore[index]
+    assert row["summary"] == shown["summary"]
     ev = next(e for e in service.audit.events(view.run_id) if e.action == "approved")
     assert ev.details["edits"] == {"replicas": 2}
 
