@@ -224,7 +224,7 @@ def optimize(
             if on_progress:
                 on_progress(
                     f"benchmark {len(trials) + 1}/{budget}: {describe(nxt.config)} in {nxt.shape.pool.name}"
-                    f" ({requests} requests, {run_duration(requests, rate)} at {rate:.2f} req/s)"
+                    f" ({requests} requests, {run_duration(requests, rate)} of traffic at {rate:.2f} req/s)"
                 )
             trial, obs = _benchmark(benchmark, dep, load, nxt, requests, notes)  # type: ignore[arg-type]
             trial.confirming = confirming
@@ -369,7 +369,8 @@ def _shape_for(t: Trial, pools: dict[str, NodePool], dep: InferenceDeployment, c
 
 
 def run_duration(requests: int, rate_per_s: float) -> str:
-    """How long a benchmark's measured requests take to send at ``rate_per_s``, in words."""
+    """How long a benchmark's measured requests take to send at ``rate_per_s``, in words: traffic
+    time (the twin simulates it in seconds; a cluster's benchmark takes it)."""
     if rate_per_s <= 0:
         return "unknown duration"
     minutes = requests / rate_per_s / 60

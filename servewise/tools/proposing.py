@@ -117,7 +117,7 @@ def _how_measured(out: Outcome, trial: Trial) -> str:
     share = out.load.rate_per_replica(trial.config.replicas)
     text = (
         f"benchmark of {trial.requests} requests at {out.load.rate_per_s:.2f} req/s (peak + headroom),"
-        f" {run_duration(trial.requests, share)} at one replica's {share:.2f} req/s"
+        f" {run_duration(trial.requests, share)} of traffic at one replica's {share:.2f} req/s"
     )
     if trial.confirming:
         text += ", confirming an earlier run's narrow pass"

@@ -446,7 +446,7 @@ def test_a_capped_confirming_run_still_decides_inside_the_guard_band(
         measured = build_proposal(out, None).measured  # type: ignore[union-attr]
         assert measured is not None
         assert measured.validated_by.startswith(f"benchmark of {second.requests} requests")
-        assert f"~{second.requests / share / 60:.0f} min at one replica's {share:.2f} req/s" in (
+        assert f"~{second.requests / share / 60:.0f} min of traffic at one replica's {share:.2f} req/s" in (
             measured.validated_by
         )
         assert "confirming an earlier run's narrow pass" in measured.validated_by
