@@ -148,7 +148,7 @@ def apply(
     _check_ids(config)
     ref = ref_of(dep)
     done = dep.record(proposal_id)
-    if done is not None and done.config == config and not done.rolled_back:
+    if done is not None and done.config == config and not done.rolled_back and dep.spec == config:
         return ApplyResult(
             ref=ref, proposal_id=proposal_id, dry_run=dry_run, changed=False, previous=done.previous,
             patch=patch_for(sim, config, done.pool), message="already applied (same proposal id)",

@@ -86,6 +86,7 @@ def edit_proposal(proposal: Proposal, edits: dict[str, Any]) -> Proposal:
             "summary": f"{proposal.summary} (edited: {note}; ${predicted.cost_per_hour_after:.2f}/h after)",
             "predicted": predicted,
             "measured": None,
+            "manifest_patch": [],  # the proposed config's; the dry run of the edited one makes its own
         }
     )
 
@@ -107,17 +108,20 @@ def _check_fits(proposal: Proposal, edited: ServingConfig) -> None:
 
 def _stale_prediction(proposal: Proposal, edited: ServingConfig) -> Impact:
     """The optimizer's latency predictions do not hold for an edited config: drop them (verification
-    then checks the SLOs only) and rescale the cost by what its GPUs cost (the catalog's price per
-    GPU-hour times the GPU count, relative to the proposed config's)."""
+    then checks the SLOs only) and cost it by its GPUs: at the price per GPU-hour the proposal's
+    costs imply for the proposed or current GPU (its pool's), else at the catalog's."""
     pred = proposal.predicted
-    catalog = get_catalog()
 
-    def gpu_cost(config: ServingConfig) -> float:
-        return catalog.gpu(config.gpu).price_per_gpu_hour * config.total_gpus
+    def price(gpu: str) -> float:
+        for config, cost in (
+            (proposal.proposed, pred.cost_per_hour_after),
+            (proposal.current, pred.cost_per_hour_before),
+        ):
+            if config.gpu == gpu and config.total_gpus:
+                return cost / config.total_gpus
+        return get_catalog().gpu(gpu).price_per_gpu_hour
 
-    cost_after = pred.cost_per_hour_after
-    if gpu_cost(proposal.proposed) > 0:
-        cost_after = pred.cost_per_hour_after * gpu_cost(edited) / gpu_cost(proposal.proposed)
+    cost_after = price(edited.gpu) * edited.total_gpus
     return Impact(
         cost_per_hour_before=pred.cost_per_hour_before,
         cost_per_hour_after=cost_after,

@@ -16,10 +16,10 @@ several hosts are not kept apart by it.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -41,7 +41,15 @@ from servewise.workflows.environment import Environment
 from servewise.workflows.optimization import Runtime, build_graph
 from servewise.workflows.state import RunOptions
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs are not kept apart there
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
+LOCK_WAIT_S = 2.0  # how long to wait out another process merely looking at the lock
+# statuses a run is left in for good; any other, with no process executing it, is read from its checkpoint
+FINAL_STATUSES = frozenset({"completed", "rejected", "rolled_back", "failed", "no_proposals", "proposed"})
 CHECKPOINT_URL_ENV = "SERVEWISE_CHECKPOINT_URL"
 # LangGraph keeps a ``Command(resume=...)`` value as a pending write on this channel until the
 # interrupted node finishes, so a decision survives a crash inside the gate node.
@@ -164,10 +172,11 @@ class WorkflowService:
 
     def start(self, opts: RunOptions, *, run_id: str | None = None) -> RunView:
         run_id = run_id or new_run_id()
-        if self.graph.get_state(self._config(run_id)).values:
-            raise InputError(f"run {run_id} already exists", field="run_id")
-        self.audit.upsert_run(run_id, cluster=opts.cluster, status="running")
-        self._drive({"run_id": run_id, "options": opts.model_dump()}, run_id)
+        with self._executing(run_id):
+            if self.graph.get_state(self._config(run_id)).values:
+                raise InputError(f"run {run_id} already exists", field="run_id")
+            self.audit.upsert_run(run_id, cluster=opts.cluster, status="running")
+            self._drive({"run_id": run_id, "options": opts.model_dump()}, run_id)
         return self.view(run_id)
 
     def _lock_path(self, run_id: str) -> Path:
@@ -175,24 +184,33 @@ class WorkflowService:
 
     @contextmanager
     def _executing(self, run_id: str) -> Iterator[None]:
-        """Hold the run's lock while this process executes it; refused while another holds it."""
+        """Hold the run's lock while this process executes it; refused while another holds it
+        (after ``LOCK_WAIT_S``: ``executing`` holds it for an instant to look)."""
+        if fcntl is None:
+            yield
+            return
         path = self._lock_path(run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise InputError(
-                    f"run {run_id} is being executed by another process; wait for it to stop at the gate "
-                    f"or finish (`servewise runs {run_id}`)",
-                    field="run_id",
-                ) from exc
+            deadline = time.monotonic() + LOCK_WAIT_S
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError as exc:
+                    if time.monotonic() >= deadline:
+                        raise InputError(
+                            f"run {run_id} is being executed by another process; wait for it to stop at the "
+                            f"gate or finish (`servewise runs {run_id}`)",
+                            field="run_id",
+                        ) from exc
+                    time.sleep(0.05)
             yield  # closing the file releases the lock
 
     def executing(self, run_id: str) -> bool:
         """Is a process (this one or another on this host) executing the run now?"""
         path = self._lock_path(run_id)
-        if not path.exists():
+        if fcntl is None or not path.exists():
             return False
         with path.open("a") as fh:
             try:
@@ -203,11 +221,16 @@ class WorkflowService:
             return False
 
     def runs(self, *, status: str | None = None) -> list[RunRecord]:
-        """The run list, newest first; a run listed ``running`` that no process executes (killed)
-        is given the status its checkpoint says (``interrupted``), as ``view`` does."""
+        """The run list, newest first; a run not in a final status that no process executes (one
+        killed mid-step, even after its gate) is given the status its checkpoint says
+        (``interrupted``, or ``awaiting_approval`` at the gate), as ``view`` does."""
         out = []
         for record in self.audit.runs():
-            if record.status == "running" and not self.executing(record.run_id):
+            if (
+                record.status not in FINAL_STATUSES
+                and record.status != "queued"
+                and not self.executing(record.run_id)
+            ):
                 try:
                     record = record.model_copy(update={"status": self.view(record.run_id).status})
                 except NotFoundError:  # killed before its first checkpoint
@@ -217,14 +240,11 @@ class WorkflowService:
         return out
 
     def _drive(self, graph_input: Any, run_id: str) -> None:
-        """Run the graph until it ends or interrupts, reporting each finished node, holding the
-        run's lock. A step that raises leaves the run ``failed`` in the run list, with the error
-        (its checkpoint stays: ``resume`` retries from the last finished step); a killed process
-        leaves it ``running`` in the audit log, which ``runs`` reads as ``interrupted``."""
-        with self._executing(run_id):
-            self._stream(graph_input, run_id)
-
-    def _stream(self, graph_input: Any, run_id: str) -> None:
+        """Run the graph until it ends or interrupts, reporting each finished node; the caller
+        holds the run's lock (``_executing``) from its checks on. A step that raises leaves the run
+        ``failed`` in the run list, with the error (its checkpoint stays: ``resume`` retries from
+        the last finished step); a killed process leaves the run list's last word, which ``runs``
+        reads from the checkpoint (``interrupted``)."""
         try:
             for update in self.graph.stream(
                 graph_input, self._config(run_id), stream_mode="updates", durability="sync"
@@ -255,6 +275,10 @@ class WorkflowService:
         elif snap.next:  # a crash or a failed step: `resume` continues (with the stored decision, if any)
             status = "running" if self.executing(run_id) else "interrupted"
         approved = {p["id"]: p for p in values.get("approved") or []}  # as approved: edits applied
+        dry = {d["proposal_id"]: d.get("patch") for d in values.get("dry_runs") or [] if d.get("ok")}
+        for pid, p in approved.items():  # an edited proposal's patch is its dry run's
+            if not p.get("manifest_patch") and dry.get(pid):
+                approved[pid] = {**p, "manifest_patch": dry[pid]}
         return RunView(
             run_id=run_id,
             status=status,
@@ -290,22 +314,26 @@ class WorkflowService:
         return [Proposal.model_validate(p) for p in view.proposals if p["id"] in view.pending]
 
     def decide(self, run_id: str, decision: Decision) -> RunView:
-        """Approve or reject at the gate; the decision is validated before the run resumes."""
-        resolve_decision(self.pending_proposals(run_id), decision)  # raises InputError; nothing resumes
-        self._drive(Command(resume=decision.model_dump()), run_id)
+        """Approve or reject at the gate; the decision is validated before the run resumes, under
+        the run's lock (a second decider is refused, or finds the run decided)."""
+        with self._executing(run_id):
+            resolve_decision(self.pending_proposals(run_id), decision)  # raises InputError; nothing resumes
+            self._drive(Command(resume=decision.model_dump()), run_id)
         return self.view(run_id)
 
     def resume(self, run_id: str) -> RunView:
         """Continue a run that stopped between nodes (a crash); a run at the gate needs a decision."""
-        view = self.view(run_id)
-        if view.status == "awaiting_approval":
-            raise InputError(
-                f"run {run_id} is waiting for approval: use `servewise approve` or `reject`", field="run_id"
-            )
-        if not view.next:
-            return view
-        previous = self.audit.get_run(run_id)
-        failed = previous is not None and previous.status == "failed"  # its error no longer describes it
-        self.audit.upsert_run(run_id, cluster="", status="running", summary="resumed" if failed else "")
-        self._drive(None, run_id)
+        with self._executing(run_id):
+            view = self.view(run_id)
+            if view.status == "awaiting_approval":
+                raise InputError(
+                    f"run {run_id} is waiting for approval: use `servewise approve` or `reject`",
+                    field="run_id",
+                )
+            if not view.next:
+                return view
+            previous = self.audit.get_run(run_id)
+            failed = previous is not None and previous.status == "failed"  # its error no longer describes it
+            self.audit.upsert_run(run_id, cluster="", status="running", summary="resumed" if failed else "")
+            self._drive(None, run_id)
         return self.view(run_id)
