@@ -98,24 +98,22 @@ def test_workflow_module_imports_without_fcntl(monkeypatch: pytest.MonkeyPatch) 
     importlib.import_module("servewise.workflows.runs")
 
 
-def test_two_deciders_second_is_not_refused_when_first_finished_between_check_and_lock(
-    home: Path, env: Environment
-) -> None:
-    """A decider whose decision meets a run another decision finished first is refused: its check
-    runs under the run's lock, after the first decision."""
+def test_two_deciders_of_one_run_are_kept_apart_and_the_second_is_told(home: Path, env: Environment) -> None:
+    """A decision's check and its run happen under the run's lock: a decider meeting another
+    process executing the run is refused, and one meeting a run decided meanwhile is told it is no
+    longer waiting (before, its check could pass first and its decision silently count for nothing)."""
     with (
         WorkflowService(home=home, environment=env, llm=None) as a,
         WorkflowService(home=home, environment=env, llm=None) as b,
     ):
         view = a.start(opts())
-        real_drive = b._drive
-
-        def late_drive(graph_input: object, run_id: str) -> None:
-            a.decide(run_id, Decision(action="reject", actor="bob", comment="freeze"))  # wins the race
-            real_drive(graph_input, run_id)
-
-        b._drive = late_drive  # type: ignore[method-assign]
-        with pytest.raises(InputError):
+        with b._executing(view.run_id), pytest.raises(InputError, match="being executed by another process"):
+            a.decide(view.run_id, Decision(action="reject", actor="bob", comment="freeze"))
+        assert (
+            a.decide(view.run_id, Decision(action="reject", actor="bob", comment="freeze")).status
+            == "rejected"
+        )
+        with pytest.raises(InputError, match="is rejected, not awaiting approval"):
             b.decide(view.run_id, Decision(action="approve", actor="alice"))
 
 
