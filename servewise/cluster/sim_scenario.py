@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -204,12 +205,18 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     try:
         scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise InputError(f"{msg} ({len(exc.errors())} error(s))", source=source, field=where) from exc
+        errors = exc.errors()
+        where, msg = _located(errors[0])
+        # the first error fills the message's field; any others follow, each with its own field path
+        more = "".join(f"; field '{w}': {m}" for w, m in map(_located, errors[1:]))
+        raise InputError(f"{msg}{more} ({len(errors)} error(s))", source=source, field=where) from exc
     _check_ids(scenario, source)
     return scenario
+
+
+def _located(err: Mapping[str, Any]) -> tuple[str, str]:
+    """A pydantic error as (its field path, its message without pydantic's "Value error, " prefix)."""
+    return ".".join(str(p) for p in err["loc"]), str(err["msg"]).removeprefix("Value error, ")
 
 
 def _check_ids(scenario: Scenario, source: str) -> None:
@@ -227,10 +234,15 @@ def _check_ids(scenario: Scenario, source: str) -> None:
         try:
             config = scenario.serving_config(dep)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(["config", *(str(p) for p in err["loc"])])
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            raise InputError(f"{dep.name}: {msg}", source=source, field=f"deployments.{i}.{where}") from exc
+            errors = [
+                (".".join(filter(None, (f"deployments.{i}.config", w))), m)
+                for w, m in map(_located, exc.errors())
+            ]
+            more = "".join(f"; field '{w}': {m}" for w, m in errors[1:])
+            count = f" ({len(errors)} error(s))" if len(errors) > 1 else ""
+            raise InputError(
+                f"{dep.name}: {errors[0][1]}{more}{count}", source=source, field=errors[0][0]
+            ) from exc
         try:
             model, _ = catalog.resolve_model(config.model)
             hw = catalog.gpu(config.gpu)

@@ -100,12 +100,14 @@ def pareto_front(candidates: list[Sized], pick: Sized | None) -> list[ParetoPoin
 
 
 def _uncertainty_pct(out: Outcome) -> float:
-    """± band: the worst relative p99 error seen on benchmarks, else the telemetry fit residual (min 10%)."""
+    """± band on the predicted p99s, relative to the prediction (a measured p99 within
+    ``predicted x (1 +- band)``, as verification reads it): the worst relative error seen on
+    benchmarks (min 10%), else the telemetry fit residual (min 25%)."""
     errs = []
     for t in out.trials:
         for k in ("ttft_p99_ms", "tpot_p99_ms"):
             if t.measured.get(k) and t.predicted.get(k):
-                errs.append(abs(t.predicted[k] - t.measured[k]) / t.measured[k] * 100)
+                errs.append(abs(t.predicted[k] - t.measured[k]) / t.predicted[k] * 100)
     if errs:
         return round(max(10.0, max(errs)), 1)
     return round(max(25.0, out.calibration.residual_pct or 0.0), 1)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from servewise.domain import Impact, Proposal
 from servewise.tools.analyzing import FleetAnalysis
-from servewise.tools.proposing import DeploymentPlan
+from servewise.tools.optimizing import describe
+from servewise.tools.proposing import DeploymentPlan, TrialRecord
 
 
 def _save(fig: Any, out_dir: Path, name: str) -> str:
@@ -81,6 +83,96 @@ def _plot_plan(plan: DeploymentPlan, out_dir: Path) -> list[str]:
     return files
 
 
+_LABEL = {"ttft_p99_ms": "TTFT p99", "tpot_p99_ms": "TPOT p99"}
+
+
+def _cell(text: str) -> str:
+    """``text`` made safe for one markdown table cell."""
+    return text.replace("|", "/").replace("\n", " ")
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def _cost(impact: Impact) -> str:
+    return f"${impact.cost_per_hour_before:,.2f}/h -> ${impact.cost_per_hour_after:,.2f}/h"
+
+
+def _band(value: float | None, pct: float) -> str:
+    """The p99s a prediction ``value`` with error band ``pct`` allows: the band is relative to the
+    prediction (``|predicted - measured| / predicted``, ``proposing._uncertainty_pct``), so
+    ``value x (1 - u)`` .. ``value x (1 + u)``, from 0 once the band reaches 100 %."""
+    if value is None:
+        return ""
+    u = pct / 100.0
+    return f" ({_ms(max(0.0, value * (1.0 - u)))} - {_ms(value * (1.0 + u))})"
+
+
+def _worst_error(plan: DeploymentPlan) -> tuple[float, TrialRecord, str] | None:
+    """The benchmark run whose TTFT or TPOT p99 the model missed by the most, relative to the prediction."""
+    worst: tuple[float, TrialRecord, str] | None = None
+    for t in plan.trials:
+        for k in _LABEL:
+            pred, meas = t.predicted.get(k), t.measured.get(k)
+            if pred and meas:
+                err = abs(pred - meas) / pred * 100
+                if worst is None or err > worst[0]:
+                    worst = (err, t, k)
+    return worst
+
+
+def _headline(plan: DeploymentPlan) -> str:
+    """What the plan does, in one sentence: saves, keeps or adds cost to meet the SLO, or proposes nothing."""
+    p = plan.proposal
+    if p is None:
+        reason = plan.no_proposal_reason or "the optimizer found nothing to propose"
+        return f"**No proposal**: {reason.rstrip('.')}."
+    delta = p.predicted.cost_per_hour_after - p.predicted.cost_per_hour_before
+    if delta <= -0.005:
+        return f"**Proposal: a cheaper configuration that meets the SLO, saving ${-delta:,.2f}/h** ({_cost(p.predicted)})."
+    if delta >= 0.005:
+        return (
+            f"**Proposal: the cheapest configuration found that meets the SLO, adding ${delta:,.2f}/h**"
+            f" ({_cost(p.predicted)}); nothing cheaper was found to meet it."
+        )
+    return f"**Proposal: a configuration that meets the SLO at the same cost** ({_cost(p.predicted)})."
+
+
+def _impact_lines(plan: DeploymentPlan, p: Proposal) -> list[str]:
+    """Predicted and measured impact as a table, and what the predictions' band means."""
+    pr, me = p.predicted, p.measured
+    u = pr.uncertainty_pct
+    lines = [
+        "| | cost (current -> proposed) | TTFT p99 | TPOT p99 | from |",
+        "|---|---|---|---|---|",
+        f"| predicted | {_cost(pr)} | {_ms(pr.ttft_p99_ms)}{_band(pr.ttft_p99_ms, u)} | "
+        f"{_ms(pr.tpot_p99_ms)}{_band(pr.tpot_p99_ms, u)} | {_cell(pr.validated_by)} |",
+        f"| measured | {_cost(me)} | {_ms(me.ttft_p99_ms)} | {_ms(me.tpot_p99_ms)} | {_cell(me.validated_by)} |"
+        if me is not None
+        else "| measured | not benchmarked | | | |",
+        "",
+    ]
+    worst = _worst_error(plan)
+    if worst is not None:
+        err, t, k = worst
+        band = (
+            f"Predicted p99s carry a ±{u:.1f}% band: the worst relative error (|predicted - measured| /"
+            f" predicted) of a TTFT or TPOT p99 over this plan's {len(plan.trials)} benchmark run(s), here"
+            f" {_LABEL[k]} of {describe(t.config)}: predicted"
+            f" {_ms(t.predicted[k])}, measured {_ms(t.measured[k])}. In brackets, the true p99 that band allows"
+        )
+    else:
+        band = (
+            f"Predicted p99s carry a ±{u:.1f}% band (no benchmark measured a predicted p99: the model's"
+            " telemetry fit residual). In brackets, the true p99 that band allows"
+        )
+    band += " (predicted x (1 - band) to predicted x (1 + band)); verification reads a measurement above it as a regression."
+    return [*lines, band]
+
+
 def write_report(analysis: FleetAnalysis, plans: list[DeploymentPlan], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -94,27 +186,45 @@ def write_report(analysis: FleetAnalysis, plans: list[DeploymentPlan], out_dir: 
     ]
     for f in analysis.findings:
         lines.append(
-            f"| {f.ref.key} | {f.kind} | {f.severity.value} | {f.summary.replace('|', '/')} | "
-            f"{f.suggested_knob or ''} |"
+            f"| {f.ref.key} | {f.kind} | {f.severity.value} | {_cell(f.summary)} | {f.suggested_knob or ''} |"
         )
     if analysis.notes:
         lines += ["", "## Not assessed", ""] + [f"- {n}" for n in analysis.notes]
     for plan in plans:
-        lines += ["", f"## {plan.namespace}/{plan.deployment}", ""]
-        if plan.proposal is None:
-            lines.append("No cheaper configuration meets the SLO. " + " ".join(plan.notes))
-        else:
-            p = plan.proposal
+        lines += ["", f"## {plan.namespace}/{plan.deployment}", "", _headline(plan)]
+        p = plan.proposal
+        if p is not None:
             lines += [
+                "",
                 p.summary,
                 "",
-                f"- predicted: {p.predicted.model_dump_json()}",
-                f"- measured: {p.measured.model_dump_json() if p.measured else 'not benchmarked'}",
+                *_impact_lines(plan, p),
+                "",
                 f"- risk: {p.risk}",
                 f"- rollback: {p.rollback}",
             ]
+        # one note a bullet (joined, "fit residual 0.5%" ran into the next note); the reason is the headline's
+        notes = [n for n in plan.notes if n != plan.no_proposal_reason]
+        if notes:
+            lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+        if not plan.pareto_front:
+            lines += ["", _no_front(plan)]
         for name in _plot_plan(plan, out_dir):
             lines += ["", f"![{name}]({name})"]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _no_front(plan: DeploymentPlan) -> str:
+    """Why a plan has no Pareto plot: the front is drawn from the candidates of the optimizer's last
+    search (at the policy's SLO margin, with the model recalibrated on every benchmark run), and that
+    search found none."""
+    after = f" (after {len(plan.trials)} benchmark run(s) recalibrated the model)" if plan.trials else ""
+    text = (
+        f"No Pareto plot: the optimizer's last search{after} predicts no candidate to meet the SLO with"
+        " the policy's margin, so there is no predicted cost-vs-latency front to draw."
+    )
+    if plan.proposal is not None:
+        text += " The proposal rests on its measured benchmark pass, not on that prediction."
+    return text

@@ -91,6 +91,34 @@ def test_bad_scenarios_name_the_file_and_field(tmp_path: Path, mutate, field: st
     assert "Value error" not in str(err.value)  # pydantic's wording stays out
 
 
+def test_every_validation_error_is_shown_with_its_field(tmp_path: Path) -> None:
+    data = _base()
+    data["deployments"][0]["workload"]["rate_per_s"] = -1
+    data["deployments"][0]["colour"] = "red"
+    path = _write(tmp_path, data)
+    with pytest.raises(InputError) as err:
+        load_scenario(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}, field 'deployments.0.")  # the first error's field, as before
+    assert "(2 error(s))" in text
+    assert "deployments.0.workload.rate_per_s" in text
+    assert "deployments.0.colour" in text
+    assert text.count("field '") == 2  # each error with its own field path
+    assert "Value error" not in text
+
+
+def test_every_config_error_is_shown_with_its_field(tmp_path: Path) -> None:
+    data = _base()
+    data["deployments"][0]["config"].update(max_num_seqs=0, tensor_parallel="two")
+    path = _write(tmp_path, data)
+    with pytest.raises(InputError) as err:
+        load_scenario(path)
+    text = str(err.value)
+    assert "field 'deployments.0.config.max_num_seqs'" in text
+    assert "field 'deployments.0.config.tensor_parallel'" in text
+    assert "(2 error(s))" in text
+
+
 def test_unknown_scenario_and_broken_yaml(tmp_path: Path) -> None:
     with pytest.raises(UnknownIdError, match="shipped scenarios: .*demo"):
         load_scenario("no-such-scenario")
