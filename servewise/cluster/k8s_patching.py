@@ -111,12 +111,17 @@ def patched_fields(obj: Mapping[str, Any], kind: str, container_index: int) -> d
     return fields
 
 
-def previous_record(obj: Mapping[str, Any], parsed: ParsedWorkload, proposal_id: str) -> dict[str, Any]:
-    """What rollback needs to restore exactly the spec before ``proposal_id``."""
+def previous_record(
+    obj: Mapping[str, Any], parsed: ParsedWorkload, proposal_id: str, applied: ServingConfig | None = None
+) -> dict[str, Any]:
+    """What rollback needs to restore exactly the spec before ``proposal_id``, and the config the
+    proposal applied (``applied_config``: a re-run of it is a no-op, the same id with another
+    config, as an approver's edit, is applied anew)."""
     _container(copy.deepcopy(dict(obj)), parsed)  # a clear error when there is none
     return {
         "proposal_id": proposal_id,
         "config": parsed.config.model_dump(mode="json"),
+        "applied_config": applied.model_dump(mode="json") if applied is not None else None,
         "container_index": parsed.container_index,
         **patched_fields(obj, parsed.kind, parsed.container_index),
     }
@@ -256,16 +261,19 @@ def _render_flags(
     tokens: list[str], parsed: ParsedWorkload, target: ServingConfig, resolver: Resolver
 ) -> list[str]:
     engine, current = parsed.engine, parsed.config
+    shared = engine == Engine.SGLANG  # one flag: --chunked-prefill-size N, or -1 for chunked prefill off
+    if shared:
+        tokens = _render_sglang_chunking(tokens, current, target)
     for knob in _NUMERIC_KNOBS:
         value = getattr(target, knob)
-        if value == getattr(current, knob) or value is None:
+        if value == getattr(current, knob) or value is None or (shared and knob == "max_num_batched_tokens"):
             continue
         spellings = FLAGS.get(knob, {}).get(engine)
         if not spellings:
             raise InputError(f"{engine.value} has no flag for {knob}", field=knob)
         tokens = _set_flag(tokens, spellings, str(value))
     for knob, per_engine in BOOL_FLAGS.items():
-        if getattr(target, knob) == getattr(current, knob):
+        if getattr(target, knob) == getattr(current, knob) or (shared and knob == "enable_chunked_prefill"):
             continue
         on, off = per_engine.get(engine, (None, None))
         target_on = bool(getattr(target, knob))
@@ -274,6 +282,18 @@ def _render_flags(
         tokens = _set_bool(tokens, on, off, target_on)
     tokens = _render_quantization(tokens, parsed, target, resolver)
     return tokens
+
+
+def _render_sglang_chunking(tokens: list[str], current: ServingConfig, target: ServingConfig) -> list[str]:
+    """SGLang's ``--chunked-prefill-size`` is both the prefill token budget and, at -1, chunked
+    prefill off: a budget change while it stays off writes nothing (it would turn it on)."""
+
+    def flag(c: ServingConfig) -> str:
+        return str(c.max_num_batched_tokens) if c.enable_chunked_prefill else "-1"
+
+    if flag(target) == flag(current):
+        return tokens
+    return _set_flag(tokens, FLAGS["max_num_batched_tokens"][Engine.SGLANG], flag(target))
 
 
 def _render_quantization(

@@ -1,8 +1,8 @@
 """Where servewise keeps its record of the last proposal applied to a workload.
 
-A record is the proposal id and what rollback needs to restore the spec from before it
-(``k8s_patching.previous_record``), or, once rolled back, the id of the proposal rolled back. It
-makes applying a proposal twice a no-op and a rollback exact.
+A record is the proposal id, the config it applied and what rollback needs to restore the spec
+from before it (``k8s_patching.previous_record``), or, once rolled back, the id of the proposal
+rolled back. It makes applying a proposal twice a no-op and a rollback exact.
 
 - **Deployments and StatefulSets** keep it in annotations on the workload, written by the same JSON
   patch as the change: one atomic write. A Deployment's own annotations are not its pods'.
@@ -101,6 +101,12 @@ class Record:
         if self.written is not None:
             out[prefix + WRITTEN_KEY] = json.dumps(self.written, sort_keys=True)
         return out
+
+    def applied(self, config: ServingConfig) -> bool:
+        """Did this record's proposal apply ``config``? (A record without the config it applied,
+        an earlier servewise's, is taken at its id.)"""
+        applied = (self.previous or {}).get("applied_config")
+        return applied is None or ServingConfig.model_validate(applied) == config
 
     def previous_config(self) -> ServingConfig | None:
         config = (self.previous or {}).get("config")

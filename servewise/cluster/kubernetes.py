@@ -308,7 +308,8 @@ class KubernetesCluster:
 
     def _retrying(self) -> Retrying:
         return Retrying(
-            # Safe to redo from a fresh read: a PATCH that timed out but landed is seen by its proposal id.
+            # Safe to redo from a fresh read: a PATCH that timed out but landed is seen by its record
+            # (proposal id and config; an InferenceService's pending record, by the fields it wrote).
             retry=retry_if_exception_type((ConflictError, BackendUnavailableError)),
             stop=stop_after_attempt(self.conflict_attempts),
             wait=wait_exponential(multiplier=0.1, max=1.0),
@@ -324,10 +325,12 @@ class KubernetesCluster:
                 obj = self._read(ref)
                 held = self.records.read(ref, obj)
                 record = self._effective(ref, obj, held)
-                parsed = self._parse_one(obj)
-                desired = desired_object(obj, parsed, config, self.resolver)
-                holds = not diff(obj, desired)  # the workload already carries ``config``
-                if record.proposal_id == proposal_id and record.previous is not None and holds:
+                if (
+                    record.proposal_id == proposal_id
+                    and record.previous is not None
+                    and record.applied(config)
+                    and not self._undone(ref, obj, record)
+                ):  # a re-run: whatever else changed the workload since (an HPA, a person) stays
                     if held.pending is not None and not dry_run:  # it landed; its promotion was lost
                         self._promote(ref, obj, record, held)
                     return ApplyResult(
@@ -338,7 +341,9 @@ class KubernetesCluster:
                         previous=record.previous_config(),
                         message=f"proposal {proposal_id} is already applied",
                     )
-                if parsed.config == config or holds:  # a proposal id reused for another config is applied
+                parsed = self._parse_one(obj)
+                desired = desired_object(obj, parsed, config, self.resolver)
+                if parsed.config == config or not diff(obj, desired):
                     return ApplyResult(
                         ref=ref,
                         proposal_id=proposal_id,
@@ -347,7 +352,7 @@ class KubernetesCluster:
                         previous=parsed.config,
                         message="the workload already runs this config",
                     )
-                previous = previous_record(obj, parsed, proposal_id)
+                previous = previous_record(obj, parsed, proposal_id, applied=config)
                 self.records.stage(ref, desired, Record(proposal_id, previous))
                 ops = self._with_predictor_generation(ref, obj, diff(obj, desired))
                 would = self._patch(ref, self._locked(obj, ops), dry_run=True)  # server-side validation first
@@ -384,6 +389,15 @@ class KubernetesCluster:
             return True
         index = int(record.previous.get("container_index", 0))
         return patched_fields(obj, ref.kind, index) == dict(record.written)
+
+    @staticmethod
+    def _undone(ref: DeploymentRef, obj: Mapping[str, Any], record: Record) -> bool:
+        """Is the workload back at the spec from before ``record``'s proposal (a rollback landed
+        whose record write did not)? Only a ConfigMap record can lag so."""
+        if record.written is None or record.previous is None:
+            return False
+        fields = patched_fields(obj, ref.kind, int(record.previous.get("container_index", 0)))
+        return bool(fields) and all(record.previous.get(k) == v for k, v in fields.items())
 
     def _effective(self, ref: DeploymentRef, obj: Mapping[str, Any], held: Held) -> Record:
         """The record that counts: an apply's pending one while the workload holds what it wrote
