@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from servewise.cluster.k8s_api import KubeApi
+from servewise.cluster.k8s_patching import patched_fields
 from servewise.domain import DeploymentRef, ServingConfig
 from servewise.errors import InputError, NotFoundError
 
@@ -122,6 +123,32 @@ class Held:
     pending: Record | None = None
     configmap: Mapping[str, Any] | None = None
     problem: str | None = None
+
+
+def holds(ref: DeploymentRef, obj: Mapping[str, Any], record: Record) -> bool:
+    """Does the workload still hold what ``record``'s patch wrote? (Annotation records are
+    written with the patch: they hold by construction.)"""
+    if record.written is None or record.previous is None:
+        return True
+    index = int(record.previous.get("container_index", 0))
+    return patched_fields(obj, ref.kind, index) == dict(record.written)
+
+
+def undone(ref: DeploymentRef, obj: Mapping[str, Any], record: Record) -> bool:
+    """Is the workload back at the spec from before ``record``'s proposal (a rollback landed
+    whose record write did not)? Only a ConfigMap record can lag so."""
+    if record.written is None or record.previous is None:
+        return False
+    fields = patched_fields(obj, ref.kind, int(record.previous.get("container_index", 0)))
+    return bool(fields) and all(record.previous.get(k) == v for k, v in fields.items())
+
+
+def effective(ref: DeploymentRef, obj: Mapping[str, Any], held: Held) -> Record:
+    """The record that counts: an apply's pending one while the workload holds what it wrote (its
+    patch landed), else the last one."""
+    if held.pending is not None and holds(ref, obj, held.pending):
+        return held.pending
+    return held.record
 
 
 def in_configmap(kind: str) -> bool:

@@ -44,15 +44,12 @@ from servewise.cluster.k8s_patching import (
     previous_record,
     restored_object,
 )
-from servewise.cluster.k8s_records import Held, Record, RecordKeeper, in_configmap
+from servewise.cluster.k8s_predictor import predictor_caught_up, with_predictor_generation
+from servewise.cluster.k8s_records import Held, Record, RecordKeeper, effective, in_configmap, undone
 from servewise.cluster.k8s_rollout import (
-    DEPLOYMENT_MODE,
     KSERVE_ISVC_LABEL,
-    PREDICTOR_GENERATION,
-    RAW_DEPLOYMENT,
     evaluate_rollout,
     pod_problems,
-    predictor_lag,
     scheduling_stall,
 )
 from servewise.domain import (
@@ -324,12 +321,12 @@ class KubernetesCluster:
             with attempt:
                 obj = self._read(ref)
                 held = self.records.read(ref, obj)
-                record = self._effective(ref, obj, held)
+                record = effective(ref, obj, held)
                 if (
                     record.proposal_id == proposal_id
                     and record.previous is not None
                     and record.applied(config)
-                    and not self._undone(ref, obj, record)
+                    and not undone(ref, obj, record)
                 ):  # a re-run: whatever else changed the workload since (an HPA, a person) stays
                     if held.pending is not None and not dry_run:  # it landed; its promotion was lost
                         self._promote(ref, obj, record, held)
@@ -354,7 +351,7 @@ class KubernetesCluster:
                     )
                 previous = previous_record(obj, parsed, proposal_id, applied=config)
                 self.records.stage(ref, desired, Record(proposal_id, previous))
-                ops = self._with_predictor_generation(ref, obj, diff(obj, desired))
+                ops = with_predictor_generation(self.api, ref, obj, diff(obj, desired))
                 would = self._patch(ref, self._locked(obj, ops), dry_run=True)  # server-side validation first
                 written = (
                     patched_fields(would, ref.kind, parsed.container_index)
@@ -380,31 +377,6 @@ class KubernetesCluster:
                     message="server-side dry run passed" if dry_run else "applied",
                 )
         raise AssertionError("unreachable")  # pragma: no cover
-
-    @staticmethod
-    def _holds(ref: DeploymentRef, obj: Mapping[str, Any], record: Record) -> bool:
-        """Does the workload still hold what ``record``'s patch wrote? (Annotation records are
-        written with the patch: they hold by construction.)"""
-        if record.written is None or record.previous is None:
-            return True
-        index = int(record.previous.get("container_index", 0))
-        return patched_fields(obj, ref.kind, index) == dict(record.written)
-
-    @staticmethod
-    def _undone(ref: DeploymentRef, obj: Mapping[str, Any], record: Record) -> bool:
-        """Is the workload back at the spec from before ``record``'s proposal (a rollback landed
-        whose record write did not)? Only a ConfigMap record can lag so."""
-        if record.written is None or record.previous is None:
-            return False
-        fields = patched_fields(obj, ref.kind, int(record.previous.get("container_index", 0)))
-        return bool(fields) and all(record.previous.get(k) == v for k, v in fields.items())
-
-    def _effective(self, ref: DeploymentRef, obj: Mapping[str, Any], held: Held) -> Record:
-        """The record that counts: an apply's pending one while the workload holds what it wrote
-        (its patch landed), else the last one."""
-        if held.pending is not None and self._holds(ref, obj, held.pending):
-            return held.pending
-        return held.record
 
     def _promote(self, ref: DeploymentRef, obj: Mapping[str, Any], new: Record, held: Held) -> None:
         """Make an apply's pending record the last one; from a fresh read after a failed write (it
@@ -437,7 +409,7 @@ class KubernetesCluster:
             with attempt:
                 obj = self._read(ref)
                 held = self.records.read(ref, obj)
-                record = self._effective(ref, obj, held)
+                record = effective(ref, obj, held)
                 applied = record.proposal_id
                 previous = record.previous_config()
                 if not applied or record.previous is None or previous is None:
@@ -451,7 +423,7 @@ class KubernetesCluster:
                 restored = restored_object(obj, ref.kind, record.previous)
                 after = Record(rolled_back=applied)
                 self.records.stage(ref, restored, after)
-                ops = self._with_predictor_generation(ref, obj, diff(obj, restored))
+                ops = with_predictor_generation(self.api, ref, obj, diff(obj, restored))
                 self._patch(ref, self._locked(obj, ops), dry_run=True)
                 self.records.write(ref, obj, after, held, dry_run=True)
                 if held.pending is not None:
@@ -479,7 +451,7 @@ class KubernetesCluster:
         obj = self._read(ref)
         status = evaluate_rollout(ref, obj)
         if status.done and ref.kind == "InferenceService":
-            status = self._predictor_caught_up(ref, obj, status)
+            status = predictor_caught_up(self.api, ref, obj, status)
         if status.done:
             return status
         labels = (obj.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
@@ -506,93 +478,6 @@ class KubernetesCluster:
                 "unschedulable": scheduling_stall(pods, events),
             }
         )
-
-    def _predictor_deployment(self, ref: DeploymentRef, obj: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The Deployment KServe made for a RawDeployment InferenceService's predictor
-        (``<name>-predictor``, or the older ``<name>-predictor-default``, owned by it; not a
-        canary's or a multi-node worker's); None for Serverless or when there is none."""
-        meta, state = obj.get("metadata") or {}, obj.get("status") or {}
-        raw = RAW_DEPLOYMENT in (
-            state.get("deploymentMode"),
-            (meta.get("annotations") or {}).get(DEPLOYMENT_MODE),
-        )
-        revision = ((state.get("components") or {}).get("predictor") or {}).get("latestCreatedRevision")
-        if revision and not raw:
-            return None
-        children = self.api.call(
-            "list",
-            "deployments",
-            ref.namespace,
-            self.api.apps.list_namespaced_deployment,
-            ref.namespace,
-            label_selector=f"{KSERVE_ISVC_LABEL}={ref.name}",
-        ).get("items", [])
-        uid = meta.get("uid")
-        names = {f"{ref.name}-predictor", f"{ref.name}-predictor-default"}
-        for child in children:
-            child_meta = child.get("metadata") or {}
-            if child_meta.get("name") in names and any(
-                o.get("kind") == "InferenceService"
-                and o.get("name") == ref.name
-                and (not uid or not o.get("uid") or o.get("uid") == uid)
-                for o in child_meta.get("ownerReferences") or []
-            ):
-                found: dict[str, Any] = child
-                return found
-        return None
-
-    def _with_predictor_generation(
-        self, ref: DeploymentRef, obj: Mapping[str, Any], ops: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """``ops``, plus the predictor Deployment's generation recorded on the InferenceService
-        (``PREDICTOR_GENERATION``) when they change the predictor's pod fields: the rollout is not
-        done until KServe has written them into a newer generation."""
-        pod_fields = [
-            op for op in ops
-            if op["path"].startswith("/spec/predictor/")
-            and op["path"] not in ("/spec/predictor/minReplicas", "/spec/predictor/maxReplicas")
-        ]  # fmt: skip
-        if ref.kind != "InferenceService" or not pod_fields:
-            return ops
-        child = self._predictor_deployment(ref, obj)
-        if child is None:
-            return ops
-        meta = child.get("metadata") or {}
-        value = f"{meta.get('uid') or ''}/{meta.get('generation', 0)}"
-        if not (obj.get("metadata") or {}).get("annotations"):
-            return [
-                *ops,
-                {"op": "add", "path": "/metadata/annotations", "value": {PREDICTOR_GENERATION: value}},
-            ]
-        path = "/metadata/annotations/" + PREDICTOR_GENERATION.replace("~", "~0").replace("/", "~1")
-        return [*ops, {"op": "add", "path": path, "value": value}]
-
-    def _predictor_caught_up(
-        self, ref: DeploymentRef, obj: dict[str, Any], status: RolloutStatus
-    ) -> RolloutStatus:
-        """A RawDeployment InferenceService reads ``Ready`` from before a patch until KServe has
-        reconciled it: done only once its predictor's Deployment (``_predictor_deployment``) has
-        moved past the generation recorded at the patch, carries the predictor's spec
-        (``predictor_lag``) and has rolled out; failed when that Deployment's rollout failed.
-        Serverless and an InferenceService whose Deployment is not found keep ``Ready``'s verdict."""
-        child = self._predictor_deployment(ref, obj)
-        if child is None:
-            return status
-        lag = predictor_lag(obj, child)
-        if lag is None:
-            name = str(child["metadata"]["name"])
-            rolled = evaluate_rollout(DeploymentRef(namespace=ref.namespace, name=name), child)
-            if rolled.failed:
-                return status.model_copy(
-                    update={"done": False, "failed": True, "reason": f"{name}: {rolled.reason}"}
-                )
-            if rolled.done:
-                return status
-            lag = (
-                f"{name}: updated {rolled.updated_replicas}/{rolled.desired_replicas}, "
-                f"available {rolled.available_replicas}/{rolled.desired_replicas}"
-            )
-        return status.model_copy(update={"done": False, "updated_replicas": 0, "events": [lag]})
 
     def wait_for_rollout(
         self, ref: DeploymentRef, *, timeout_s: float = 600, unschedulable_s: float | None = None
