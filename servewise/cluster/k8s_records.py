@@ -74,6 +74,8 @@ class Record:
             )
             if previous is not None:
                 ServingConfig.model_validate(previous.get("config"))
+                if previous.get("applied_config") is not None:
+                    ServingConfig.model_validate(previous["applied_config"])
         except (ValueError, AttributeError) as exc:
             raise InputError(f"servewise's record is unreadable: {exc}", source=source) from exc
         if not isinstance(previous, Mapping | None) or not isinstance(fields, Mapping | None):
