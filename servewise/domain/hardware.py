@@ -24,7 +24,7 @@ class HardwareSpec(BaseModel):
         gt=0, description="HBM/GDDR capacity per GPU as marketed (80 for an 80 GB H100), treated as GiB"
     )
     memory_bandwidth_gbs: float = Field(gt=0, description="Peak memory bandwidth, GB/s")
-    tflops: dict[Dtype, float] = Field(description="Dense peak TFLOP/s per compute dtype")
+    tflops: dict[Dtype, float] = Field(description="Dense peak TFLOP/s per compute dtype (each > 0)")
     interconnect_gbs: float = Field(gt=0, description="Per-GPU unidirectional scale-up bandwidth, GB/s")
     interconnect: str = "pcie"
     max_gpus_per_node: int = Field(default=8, ge=1)
@@ -38,6 +38,9 @@ class HardwareSpec(BaseModel):
     def _has_bf16(self) -> HardwareSpec:
         if Dtype.BF16 not in self.tflops and Dtype.FP16 not in self.tflops:
             raise ValueError(f"hardware {self.id}: tflops must include bf16 or fp16")
+        bad = {k.value: v for k, v in self.tflops.items() if not v > 0}
+        if bad:
+            raise ValueError(f"hardware {self.id}: tflops must be > 0, got {bad}")
         return self
 
     def peak_tflops(self, dtype: Dtype) -> float:

@@ -167,7 +167,12 @@ def _cycle(
     # A new prompt waits on average half a step for the engine to finish the step in flight, but
     # only if other sequences keep the engine busy (a lone request starts at once).
     align = 0.5 * t * np.maximum(running - 1.0, 0.0) / np.maximum(running, 1.0)
-    return _Cycle(b=b, prefill_per_step=p, t_step=t, t_first=align + k * t_chunk, rate=p / (i * t))
+    # the prompt's last chunk carries only what is left of it (a prompt one token over the chunk
+    # is one full chunk and one token, not two full chunks)
+    rest = i - (k - 1.0) * chunk
+    t_last = t_dec + (rest / chunk) * (t_chunk - t_dec)
+    t_first = align + (k - 1.0) * t_chunk + t_last
+    return _Cycle(b=b, prefill_per_step=p, t_step=t, t_first=t_first, rate=p / (i * t))
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,39 @@ def check_study(study: Study) -> None:
     if grid_size(space) == 0:
         raise InputError("the grid is empty", source=src, field="axes")
     _check_axis_constraints(study, space)
+    _check_size(study, space)
+
+
+MAX_POINTS_ENV = "SERVEWISE_MAX_STUDY_POINTS"
+MAX_POINTS = 1_000_000  # ~1 min and ~1.6 GB on a laptop core; 10x that would not fit in memory
+
+
+def _check_size(study: Study, space: Any) -> None:
+    """Refuse a study with more points than ``MAX_POINTS`` (``SERVEWISE_MAX_STUDY_POINTS``) before
+    any work: every point is held in memory, and a 4e8-point grid was killed for memory after a
+    minute with no word of why."""
+    import math
+    import os
+
+    spec = study.spec
+    limit = int(os.environ.get(MAX_POINTS_ENV) or MAX_POINTS)
+    if spec.sampling.method in ("grid", "optuna"):
+        from servewise.studies.sampling import allowed_values
+
+        points = math.prod(int(a.sum()) for a in allowed_values(study, space))  # Python ints: no overflow
+        what = f"its grid has {points:,} points (after axis constraints)"
+        field = "axes"
+    else:
+        points = spec.sampling.n or 1
+        what = f"it samples {points:,} points"
+        field = "sampling.n"
+    if points > limit:
+        raise InputError(
+            f"{what}, more than {limit:,}: sample it (sampling: {{method: sobol, n: ...}}), narrow the axes,"
+            f" or raise {MAX_POINTS_ENV}",
+            source=study.source,
+            field=field,
+        )
 
 
 def _metric_refs(study: Study) -> list[tuple[str, str]]:

@@ -50,7 +50,8 @@ def axis_mask(space: Space, constraint: Constraint) -> np.ndarray:
     return np.array([constraint.holds(v) for v in vals], dtype=bool)
 
 
-def _allowed(study: Study, space: Space) -> list[np.ndarray]:
+def allowed_values(study: Study, space: Space) -> list[np.ndarray]:
+    """Per axis, which of its values the axis constraints allow."""
     allowed = [np.ones(len(v), dtype=bool) for v in space.values]
     for c in study.parsed_constraints:
         if c.field in KNOWN_AXES and c.field in space.names:
@@ -71,7 +72,7 @@ def decode(flat: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 def sample_codes(study: Study) -> np.ndarray:
     """Value indices of every point to evaluate, in evaluation order: shape (points, axes)."""
     space = make_space(study)
-    allowed = _allowed(study, space)
+    allowed = allowed_values(study, space)
     choices = [np.flatnonzero(a) for a in allowed]  # allowed value indices per axis
     sub_sizes = np.array([c.shape[0] for c in choices], dtype=np.int64)
     method, n = study.spec.sampling.method, study.spec.sampling.n

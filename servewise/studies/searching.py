@@ -12,7 +12,7 @@ import logging
 
 from servewise.studies.backends import Backend
 from servewise.studies.evaluating import Row
-from servewise.studies.sampling import _allowed, make_space
+from servewise.studies.sampling import allowed_values, make_space
 from servewise.studies.storing import ResultStore
 from servewise.studies.study_file import KNOWN_AXES, Study
 
@@ -39,7 +39,7 @@ def run_optuna(
     spec = study.spec
     assert spec.objective is not None and spec.sampling.n is not None  # checked at load
     space = make_space(study)
-    allowed = _allowed(study, space)
+    allowed = allowed_values(study, space)
     dists: dict[str, optuna.distributions.BaseDistribution] = {
         name: optuna.distributions.CategoricalDistribution(
             [v for v, ok in zip(vals, mask, strict=True) if ok]

@@ -253,3 +253,15 @@ def test_a_gpus_vendor_picks_its_calibration() -> None:
     assert efficiency_on("vllm", cat.gpu("mi300x")) == default_efficiency("vllm", "amd")
     assert efficiency_on("vllm", cat.gpu("h100-sxm")) == default_efficiency("vllm", "nvidia")
     assert efficiency_on("vllm", cat.gpu("mi300x")) != efficiency_on("vllm", cat.gpu("h100-sxm"))
+
+
+def test_a_prompt_one_token_over_the_budget_costs_one_more_step_not_a_second_chunk() -> None:
+    """A lone 8192-token prompt under an 8192-token budget (one decoding slot taken) is a chunk of
+    8191 and one of 1 token: about one decode step more than 8191 tokens, not twice the prefill."""
+    ttft = {
+        n: predict(cfg(), input_len=n, output_len=64, concurrency=1, efficiency=EFF).ttft_ms
+        for n in (8191, 8192, 16382, 16383)
+    }
+    tpot = predict(cfg(), input_len=8191, output_len=64, concurrency=1, efficiency=EFF).tpot_ms
+    assert 0 < ttft[8192] - ttft[8191] <= 1.5 * tpot
+    assert 0 < ttft[16383] - ttft[16382] <= 1.5 * tpot

@@ -73,6 +73,27 @@ def test_bad_inline_chip_names_its_field() -> None:
         make_study(hardware=[{"id": "x1", "base": "nope-gpu"}], axes={"gpu": ["x1"]})
 
 
+@pytest.mark.parametrize("peak", [-1.0, 0.0])
+def test_an_inline_chip_without_positive_compute_is_refused(peak: float) -> None:
+    """A chip with no compute would predict negative or NaN throughput (a negative 'best' cost)."""
+    with pytest.raises(InputError, match="tflops must be > 0"):
+        make_study(
+            hardware=[{"id": "nt", "base": "h100-sxm", "tflops": {"bf16": peak}}], axes={"gpu": ["nt"]}
+        )
+
+
+def test_a_study_too_large_to_hold_is_refused_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    axes = {"max_num_seqs": list(range(1, 101)), "concurrency": list(range(1, 101)), "gpu": ["l4", "h100-sxm"]}
+    monkeypatch.setenv("SERVEWISE_MAX_STUDY_POINTS", "10000")
+    with pytest.raises(
+        InputError, match="its grid has 20,000 points .after axis constraints., more than 10,000"
+    ):
+        make_study(axes=axes)
+    make_study(axes=axes, constraints=["max_num_seqs <= 50"])  # 10,000: allowed
+    with pytest.raises(InputError, match="it samples 20,000 points"):
+        make_study(axes=axes, sampling={"method": "sobol", "n": 20000})
+
+
 def test_errors_come_before_any_output(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(small_study_dict(axes={"gpu": ["l4", "tpu-v9"]})))
