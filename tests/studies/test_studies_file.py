@@ -83,7 +83,11 @@ def test_an_inline_chip_without_positive_compute_is_refused(peak: float) -> None
 
 
 def test_a_study_too_large_to_hold_is_refused_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    axes = {"max_num_seqs": list(range(1, 101)), "concurrency": list(range(1, 101)), "gpu": ["l4", "h100-sxm"]}
+    axes = {
+        "max_num_seqs": list(range(1, 101)),
+        "concurrency": list(range(1, 101)),
+        "gpu": ["l4", "h100-sxm"],
+    }
     monkeypatch.setenv("SERVEWISE_MAX_STUDY_POINTS", "10000")
     with pytest.raises(
         InputError, match="its grid has 20,000 points .after axis constraints., more than 10,000"
