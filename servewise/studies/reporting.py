@@ -93,6 +93,13 @@ def _markdown(
         lines.append("Feasible means no error and: " + ", ".join(f"`{c}`" for c in spec.constraints) + ".")
     lines += ["", "## Assumptions", ""]
     lines += [f"- {a}" for a in spec.assumptions] or ["- None beyond the performance model's own."]
+    if spec.evaluator == "analytical" and "arrival_rate_per_s" in spec.axes:
+        lines.append(
+            "- The analytical evaluator predicts each replica at its concurrency (`max_num_seqs` unless"
+            " `concurrency` is set), not at the offered rate: `arrival_rate_per_s` only sizes the fleet"
+            " (`replicas`, `fleet_cost_per_hour`), so per-token cost and latencies do not move with it."
+            " For latency at a rate, use `evaluator: simulate`."
+        )
     slo = spec.slo.objectives()
     if slo:
         lines.append("- SLO: " + ", ".join(f"{k} <= {v:g}" for k, v in slo.items()))

@@ -87,3 +87,16 @@ def test_sensitivity_ranks_axes_by_effect(tmp_path: Path) -> None:
             if r[axis] == at_lo and all(r[a] == f.top[a] for a in study.spec.axes if a != axis)
         ]
         assert match[0]["cost_per_1m_output_tokens"] == lo
+
+
+def test_a_rate_axis_under_the_analytical_evaluator_says_what_it_moves(tmp_path: Path) -> None:
+    """The analytical evaluator predicts a replica at its concurrency: sweeping the rate only sizes
+    the fleet, and the report says so instead of crowning a rate by a cost that ignores it."""
+    study = make_study(axes={"gpu": ["l4", "h100-sxm"], "arrival_rate_per_s": [0.1, 10.0]})
+    rows = run_study(study, tmp_path, serial=True, progress=False).rows
+    by_rate = {r["arrival_rate_per_s"]: r for r in rows if r["gpu"] == "h100-sxm"}
+    assert by_rate[0.1]["tpot_ms"] == by_rate[10.0]["tpot_ms"]  # what the note is about
+    assert by_rate[0.1]["replicas"] <= by_rate[10.0]["replicas"]
+    assert "`arrival_rate_per_s` only sizes the fleet" in (tmp_path / "report.md").read_text()
+    run_study(make_study(), tmp_path / "plain", serial=True, progress=False)
+    assert "only sizes the fleet" not in (tmp_path / "plain" / "report.md").read_text()
