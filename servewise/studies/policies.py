@@ -13,8 +13,12 @@ Each pool autoscales per slot to ``ceil(rate / (capacity * target_utilization))`
 from the analytical model for the pool's own lengths); one replica per pool is then simulated at
 its share of the load with the pool's actual requests, which gives SLO attainment. Cost is
 replica-hours times $/GPU-hour; quality is the published score of the model that served each request.
-All points of a study see the same request lengths (common random numbers, from the study seed), so
-differences between policies are not sampling noise; routing and arrival times use the point's seed.
+Every point of a study draws from the same random numbers (the study seed): the same request
+lengths, the same routing draws, the same arrival gaps (standard exponentials scaled to each
+replica's rate) and the same simulator seed, so two points differ only by what they change (a
+policy, a threshold, a model): identical configurations give identical rows, and the comparison
+between policies is paired. (With per-point seeds, four identical `single` rows read an SLO
+attainment from 0.946 to 0.991, wider than the differences between policies.)
 """
 
 from __future__ import annotations
@@ -65,7 +69,8 @@ def evaluate_policy(study: Study, point: dict[str, Any], seed: int, cat: Catalog
     spec = study.spec.policy
     assert spec is not None  # checked when the study was loaded
     wl = point_workload(study, point)
-    rng = np.random.default_rng(seed)
+    del seed  # common random numbers instead: every point draws from the study seed (module docstring)
+    rng = np.random.default_rng([study.spec.seed, 1])  # routing draws
     common = np.random.default_rng(study.spec.seed)  # every policy sees the same requests
     n = spec.requests_per_slot
     rates = diurnal_rates(spec)
@@ -107,7 +112,8 @@ def evaluate_policy(study: Study, point: dict[str, Any], seed: int, cat: Catalog
                 ).capacity_rate_per_s
                 replicas = max(1, math.ceil(pool_rate / (cap * target)))
                 per_replica = pool_rate / replicas
-                gaps = rng.exponential(1.0 / per_replica, size=i.shape[0])
+                unit = np.random.default_rng([study.spec.seed, 2, s, int(name == "small")])
+                gaps = unit.standard_exponential(size=i.shape[0]) / per_replica
                 trace = Path(tmp) / f"slot{s}-{name}.csv"
                 rows = "\n".join(f"{t:.6f},{a},{b}" for t, a, b in zip(np.cumsum(gaps), i, o, strict=True))
                 trace.write_text("arrival_s,input_len,output_len\n" + rows + "\n")
@@ -115,7 +121,7 @@ def evaluate_policy(study: Study, point: dict[str, Any], seed: int, cat: Catalog
                     cfg,
                     Workload(trace=str(trace)),
                     num_requests=int(i.shape[0]),
-                    seed=seed,
+                    seed=study.spec.seed,
                     slo=study.spec.slo,
                     catalog=cat,
                 )

@@ -86,3 +86,14 @@ def test_policy_rows_are_reproducible() -> None:
     study = _study()
     point = [(1, {**study.spec.fixed, "policy": "shift"})]
     assert evaluate_chunk(study, point) == evaluate_chunk(study, point)
+
+
+def test_identical_configurations_at_different_points_give_identical_rows() -> None:
+    """Common random numbers: the same policy at another point (index, hence seed) sees the same
+    traffic, so a difference between rows is the policy's, not the draw's (a researcher measured
+    0.946-0.991 SLO attainment for four identical `single` rows with per-point seeds)."""
+    study = _study()
+    rows = evaluate_chunk(study, [(i, {**study.spec.fixed, "policy": "shift"}) for i in (3, 17)])
+    keep = ("slo_attainment", "cost_per_day", "mean_quality", "share_small")
+    assert rows[0]["seed"] != rows[1]["seed"]
+    assert {k: rows[0][k] for k in keep} == {k: rows[1][k] for k in keep}
