@@ -62,6 +62,32 @@ def _describe(study: Study, row: Row) -> str:
     return ", ".join(f"{a}={_fmt(row[a])}" for a in axis_names(study))
 
 
+def _quality_stand_ins(study: Study, rows: list[Row]) -> list[str]:
+    """Weights variants whose ``quality`` is another variant's published score (no score was
+    published for them: an FP8 or AWQ point scored as BF16 makes quantization look free)."""
+    from servewise.perf.catalog import quality_score
+    from servewise.studies.evaluating import serving_config
+
+    if "quality" not in (rows[0] if rows else {}):
+        return []
+    cat, seen, notes = study_catalog(study), set(), []
+    for row in rows:
+        try:
+            cfg = serving_config(row, cat)
+        except Exception:  # noqa: BLE001 - a point that could not be configured has its own error
+            continue
+        asked = cfg.quantization.label.split("+", 1)[0]
+        if (cfg.model, asked) in seen:
+            continue
+        seen.add((cfg.model, asked))
+        score, label = quality_score(cat.model(cfg.model), cfg.quantization)
+        if score is not None and label != asked:
+            notes.append(
+                f"`quality` of {cfg.model} {asked} is its published {label} score ({score:g}): none was published for {asked}."
+            )
+    return notes
+
+
 def write_report(study: Study, out: Path, rows: list[Row], *, backend: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.yaml").write_text(study.text)
@@ -100,6 +126,7 @@ def _markdown(
             " (`replicas`, `fleet_cost_per_hour`), so per-token cost and latencies do not move with it."
             " For latency at a rate, use `evaluator: simulate`."
         )
+    lines += [f"- {note}" for note in _quality_stand_ins(study, rows)]
     slo = spec.slo.objectives()
     if slo:
         lines.append("- SLO: " + ", ".join(f"{k} <= {v:g}" for k, v in slo.items()))

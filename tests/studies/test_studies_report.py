@@ -100,3 +100,13 @@ def test_a_rate_axis_under_the_analytical_evaluator_says_what_it_moves(tmp_path:
     assert "`arrival_rate_per_s` only sizes the fleet" in (tmp_path / "report.md").read_text()
     run_study(make_study(), tmp_path / "plain", serial=True, progress=False)
     assert "only sizes the fleet" not in (tmp_path / "plain" / "report.md").read_text()
+
+
+def test_a_quality_scored_as_another_variant_is_said(tmp_path: Path) -> None:
+    """No FP8 score was published for Llama 3.2 3B: its FP8 points carry the BF16 score, and the
+    report says so (else quantization looks free)."""
+    study = make_study(fixed={"model": "llama-3.2-3b"}, axes={"gpu": ["l4"], "weights": ["bf16", "fp8"]})
+    run_study(study, tmp_path, serial=True, progress=False)
+    report = (tmp_path / "report.md").read_text()
+    assert "`quality` of llama-3.2-3b fp8 is its published bf16 score" in report
+    assert "llama-3.2-3b bf16 is its" not in report
