@@ -23,7 +23,7 @@ def run_cmd(
         str | None, typer.Option("--ray", help="Ray address (host:port, ray://host:10001) or 'local'")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="report folder (default: out/studies/<name>)")] = None,
-    chunk_size: Annotated[int | None, typer.Option(help="points per work unit")] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="points per work unit", min=1)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
 ) -> None:
     """Run a study (resuming into --out if it holds finished points) and write its report."""
@@ -132,7 +132,16 @@ def nas_cmd(
             f"{p.loss:.4f}",
             f"{p.score(objective):.3g}",
         )
-    out_console.print(table)
+    if not result.front:
+        reasons = "; ".join(f"{n} x {reason}" for reason, n in result.reasons.most_common(3))
+        err_console.print(
+            f"no shape fits: all {result.evaluated} evaluated were rejected ({reasons}); widen --params or"
+            " use a larger GPU / --tp",
+            markup=False,
+            soft_wrap=True,
+        )
+    else:
+        out_console.print(table)
     err_console.print(f"{result.evaluated} shapes evaluated, {result.rejected} rejected; {result.proxy_note}")
 
 

@@ -27,6 +27,7 @@ _POSITIVE_INTS = {
     "cascade_threshold",
 }
 _POSITIVE_NUMBERS = {"arrival_rate_per_s", "gpu_memory_utilization", "quality_floor", "target_utilization"}
+_FRACTION_KNOBS = {"gpu_memory_utilization", "target_utilization"}
 
 
 def check_study(study: Study) -> None:
@@ -230,6 +231,8 @@ def _check_value(study: Study, name: str, value: Any, field: str, cat: Any) -> N
             isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
         ):
             raise InputError(f"must be a positive number, got {value!r}", source=src, field=field)
+        elif name in _FRACTION_KNOBS and value > 1:
+            raise InputError(f"must be a fraction in (0, 1], got {value!r}", source=src, field=field)
     except UnknownIdError as exc:
         raise UnknownIdError(str(exc), source=src, field=field) from exc
     except InputError:

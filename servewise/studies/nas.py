@@ -120,6 +120,8 @@ class NasTarget:
             raise InputError(str(exc), field="--weights") from None
         if train_tokens <= 0:
             raise InputError("must be > 0", field="--train-tokens")
+        if tp < 1 or tp & (tp - 1):  # else every shape is rejected, after the whole search
+            raise InputError(f"must be a power of two (1, 2, 4, 8), got {tp}", field="--tp")
         hw = get_catalog().gpu(gpu)
         return cls(
             hw,

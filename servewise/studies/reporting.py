@@ -145,6 +145,8 @@ def _markdown(
             gap = abs(b - a) / max(abs(a), 1e-12)
             lines.append(f"- Runner-up: {_describe(study, f.runner_up)} ({_fmt(b)}, {gap:.1%} behind).")
     for title, best in f.best_by.items():
+        if not best:  # nothing feasible for this split: no empty table
+            continue
         axis = title.split("`")[1]
         lines += ["", f"Best point per {title} (by `{obj.metric}`):", ""]
         metrics = spec.report.table_metrics or [obj.metric, *f.pareto]
@@ -155,7 +157,15 @@ def _markdown(
         for value, row in sorted(best.items(), key=lambda kv: obj.sign * float(kv[1][obj.metric])):
             cells = [_fmt(value), *(_fmt(row.get(m)) for m in metrics), *(_fmt(row.get(a)) for a in others)]
             lines.append("| " + " | ".join(cells) + " |")
-    if f.front:
+    if len(f.front) == 1:
+        x, y = f.pareto
+        only = f.front[0]
+        lines += [
+            "",
+            f"Pareto front of `{x}` vs `{y}`: one point, {_describe(study, only)} ({x} {_fmt(only[x])},"
+            f" {y} {_fmt(only[y])}), at least as good as every other on both.",
+        ]
+    elif f.front:
         x, y = f.pareto
         lines += [
             "",

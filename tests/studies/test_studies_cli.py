@@ -95,3 +95,21 @@ def test_study_nas_table_labels_the_proxy() -> None:
     )
     assert res.exit_code == 0, res.output
     assert "quality proxy (Chinchilla loss" in res.output and "shapes evaluated" in res.output
+
+
+def test_study_inputs_a_researcher_got_wrong_are_refused_before_any_work(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        yaml.safe_dump(small_study_dict(fixed={"model": "llama-3.1-8b", "gpu_memory_utilization": 1.5}))
+    )
+    res = runner.invoke(app, ["study", "run", str(path), "--out", str(tmp_path / "o")])
+    assert "must be a fraction in (0, 1], got 1.5" in str(res.exception)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(yaml.safe_dump(small_study_dict()))
+    res = runner.invoke(app, ["study", "run", str(ok), "--out", str(tmp_path / "o2"), "--chunk-size", "0"])
+    assert res.exit_code == 2 and not (tmp_path / "o2").exists()
+
+
+def test_a_nas_that_nothing_fits_says_why(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["study", "nas", "--gpu", "l4", "--params", "500..600", "--generations", "2"])
+    assert res.exit_code == 0 and "no shape fits: all" in res.stderr and "parameters outside" in res.stderr

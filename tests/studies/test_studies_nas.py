@@ -106,3 +106,5 @@ def test_cli_inputs_are_checked() -> None:
         parse_workload("1024:256")
     with pytest.raises(InputError, match="--objective"):
         _target(objective="vibes")
+    with pytest.raises(InputError, match="--tp.*power of two"):  # before the search, not after it
+        _target(tp=3)

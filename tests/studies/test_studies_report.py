@@ -110,3 +110,11 @@ def test_a_quality_scored_as_another_variant_is_said(tmp_path: Path) -> None:
     report = (tmp_path / "report.md").read_text()
     assert "`quality` of llama-3.2-3b fp8 is its published bf16 score" in report
     assert "llama-3.2-3b bf16 is its" not in report
+
+
+def test_a_one_point_front_is_said_as_one_point(tmp_path: Path) -> None:
+    study = make_study(axes={"gpu": ["l4", "h100-sxm"]}, constraints=["tpot_ms <= 100"])
+    rows = run_study(study, tmp_path, serial=True, progress=False).rows
+    assert [r["gpu"] for r in rows if not r["error"] and r["tpot_ms"] <= 100] == ["h100-sxm"]
+    report = (tmp_path / "report.md").read_text()
+    assert ": one point, gpu=h100-sxm" in report and "1 points" not in report
