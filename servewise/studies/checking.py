@@ -105,8 +105,12 @@ def _check_size(study: Study, space: Any) -> None:
     import os
 
     spec = study.spec
-    limit = int(os.environ.get(MAX_POINTS_ENV) or MAX_POINTS)
-    if spec.sampling.method in ("grid", "optuna"):
+    text = os.environ.get(MAX_POINTS_ENV) or str(MAX_POINTS)
+    try:
+        limit = int(float(text))
+    except ValueError as exc:
+        raise InputError(f"not a number of points: {text!r}", field=MAX_POINTS_ENV) from exc
+    if spec.sampling.method == "grid":  # optuna asks n trials of the space; it never builds the grid
         from servewise.studies.sampling import allowed_values
 
         points = math.prod(int(a.sum()) for a in allowed_values(study, space))  # Python ints: no overflow

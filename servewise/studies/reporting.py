@@ -63,28 +63,37 @@ def _describe(study: Study, row: Row) -> str:
 
 
 def _quality_stand_ins(study: Study, rows: list[Row]) -> list[str]:
-    """Weights variants whose ``quality`` is another variant's published score (no score was
-    published for them: an FP8 or AWQ point scored as BF16 makes quantization look free)."""
+    """Weights variants whose quality (``quality``, or a policy study's ``mean_quality`` of its
+    large and small models) is another variant's published score (none was published for them: an
+    FP8 or AWQ point scored as BF16 makes quantization look free)."""
     from servewise.perf.catalog import quality_score
     from servewise.studies.evaluating import serving_config
 
-    if "quality" not in (rows[0] if rows else {}):
+    first = rows[0] if rows else {}
+    if "quality" not in first and "mean_quality" not in first:
         return []
+    keys = ["model", "small_model"] if "mean_quality" in first else ["model"]
     cat, seen, notes = study_catalog(study), set(), []
+    tried: set[tuple[Any, ...]] = set()
     for row in rows:
-        try:
-            cfg = serving_config(row, cat)
-        except Exception:  # noqa: BLE001 - a point that could not be configured has its own error
-            continue
-        asked = cfg.quantization.label.split("+", 1)[0]
-        if (cfg.model, asked) in seen:
-            continue
-        seen.add((cfg.model, asked))
-        score, label = quality_score(cat.model(cfg.model), cfg.quantization)
-        if score is not None and label != asked:
-            notes.append(
-                f"`quality` of {cfg.model} {asked} is its published {label} score ({score:g}): none was published for {asked}."
-            )
+        for model_key in keys:
+            key = (model_key, row.get(model_key), row.get("weights"))
+            if key in tried or row.get(model_key) is None:  # a million-point study has few pairs
+                continue
+            tried.add(key)
+            try:
+                cfg = serving_config(row, cat, model_key=model_key)
+            except Exception:  # noqa: BLE001 - a point that could not be configured has its own error
+                continue
+            asked = cfg.quantization.label.split("+", 1)[0]
+            if (cfg.model, asked) in seen:
+                continue
+            seen.add((cfg.model, asked))
+            score, label = quality_score(cat.model(cfg.model), cfg.quantization)
+            if score is not None and label != asked:
+                notes.append(
+                    f"`quality` of {cfg.model} {asked} is its published {label} score ({score:g}): none was published for {asked}."
+                )
     return notes
 
 

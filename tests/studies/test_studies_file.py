@@ -96,6 +96,12 @@ def test_a_study_too_large_to_hold_is_refused_before_any_work(monkeypatch: pytes
     make_study(axes=axes, constraints=["max_num_seqs <= 50"])  # 10,000: allowed
     with pytest.raises(InputError, match="it samples 20,000 points"):
         make_study(axes=axes, sampling={"method": "sobol", "n": 20000})
+    make_study(axes=axes, sampling={"method": "optuna", "n": 20})  # asks 20 trials; never builds the grid
+    monkeypatch.setenv("SERVEWISE_MAX_STUDY_POINTS", "1e6")
+    make_study(axes=axes)
+    monkeypatch.setenv("SERVEWISE_MAX_STUDY_POINTS", "lots")
+    with pytest.raises(InputError, match="SERVEWISE_MAX_STUDY_POINTS.*not a number of points"):
+        make_study(axes=axes)
 
 
 def test_errors_come_before_any_output(tmp_path: Path) -> None:

@@ -97,3 +97,15 @@ def test_identical_configurations_at_different_points_give_identical_rows() -> N
     keep = ("slo_attainment", "cost_per_day", "mean_quality", "share_small")
     assert rows[0]["seed"] != rows[1]["seed"]
     assert {k: rows[0][k] for k in keep} == {k: rows[1][k] for k in keep}
+
+
+def test_a_policy_study_says_when_a_small_models_quality_stands_in_for_another_variant(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from servewise.studies.reporting import write_report
+
+    study = _study()
+    point = {**study.spec.fixed, "policy": "shift", "small_model": "llama-3.2-3b:fp8"}
+    rows = evaluate_chunk(study, [(0, point)])
+    write_report(study, tmp_path, rows, backend="serial")
+    report = (tmp_path / "report.md").read_text()
+    assert "llama-3.2-3b fp8 is its published bf16 score" in report
+    assert "llama-3.1-70b fp8 is its" not in report  # a score was published for it
