@@ -190,6 +190,13 @@ def _put(node: dict[str, Any], key: str, value: Any) -> None:
         node[key] = copy.deepcopy(value)
 
 
+def locked(obj: Mapping[str, Any], ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``ops`` guarded by the resourceVersion ``obj`` was read at: the API server answers 409 if
+    the object moved since (kubernetes/kubernetes#15416)."""
+    rv = (obj.get("metadata") or {}).get("resourceVersion")
+    return [*ops, {"op": "replace", "path": "/metadata/resourceVersion", "value": rv}] if rv else ops
+
+
 def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Minimal RFC 6902 operations turning ``old`` into ``new`` (status/managed fields ignored)."""
     strip = ("status",)

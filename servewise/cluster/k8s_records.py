@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from servewise.cluster.k8s_api import KubeApi
-from servewise.cluster.k8s_patching import patched_fields
+from servewise.cluster.k8s_patching import locked, patched_fields
 from servewise.domain import DeploymentRef, ServingConfig
 from servewise.errors import InputError, NotFoundError
 
@@ -127,22 +127,26 @@ class Held:
     problem: str | None = None
 
 
-def holds(ref: DeploymentRef, obj: Mapping[str, Any], record: Record) -> bool:
-    """Does the workload still hold what ``record``'s patch wrote? (Annotation records are
-    written with the patch: they hold by construction.)"""
+def _fields_now(ref: DeploymentRef, obj: Mapping[str, Any], record: Record) -> dict[str, Any] | None:
+    """The fields a patch writes, as the workload holds them now, for a ConfigMap record (``None``
+    for an annotation record: written with its patch, it cannot lag behind the workload)."""
     if record.written is None or record.previous is None:
-        return True
-    index = int(record.previous.get("container_index", 0))
-    return patched_fields(obj, ref.kind, index) == dict(record.written)
+        return None
+    return patched_fields(obj, ref.kind, int(record.previous.get("container_index", 0)))
+
+
+def holds(ref: DeploymentRef, obj: Mapping[str, Any], record: Record) -> bool:
+    """Does the workload still hold what ``record``'s patch wrote?"""
+    fields = _fields_now(ref, obj, record)
+    return fields is None or fields == dict(record.written or {})
 
 
 def undone(ref: DeploymentRef, obj: Mapping[str, Any], record: Record) -> bool:
     """Is the workload back at the spec from before ``record``'s proposal (a rollback landed
-    whose record write did not)? Only a ConfigMap record can lag so."""
-    if record.written is None or record.previous is None:
-        return False
-    fields = patched_fields(obj, ref.kind, int(record.previous.get("container_index", 0)))
-    return bool(fields) and all(record.previous.get(k) == v for k, v in fields.items())
+    whose record write did not)?"""
+    fields = _fields_now(ref, obj, record)
+    previous = record.previous or {}
+    return bool(fields) and all(previous.get(k) == v for k, v in (fields or {}).items())
 
 
 def effective(ref: DeploymentRef, obj: Mapping[str, Any], held: Held) -> Record:
@@ -281,9 +285,7 @@ class RecordKeeper:
             ops: list[dict[str, Any]] = [{"op": "add", "path": "/data", "value": data}]
             if uid:
                 ops.append({"op": "add", "path": "/metadata/ownerReferences", "value": owners})
-            version = (held.configmap.get("metadata") or {}).get("resourceVersion")
-            if version:
-                ops.append({"op": "replace", "path": "/metadata/resourceVersion", "value": version})
+            ops = locked(held.configmap, ops)
             written = self.api.call(
                 "patch",
                 "configmaps",

@@ -40,6 +40,7 @@ from servewise.cluster.k8s_parsing import (
 from servewise.cluster.k8s_patching import (
     desired_object,
     diff,
+    locked,
     patched_fields,
     previous_record,
     restored_object,
@@ -297,12 +298,6 @@ class KubernetesCluster:
         )
         return result
 
-    @staticmethod
-    def _locked(obj: Mapping[str, Any], ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Guard the patch with the resourceVersion it was computed from (409 if it moved)."""
-        rv = obj.get("metadata", {}).get("resourceVersion")
-        return [*ops, {"op": "replace", "path": "/metadata/resourceVersion", "value": rv}] if rv else ops
-
     def _retrying(self) -> Retrying:
         return Retrying(
             # Safe to redo from a fresh read: a PATCH that timed out but landed is seen by its record
@@ -352,7 +347,7 @@ class KubernetesCluster:
                 previous = previous_record(obj, parsed, proposal_id, applied=config)
                 self.records.stage(ref, desired, Record(proposal_id, previous))
                 ops = with_predictor_generation(self.api, ref, obj, diff(obj, desired))
-                would = self._patch(ref, self._locked(obj, ops), dry_run=True)  # server-side validation first
+                would = self._patch(ref, locked(obj, ops), dry_run=True)  # server-side validation first
                 written = (
                     patched_fields(would, ref.kind, parsed.container_index)
                     if in_configmap(ref.kind)
@@ -362,7 +357,7 @@ class KubernetesCluster:
                 self.records.write(ref, obj, record, held, pending=new, dry_run=True)
                 if not dry_run:
                     pending = self.records.write(ref, obj, record, held, pending=new, dry_run=False)
-                    self._patch(ref, self._locked(obj, ops), dry_run=False)
+                    self._patch(ref, locked(obj, ops), dry_run=False)
                     self._promote(ref, obj, new, pending)
                     log.info(
                         "applied proposal %s to %s (%d patch operations)", proposal_id, ref.key, len(ops)
@@ -424,13 +419,13 @@ class KubernetesCluster:
                 after = Record(rolled_back=applied)
                 self.records.stage(ref, restored, after)
                 ops = with_predictor_generation(self.api, ref, obj, diff(obj, restored))
-                self._patch(ref, self._locked(obj, ops), dry_run=True)
+                self._patch(ref, locked(obj, ops), dry_run=True)
                 self.records.write(ref, obj, after, held, dry_run=True)
                 if held.pending is not None:
                     # the record rolled back becomes the only one: a redo after the patch, when the
                     # workload no longer holds a pending proposal, still rolls back this one
                     held = self.records.write(ref, obj, record, held, dry_run=False)
-                self._patch(ref, self._locked(obj, ops), dry_run=False)
+                self._patch(ref, locked(obj, ops), dry_run=False)
                 self.records.write(ref, obj, after, held, dry_run=False)  # last: a redo restores again
                 log.info("rolled back proposal %s on %s", applied, ref.key)
                 return ApplyResult(
