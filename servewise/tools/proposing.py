@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -99,17 +100,40 @@ def pareto_front(candidates: list[Sized], pick: Sized | None) -> list[ParetoPoin
     ]
 
 
+BANDED_P99S = ("ttft_p99_ms", "tpot_p99_ms")
+
+
+class _Benchmarked(Protocol):
+    @property
+    def predicted(self) -> Mapping[str, float]: ...
+    @property
+    def measured(self) -> Mapping[str, float]: ...
+
+
+_T = TypeVar("_T", bound=_Benchmarked)
+
+
+def worst_p99_error(trials: Iterable[_T]) -> tuple[float, _T, str] | None:
+    """The benchmark run whose TTFT or TPOT p99 the model missed by the most, relative to the
+    prediction: (error in %, the run, the p99's name); ``None`` when no run measured one predicted."""
+    worst: tuple[float, _T, str] | None = None
+    for t in trials:
+        for k in BANDED_P99S:
+            pred, meas = t.predicted.get(k), t.measured.get(k)
+            if pred and meas:
+                err = abs(pred - meas) / pred * 100
+                if worst is None or err > worst[0]:
+                    worst = (err, t, k)
+    return worst
+
+
 def _uncertainty_pct(out: Outcome) -> float:
     """± band on the predicted p99s, relative to the prediction (a measured p99 within
     ``predicted x (1 +- band)``, as verification reads it): the worst relative error seen on
     benchmarks (min 10%), else the telemetry fit residual (min 25%)."""
-    errs = []
-    for t in out.trials:
-        for k in ("ttft_p99_ms", "tpot_p99_ms"):
-            if t.measured.get(k) and t.predicted.get(k):
-                errs.append(abs(t.predicted[k] - t.measured[k]) / t.predicted[k] * 100)
-    if errs:
-        return round(max(10.0, max(errs)), 1)
+    worst = worst_p99_error(out.trials)
+    if worst is not None:
+        return round(max(10.0, worst[0]), 1)
     return round(max(25.0, out.calibration.residual_pct or 0.0), 1)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from servewise.domain import Impact, Proposal
 from servewise.tools.analyzing import FleetAnalysis
 from servewise.tools.optimizing import describe
-from servewise.tools.proposing import DeploymentPlan, TrialRecord
+from servewise.tools.proposing import DeploymentPlan, worst_p99_error
 
 
 def _save(fig: Any, out_dir: Path, name: str) -> str:
@@ -111,19 +111,6 @@ def _band(value: float | None, pct: float) -> str:
     return f" ({_ms(max(0.0, value * (1.0 - u)))} - {_ms(value * (1.0 + u))})"
 
 
-def _worst_error(plan: DeploymentPlan) -> tuple[float, TrialRecord, str] | None:
-    """The benchmark run whose TTFT or TPOT p99 the model missed by the most, relative to the prediction."""
-    worst: tuple[float, TrialRecord, str] | None = None
-    for t in plan.trials:
-        for k in _LABEL:
-            pred, meas = t.predicted.get(k), t.measured.get(k)
-            if pred and meas:
-                err = abs(pred - meas) / pred * 100
-                if worst is None or err > worst[0]:
-                    worst = (err, t, k)
-    return worst
-
-
 def _headline(plan: DeploymentPlan) -> str:
     """What the plan does, in one sentence: saves, keeps or adds cost to meet the SLO, or proposes nothing."""
     p = plan.proposal
@@ -155,7 +142,7 @@ def _impact_lines(plan: DeploymentPlan, p: Proposal) -> list[str]:
         else "| measured | not benchmarked | | | |",
         "",
     ]
-    worst = _worst_error(plan)
+    worst = worst_p99_error(plan.trials)
     if worst is not None:
         err, t, k = worst
         band = (
