@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from k8s_emulator import FaithfulEmulator, Fault
+from test_kserve_records import record_data
 from test_kserve_runtime import HF_ISVC, REF, kserve  # noqa: F401  (the fixture)
 
 from servewise.cluster.k8s_parsing import parse_workload
@@ -19,12 +20,6 @@ from servewise.cluster.kubernetes import KubernetesCluster
 from servewise.domain import ServingConfig
 from servewise.errors import BackendUnavailableError, ForbiddenError, NotFoundError
 from servewise.perf.catalog import get_catalog
-
-RECORD = f"servewise-record-{REF.name}"
-
-
-def _data(k: FaithfulEmulator) -> dict[str, Any]:
-    return k.get("ConfigMap", REF.namespace, RECORD).get("data") or {}
 
 
 def _isvc(k: FaithfulEmulator) -> dict[str, Any]:
@@ -50,7 +45,7 @@ def test_a_redone_rollback_does_not_roll_back_a_refused_proposal(
     kserve.controls.faults.append(Fault("patch", "configmaps", status=503, skip=2))
     assert cluster.rollback(REF).proposal_id == "p1"
     assert cluster.get_deployment(REF).config == original
-    assert _data(kserve) == {"rolled-back-proposal": "p1"}
+    assert record_data(kserve) == {"rolled-back-proposal": "p1"}
 
 
 def test_a_rollback_drops_a_pending_record_that_never_landed(
@@ -63,7 +58,7 @@ def test_a_rollback_drops_a_pending_record_that_never_landed(
     kserve.controls.faults.append(Fault("patch", "configmaps", status=503, skip=1))
     cluster.rollback(REF, proposal_id="p1")  # its record write before the patch fails once: redone
     assert cluster.get_deployment(REF).config == original
-    assert _data(kserve) == {"rolled-back-proposal": "p1"}
+    assert record_data(kserve) == {"rolled-back-proposal": "p1"}
     with pytest.raises(NotFoundError):
         cluster.rollback(REF)  # p2 went with it
 
@@ -76,7 +71,7 @@ def test_a_promotion_that_failed_once_is_retried_and_the_proposal_rolls_back_aft
     cluster.apply(REF, original.with_changes(max_num_seqs=64), proposal_id="p1")
     kserve.controls.faults.append(Fault("patch", "configmaps", status=503, skip=2))  # the promotion
     assert cluster.apply(REF, original.with_changes(max_num_seqs=32), proposal_id="p2").changed
-    assert _data(kserve)["proposal-id"] == "p2" and "pending-proposal-id" not in _data(kserve)
+    assert record_data(kserve)["proposal-id"] == "p2" and "pending-proposal-id" not in record_data(kserve)
     edited = _isvc(kserve)
     edited["spec"]["predictor"]["model"]["args"][2] = "--max-num-seqs=48"  # an operator's hand edit
     kserve.put("InferenceService", REF.namespace, REF.name, edited)
@@ -97,7 +92,7 @@ def test_an_apply_after_an_interrupted_rollback_patches_again(
     with pytest.raises(BackendUnavailableError):
         cluster.rollback(REF, proposal_id="p1")
     kserve.controls.faults.clear()
-    assert cluster.get_deployment(REF).config == original and _data(kserve)["proposal-id"] == "p1"
+    assert cluster.get_deployment(REF).config == original and record_data(kserve)["proposal-id"] == "p1"
     assert cluster.apply(REF, target, proposal_id="p1").changed
     assert cluster.get_deployment(REF).config == target
 
@@ -128,11 +123,11 @@ def test_a_rollback_refused_at_its_dry_run_writes_nothing(
     original = cluster.get_deployment(REF).config
     cluster.apply(REF, original.with_changes(max_num_seqs=64), proposal_id="p1")
     _refused(cluster, kserve, original.with_changes(max_num_seqs=32), "p2")
-    before = _data(kserve)
+    before = record_data(kserve)
     kserve.controls.denied.add(("patch", "inferenceservices", REF.namespace))
     with pytest.raises(ForbiddenError):
         cluster.rollback(REF)
-    assert _data(kserve) == before
+    assert record_data(kserve) == before
 
 
 def test_a_hand_edit_that_no_longer_parses_does_not_block_the_rollback(
@@ -203,8 +198,8 @@ def test_a_proposal_that_renders_to_no_change_is_not_recorded(
     original = cluster.get_deployment(REF).config
     assert original.max_model_len == 8192
     cluster.apply(REF, original.with_changes(max_num_seqs=64), proposal_id="p1")
-    record = _data(kserve)
+    record = record_data(kserve)
     nothing = cluster.apply(REF, original.with_changes(max_num_seqs=64, max_model_len=None), proposal_id="p2")
-    assert not nothing.changed and "already runs" in nothing.message and _data(kserve) == record
+    assert not nothing.changed and "already runs" in nothing.message and record_data(kserve) == record
     cluster.rollback(REF, proposal_id="p1")
     assert cluster.get_deployment(REF).config == original

@@ -10,18 +10,41 @@ from typing import Any
 
 import pytest
 from k8s_emulator import FaithfulEmulator, Fault
+from test_kserve_records import record_data
 from test_kserve_runtime import HF_ISVC, REF, kserve  # noqa: F401  (the fixture)
 
+from servewise.cluster.k8s_records import PREVIOUS_ANNOTATION, PROPOSAL_ANNOTATION
 from servewise.cluster.kubernetes import KubernetesCluster
 from servewise.domain import DeploymentRef
 from servewise.domain.quantization import Dtype
 from servewise.errors import InputError
 
-RECORD = f"servewise-record-{REF.name}"
+VLLM_D = DeploymentRef(name="vllm-d", namespace="llm-serving", kind="Deployment")
 
 
-def _data(k: FaithfulEmulator) -> dict[str, Any]:
-    return k.get("ConfigMap", REF.namespace, RECORD).get("data") or {}
+def _vllm_deployment(flags: list[str], annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """A plain vLLM Deployment of Llama 3.1 8B on one H100 with ``flags`` after its model."""
+    labels = {"app": VLLM_D.name}
+    container = {
+        "name": "vllm",
+        "image": "vllm/vllm-openai:v0.6.3",
+        "args": ["--model=meta-llama/Llama-3.1-8B-Instruct", *flags],
+        "resources": {"limits": {"nvidia.com/gpu": "1"}},
+    }
+    pod = {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, "containers": [container]}
+    meta: dict[str, Any] = {"name": VLLM_D.name, "namespace": VLLM_D.namespace, "labels": labels}
+    if annotations:
+        meta["annotations"] = annotations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
 
 
 def test_a_promotion_conflict_still_reports_the_landed_apply(
@@ -59,7 +82,7 @@ def test_a_concurrent_apply_between_patch_and_promotion_stands(
     results["pA"] = cluster.apply(REF, a, proposal_id="pA")
     assert results["pB"].changed
     # the later apply (pB) should be what runs, as with the annotation design; pA is not re-patched
-    assert cluster.get_deployment(REF).config == b, _data(kserve)
+    assert cluster.get_deployment(REF).config == b, record_data(kserve)
 
 
 def test_a_rerun_of_a_config_whose_parse_is_not_a_fixed_point_keeps_the_rollback_record(
@@ -74,7 +97,7 @@ def test_a_rerun_of_a_config_whose_parse_is_not_a_fixed_point_keeps_the_rollback
     original = cluster.get_deployment(REF).config
     target = original.with_changes(max_num_seqs=64, max_model_len=None)
     assert cluster.apply(REF, target, proposal_id="p1").changed
-    assert _data(kserve)["proposal-id"] == "p1"
+    assert record_data(kserve)["proposal-id"] == "p1"
     again = cluster.apply(REF, target, proposal_id="p1")  # LangGraph re-runs the node
     cluster.rollback(REF, proposal_id="p1")
     after_rollback = cluster.get_deployment(REF).config
@@ -86,35 +109,8 @@ def test_the_same_rerun_on_a_deployment_is_a_no_op(
     kserve: FaithfulEmulator,  # noqa: F811
 ) -> None:
     """The same re-run on a Deployment (annotation record): already applied; rollback restores."""
-    dep = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "vllm-d", "namespace": "llm-serving", "labels": {"app": "vllm-d"}},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "vllm-d"}},
-            "template": {
-                "metadata": {"labels": {"app": "vllm-d"}},
-                "spec": {
-                    "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
-                    "containers": [
-                        {
-                            "name": "vllm",
-                            "image": "vllm/vllm-openai:v0.6.3",
-                            "args": [
-                                "--model=meta-llama/Llama-3.1-8B-Instruct",
-                                "--max-num-seqs=128",
-                                "--max-model-len=8192",
-                            ],
-                            "resources": {"limits": {"nvidia.com/gpu": "1"}},
-                        }
-                    ],
-                },
-            },
-        },
-    }
-    kserve.seed(dep)
-    ref = DeploymentRef(name="vllm-d", namespace="llm-serving", kind="Deployment")
+    kserve.seed(_vllm_deployment(["--max-num-seqs=128", "--max-model-len=8192"]))
+    ref = VLLM_D
     original = cluster.get_deployment(ref).config
     target = original.with_changes(max_num_seqs=64, max_model_len=None)
     assert cluster.apply(ref, target, proposal_id="p1").changed
@@ -143,36 +139,9 @@ def test_a_deployment_with_an_unreadable_old_record_still_takes_a_new_proposal(
 ) -> None:
     """An unreadable record in a Deployment's annotations is no record to apply over (a new proposal
     overwrites it, as before ConfigMap records), and an error naming it to roll back."""
-    dep = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": "vllm-d",
-            "namespace": "llm-serving",
-            "labels": {"app": "vllm-d"},
-            "annotations": {"servewise.io/proposal-id": "old", "servewise.io/previous-spec": "{truncated"},
-        },
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "vllm-d"}},
-            "template": {
-                "metadata": {"labels": {"app": "vllm-d"}},
-                "spec": {
-                    "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
-                    "containers": [
-                        {
-                            "name": "vllm",
-                            "image": "vllm/vllm-openai:v0.6.3",
-                            "args": ["--model=meta-llama/Llama-3.1-8B-Instruct", "--max-num-seqs=128"],
-                            "resources": {"limits": {"nvidia.com/gpu": "1"}},
-                        }
-                    ],
-                },
-            },
-        },
-    }
-    kserve.seed(dep)
-    ref = DeploymentRef(name="vllm-d", namespace="llm-serving", kind="Deployment")
+    unreadable = {PROPOSAL_ANNOTATION: "old", PREVIOUS_ANNOTATION: "{truncated"}
+    kserve.seed(_vllm_deployment(["--max-num-seqs=128"], annotations=unreadable))
+    ref = VLLM_D
     original = cluster.get_deployment(ref).config
     with pytest.raises(InputError, match="record is unreadable"):
         cluster.rollback(ref)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from k8s_emulator import FaithfulEmulator, Fault
+from test_kserve_rollout import READY
 from test_kserve_runtime import HF_ISVC, REF, kserve  # noqa: F401  (the fixture)
 
 from servewise.cluster.k8s_parsing import parse_workload
@@ -21,7 +22,6 @@ from servewise.errors import BackendUnavailableError, ForbiddenError, NotFoundEr
 from servewise.perf.catalog import get_catalog
 
 RECORD = f"servewise-record-{REF.name}"
-READY = {"conditions": [{"type": "Ready", "status": "True"}]}
 
 
 def _template(fleet: FaithfulEmulator) -> dict[str, Any]:
@@ -32,7 +32,8 @@ def _template(fleet: FaithfulEmulator) -> dict[str, Any]:
     return template
 
 
-def _record(fleet: FaithfulEmulator) -> dict[str, Any]:
+def record_data(fleet: FaithfulEmulator) -> dict[str, Any]:
+    """The record ConfigMap's data, as servewise last wrote it."""
     data: dict[str, Any] = fleet.get("ConfigMap", REF.namespace, RECORD).get("data") or {}
     return data
 
@@ -56,11 +57,14 @@ def test_a_replicas_only_change_leaves_the_predictors_pods_alone(
     assert child["spec"]["replicas"] == 4 and _template(kserve) == before  # scaled, not restarted
     annotations = kserve.get("InferenceService", REF.namespace, REF.name)["metadata"]["annotations"]
     assert not any(k.startswith("servewise.io/") for k in annotations)
-    assert _record(kserve)["proposal-id"] == "p-scale" and '"replicas": 2' in _record(kserve)["previous-spec"]
+    assert (
+        record_data(kserve)["proposal-id"] == "p-scale"
+        and '"replicas": 2' in record_data(kserve)["previous-spec"]
+    )
     assert cluster.rollout_status(REF).done
     cluster.rollback(REF, proposal_id="p-scale")
     assert _template(kserve) == before and cluster.get_deployment(REF).config == current
-    assert _record(kserve) == {"rolled-back-proposal": "p-scale"}
+    assert record_data(kserve) == {"rolled-back-proposal": "p-scale"}
 
 
 def test_the_record_is_owned_by_the_inference_service_and_read_for_idempotence(
@@ -103,8 +107,8 @@ def test_a_patch_that_failed_after_its_record_was_written_is_patched_again(
     result = cluster.apply(REF, current.with_changes(max_num_seqs=64), proposal_id="p-503")
     assert result.changed and cluster.get_deployment(REF).config.max_num_seqs == 64
     assert (
-        _record(kserve)["proposal-id"] == "p-503"
-        and '"max_num_seqs": 128' in _record(kserve)["previous-spec"]
+        record_data(kserve)["proposal-id"] == "p-503"
+        and '"max_num_seqs": 128' in record_data(kserve)["previous-spec"]
     )
     cluster.rollback(REF, proposal_id="p-503")
     assert cluster.get_deployment(REF).config == current
@@ -116,11 +120,11 @@ def test_a_refused_patch_leaves_the_last_proposal_the_one_to_roll_back(
 ) -> None:
     current = cluster.get_deployment(REF).config
     cluster.apply(REF, current.with_changes(max_num_seqs=64), proposal_id="p-kept")
-    kept = _record(kserve)
+    kept = record_data(kserve)
     kserve.controls.faults.append(Fault("patch", "inferenceservices", status=403, skip=1))
     with pytest.raises(ForbiddenError):
         cluster.apply(REF, current.with_changes(max_num_seqs=32), proposal_id="p-refused")
-    record = _record(kserve)  # written as pending beside the last: not held, so not counted
+    record = record_data(kserve)  # written as pending beside the last: not held, so not counted
     assert {k: v for k, v in record.items() if not k.startswith("pending-")} == kept
     assert record["pending-proposal-id"] == "p-refused"
     assert cluster.get_deployment(REF).config.max_num_seqs == 64
@@ -171,14 +175,14 @@ def test_a_lost_promotion_still_counts_the_applied_proposal(
     target = current.with_changes(max_num_seqs=64)
     result = cluster.apply(REF, target, proposal_id="p-lost")
     assert result.changed and result.patch and cluster.get_deployment(REF).config == target
-    assert "proposal-id" not in _record(kserve) and _record(kserve)["pending-proposal-id"] == "p-lost"
+    assert "proposal-id" not in record_data(kserve) and record_data(kserve)["pending-proposal-id"] == "p-lost"
     kserve.controls.faults.remove(lost)
     again = cluster.apply(REF, target, proposal_id="p-lost")  # the workflow's retry
     assert not again.changed and "already applied" in again.message
-    assert _record(kserve)["proposal-id"] == "p-lost" and "pending-proposal-id" not in _record(kserve)
+    assert record_data(kserve)["proposal-id"] == "p-lost" and "pending-proposal-id" not in record_data(kserve)
     cluster.rollback(REF, proposal_id="p-lost")
     assert cluster.get_deployment(REF).config == current
-    assert _record(kserve) == {"rolled-back-proposal": "p-lost"}
+    assert record_data(kserve) == {"rolled-back-proposal": "p-lost"}
 
 
 def test_a_record_an_earlier_servewise_left_in_the_annotations_is_read_and_removed(
@@ -201,7 +205,7 @@ def test_a_record_an_earlier_servewise_left_in_the_annotations_is_read_and_remov
     after = kserve.get("InferenceService", REF.namespace, REF.name)["metadata"]["annotations"]
     assert cluster.get_deployment(REF).config == original.config
     assert not any(k.startswith("servewise.io/") for k in after)
-    assert _record(kserve) == {"rolled-back-proposal": "p-old"}
+    assert record_data(kserve) == {"rolled-back-proposal": "p-old"}
 
 
 def test_a_record_owned_by_an_earlier_inference_service_of_the_name_is_not_read(
