@@ -67,6 +67,9 @@ EXPLORE_MARGINS = (1.1, 1.3, 1.6, 2.0)  # relaxed analytical margins whose candi
 # still be able to have its own (bench seed 2002, svc-1 spent 7 of 8 on near misses at 0.95-0.97 of
 # the objective, and its unconfirmable 8th kept the current config at 13x the optimum's cost).
 SAFE_REMAINING = 3
+# Telemetry the fitted model still misses by more than this (RMS relative error of its medians) is
+# not a steady state the model describes; fitting it would bend every factor (and tail) to explain it.
+TELEMETRY_RESIDUAL_LIMIT_PCT = 100.0
 
 
 @dataclass
@@ -181,13 +184,21 @@ def optimize(
     current_pool = pool_by_name.get(dep.pool or "")
     if calibrate:
         obs = telemetry_observation(dep, telemetry, current_pool.network_latency_ms if current_pool else 0.0)
-        if obs is not None:
+        fitted = fit_calibration([obs]) if obs is not None else None
+        if obs is None or fitted is None:
+            notes.append("no usable telemetry: starting from the uncalibrated model")
+        elif (fitted.residual_pct or 0.0) > TELEMETRY_RESIDUAL_LIMIT_PCT:
+            notes.append(
+                f"telemetry of {dep.config.gpu} does not fit the model (fit residual"
+                f" {fitted.residual_pct:.0f}%, over {TELEMETRY_RESIDUAL_LIMIT_PCT:.0f}%: a backlog or a"
+                " transient the steady-state model cannot explain); not used to calibrate, starting"
+                " from the uncalibrated model"
+            )
+        else:
             observations.append(obs)
-            cal = fit_calibration(observations)
+            cal = fitted
             fit = "n/a" if cal.residual_pct is None else f"{cal.residual_pct:.1f}%"
             notes.append(f"calibrated on telemetry of {dep.config.gpu}: fit residual {fit}")
-        else:
-            notes.append("no usable telemetry: starting from the uncalibrated model")
     price = (
         price_of(current_pool, catalog) if current_pool else catalog.gpu(dep.config.gpu).price_per_gpu_hour
     )

@@ -194,6 +194,22 @@ def test_admission_queue_is_erlang_c_over_the_batch_slots() -> None:
     assert admission_queue(40, 64) < admission_queue(55, 64) < admission_queue(62, 64)
 
 
+def test_ttft_grows_with_load_and_stays_finite_at_the_capacity_edge() -> None:
+    """Just below capacity Erlang C's queue grows without bound; the model's backlog must not jump
+    above the one it stands in at saturation (0.999 of capacity read a 41-year TTFT, above it 380 s,
+    and a deployment observed there was calibrated to a TTFT p99 of 0.013 ms elsewhere)."""
+    config = cfg(gpu="l4", max_num_seqs=128)
+    cap = predict_load(config, input_len=1200, output_len=300, arrival_rate_per_s=0.1, efficiency=EFF)
+    rates = [cap.capacity_rate_per_s * f for f in (0.5, 0.9, 0.99, 0.999, 0.999999, 1.0, 1.5)]
+    ttfts = [
+        predict_load(config, input_len=1200, output_len=300, arrival_rate_per_s=r, efficiency=EFF).ttft_ms
+        for r in rates
+    ]
+    assert ttfts[0] < ttfts[1] < ttfts[2], ttfts
+    # from 0.99 of capacity on, the queue is the saturated backlog: within a few % of saturation's TTFT
+    assert all(abs(t / ttfts[-1] - 1) < 0.05 for t in ttfts[2:]), ttfts
+
+
 @pytest.mark.parametrize("fraction", [0.3, 0.6, 0.8])
 def test_open_loop_ttft_agrees_with_the_simulator_below_saturation(fraction: float) -> None:
     """Mean TTFT of one replica at a fraction of its capacity, against the discrete-event simulator

@@ -595,6 +595,34 @@ def test_the_simulator_bias_of_one_weight_format_stays_with_it() -> None:
     assert bias_for(both, int4)["tpot_p99_ms"] == pytest.approx(2.0)
 
 
+def test_a_p99_below_the_predicted_mean_never_fits_a_tail_under_one() -> None:
+    """A p99 read far under the model's mean says the mean is wrong, not that the tail is thin: a
+    factor under 1 put the p99 below the median and, carried to other configs, a 0.013 ms TTFT p99."""
+    cfg = ServingConfig(model="llama-3.1-8b", gpu="l4")
+    p = predict_load(cfg, input_len=1000, output_len=200, arrival_rate_per_s=0.5)
+    obs = [Observation(cfg, 1000, 200, 0.5, None, None, p.ttft_ms / 1e4, p.tpot_ms / 1e4)] * 3
+    cal = fit_calibration(obs)
+    for metric in ("ttft", "tpot"):
+        assert cal.tail(cfg, metric) >= 1.0 and cal.tails[metric] >= 1.0
+
+
+def test_telemetry_the_model_cannot_explain_is_not_fitted() -> None:
+    """A TTFT 100x what the model can reach (a backlog draining, a transient) fitted a residual over
+    1000 %; calibrating on it bends every factor. It is set aside with a note."""
+    dep = deployment(engine="tgi")
+    p = predict_load(dep.config, input_len=2000, output_len=200, arrival_rate_per_s=3.0)
+    signals = {"request_rate_per_s": 6.0, "ttft_p50_ms": p.ttft_ms * 100, "itl_p50_ms": p.tpot_ms}
+    tel = DeploymentTelemetry(deployment="rag", namespace="default", replicas=2, signals=signals)
+    out = optimize(dep, POOLS, telemetry=tel)
+    assert any("does not fit the model" in n and "not used to calibrate" in n for n in out.notes), out.notes
+    assert out.calibration.observations == 0 and out.pick is not None
+    signals["ttft_p50_ms"] = p.ttft_ms * 1.1  # a fit within the limit is used
+    tel = DeploymentTelemetry(deployment="rag", namespace="default", replicas=2, signals=signals)
+    out = optimize(dep, POOLS, telemetry=tel)
+    assert out.calibration.observations == 1
+    assert any(n.startswith("calibrated on telemetry of h100-sxm") for n in out.notes), out.notes
+
+
 def test_telemetry_that_fits_nothing_is_noted_not_a_crash(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The fake fleet's telemetry has a TTFT p99 but no p50s: the calibration fits no target, and
     the optimizer says so instead of failing on a missing residual."""
