@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from servewise.cluster.backend import ClusterBackend
 from servewise.domain import DeploymentTelemetry, Finding, InferenceDeployment, NodePool, TelemetrySnapshot
 from servewise.errors import NotFoundError, ServewiseError
+from servewise.perf.analytical import predict
 from servewise.perf.catalog import Catalog, get_catalog
 from servewise.perf.memory import plan_memory
 from servewise.tools.analyzers import AnalysisInput, GpuAlternative, ModelPick, coverage_notes, run_analyzers
@@ -102,7 +103,7 @@ def analysis_input(
     hw = memory = half = None
     pick = None
     alternatives: tuple[GpuAlternative, ...] = ()
-    cost = None
+    cost = prefill_ms = None
     try:
         model, hw = catalog.model(dep.config.model), catalog.gpu(dep.config.gpu)
         seq = None
@@ -118,6 +119,10 @@ def analysis_input(
         cost = dep.config.total_gpus * price
         alternatives = _alternatives(dep, pools, tel.get("request_rate_per_s") if tel else None, catalog)
         pick = _model_pick(dep, pools, tel, catalog)
+        if dep.workload is not None:
+            prefill_ms = predict(
+                dep.config, input_len=max(1, round(dep.workload.input_len.mean)), output_len=1, concurrency=1
+            ).ttft_ms
     except ServewiseError as exc:
         log.warning("perf facts for %s unavailable: %s", dep.ref.key, exc)
     return AnalysisInput(
@@ -131,6 +136,7 @@ def analysis_input(
         alternatives=alternatives,
         current_cost_per_hour=cost,
         model_pick=pick,
+        prefill_ms=prefill_ms,
         notes=(observed,) if observed else (),
     )
 

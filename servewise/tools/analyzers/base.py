@@ -56,6 +56,8 @@ class AnalysisInput:
     alternatives: tuple[GpuAlternative, ...] = ()
     current_cost_per_hour: float | None = None
     model_pick: ModelPick | None = None
+    # the model's prefill time of one mean prompt on one replica with nothing else running (ms)
+    prefill_ms: float | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
