@@ -3,7 +3,8 @@
 A deployment takes part when it can be sized: it declares an SLO and has a workload (declared or
 observed). Each such deployment brings its cheapest predicted-feasible option per pool (ties: the
 fewest GPUs, so a free pool is not filled by one deployment's largest TP; edge pools add their
-network latency to TTFT inside the sizing) and one *keep* option: it stays as it runs, holding its current GPUs
+network latency to TTFT inside the sizing, and are offered only to their own site's users:
+``search_space.serves_site``) and one *keep* option: it stays as it runs, holding its current GPUs
 in its current pool, at its current cost plus a penalty above any plan's total. Binary x[d, o] picks
 one option per deployment; a pool's GPUs (free ones plus what the deployments taking part hold
 there now) bound the sum. The objective is total $/hour: as few deployments kept as possible, then

@@ -1,13 +1,19 @@
-"""Fleet placement (``optimize_fleet``): capacity, partial plans and ties."""
+"""Fleet placement (``optimize_fleet``): capacity, partial plans, ties and edge sites."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
+from servewise.cluster.factory import open_cluster
 from servewise.domain import SLO, DeploymentRef, InferenceDeployment, NodePool, ServingConfig, Workload
 from servewise.perf.catalog import get_catalog
+from servewise.telemetry.sim import SimTelemetrySource
+from servewise.tools.calibrating import Calibration
+from servewise.tools.choosing import search
 from servewise.tools.placing import FleetPlan, optimize_fleet
+from servewise.tools.search_space import SITE_LABEL, SearchPolicy, shapes
+from servewise.tools.sizing import load_for
 
 H100_PRICE = get_catalog().gpu("h100-sxm").price_per_gpu_hour
 BIG = NodePool(name="big", gpu="h100-sxm", nodes=1, gpus_per_node=8, free_gpus=0)
@@ -72,3 +78,46 @@ def test_a_free_pool_is_filled_with_its_smallest_options() -> None:
 def test_a_pool_price_is_not_negative() -> None:
     with pytest.raises(ValidationError, match="price_per_gpu_hour"):
         NodePool(name="x", gpu="h100-sxm", nodes=1, gpus_per_node=8, free_gpus=8, price_per_gpu_hour=-3)
+
+
+EDGE_PARIS = NodePool(
+    name="edge-paris", gpu="l4", nodes=1, gpus_per_node=2, free_gpus=2, zone="paris", location="edge"
+)
+EDGE_LYON = EDGE_PARIS.model_copy(update={"name": "edge-lyon", "zone": "lyon"})
+CLOUD = NodePool(name="cloud", gpu="l40s", nodes=1, gpus_per_node=4, free_gpus=4, network_latency_ms=45)
+
+
+def pools_offered(d: InferenceDeployment) -> set[str]:
+    seq_len = 1400
+    return {
+        s.pool.name for s in shapes(d, [EDGE_PARIS, EDGE_LYON, CLOUD], SearchPolicy(), get_catalog(), seq_len)
+    }
+
+
+def test_an_edge_pool_is_offered_only_to_the_users_of_its_site() -> None:
+    in_paris = dep("shelf", 1, pool="edge-paris").model_copy(
+        update={"config": ServingConfig(model="llama-3.2-3b", gpu="l4")}
+    )
+    assert pools_offered(in_paris) == {"edge-paris", "cloud"}
+    in_cloud = in_paris.model_copy(update={"pool": "cloud"})
+    assert pools_offered(in_cloud) == {"cloud"}  # where its users are is not known: no store rack
+    for site in ("lyon", "edge-lyon"):  # a site is an edge pool's zone, or its name
+        declared = in_cloud.model_copy(update={"labels": {SITE_LABEL: site}})
+        assert pools_offered(declared) == {"edge-lyon", "cloud"}
+
+
+def test_edge_deployments_are_placed_at_their_users_site_on_sim_edge() -> None:
+    """sim:edge's shelf assistants serve the Paris and the Lyon store (lyon's runs in the cloud now):
+    each is offered its own store's rack only, by the fleet placement and by the per-deployment search."""
+    cluster = open_cluster("sim:edge")
+    deps, pools = cluster.list_deployments(), cluster.list_node_pools()
+    plan = optimize_fleet(deps, pools, snapshot=SimTelemetrySource(cluster).snapshot(window="15m"))
+    placed = {p.deployment: p.pool for p in plan.placements}
+    assert (placed["shelf-assistant-paris"], placed["shelf-assistant-lyon"]) == ("edge-paris", "edge-lyon")
+    assert placed["receipt-ocr-text"].startswith("cloud-") and placed["product-qa"].startswith("cloud-")
+    policy = SearchPolicy()
+    for d in deps[:2]:
+        site = d.ref.name.removeprefix("shelf-assistant-")
+        found = search(d, pools, load_for(d, None, policy), Calibration(), policy, get_catalog())
+        assert found[0].shape.pool.name == f"edge-{site}"
+        assert {c.shape.pool.name for c in found} == {f"edge-{site}", "cloud-h100", "cloud-l40s"}
