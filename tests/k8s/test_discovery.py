@@ -6,6 +6,7 @@ from k8s_emulator import FaithfulEmulator
 
 from servewise.cluster.kubernetes import KubernetesCluster
 from servewise.domain import DeploymentRef
+from servewise.tools.search_space import available_gpus
 
 
 def test_discovers_realistic_manifests(cluster: KubernetesCluster) -> None:
@@ -98,3 +99,20 @@ def test_deployments_kserve_makes_are_not_workloads_of_their_own(
     assert (
         not {"llm-serving/llama-isvc-predictor", "llm-serving/llama-isvc-predictor-00001-deployment"} & keys
     )
+
+
+def test_a_node_pool_that_spans_zones_is_one_pool_per_zone_and_its_deployments_know_which(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    """h100-pool's second node moves to another zone: two NodePools, and llama-70b (both pods on
+    node 0) is in the zone-a one, so its 8 GPUs are credited back there."""
+    moved = fleet.get("Node", None, "gke-h100-1")
+    moved["metadata"]["labels"]["topology.kubernetes.io/zone"] = "us-central1-c"
+    fleet.put("Node", None, "gke-h100-1", moved)
+    pools = {p.name: p for p in cluster.list_node_pools()}
+    assert {"h100-pool/us-central1-a", "h100-pool/us-central1-c"} <= set(pools)
+    dep = next(d for d in cluster.list_deployments() if d.ref.name == "llama-70b")
+    assert dep.pool == "h100-pool/us-central1-a"
+    assert cluster.get_deployment(dep.ref).pool == dep.pool
+    assert available_gpus(pools[dep.pool], dep) == 0 + 8  # no free GPU there, its own 8
+    assert available_gpus(pools["h100-pool/us-central1-c"], dep) == 8
