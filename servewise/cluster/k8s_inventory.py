@@ -1,4 +1,5 @@
-"""GPU node pools from Node objects: pool label, GPU type, allocatable and free GPUs, zone, edge."""
+"""GPU node pools from Node objects: pool label, GPU type, allocatable and free GPUs, zone, edge,
+network latency."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ POOL_LABELS = (
 )
 ZONE_LABEL = "topology.kubernetes.io/zone"
 LOCATION_LABEL = "servewise.io/location"
+LATENCY_LABEL = "servewise.io/network-latency-ms"  # users to the node: added to TTFT (edge pools)
 _DONE_PHASES = {"Succeeded", "Failed"}
 
 
@@ -103,6 +105,24 @@ def pool_names(nodes: Sequence[Mapping[str, Any]], resolver: Resolver) -> dict[s
     }
 
 
+def _network_latency_ms(node: Mapping[str, Any]) -> float:
+    """The node's ``servewise.io/network-latency-ms`` label (users to the node), 0 when absent or bad."""
+    labels = node.get("metadata", {}).get("labels") or {}
+    raw = labels.get(LATENCY_LABEL)
+    if raw is None:
+        return 0.0
+    try:
+        value = float(str(raw))
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        log.warning(
+            "node %s: %s=%r is not a latency in ms; ignored", node["metadata"].get("name"), LATENCY_LABEL, raw
+        )
+        return 0.0
+    return value
+
+
 def node_pools(
     nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]], resolver: Resolver
 ) -> list[NodePool]:
@@ -131,6 +151,7 @@ def node_pools(
                 zone=zone,
                 location="edge" if edge else "cloud",
                 price_per_gpu_hour=resolver.gpu(gpu).price_per_gpu_hour,
+                network_latency_ms=max(_network_latency_ms(n) for n in members),  # its slowest node's
             )
         )
     return out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 from k8s_emulator import FaithfulEmulator
 
 from servewise.cluster.kubernetes import KubernetesCluster
@@ -116,3 +119,25 @@ def test_a_node_pool_that_spans_zones_is_one_pool_per_zone_and_its_deployments_k
     assert cluster.get_deployment(dep.ref).pool == dep.pool
     assert available_gpus(pools[dep.pool], dep) == 0 + 8  # no free GPU there, its own 8
     assert available_gpus(pools["h100-pool/us-central1-c"], dep) == 8
+
+
+def test_a_node_label_gives_its_pool_a_network_latency(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``servewise.io/network-latency-ms`` on the nodes: the pool's latency is its slowest node's;
+    a value that is not a number of ms is ignored, and said so."""
+    labelled = fleet.get("Node", None, "edge-a10g-0")
+    labelled["metadata"]["labels"]["servewise.io/network-latency-ms"] = "12.5"
+    fleet.put("Node", None, "edge-a10g-0", labelled)
+    for name, latency in (("edge-a10g-1", "4"), ("edge-a10g-2", "fast")):
+        other = copy.deepcopy(labelled)
+        other["metadata"]["name"] = name
+        other["metadata"]["labels"]["servewise.io/network-latency-ms"] = latency
+        if latency == "fast":
+            other["metadata"]["labels"]["topology.kubernetes.io/zone"] = "store-18"
+        fleet.seed(other)
+    pools = {p.name: p for p in cluster.list_node_pools()}
+    assert pools["NVIDIA-A10G/store-17"].network_latency_ms == 12.5
+    assert pools["NVIDIA-A10G/store-18"].network_latency_ms == 0.0
+    assert "edge-a10g-2: servewise.io/network-latency-ms='fast' is not a latency in ms" in caplog.text
+    assert pools["h100-pool"].network_latency_ms == 0.0  # no label: none added
