@@ -1,4 +1,5 @@
-"""GPU node pools from Node objects: pool label, GPU type, allocatable and free GPUs, zone, edge."""
+"""GPU node pools from Node objects: pool label, GPU type, allocatable and free GPUs, zone, edge,
+network latency."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ POOL_LABELS = (
 )
 ZONE_LABEL = "topology.kubernetes.io/zone"
 LOCATION_LABEL = "servewise.io/location"
+LATENCY_LABEL = "servewise.io/network-latency-ms"  # users to the node: added to TTFT (edge pools)
 _DONE_PHASES = {"Succeeded", "Failed"}
 
 
@@ -54,15 +56,10 @@ def pod_gpu_requests(pod: Mapping[str, Any]) -> int:
     return total
 
 
-def node_pools(
-    nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]], resolver: Resolver
-) -> list[NodePool]:
-    used: dict[str, int] = {}
-    for pod in pods:
-        node = pod.get("spec", {}).get("nodeName")
-        if node and pod.get("status", {}).get("phase") not in _DONE_PHASES:
-            used[str(node)] = used.get(str(node), 0) + pod_gpu_requests(pod)
-
+def _gpu_nodes(
+    nodes: Sequence[Mapping[str, Any]], resolver: Resolver
+) -> dict[tuple[str, str, str], list[Mapping[str, Any]]]:
+    """GPU nodes (allocatable GPUs of a catalog type) grouped by (pool label, GPU id, zone)."""
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for node in nodes:
         labels = node.get("metadata", {}).get("labels") or {}
@@ -82,7 +79,60 @@ def node_pools(
             continue
         pool = pool_of_node(labels) or gpu
         groups.setdefault((pool, gpu, str(labels.get(ZONE_LABEL, ""))), []).append(node)
+    return groups
 
+
+def _pool_name(key: tuple[str, str, str], keys: Sequence[tuple[str, str, str]]) -> str:
+    """The pool label, with the zone when the node pool spans zones (``gpu-pool/us-east-1a``) and the
+    GPU when it spans GPU types (``gpu-pool/l4``): one NodePool per zone and GPU type."""
+    pool, gpu, zone = key
+    same = [k for k in keys if k[0] == pool]
+    parts = [pool]
+    if len({k[2] for k in same}) > 1:
+        parts.append(zone or "no-zone")
+    if len({k[1] for k in same}) > 1:
+        parts.append(gpu)
+    return "/".join(parts)
+
+
+def pool_names(nodes: Sequence[Mapping[str, Any]], resolver: Resolver) -> dict[str, str]:
+    """Each GPU node's pool as ``node_pools`` names it (a deployment's pool is its nodes')."""
+    groups = _gpu_nodes(nodes, resolver)
+    return {
+        str(n["metadata"]["name"]): _pool_name(key, list(groups))
+        for key, members in groups.items()
+        for n in members
+    }
+
+
+def _network_latency_ms(node: Mapping[str, Any]) -> float:
+    """The node's ``servewise.io/network-latency-ms`` label (users to the node), 0 when absent or bad."""
+    labels = node.get("metadata", {}).get("labels") or {}
+    raw = labels.get(LATENCY_LABEL)
+    if raw is None:
+        return 0.0
+    try:
+        value = float(str(raw))
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        log.warning(
+            "node %s: %s=%r is not a latency in ms; ignored", node["metadata"].get("name"), LATENCY_LABEL, raw
+        )
+        return 0.0
+    return value
+
+
+def node_pools(
+    nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]], resolver: Resolver
+) -> list[NodePool]:
+    used: dict[str, int] = {}
+    for pod in pods:
+        node = pod.get("spec", {}).get("nodeName")
+        if node and pod.get("status", {}).get("phase") not in _DONE_PHASES:
+            used[str(node)] = used.get(str(node), 0) + pod_gpu_requests(pod)
+
+    groups = _gpu_nodes(nodes, resolver)
     out: list[NodePool] = []
     for (pool, gpu, zone), members in sorted(groups.items()):
         per_node = [_gpus(n.get("status", {}).get("allocatable")) for n in members]
@@ -91,10 +141,9 @@ def node_pools(
             for a, n in zip(per_node, members, strict=True)
         )
         edge = any((n.get("metadata", {}).get("labels") or {}).get(LOCATION_LABEL) == "edge" for n in members)
-        name = pool if sum(1 for k in groups if k[0] == pool) == 1 else f"{pool}/{zone or 'no-zone'}"
         out.append(
             NodePool(
-                name=name,
+                name=_pool_name((pool, gpu, zone), list(groups)),
                 gpu=gpu,
                 nodes=len(members),
                 gpus_per_node=max(per_node),
@@ -102,6 +151,7 @@ def node_pools(
                 zone=zone,
                 location="edge" if edge else "cloud",
                 price_per_gpu_hour=resolver.gpu(gpu).price_per_gpu_hour,
+                network_latency_ms=max(_network_latency_ms(n) for n in members),  # its slowest node's
             )
         )
     return out

@@ -28,7 +28,7 @@ from servewise.cluster.k8s_candidates import (
     candidate_name,
 )
 from servewise.cluster.k8s_declarations import BadDeclaration, declared_slo, declared_workload
-from servewise.cluster.k8s_inventory import node_names_of, node_pools, pool_of_node
+from servewise.cluster.k8s_inventory import node_names_of, node_pools, pool_names
 from servewise.cluster.k8s_parsing import (
     ParsedWorkload,
     Resolver,
@@ -167,7 +167,7 @@ class KubernetesCluster:
 
     def _scan(self) -> tuple[list[InferenceDeployment], list[UnparsedWorkload]]:
         objs = [o for o in self._workload_objects() if is_candidate(o)]
-        pods, nodes = self._pods_and_nodes() if objs else ([], {})
+        pods, nodes, pools = self._pods_and_nodes() if objs else ([], {}, {})
         parsed: list[InferenceDeployment] = []
         unparsed: list[UnparsedWorkload] = []
         for obj in objs:
@@ -182,23 +182,27 @@ class KubernetesCluster:
                 result = parse_workload(
                     obj, self.resolver, node_labels=[nodes.get(n, {}) for n in node_names]
                 )
-                parsed.append(self._deployment(obj, result, [nodes.get(n, {}) for n in node_names]))
+                parsed.append(self._deployment(obj, result, {pools.get(n) for n in node_names}))
             except (UnparsableWorkload, BadDeclaration) as exc:
                 unparsed.append(UnparsedWorkload(name=name, namespace=ns, reason=str(exc)))
         return parsed, unparsed
 
-    def _pods_and_nodes(self) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]]]:
+    def _pods_and_nodes(
+        self,
+    ) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]], dict[str, str]]:
+        """Pods, each node's labels, and each GPU node's pool as ``list_node_pools`` names it."""
         pods = self.api.call("list", "pods", None, self.api.core.list_pod_for_all_namespaces).get("items", [])
         nodes = self.api.call("list", "nodes", None, self.api.core.list_node).get("items", [])
         labels = {str(n["metadata"]["name"]): dict(n["metadata"].get("labels") or {}) for n in nodes}
-        return pods, labels
+        return pods, labels, pool_names(nodes, self.resolver)
 
     def _deployment(
-        self, obj: Mapping[str, Any], parsed: ParsedWorkload, node_labels: list[dict[str, str]]
+        self, obj: Mapping[str, Any], parsed: ParsedWorkload, pools: set[str | None]
     ) -> InferenceDeployment:
+        """``pools``: the pools of the nodes its pods run on (None for a node in none); its pool when
+        that is one (a node pool that spans zones is one pool per zone, as ``list_node_pools`` says)."""
         meta = obj.get("metadata", {})
         status = obj.get("status") or {}
-        pools = {pool_of_node(lbl) for lbl in node_labels}
         annotations = dict(meta.get("annotations") or {})
         return InferenceDeployment(
             ref=DeploymentRef(name=parsed.name, namespace=parsed.namespace, kind=parsed.kind),
@@ -218,7 +222,7 @@ class KubernetesCluster:
         return self._scan()[1]
 
     def list_node_pools(self) -> list[NodePool]:
-        pods, _ = self._pods_and_nodes()
+        pods = self.api.call("list", "pods", None, self.api.core.list_pod_for_all_namespaces).get("items", [])
         nodes = self.api.call("list", "nodes", None, self.api.core.list_node).get("items", [])
         return node_pools(nodes, pods, self.resolver)
 
@@ -243,7 +247,7 @@ class KubernetesCluster:
     def _parse_one(self, obj: Mapping[str, Any]) -> ParsedWorkload:
         node_labels: list[dict[str, str]] = []
         if not template_names_gpu(obj):
-            pods, nodes = self._pods_and_nodes()
+            pods, nodes, _ = self._pods_and_nodes()
             node_labels = [nodes.get(n, {}) for n in node_names_of(obj, pods)]
         meta = obj.get("metadata", {})
         try:
@@ -255,10 +259,10 @@ class KubernetesCluster:
 
     def get_deployment(self, ref: DeploymentRef) -> InferenceDeployment:
         obj = self._read(ref)
-        pods, nodes = (
-            self._pods_and_nodes()
-        )  # for the pool it runs in (and the GPU, if the template is silent)
-        labels = [nodes.get(n, {}) for n in node_names_of(obj, pods)]
+        # for the pool it runs in (and the GPU, if the template is silent)
+        pods, nodes, pools = self._pods_and_nodes()
+        node_names = node_names_of(obj, pods)
+        labels = [nodes.get(n, {}) for n in node_names]
         meta = obj.get("metadata", {})
         where = f"{meta.get('namespace')}/{meta.get('name')}"
         try:
@@ -266,7 +270,7 @@ class KubernetesCluster:
         except UnparsableWorkload as exc:
             raise InputError(f"cannot read the serving config: {exc}", source=where) from exc
         try:
-            return self._deployment(obj, parsed, labels)
+            return self._deployment(obj, parsed, {pools.get(n) for n in node_names})
         except BadDeclaration as exc:
             raise InputError(str(exc), source=where) from exc
 

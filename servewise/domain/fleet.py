@@ -31,7 +31,7 @@ class NodePool(BaseModel):
     free_gpus: int = Field(ge=0)
     zone: str = ""
     location: Literal["cloud", "edge"] = "cloud"
-    price_per_gpu_hour: float | None = None
+    price_per_gpu_hour: float | None = Field(default=None, ge=0, description="None: the catalog's price")
     network_latency_ms: float = Field(default=0.0, ge=0, description="added to TTFT for users of this pool")
 
     @property

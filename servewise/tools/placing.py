@@ -1,12 +1,28 @@
 """Fleet placement: assign deployments to shared GPU pools with ``scipy.optimize.milp``.
 
-Each deployment brings its cheapest predicted-feasible candidate per pool (edge pools add their
-network latency to TTFT inside the sizing); binary x[d, o] picks one option per deployment, pool
-GPU capacity (free GPUs plus what fleet deployments hold there now) bounds the sum, and the
-objective is total $/hour.
+A deployment takes part when it can be sized: it declares an SLO and has a workload (declared or
+observed). Each such deployment brings its cheapest predicted-feasible option per pool (ties: the
+fewest GPUs, so a free pool is not filled by one deployment's largest TP; edge pools add their
+network latency to TTFT inside the sizing, and are offered only to their own site's users:
+``search_space.serves_site``) and one *keep* option: it stays as it runs, holding its current GPUs
+in its current pool, at its current cost plus a penalty above any plan's total. Binary x[d, o] picks
+one option per deployment; a pool's GPUs (free ones plus what the deployments taking part hold
+there now) bound the sum. The objective is total $/hour: as few deployments kept as possible, then
+the cheapest, and among equal costs the deployment's current pool.
+
+Deployments that cannot be sized are left as they run and their GPUs stay theirs; they and the kept
+ones are listed in ``unplaced`` with a reason, and both costs of the plan cover the whole fleet.
+
+Capacity is counted per pool, not per node: the free GPUs of a pool are summed over its nodes (and
+the GPUs a moved deployment frees are not located on a node), so a replica of TP=4 may be placed
+in a pool whose free GPUs are spread 2 + 2 over two nodes. A replica needs no more than one node's
+GPUs (TP <= ``gpus_per_node``), but whether the scheduler finds a node with that many free is left
+to the rollout, which reports such a pod as unschedulable (``RolloutStatus.unschedulable``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -15,15 +31,21 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from servewise.cluster.backend import ClusterBackend
 from servewise.domain import InferenceDeployment, NodePool, ServingConfig, TelemetrySnapshot
 from servewise.errors import ServewiseError
-from servewise.perf.catalog import get_catalog
-from servewise.tools.calibrating import Calibration
+from servewise.perf.catalog import Catalog, get_catalog
+from servewise.tools.calibrating import Calibration, fit_calibration
 from servewise.tools.choosing import search
 from servewise.tools.context import current_context
 from servewise.tools.observing import with_observed_workload
 from servewise.tools.optimizing import telemetry_observation
 from servewise.tools.registry import registry
-from servewise.tools.search_space import SearchPolicy
-from servewise.tools.sizing import load_for
+from servewise.tools.search_space import SearchPolicy, price_of
+from servewise.tools.sizing import Load, load_for
+
+# $/h added to an option outside the deployment's current pool: among equal costs it stays put
+# (a move is a rollout). Far below any price difference, above the solver's tolerance.
+MOVE_TIEBREAK = 1e-4
+NO_CAPACITY = "insufficient pool capacity"
+NO_OPTION = "no configuration predicted to meet its SLO fits in the GPUs the pools can give it"
 
 
 class Placement(BaseModel):
@@ -34,12 +56,46 @@ class Placement(BaseModel):
     cost_per_hour: float
 
 
+class Unplaced(BaseModel):
+    """A deployment the plan leaves as it runs: it keeps its current GPUs and config."""
+
+    deployment: str
+    namespace: str
+    reason: str
+
+
 class FleetPlan(BaseModel):
-    status: str = Field(description="'optimal', 'infeasible' or the solver's message")
-    total_cost_per_hour: float | None
-    current_cost_per_hour: float
+    status: str = Field(
+        description="'optimal' (every deployment placed), 'partial' (some are left as they run:"
+        " ``unplaced``) or the solver's message"
+    )
+    total_cost_per_hour: float | None = Field(
+        description="$/h of the whole fleet after the plan: the placements' costs plus the current"
+        " cost of every unplaced deployment (None when the solver failed)"
+    )
+    current_cost_per_hour: float = Field(
+        description="$/h of the whole fleet as it runs (the same deployments as total_cost_per_hour)"
+    )
     placements: list[Placement] = Field(default_factory=list)
-    unplaced: list[str] = Field(default_factory=list, description="deployments with no feasible option")
+    unplaced: list[Unplaced] = Field(
+        default_factory=list, description="deployments left as they run (keeping their GPUs), with why"
+    )
+
+
+@dataclass(frozen=True)
+class _Option:
+    deployment: int  # index into the fleet
+    pool: str | None  # where its GPUs are counted (None: outside the pools the plan knows)
+    config: ServingConfig
+    cost_per_hour: float
+    kept: bool = False  # left as it runs: not a placement
+
+
+def current_cost(d: InferenceDeployment, pools: dict[str, NodePool], catalog: Catalog) -> float:
+    """$/h of ``d`` as it runs: its pool's price, or the catalog's for its GPU outside known pools."""
+    pool = pools.get(d.pool or "")
+    price = price_of(pool, catalog) if pool else catalog.gpu(d.config.gpu).price_per_gpu_hour
+    return d.config.total_gpus * price
 
 
 def optimize_fleet(
@@ -50,93 +106,147 @@ def optimize_fleet(
     policy: SearchPolicy | None = None,
 ) -> FleetPlan:
     """Plain-Python API: cheapest joint placement (no benchmarks; per-deployment loops validate later)."""
-    from servewise.tools.calibrating import fit_calibration
-
     policy = policy or SearchPolicy()
     catalog = get_catalog()
+    by_name = {p.name: p for p in pools}
+    costs = [current_cost(d, by_name, catalog) for d in deployments]
+    taking_part, unplaced = _sizing_inputs(deployments, by_name, snapshot, policy, catalog)
     capacity = {p.name: p.free_gpus for p in pools}
-    current = 0.0
-    for d in deployments:
+    for d, _, _ in taking_part.values():
         if d.pool in capacity:
             capacity[d.pool] += d.config.total_gpus
-        pool = next((p for p in pools if p.name == d.pool), None)
-        price = (
-            pool.price_per_gpu_hour
-            if pool and pool.price_per_gpu_hour is not None
-            else catalog.gpu(d.config.gpu).price_per_gpu_hour
+    options: list[_Option] = []
+    for i, (d, load, cal) in taking_part.items():
+        options.append(_Option(i, d.pool if d.pool in by_name else None, d.config, costs[i], kept=True))
+        try:
+            options.extend(_pool_options(i, d, pools, capacity, load, cal, policy, catalog))
+        except ServewiseError as exc:
+            unplaced[i] = str(exc)  # kept, and said why (the MILP picks its keep option)
+    left_as_they_run = sum(c for i, c in enumerate(costs) if i not in taking_part)
+    chosen = _solve(options, deployments, capacity) if options else []
+    if isinstance(chosen, str):
+        return FleetPlan(status=chosen, total_cost_per_hour=None, current_cost_per_hour=round(sum(costs), 4))
+    for o in chosen:
+        if o.kept and o.deployment not in unplaced:
+            has_options = any(p.deployment == o.deployment and not p.kept for p in options)
+            unplaced[o.deployment] = NO_CAPACITY if has_options else NO_OPTION
+    placements = [
+        Placement(
+            deployment=deployments[o.deployment].ref.name,
+            namespace=deployments[o.deployment].ref.namespace,
+            pool=o.pool,
+            config=o.config,
+            cost_per_hour=round(o.cost_per_hour, 4),
         )
-        current += d.config.total_gpus * price
-    # Each deployment may use a whole pool's capacity while searching; the MILP shares it.
-    shared = [p.model_copy(update={"free_gpus": capacity[p.name]}) for p in pools]
-    options: list[tuple[int, str, ServingConfig, float, int]] = []
-    unplaced = []
+        for o in chosen
+        if not o.kept and o.pool is not None
+    ]
+    return FleetPlan(
+        status="partial" if unplaced else "optimal",
+        total_cost_per_hour=round(left_as_they_run + sum(o.cost_per_hour for o in chosen), 4),
+        current_cost_per_hour=round(sum(costs), 4),
+        placements=placements,
+        unplaced=[
+            Unplaced(deployment=deployments[i].ref.name, namespace=deployments[i].ref.namespace, reason=r)
+            for i, r in sorted(unplaced.items())
+        ],
+    )
+
+
+def _sizing_inputs(
+    deployments: list[InferenceDeployment],
+    pools: dict[str, NodePool],
+    snapshot: TelemetrySnapshot | None,
+    policy: SearchPolicy,
+    catalog: Catalog,
+) -> tuple[dict[int, tuple[InferenceDeployment, Load, Calibration]], dict[int, str]]:
+    """Per deployment that can take part (by index): itself with its observed workload, its load and
+    calibration; and why each other one cannot (it is left as it runs)."""
+    taking_part: dict[int, tuple[InferenceDeployment, Load, Calibration]] = {}
+    left: dict[int, str] = {}
     for i, d in enumerate(deployments):
         tel = snapshot.for_workload(d.ref) if snapshot else None
         d, _ = with_observed_workload(d, tel, catalog)
-        home_pool = next((p for p in pools if p.name == d.pool), None)
-        obs = telemetry_observation(d, tel, home_pool.network_latency_ms if home_pool else 0.0)
-        cal = fit_calibration([obs]) if obs else Calibration()
+        if d.slo is None:
+            left[i] = "declares no SLO"
+            continue
         try:
             load = load_for(d, tel.get("request_rate_per_s") if tel else None, policy)
-            home = d.model_copy(update={"pool": None})  # capacity already pooled above
-            cands = search(home, shared, load, cal, policy, catalog) if d.slo else []
-        except ServewiseError:
-            cands = []
-        best: dict[str, tuple[ServingConfig, float]] = {}
-        for c in cands:
-            if c.shape.pool.name not in best:
-                best[c.shape.pool.name] = (c.config, c.cost_per_hour)
-        if not best:
-            unplaced.append(d.ref.key)
-        for pool_name, (cfg, cost) in best.items():
-            options.append((i, pool_name, cfg, cost, cfg.total_gpus))
-    placed = sorted({o[0] for o in options})
-    if not options:
-        return FleetPlan(
-            status="infeasible", total_cost_per_hour=None, current_cost_per_hour=current, unplaced=unplaced
-        )
-    n = len(options)
-    objective = np.array([o[3] for o in options])
+        except ServewiseError as exc:
+            left[i] = str(exc)
+            continue
+        home = pools.get(d.pool or "")
+        obs = telemetry_observation(d, tel, home.network_latency_ms if home else 0.0)
+        taking_part[i] = (d, load, fit_calibration([obs]) if obs else Calibration())
+    return taking_part, left
+
+
+def _solve(
+    options: list[_Option], deployments: list[InferenceDeployment], capacity: dict[str, int]
+) -> list[_Option] | str:
+    """The options the MILP picks, one per deployment taking part; the solver's message if it fails."""
+    # Keeping a deployment costs more than any plan's total: the MILP keeps as few as it can.
+    penalty = 1.0 + sum(o.cost_per_hour for o in options)
+    objective = np.array(
+        [
+            o.cost_per_hour
+            + (penalty if o.kept else 0.0)
+            + (MOVE_TIEBREAK if not o.kept and o.pool != deployments[o.deployment].pool else 0.0)
+            for o in options
+        ]
+    )
     rows, lo, hi = [], [], []
-    for i in placed:  # exactly one option per placeable deployment
-        rows.append([1.0 if o[0] == i else 0.0 for o in options])
+    for i in sorted({o.deployment for o in options}):  # exactly one option per deployment taking part
+        rows.append([1.0 if o.deployment == i else 0.0 for o in options])
         lo.append(1.0)
         hi.append(1.0)
-    for p in pools:
-        rows.append([float(o[4]) if o[1] == p.name else 0.0 for o in options])
+    for pool, gpus in capacity.items():
+        rows.append([float(o.config.total_gpus) if o.pool == pool else 0.0 for o in options])
         lo.append(0.0)
-        hi.append(float(capacity[p.name]))
+        hi.append(float(gpus))
     res = milp(
         objective,
         constraints=LinearConstraint(np.array(rows), lo, hi),
-        integrality=np.ones(n),
+        integrality=np.ones(len(options)),
         bounds=Bounds(0, 1),
+        options={"mip_rel_gap": 0.0},
     )
     if not res.success or res.x is None:
-        return FleetPlan(
-            status=f"infeasible: {res.message}",
-            total_cost_per_hour=None,
-            current_cost_per_hour=current,
-            unplaced=unplaced,
+        return f"infeasible: {res.message}"
+    return [o for k, o in enumerate(options) if res.x[k] > 0.5]
+
+
+def _pool_options(
+    i: int,
+    d: InferenceDeployment,
+    pools: list[NodePool],
+    capacity: dict[str, int],
+    load: Load,
+    cal: Calibration,
+    policy: SearchPolicy,
+    catalog: Catalog,
+) -> list[_Option]:
+    """The cheapest predicted-feasible option of ``d`` per pool (ties: fewest GPUs), each sized
+    within the pool's whole capacity (the MILP shares it out)."""
+    # available_gpus adds the deployment's own GPUs back in its pool: they are in capacity already
+    shared = [
+        p.model_copy(
+            update={"free_gpus": capacity[p.name] - (d.config.total_gpus if p.name == d.pool else 0)}
         )
-    chosen = [options[k] for k in range(n) if res.x[k] > 0.5]
-    placements = [
-        Placement(
-            deployment=deployments[i].ref.name,
-            namespace=deployments[i].ref.namespace,
-            pool=pool,
-            config=cfg,
-            cost_per_hour=round(c, 4),
-        )
-        for i, pool, cfg, c, _ in chosen
+        for p in pools
     ]
-    return FleetPlan(
-        status="optimal",
-        total_cost_per_hour=round(float(res.fun), 4),
-        current_cost_per_hour=current,
-        placements=placements,
-        unplaced=unplaced,
-    )
+    best: dict[str, _Option] = {}
+    for c in search(d, shared, load, cal, policy, catalog):
+        o = _Option(i, c.shape.pool.name, c.config, c.cost_per_hour)
+        so_far = best.get(c.shape.pool.name)
+        if so_far is None or _cheapest_first(o) < _cheapest_first(so_far):
+            best[c.shape.pool.name] = o
+    return list(best.values())
+
+
+def _cheapest_first(o: _Option) -> tuple[float, int]:
+    """Cost, then GPUs: at a price of 0 every option costs the same, and the smallest leaves room."""
+    return (round(o.cost_per_hour, 6), o.config.total_gpus)
 
 
 class OptimizeFleetInput(BaseModel):

@@ -4,6 +4,10 @@ A *shape* is one replica's configuration (model variant, quantization, GPU, TP, 
 one node pool; the replica count is sized per shape from the load. Shapes that cannot fit in
 memory, that the GPU cannot run (fp8 weights on a GPU without fp8), that fall below the quality
 floor, or that the pool cannot hold are never generated.
+
+An edge pool's network latency is its own site's users': it is offered only to a deployment whose
+users are there (``serves_site``), i.e. whose ``servewise.io/site`` label names the pool's zone (or
+the pool), or that runs in an edge pool of that zone now. Cloud pools are offered to every deployment.
 """
 
 from __future__ import annotations
@@ -110,6 +114,23 @@ def price_of(pool: NodePool, catalog: Catalog) -> float:
     )
 
 
+SITE_LABEL = "servewise.io/site"
+
+
+def user_site(dep: InferenceDeployment, pools: list[NodePool]) -> str | None:
+    """Where the deployment's users are: its ``servewise.io/site`` label, else the site (zone, or
+    name without one) of the edge pool it runs in; None when neither says."""
+    if dep.labels.get(SITE_LABEL):
+        return dep.labels[SITE_LABEL]
+    home = next((p for p in pools if p.name == dep.pool), None)
+    return (home.zone or home.name) if home is not None and home.location == "edge" else None
+
+
+def serves_site(pool: NodePool, site: str | None) -> bool:
+    """Whether ``pool`` may serve users at ``site``: a cloud pool any, an edge pool its own site's."""
+    return pool.location != "edge" or (site is not None and site in (pool.zone or pool.name, pool.name))
+
+
 def available_gpus(pool: NodePool, dep: InferenceDeployment) -> int:
     """Free GPUs of the pool plus what this deployment already holds there."""
     mine = dep.config.total_gpus if dep.pool == pool.name else 0
@@ -169,8 +190,11 @@ def shapes(
     model = catalog.model(cur.model)
     context_cap = max_context_needed(dep, model.max_context)
     pairs = batching or [(cur.max_num_seqs, cur.max_num_batched_tokens)]
+    site = user_site(dep, pools)
     for pool in pools:
         if policy.gpus is not None and pool.gpu not in policy.gpus:
+            continue
+        if not serves_site(pool, site):
             continue
         hw = catalog.gpu(pool.gpu)
         avail = available_gpus(pool, dep)

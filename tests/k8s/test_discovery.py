@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 from k8s_emulator import FaithfulEmulator
 
 from servewise.cluster.kubernetes import KubernetesCluster
 from servewise.domain import DeploymentRef
+from servewise.tools.search_space import available_gpus
 
 
 def test_discovers_realistic_manifests(cluster: KubernetesCluster) -> None:
@@ -98,3 +102,42 @@ def test_deployments_kserve_makes_are_not_workloads_of_their_own(
     assert (
         not {"llm-serving/llama-isvc-predictor", "llm-serving/llama-isvc-predictor-00001-deployment"} & keys
     )
+
+
+def test_a_node_pool_that_spans_zones_is_one_pool_per_zone_and_its_deployments_know_which(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator
+) -> None:
+    """h100-pool's second node moves to another zone: two NodePools, and llama-70b (both pods on
+    node 0) is in the zone-a one, so its 8 GPUs are credited back there."""
+    moved = fleet.get("Node", None, "gke-h100-1")
+    moved["metadata"]["labels"]["topology.kubernetes.io/zone"] = "us-central1-c"
+    fleet.put("Node", None, "gke-h100-1", moved)
+    pools = {p.name: p for p in cluster.list_node_pools()}
+    assert {"h100-pool/us-central1-a", "h100-pool/us-central1-c"} <= set(pools)
+    dep = next(d for d in cluster.list_deployments() if d.ref.name == "llama-70b")
+    assert dep.pool == "h100-pool/us-central1-a"
+    assert cluster.get_deployment(dep.ref).pool == dep.pool
+    assert available_gpus(pools[dep.pool], dep) == 0 + 8  # no free GPU there, its own 8
+    assert available_gpus(pools["h100-pool/us-central1-c"], dep) == 8
+
+
+def test_a_node_label_gives_its_pool_a_network_latency(
+    cluster: KubernetesCluster, fleet: FaithfulEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``servewise.io/network-latency-ms`` on the nodes: the pool's latency is its slowest node's;
+    a value that is not a number of ms is ignored, and said so."""
+    labelled = fleet.get("Node", None, "edge-a10g-0")
+    labelled["metadata"]["labels"]["servewise.io/network-latency-ms"] = "12.5"
+    fleet.put("Node", None, "edge-a10g-0", labelled)
+    for name, latency in (("edge-a10g-1", "4"), ("edge-a10g-2", "fast")):
+        other = copy.deepcopy(labelled)
+        other["metadata"]["name"] = name
+        other["metadata"]["labels"]["servewise.io/network-latency-ms"] = latency
+        if latency == "fast":
+            other["metadata"]["labels"]["topology.kubernetes.io/zone"] = "store-18"
+        fleet.seed(other)
+    pools = {p.name: p for p in cluster.list_node_pools()}
+    assert pools["NVIDIA-A10G/store-17"].network_latency_ms == 12.5
+    assert pools["NVIDIA-A10G/store-18"].network_latency_ms == 0.0
+    assert "edge-a10g-2: servewise.io/network-latency-ms='fast' is not a latency in ms" in caplog.text
+    assert pools["h100-pool"].network_latency_ms == 0.0  # no label: none added
