@@ -9,8 +9,12 @@ renamed a metric, the older name is kept as an alternative and read too:
 - vLLM ``vllm:time_per_output_token_seconds`` (v0, deprecated in v1) -> ``vllm:inter_token_latency_seconds``
 - SGLang ``sglang:time_per_output_token_seconds`` -> ``sglang:inter_token_latency_seconds``
 
-Alternatives are matched with ``{__name__=~"a|b"}``; for gauges averaged per pod and for
-histogram quantiles an engine that exports both names gives the same answer.
+Alternatives are read as ``f(new[W]) or f(old[W])`` (``PromQLBuilder.each``), per series before
+anything is summed or averaged: releases in between export both names with the same labels (vLLM
+0.9-0.11 sets both KV gauges and observes both inter-token histograms), which one
+``{__name__=~"new|old"}`` under a function would turn into two series of one label set, a query
+Prometheus refuses; with ``or`` such a pod counts once, under its new name, and a pod of an older
+release under its old name.
 """
 
 from __future__ import annotations
