@@ -5,8 +5,11 @@ TGI ``docs/source/reference/metrics.md``, SGLang ``docs/references/production_me
 dcgm-exporter ``etc/default-counters.csv``, kube-state-metrics ``docs/metrics``). Where an engine
 renamed a metric, the older name is kept as an alternative and read too:
 
-- vLLM ``vllm:gpu_cache_usage_perc`` (v0) -> ``vllm:kv_cache_usage_perc`` (v1)
-- vLLM ``vllm:time_per_output_token_seconds`` (v0, deprecated in v1) -> ``vllm:inter_token_latency_seconds``
+- vLLM ``vllm:gpu_cache_usage_perc`` (v0 and earlier v1) -> ``vllm:kv_cache_usage_perc``
+- vLLM ``vllm:time_per_output_token_seconds`` (v0's and v1's inter-token histogram until
+  ``vllm:inter_token_latency_seconds`` was added beside it; deprecated since) ->
+  ``vllm:inter_token_latency_seconds``
+- vLLM ``vllm:gpu_prefix_cache_queries``/``_hits`` (v1, renamed in 0.9) -> ``vllm:prefix_cache_queries``/``_hits``
 - SGLang ``sglang:time_per_output_token_seconds`` -> ``sglang:inter_token_latency_seconds``
 
 Alternatives are read as ``f(new[W]) or f(old[W])`` (``PromQLBuilder.each``), per series before
@@ -61,8 +64,8 @@ VLLM_NAMES = EngineNames(
     e2e=("vllm:e2e_request_latency_seconds",),
     prompt_len=("vllm:request_prompt_tokens",),
     output_len=("vllm:request_generation_tokens",),
-    prefix_hits=("vllm:prefix_cache_hits_total",),
-    prefix_queries=("vllm:prefix_cache_queries_total",),
+    prefix_hits=("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
+    prefix_queries=("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total"),
 )
 
 # Hugging Face TGI: no KV-usage gauge, no TTFT histogram, no preemption counter, no prefix-cache

@@ -65,12 +65,48 @@ NAMES = {  # engine -> (running, requests counter, KV gauge new/old, ITL histogr
         ("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds"),
     ),
 }
+# prompt tokens looked up in the prefix cache and found there, per second: vLLM's counters before
+# 0.9 (``vllm:gpu_prefix_cache_*``) and since (``vllm:prefix_cache_*``)
+OLD_PREFIX = ("vllm:gpu_prefix_cache_queries", "vllm:gpu_prefix_cache_hits")
+NEW_PREFIX = ("vllm:prefix_cache_queries", "vllm:prefix_cache_hits")
+
+
+def _prefix(names: tuple[str, str], queries: float, hits: float) -> dict[str, float]:
+    return dict(zip(names, (queries, hits), strict=True))
+
+
 PODS = [
     # vLLM 0.10 beside vLLM 0.8 in one deployment: the new pod exports both names
-    Pod("mixed", "mixed-a", old=True, kv=0.6, itl_per_s=3.0, itl_bucket=1),
-    Pod("mixed", "mixed-b", new=False, old=True, kv=0.2, itl_per_s=1.0, itl_bucket=3),
-    Pod("legacy", "legacy-a", new=False, old=True, kv=0.3, itl_per_s=2.0, itl_bucket=2),
-    Pod("current", "current-a", kv=0.5, itl_per_s=2.0, itl_bucket=2),
+    Pod(
+        "mixed",
+        "mixed-a",
+        old=True,
+        kv=0.6,
+        itl_per_s=3.0,
+        itl_bucket=1,
+        extra=_prefix(NEW_PREFIX, 1000, 500) | _prefix(OLD_PREFIX, 1000, 500),
+    ),
+    Pod(
+        "mixed",
+        "mixed-b",
+        new=False,
+        old=True,
+        kv=0.2,
+        itl_per_s=1.0,
+        itl_bucket=3,
+        extra=_prefix(OLD_PREFIX, 1000, 250),
+    ),
+    Pod(
+        "legacy",
+        "legacy-a",
+        new=False,
+        old=True,
+        kv=0.3,
+        itl_per_s=2.0,
+        itl_bucket=2,
+        extra=_prefix(OLD_PREFIX, 1000, 250),
+    ),
+    Pod("current", "current-a", kv=0.5, itl_per_s=2.0, itl_bucket=2, extra=_prefix(NEW_PREFIX, 1000, 800)),
     Pod("agent", "agent-a", engine="sglang", old=True, kv=0.4, itl_per_s=3.0, itl_bucket=1),
     Pod("agent", "agent-b", engine="sglang", new=False, old=True, kv=0.2, itl_per_s=1.0, itl_bucket=3),
 ]
@@ -191,6 +227,16 @@ def test_both_names_of_one_pod_count_once_and_old_only_pods_count_too(renamed: P
             assert got[name].signals[signal] == pytest.approx(want, rel=1e-3), (name, signal)
         assert got[name].signals["request_rate_per_s"] == pytest.approx(len(pods), rel=0.02), name
     assert got["mixed"].replicas == 2 and got["mixed"].signals["itl_p50_ms"] == pytest.approx(20.0, rel=1e-3)
+
+
+def test_vllms_older_prefix_cache_counters_are_read_too(renamed: PrometheusServer) -> None:
+    """``vllm:gpu_prefix_cache_hits``/``_queries`` (before 0.9): cached over looked-up prompt tokens,
+    a pod that exports both names counted once."""
+    got = {d.deployment: d for d in _snapshot(renamed).deployments}
+    # mixed: (500 + 250) / (1000 + 1000), not 0.5 (mixed-b's old counters dropped) nor (1000 + 250) / 3000
+    for name, rate in (("mixed", 0.375), ("legacy", 0.25), ("current", 0.8)):
+        assert got[name].signals["prefix_cache_hit_rate"] == pytest.approx(rate, rel=1e-6), name
+    assert "vllm:gpu_prefix_cache_hits_total" in got["legacy"].evidence["prefix_cache_hit_rate"].query
 
 
 class _Exposition(BaseHTTPRequestHandler):
