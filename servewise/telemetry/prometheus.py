@@ -201,9 +201,10 @@ class PrometheusSource:
         owners = self._owners_present(at)
         queries = 1 if self._use_owners is None and self.label_map.deployment else 0
         if self.names is not None:
-            engines = [self.names]
+            engines = found = [self.names]
         else:  # none found: read as vLLM, so every engine signal is listed missing
-            engines = self.engines_present(window, at) or [VLLM_NAMES]
+            found = self.engines_present(window, at)
+            engines = found or [VLLM_NAMES]
             queries += len(ENGINE_NAMES)
         # every engine's queries at once; those that do not depend on the engine (GPU, kube-state-
         # metrics) are asked once and shared
@@ -220,11 +221,17 @@ class PrometheusSource:
         queries += len(sent)
         deployments = _merge(reads)
         notes = []
-        if not deployments:
+        before = (at or datetime.now(UTC)).isoformat(timespec="seconds")
+        # engine series there, but none mapped: say that, not "no series" (one more query, only then)
+        pods = self._engine_pods(found, window, at) if not deployments and found else 0
+        queries += 1 if not deployments and found else 0
+        if pods:
+            notes.append(self._unmapped_note(pods, window, before, owners))
+        elif not deployments:
             notes.append(
                 f"no deployment has engine (vLLM, TGI, SGLang) or GPU (DCGM) series in the {window} window"
-                f" before {(at or datetime.now(UTC)).isoformat(timespec='seconds')}: check that Prometheus"
-                " scrapes them (and has for the window) and that kube-state-metrics maps their pods"
+                f" before {before}: check that Prometheus scrapes them (and has for the window) and that"
+                " kube-state-metrics maps their pods"
             )
         return TelemetrySnapshot(
             source=self.name,
@@ -233,6 +240,40 @@ class PrometheusSource:
             deployments=deployments,
             queries=queries,
             notes=notes,
+        )
+
+    def _engine_pods(self, engines: list[EngineNames], window: str, at: datetime | None) -> int:
+        """How many pods have a running-requests or request-counter series of ``engines`` in the window."""
+        by = f"{self.label_map.namespace}, {self.label_map.pod}"
+        metrics = [m for n in engines for m in (*(n.running or ()), *(n.requests or ()))]
+        per_pod = " or ".join(f"count by ({by}) (last_over_time({m}[{window}]))" for m in metrics)
+        try:
+            result = self.query(f"count({per_pod})", at=at)
+            return int(float(result[0]["value"][1])) if result else 0
+        except (ServewiseError, LookupError, TypeError, ValueError) as exc:  # the note without the count
+            log.warning("could not count the pods with engine series: %s", exc)
+            return 0
+
+    def _unmapped_note(self, pods: int, window: str, before: str, owners: bool) -> str:
+        said = (
+            f"engine series of {pods} pod{'s' if pods != 1 else ''} were found in the {window} window before"
+            f" {before} but could not be mapped to a deployment"
+        )
+        if owners and self.label_map.deployment:
+            return (
+                f"{said}: kube-state-metrics is there (kube_replicaset_owner), so pods map through its"
+                f" owners and --deployment-label {self.label_map.deployment} is not used; check that its"
+                " kube_pod_owner series name these pods (same namespace and pod labels)"
+            )
+        if owners:
+            return (
+                f"{said}: no kube-state-metrics owner series (kube_pod_owner, kube_replicaset_owner) name"
+                " their pods; scrape kube-state-metrics, or name the pod label that carries the deployment"
+                " with --deployment-label LABEL (e.g. --deployment-label app; LabelMap(deployment=...))"
+            )
+        return (
+            f"{said}: their series have no {self.label_map.deployment!r} label (--deployment-label);"
+            " name the pod label that carries the deployment"
         )
 
     def _send(
