@@ -62,6 +62,9 @@ ENGINE_FREE_SIGNALS = frozenset({"gpu_utilization", "gpu_memory_used_bytes", *KS
 
 
 MIN_HELD_S = 120.0  # less history than this is too little to read rates from
+# engine series whose newest sample is older than this (a few scrape intervals, and the 30 s step
+# their time is read at) ended inside the window: the exporter, or its scrape, is down
+ENDED_S = 180.0
 HELD_STEP_S = 30  # a partly held window's rates are re-read over its held seconds, rounded down to this
 
 
@@ -216,12 +219,18 @@ class PrometheusSource:
                     sent[promql] = pool.submit(self.query, promql, at=at)
                 return sent[promql]
 
-            collects = [self._send(names, window, owners, ask) for names in engines]
+            ended: dict[Key, float] = {}  # seconds since the newest engine sample, where past ENDED_S
+            collects = [self._send(names, window, owners, ask, ended) for names in engines]
             reads = [collect() for collect in collects]
         queries += len(sent)
         deployments = _merge(reads)
         notes = []
         before = (at or datetime.now(UTC)).isoformat(timespec="seconds")
+        stale = {
+            key: ended[key] for key in ((d.namespace, d.deployment) for d in deployments) if key in ended
+        }
+        if stale:
+            notes.append(_ended_note(stale, window, before if at else "now"))
         # engine series there, but none mapped: say that, not "no series" (one more query, only then)
         pods = self._engine_pods(found, window, at) if not deployments and found else 0
         queries += 1 if not deployments and found else 0
@@ -282,10 +291,12 @@ class PrometheusSource:
         window: str,
         owners: bool,
         ask: Callable[[str], Future[list[dict[str, Any]]]],
+        ended: dict[Key, float],
     ) -> Callable[[], list[DeploymentTelemetry]]:
         """Send the queries of ``names`` (``ask`` sends one) and return what collects their answers:
         every deployment with a series under ``names`` (or a GPU series). Every engine's queries are
-        sent before any answer is awaited."""
+        sent before any answer is awaited. Deployments whose engine series ended inside the window go
+        to ``ended`` (seconds since their newest sample)."""
         builder = PromQLBuilder(names, self.label_map, use_owners=owners)
         plan = builder.plan(window, self.peak_lookback)
         pod_jobs = {f"{POD_PREFIX}{sig}": q for sig, q in plan.pod_queries.items()}
@@ -307,12 +318,18 @@ class PrometheusSource:
                         raise
                     results[sig], failed[sig] = [], exc
             per_pod = {sig: _by_pod(results.pop(sig), jobs[sig]) for sig in pod_jobs}
+            edges: dict[bool, list[dict[str, Any]]] = {True: [], False: []}  # edge="last" or "first"
+            for item in results.pop(WINDOW_SPAN, []):
+                edges[isinstance(item, dict) and item.get("metric", {}).get("edge") == "last"].append(item)
+            covered = _by_key(edges[False], jobs.get(WINDOW_SPAN, ""))
+            for key, age in _by_key(edges[True], jobs.get(WINDOW_SPAN, "")).items():
+                if age > ENDED_S:
+                    ended[key] = age
             values: dict[str, dict[Key, float]] = {}
             for sig, result in results.items():
                 values[sig] = _by_key(result, jobs[sig])
             replicas = values.pop("replicas")
             spans = values.pop(PEAK_SPAN, {})
-            covered = values.pop(WINDOW_SPAN, {})
 
             window_s = window_seconds(window)
 
@@ -399,6 +416,19 @@ class PrometheusSource:
             return deployments
 
         return collect
+
+
+def _ended_note(ended: dict[Key, float], window: str, before: str) -> str:
+    """Which deployments' engine series ended inside the window, and how long before its end."""
+    minutes = sorted({round(age / 60) for age in ended.values()})
+    when = f"{minutes[0]}" if len(minutes) == 1 else f"{minutes[0]}-{minutes[-1]}"
+    names = [f"{ns}/{dep}" for ns, dep in sorted(ended)]
+    listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (
+        f"engine series of {len(names)} deployment{'s' if len(names) != 1 else ''} ({listed}) ended {when} min"
+        f" before {before}; rates cover only part of the {window} window (they read low): is the exporter,"
+        " or its scrape, down?"
+    )
 
 
 def _engine_signals(tel: DeploymentTelemetry) -> int:

@@ -45,7 +45,9 @@ class QueryPlan:
     # seconds of the peak lookback that hold requests (a deployment younger than the lookback has fewer)
     peak_span_query: str | None = None
     # seconds of the window that hold the engine's series: a Prometheus (or a deployment) younger
-    # than the window reads its rates and averages low, as if idle before its first sample
+    # than the window reads its rates and averages low, as if idle before its first sample; and
+    # (``edge="last"``) seconds since their newest sample: series that ended inside the window (an
+    # exporter down) read their rates low too
     window_span_query: str | None = None
 
 
@@ -225,14 +227,20 @@ class PromQLBuilder:
         covered = None
         if n.running or n.requests:
             step = "30s" if window_seconds(window) <= 3600 else "5m"
-            first = self.each(
-                n.running or n.requests or (),
-                lambda name: f"min_over_time(timestamp({name})[{window}:{step}])",
+
+            def sample(func: str) -> str:  # the first or the newest sample's time in the window, per pod
+                at = self.each(
+                    n.running or n.requests or (), lambda name: f"{func}(timestamp({name})[{window}:{step}])"
+                )
+                return self._by_deployment(
+                    self._normalize(at, self.labels.namespace, self.labels.pod), window
+                )
+
+            # one query, two series per deployment told apart by ``edge``
+            covered = (
+                f'label_replace(time() - min {by} ({sample("min_over_time")}), "edge", "first", "", "")'
+                f' or label_replace(time() - max {by} ({sample("max_over_time")}), "edge", "last", "", "")'
             )
-            first = self._by_deployment(
-                self._normalize(first, self.labels.namespace, self.labels.pod), window
-            )
-            covered = f"time() - min {by} ({first})"
         return QueryPlan(
             queries=q,
             replicas_query=replicas,

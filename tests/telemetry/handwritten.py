@@ -38,6 +38,7 @@ class Pod:
     itl_per_s: float = 1.0
     itl_bucket: int = 1
     extra: dict[str, float] = field(default_factory=dict)  # more counters: family -> increase per second
+    ended_s: float = 0  # its engine series stop this long before END_S (the exporter went down)
 
 
 NAMES = {  # engine -> (running, requests counter, KV gauge new/old, ITL histogram new/old)
@@ -69,8 +70,9 @@ def history(pods: list[Pod], *, owners: bool = True) -> str:
     for pod in pods:
         running, requests, kv, itl = NAMES[pod.engine]
         labels = f'namespace="{NS}",pod="{pod.name}",app="{pod.deployment}",model_name="m",engine="0"'
-        elapsed = [(t, t - stamps[0]) for t in stamps]
-        add(running, "gauge", [f"{running}{{{labels}}} 2 {t:.3f}\n" for t in stamps])
+        served = [t for t in stamps if t <= END_S - pod.ended_s]
+        elapsed = [(t, t - stamps[0]) for t in served]
+        add(running, "gauge", [f"{running}{{{labels}}} 2 {t:.3f}\n" for t in served])
         counters = {requests: 1.0, **pod.extra}
         for family, per_s in counters.items():
             add(
@@ -78,7 +80,7 @@ def history(pods: list[Pod], *, owners: bool = True) -> str:
             )
         for name, exported in zip(kv, (pod.new, pod.old), strict=True):
             if name and exported:
-                add(name, "gauge", [f"{name}{{{labels}}} {pod.kv:g} {t:.3f}\n" for t in stamps])
+                add(name, "gauge", [f"{name}{{{labels}}} {pod.kv:g} {t:.3f}\n" for t in served])
         mid = (BOUNDS[pod.itl_bucket] + (BOUNDS[pod.itl_bucket - 1] if pod.itl_bucket else 0)) / 2
         for name, exported in zip(itl, (pod.new, pod.old), strict=True):
             if not exported:
