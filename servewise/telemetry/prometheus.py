@@ -11,6 +11,9 @@ Which engine exports a deployment's metrics is read from Prometheus, not configu
 request-counter series the window or the peak lookback holds, and each engine found is read with
 its own names, so a fleet that mixes engines is read whole. ``names=`` reads one engine only. A
 deployment with GPU series only has no ``engine``.
+
+A Prometheus behind authentication takes a bearer token from ``SERVEWISE_PROMETHEUS_TOKEN`` (or
+``headers=``); a 401 or 403 says which is missing or refused, never the token.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -47,6 +51,9 @@ from servewise.telemetry.promql import (
 
 Key = tuple[str, str]
 log = logging.getLogger(__name__)
+# a bearer token for a Prometheus behind authentication (an OAuth proxy, a managed service), sent with
+# every query when no ``headers=`` are given
+TOKEN_ENV = "SERVEWISE_PROMETHEUS_TOKEN"
 
 
 class MalformedResponseError(PermanentError):
@@ -112,6 +119,10 @@ class PrometheusSource:
         except InputError as exc:
             raise InputError(f"peak lookback: {exc}", field="peak_lookback") from exc
         self.peak_lookback = peak_lookback
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        if headers is None and token:
+            headers = {"Authorization": f"Bearer {token}"}
+        self._authorized = bool(headers and any(k.lower() == "authorization" for k in headers))
         self._client = PrometheusConnect(
             url=self.url, headers=headers, retry=Retry(total=0), timeout=timeout_s
         )
@@ -151,6 +162,16 @@ class PrometheusSource:
             text = str(exc)
             if "Status Code 5" in text or "Status Code 429" in text:
                 raise BackendUnavailableError(f"Prometheus at {self.url}: {text[:300]}") from exc
+            if "Status Code 401" in text or "Status Code 403" in text:  # a proxy's or the service's own
+                code = "401" if "Status Code 401" in text else "403"
+                said = (
+                    f"Prometheus at {self.url} refused the credentials sent (HTTP {code}): check the token in"
+                    f" {TOKEN_ENV} (or the headers given), and that it may read this Prometheus"
+                    if self._authorized
+                    else f"Prometheus at {self.url} needs authentication (HTTP {code}): set {TOKEN_ENV} to a"
+                    " bearer token it accepts"
+                )
+                raise InputError(said, field="--prometheus") from exc
             if "Status Code 404" in text:  # another server (an exporter, a console) or a wrong path
                 raise InputError(
                     f"no Prometheus HTTP API at {self.url} (404 for /api/v1/query): give the Prometheus "
