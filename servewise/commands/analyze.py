@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from servewise.commands._output import err_console, out_console, output_dir, print_json, writing
+from servewise.commands.telemetry import DeploymentLabelOpt, EngineOpt, TimeoutOpt, open_prometheus
 
 if TYPE_CHECKING:
     from servewise.cluster.backend import ClusterBackend
@@ -28,6 +29,9 @@ def register(app: typer.Typer) -> None:
             None, "--prometheus", help="Prometheus URL (required with k8s; default: the twin's telemetry)"
         ),
         window: str = typer.Option("15m", "--window"),
+        engine: EngineOpt = "auto",
+        deployment_label: DeploymentLabelOpt = None,
+        timeout: TimeoutOpt = 10.0,
         json_out: bool = typer.Option(False, "--json", help="one JSON document on stdout"),
         report: Path | None = typer.Option(
             None,
@@ -48,8 +52,16 @@ def register(app: typer.Typer) -> None:
         from servewise.tools.reporting import write_report
         from servewise.workflows.environment import open_environment
 
+        # read as `telemetry snapshot` reads it (a wrong --engine is refused before anything is opened)
+        source = (
+            open_prometheus(prometheus, engine=engine, deployment_label=deployment_label, timeout=timeout)
+            if prometheus
+            else None
+        )
         # as `optimize` opens it: a real cluster without --prometheus is an input error, not a crash
         env = open_environment(cluster, prometheus=prometheus)
+        if source is not None and isinstance(env.telemetry, type(source)):  # a py: factory's own stays
+            env.telemetry = source
         backend = env.cluster
         chosen = _chosen(backend, deployment, cluster) if deployment else None
         if report is not None:

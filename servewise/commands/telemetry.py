@@ -3,13 +3,48 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from servewise.commands._output import err_console, out_console, print_json
 from servewise.domain.histograms import beyond_last_bucket
+
+if TYPE_CHECKING:
+    from servewise.telemetry.prometheus import PrometheusSource
+
+# How a Prometheus is read, shared by every command that takes --prometheus (`telemetry snapshot`,
+# `analyze`): one definition, so the options and their help never drift apart.
+EngineOpt = Annotated[
+    str,
+    typer.Option("--engine", help="Prometheus metric names: auto (every engine found), vllm, tgi or sglang"),
+]
+DeploymentLabelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--deployment-label",
+        help="pod label naming the deployment, where kube-state-metrics does not map pods (Prometheus only)",
+    ),
+]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="seconds per Prometheus query")]
+
+
+def open_prometheus(
+    url: str, *, engine: str = "auto", deployment_label: str | None = None, timeout: float = 10.0
+) -> PrometheusSource:
+    """The ``PrometheusSource`` the options above describe; a wrong value names its option."""
+    from servewise.errors import InputError
+    from servewise.telemetry.names import DEFAULT_LABELS, ENGINE_NAMES, LabelMap
+    from servewise.telemetry.prometheus import PrometheusSource
+
+    if engine.lower() not in (*ENGINE_NAMES, "auto"):
+        raise InputError(
+            f"unknown engine {engine!r}; use auto or one of {sorted(ENGINE_NAMES)}", field="--engine"
+        )
+    labels = LabelMap(deployment=deployment_label) if deployment_label else DEFAULT_LABELS
+    return PrometheusSource(url, names=ENGINE_NAMES.get(engine.lower()), label_map=labels, timeout_s=timeout)
+
 
 telemetry_app = typer.Typer(help="Read fleet telemetry (twin or Prometheus).", no_args_is_help=True)
 
@@ -30,17 +65,12 @@ def snapshot(
     source: Annotated[str | None, typer.Option("--source", help="sim:SCENARIO (the embedded twin)")] = None,
     prometheus: Annotated[str | None, typer.Option("--prometheus", help="Prometheus base URL")] = None,
     window: Annotated[str, typer.Option("--window", help="PromQL duration the signals cover")] = "15m",
-    engine: Annotated[
-        str, typer.Option("--engine", help="metric names: auto (every engine found), vllm, tgi or sglang")
-    ] = "auto",
-    deployment_label: Annotated[
-        str | None,
-        typer.Option("--deployment-label", help="pod label naming the deployment (no kube-state-metrics)"),
-    ] = None,
+    engine: EngineOpt = "auto",
+    deployment_label: DeploymentLabelOpt = None,
     at: Annotated[
         str | None, typer.Option("--at", help="ISO evaluation time (Prometheus only; default now)")
     ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="seconds per query")] = 10.0,
+    timeout: TimeoutOpt = 10.0,
     json_out: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
 ) -> None:
     """Signals per deployment over a window; missing series are listed, never zeroed."""
@@ -49,23 +79,13 @@ def snapshot(
     if (source is None) == (prometheus is None):
         raise InputError("give exactly one of --source sim:SCENARIO or --prometheus URL", field="--source")
     if prometheus:
-        from servewise.telemetry.names import DEFAULT_LABELS, ENGINE_NAMES, LabelMap
-        from servewise.telemetry.prometheus import PrometheusSource
-
-        if engine.lower() not in (*ENGINE_NAMES, "auto"):
-            raise InputError(
-                f"unknown engine {engine!r}; use auto or one of {sorted(ENGINE_NAMES)}", field="--engine"
-            )
-        labels = LabelMap(deployment=deployment_label) if deployment_label else DEFAULT_LABELS
+        src = open_prometheus(prometheus, engine=engine, deployment_label=deployment_label, timeout=timeout)
         when = None
         if at:
             try:
                 when = datetime.fromisoformat(at.replace("Z", "+00:00"))
             except ValueError:
                 raise InputError(f"not an ISO time: {at!r}", field="--at") from None
-        src = PrometheusSource(
-            prometheus, names=ENGINE_NAMES.get(engine.lower()), label_map=labels, timeout_s=timeout
-        )
         snap = src.snapshot(window=window, at=when)
     else:
         assert source is not None

@@ -5,12 +5,19 @@ TGI ``docs/source/reference/metrics.md``, SGLang ``docs/references/production_me
 dcgm-exporter ``etc/default-counters.csv``, kube-state-metrics ``docs/metrics``). Where an engine
 renamed a metric, the older name is kept as an alternative and read too:
 
-- vLLM ``vllm:gpu_cache_usage_perc`` (v0) -> ``vllm:kv_cache_usage_perc`` (v1)
-- vLLM ``vllm:time_per_output_token_seconds`` (v0, deprecated in v1) -> ``vllm:inter_token_latency_seconds``
+- vLLM ``vllm:gpu_cache_usage_perc`` (v0 and earlier v1) -> ``vllm:kv_cache_usage_perc``
+- vLLM ``vllm:time_per_output_token_seconds`` (v0's and v1's inter-token histogram until
+  ``vllm:inter_token_latency_seconds`` was added beside it; deprecated since) ->
+  ``vllm:inter_token_latency_seconds``
+- vLLM ``vllm:gpu_prefix_cache_queries``/``_hits`` (v1, renamed in 0.9) -> ``vllm:prefix_cache_queries``/``_hits``
 - SGLang ``sglang:time_per_output_token_seconds`` -> ``sglang:inter_token_latency_seconds``
 
-Alternatives are matched with ``{__name__=~"a|b"}``; for gauges averaged per pod and for
-histogram quantiles an engine that exports both names gives the same answer.
+Alternatives are read as ``f(new[W]) or f(old[W])`` (``PromQLBuilder.each``), per series before
+anything is summed or averaged: releases in between export both names with the same labels (vLLM
+0.9-0.11 sets both KV gauges and observes both inter-token histograms), which one
+``{__name__=~"new|old"}`` under a function would turn into two series of one label set, a query
+Prometheus refuses; with ``or`` such a pod counts once, under its new name, and a pod of an older
+release under its old name.
 """
 
 from __future__ import annotations
@@ -57,8 +64,8 @@ VLLM_NAMES = EngineNames(
     e2e=("vllm:e2e_request_latency_seconds",),
     prompt_len=("vllm:request_prompt_tokens",),
     output_len=("vllm:request_generation_tokens",),
-    prefix_hits=("vllm:prefix_cache_hits_total",),
-    prefix_queries=("vllm:prefix_cache_queries_total",),
+    prefix_hits=("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
+    prefix_queries=("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total"),
 )
 
 # Hugging Face TGI: no KV-usage gauge, no TTFT histogram, no preemption counter, no prefix-cache

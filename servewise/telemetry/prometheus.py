@@ -11,6 +11,9 @@ Which engine exports a deployment's metrics is read from Prometheus, not configu
 request-counter series the window or the peak lookback holds, and each engine found is read with
 its own names, so a fleet that mixes engines is read whole. ``names=`` reads one engine only. A
 deployment with GPU series only has no ``engine``.
+
+A Prometheus behind authentication takes a bearer token from ``SERVEWISE_PROMETHEUS_TOKEN`` (or
+``headers=``); a 401 or 403 says which is missing or refused, never the token.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -47,6 +51,9 @@ from servewise.telemetry.promql import (
 
 Key = tuple[str, str]
 log = logging.getLogger(__name__)
+# a bearer token for a Prometheus behind authentication (an OAuth proxy, a managed service), sent with
+# every query when no ``headers=`` are given
+TOKEN_ENV = "SERVEWISE_PROMETHEUS_TOKEN"
 
 
 class MalformedResponseError(PermanentError):
@@ -62,6 +69,9 @@ ENGINE_FREE_SIGNALS = frozenset({"gpu_utilization", "gpu_memory_used_bytes", *KS
 
 
 MIN_HELD_S = 120.0  # less history than this is too little to read rates from
+# engine series whose newest sample is older than this (a few scrape intervals, and the 30 s step
+# their time is read at) ended inside the window: the exporter, or its scrape, is down
+ENDED_S = 180.0
 HELD_STEP_S = 30  # a partly held window's rates are re-read over its held seconds, rounded down to this
 
 
@@ -109,6 +119,10 @@ class PrometheusSource:
         except InputError as exc:
             raise InputError(f"peak lookback: {exc}", field="peak_lookback") from exc
         self.peak_lookback = peak_lookback
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        if headers is None and token:
+            headers = {"Authorization": f"Bearer {token}"}
+        self._authorized = bool(headers and any(k.lower() == "authorization" for k in headers))
         self._client = PrometheusConnect(
             url=self.url, headers=headers, retry=Retry(total=0), timeout=timeout_s
         )
@@ -148,6 +162,16 @@ class PrometheusSource:
             text = str(exc)
             if "Status Code 5" in text or "Status Code 429" in text:
                 raise BackendUnavailableError(f"Prometheus at {self.url}: {text[:300]}") from exc
+            if "Status Code 401" in text or "Status Code 403" in text:  # a proxy's or the service's own
+                code = "401" if "Status Code 401" in text else "403"
+                said = (
+                    f"Prometheus at {self.url} refused the credentials sent (HTTP {code}): check the token in"
+                    f" {TOKEN_ENV} (or the headers given), and that it may read this Prometheus"
+                    if self._authorized
+                    else f"Prometheus at {self.url} needs authentication (HTTP {code}): set {TOKEN_ENV} to a"
+                    " bearer token it accepts"
+                )
+                raise InputError(said, field="--prometheus") from exc
             if "Status Code 404" in text:  # another server (an exporter, a console) or a wrong path
                 raise InputError(
                     f"no Prometheus HTTP API at {self.url} (404 for /api/v1/query): give the Prometheus "
@@ -201,9 +225,10 @@ class PrometheusSource:
         owners = self._owners_present(at)
         queries = 1 if self._use_owners is None and self.label_map.deployment else 0
         if self.names is not None:
-            engines = [self.names]
+            engines = found = [self.names]
         else:  # none found: read as vLLM, so every engine signal is listed missing
-            engines = self.engines_present(window, at) or [VLLM_NAMES]
+            found = self.engines_present(window, at)
+            engines = found or [VLLM_NAMES]
             queries += len(ENGINE_NAMES)
         # every engine's queries at once; those that do not depend on the engine (GPU, kube-state-
         # metrics) are asked once and shared
@@ -215,16 +240,28 @@ class PrometheusSource:
                     sent[promql] = pool.submit(self.query, promql, at=at)
                 return sent[promql]
 
-            collects = [self._send(names, window, owners, ask) for names in engines]
+            ended: dict[Key, float] = {}  # seconds since the newest engine sample, where past ENDED_S
+            collects = [self._send(names, window, owners, ask, ended) for names in engines]
             reads = [collect() for collect in collects]
         queries += len(sent)
         deployments = _merge(reads)
         notes = []
-        if not deployments:
+        before = (at or datetime.now(UTC)).isoformat(timespec="seconds")
+        stale = {
+            key: ended[key] for key in ((d.namespace, d.deployment) for d in deployments) if key in ended
+        }
+        if stale:
+            notes.append(_ended_note(stale, window, before if at else "now"))
+        # engine series there, but none mapped: say that, not "no series" (one more query, only then)
+        pods = self._engine_pods(found, window, at) if not deployments and found else 0
+        queries += 1 if not deployments and found else 0
+        if pods:
+            notes.append(self._unmapped_note(pods, window, before, owners))
+        elif not deployments:
             notes.append(
                 f"no deployment has engine (vLLM, TGI, SGLang) or GPU (DCGM) series in the {window} window"
-                f" before {(at or datetime.now(UTC)).isoformat(timespec='seconds')}: check that Prometheus"
-                " scrapes them (and has for the window) and that kube-state-metrics maps their pods"
+                f" before {before}: check that Prometheus scrapes them (and has for the window) and that"
+                " kube-state-metrics maps their pods"
             )
         return TelemetrySnapshot(
             source=self.name,
@@ -235,16 +272,52 @@ class PrometheusSource:
             notes=notes,
         )
 
+    def _engine_pods(self, engines: list[EngineNames], window: str, at: datetime | None) -> int:
+        """How many pods have a running-requests or request-counter series of ``engines`` in the window."""
+        by = f"{self.label_map.namespace}, {self.label_map.pod}"
+        metrics = [m for n in engines for m in (*(n.running or ()), *(n.requests or ()))]
+        per_pod = " or ".join(f"count by ({by}) (last_over_time({m}[{window}]))" for m in metrics)
+        try:
+            result = self.query(f"count({per_pod})", at=at)
+            return int(float(result[0]["value"][1])) if result else 0
+        except (ServewiseError, LookupError, TypeError, ValueError) as exc:  # the note without the count
+            log.warning("could not count the pods with engine series: %s", exc)
+            return 0
+
+    def _unmapped_note(self, pods: int, window: str, before: str, owners: bool) -> str:
+        said = (
+            f"engine series of {pods} pod{'s' if pods != 1 else ''} were found in the {window} window before"
+            f" {before} but could not be mapped to a deployment"
+        )
+        if owners and self.label_map.deployment:
+            return (
+                f"{said}: kube-state-metrics is there (kube_replicaset_owner), so pods map through its"
+                f" owners and --deployment-label {self.label_map.deployment} is not used; check that its"
+                " kube_pod_owner series name these pods (same namespace and pod labels)"
+            )
+        if owners:
+            return (
+                f"{said}: no kube-state-metrics owner series (kube_pod_owner, kube_replicaset_owner) name"
+                " their pods; scrape kube-state-metrics, or name the pod label that carries the deployment"
+                " with --deployment-label LABEL (e.g. --deployment-label app; LabelMap(deployment=...))"
+            )
+        return (
+            f"{said}: their series have no {self.label_map.deployment!r} label (--deployment-label);"
+            " name the pod label that carries the deployment"
+        )
+
     def _send(
         self,
         names: EngineNames,
         window: str,
         owners: bool,
         ask: Callable[[str], Future[list[dict[str, Any]]]],
+        ended: dict[Key, float],
     ) -> Callable[[], list[DeploymentTelemetry]]:
         """Send the queries of ``names`` (``ask`` sends one) and return what collects their answers:
         every deployment with a series under ``names`` (or a GPU series). Every engine's queries are
-        sent before any answer is awaited."""
+        sent before any answer is awaited. Deployments whose engine series ended inside the window go
+        to ``ended`` (seconds since their newest sample)."""
         builder = PromQLBuilder(names, self.label_map, use_owners=owners)
         plan = builder.plan(window, self.peak_lookback)
         pod_jobs = {f"{POD_PREFIX}{sig}": q for sig, q in plan.pod_queries.items()}
@@ -266,12 +339,18 @@ class PrometheusSource:
                         raise
                     results[sig], failed[sig] = [], exc
             per_pod = {sig: _by_pod(results.pop(sig), jobs[sig]) for sig in pod_jobs}
+            edges: dict[bool, list[dict[str, Any]]] = {True: [], False: []}  # edge="last" or "first"
+            for item in results.pop(WINDOW_SPAN, []):
+                edges[isinstance(item, dict) and item.get("metric", {}).get("edge") == "last"].append(item)
+            covered = _by_key(edges[False], jobs.get(WINDOW_SPAN, ""))
+            for key, age in _by_key(edges[True], jobs.get(WINDOW_SPAN, "")).items():
+                if age > ENDED_S:
+                    ended[key] = age
             values: dict[str, dict[Key, float]] = {}
             for sig, result in results.items():
                 values[sig] = _by_key(result, jobs[sig])
             replicas = values.pop("replicas")
             spans = values.pop(PEAK_SPAN, {})
-            covered = values.pop(WINDOW_SPAN, {})
 
             window_s = window_seconds(window)
 
@@ -358,6 +437,19 @@ class PrometheusSource:
             return deployments
 
         return collect
+
+
+def _ended_note(ended: dict[Key, float], window: str, before: str) -> str:
+    """Which deployments' engine series ended inside the window, and how long before its end."""
+    minutes = sorted({round(age / 60) for age in ended.values()})
+    when = f"{minutes[0]}" if len(minutes) == 1 else f"{minutes[0]}-{minutes[-1]}"
+    names = [f"{ns}/{dep}" for ns, dep in sorted(ended)]
+    listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (
+        f"engine series of {len(names)} deployment{'s' if len(names) != 1 else ''} ({listed}) ended {when} min"
+        f" before {before}; rates cover only part of the {window} window (they read low): is the exporter,"
+        " or its scrape, down?"
+    )
 
 
 def _engine_signals(tel: DeploymentTelemetry) -> int:

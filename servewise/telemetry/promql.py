@@ -12,6 +12,7 @@ pod replaced mid-window still count (``rate()`` handles each pod's counter from 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from servewise.errors import InputError
@@ -44,7 +45,9 @@ class QueryPlan:
     # seconds of the peak lookback that hold requests (a deployment younger than the lookback has fewer)
     peak_span_query: str | None = None
     # seconds of the window that hold the engine's series: a Prometheus (or a deployment) younger
-    # than the window reads its rates and averages low, as if idle before its first sample
+    # than the window reads its rates and averages low, as if idle before its first sample; and
+    # (``edge="last"``) seconds since their newest sample: series that ended inside the window (an
+    # exporter down) read their rates low too
     window_span_query: str | None = None
 
 
@@ -73,10 +76,25 @@ class PromQLBuilder:
     # -- pieces ----------------------------------------------------------------------------------
     @staticmethod
     def selector(names: tuple[str, ...], suffix: str = "") -> str:
+        """A raw selector of every name (series keep ``__name__``, so both names never collide)."""
         if len(names) == 1:
             return names[0] + suffix
         alts = "|".join(re.escape(n + suffix) for n in names)
         return f'{{__name__=~"{alts}"}}'
+
+    @staticmethod
+    def each(names: tuple[str, ...], expr: Callable[[str], str], suffix: str = "") -> str:
+        """``expr`` of each name, the preferred (newer) first: ``(f(new) or f(old))``.
+
+        A function drops ``__name__``: over ``{__name__=~"new|old"}``, an engine that exports both
+        names with the same labels (vLLM 0.9-0.11 sets ``kv_cache_usage_perc`` and
+        ``gpu_cache_usage_perc`` together) gives two series of one label set and Prometheus refuses
+        the whole query. ``or`` keeps every series of the newer name and, label set by label set,
+        the older one's only where the newer is absent, before anything is summed or averaged: a pod
+        counts once whichever names it exports, and a deployment (or a fleet) whose pods run old and
+        new releases side by side counts every pod."""
+        parts = [expr(n + suffix) for n in names]
+        return parts[0] if len(parts) == 1 else "(" + " or ".join(parts) + ")"
 
     def _normalize(self, expr: str, ns_label: str, pod_label: str) -> str:
         """Copy non-standard namespace/pod labels into ``namespace``/``pod``."""
@@ -116,7 +134,7 @@ class PromQLBuilder:
         return f'label_replace({expr}, "deployment", "$1", "{self.labels.deployment}", "(.+)")'
 
     def _engine(self, names: tuple[str, ...], func: str, window: str, suffix: str = "") -> str:
-        inner = f"{func}({self.selector(names, suffix)}[{window}])"
+        inner = self.each(names, lambda name: f"{func}({name}[{window}])", suffix)
         expr = self._normalize(inner, self.labels.namespace, self.labels.pod)
         return self._by_deployment(expr, window if func == "rate" else None)
 
@@ -209,13 +227,20 @@ class PromQLBuilder:
         covered = None
         if n.running or n.requests:
             step = "30s" if window_seconds(window) <= 3600 else "5m"
-            first = (
-                f"min_over_time(timestamp({self.selector(n.running or n.requests or ())})[{window}:{step}])"
+
+            def sample(func: str) -> str:  # the first or the newest sample's time in the window, per pod
+                at = self.each(
+                    n.running or n.requests or (), lambda name: f"{func}(timestamp({name})[{window}:{step}])"
+                )
+                return self._by_deployment(
+                    self._normalize(at, self.labels.namespace, self.labels.pod), window
+                )
+
+            # one query, two series per deployment told apart by ``edge``
+            covered = (
+                f'label_replace(time() - min {by} ({sample("min_over_time")}), "edge", "first", "", "")'
+                f' or label_replace(time() - max {by} ({sample("max_over_time")}), "edge", "last", "", "")'
             )
-            first = self._by_deployment(
-                self._normalize(first, self.labels.namespace, self.labels.pod), window
-            )
-            covered = f"time() - min {by} ({first})"
         return QueryPlan(
             queries=q,
             replicas_query=replicas,

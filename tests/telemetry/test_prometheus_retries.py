@@ -178,3 +178,44 @@ def test_a_failing_peak_query_loses_only_the_peaks() -> None:
     assert x is not None and x.signals["requests_running"] == 2.5
     assert {"request_rate_peak_per_s", "requests_waiting_peak"} <= set(x.missing)
     assert any(n.startswith("request_rate_peak_per_s: query failed: ") for n in x.notes), x.notes
+
+
+def test_a_prometheus_behind_authentication_says_so_and_takes_a_bearer_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """401 without a token, 403 for a wrong one (not "Prometheus rejected the query: HTTP Status Code
+    401"); SERVEWISE_PROMETHEUS_TOKEN is sent as a bearer token, and never shown."""
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            auth = self.headers.get("Authorization")
+            seen.append(auth)
+            status = 200 if auth == "Bearer s3cret" else 403 if auth else 401
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(json.dumps(VECTOR if status == 200 else {"error": "unauthorized"}).encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        monkeypatch.delenv("SERVEWISE_PROMETHEUS_TOKEN", raising=False)
+        with pytest.raises(
+            InputError, match=r"needs authentication \(HTTP 401\): set SERVEWISE_PROMETHEUS_TOKEN"
+        ):
+            PrometheusSource(url).snapshot(window="5m")
+        assert seen == [None] * len(seen) and len(seen) == 3  # one per engine probe, none retried
+        monkeypatch.setenv("SERVEWISE_PROMETHEUS_TOKEN", "wrong")
+        with pytest.raises(InputError, match=r"refused the credentials sent \(HTTP 403\)") as err:
+            PrometheusSource(url).query("up")
+        assert err.value.field == "--prometheus" and "wrong" not in str(err.value)
+        monkeypatch.setenv("SERVEWISE_PROMETHEUS_TOKEN", "s3cret")
+        assert PrometheusSource(url).query("up")[0]["value"][1] == "2.5"
+        assert seen[-1] == "Bearer s3cret"
+    finally:
+        httpd.shutdown()
