@@ -385,3 +385,14 @@ def test_a_ttft_beyond_the_last_bucket_is_said_as_a_lower_bound() -> None:
     )
     f = next(f for f in run_analyzers(inp) if f.kind == "prefill_bound")
     assert f.summary.startswith("TTFT p99 >= 2560000 ms with ~5000-token prompts")
+
+
+def test_a_p99_interpolated_in_the_bucket_that_holds_the_objective_may_not_break_it() -> None:
+    """Every p99 in vLLM's (50, 75] ms ITL bucket reads between 50 and 75 by interpolation, whatever
+    the true one is: against a 60 ms objective such a reading cannot tell a violation apart."""
+    f = next(f for f in run_analyzers(make({"itl_p99_ms": 74.9})) if f.kind == "slo_violation")
+    assert f.severity == "warning" and "(50, 75] bucket, which holds the objective" in f.summary
+    assert "may or may not break the SLO" in f.summary
+    # a bucket wholly above the objective is a violation, critical past 1.5x
+    above = next(f for f in run_analyzers(make({"itl_p99_ms": 99.0})) if f.kind == "slo_violation")
+    assert above.severity == "critical" and above.summary.endswith("(1.65x).")
