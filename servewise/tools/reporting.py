@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,10 @@ def write_report(analysis: FleetAnalysis, plans: list[DeploymentPlan], out_dir: 
         lines.append(
             f"| {f.ref.key} | {f.kind} | {f.severity.value} | {_cell(f.summary)} | {f.suggested_knob or ''} |"
         )
+    if not analysis.findings:
+        lines[-2:] = [
+            "Every analyzer was quiet: nothing to fix on the telemetry read (see below for what was not assessed)."
+        ]
     if analysis.notes:
         lines += ["", "## Not assessed", ""] + [f"- {n}" for n in analysis.notes]
     for plan in plans:
@@ -190,6 +195,15 @@ def write_report(analysis: FleetAnalysis, plans: list[DeploymentPlan], out_dir: 
                 f"- risk: {p.risk}",
                 f"- rollback: {p.rollback}",
             ]
+            if p.manifest_patch:  # the JSON patch the apply sends (the dry run's, else patching.py's)
+                lines += [
+                    "",
+                    "Manifest change (JSON patch):",
+                    "",
+                    "```json",
+                    json.dumps(p.manifest_patch, indent=1),
+                    "```",
+                ]
         # one note a bullet (joined, "fit residual 0.5%" ran into the next note); the reason is the headline's
         notes = [n for n in plan.notes if n != plan.no_proposal_reason]
         if notes:

@@ -246,11 +246,17 @@ def test_proposal_and_pareto_front() -> None:
     if prop.proposed.replicas != prop.current.replicas:
         assert "/spec/replicas" in paths
     assert prop.id in prop.rollback
-    front = pareto_front(out.candidates, out.pick)
+    front = pareto_front(out.candidates, out.pick, out.trials)
     costs = [p.cost_per_hour for p in front]
-    lats = [p.e2e_p99_ms for p in front]
+    lats = [p.e2e_p99_ms for p in front if not p.picked]  # the pick is held even where dominated
     assert costs == sorted(costs) and lats == sorted(lats, reverse=True)
-    assert len(front) <= len(out.candidates)
+    assert [p.config for p in front if p.picked] == [out.pick.config]  # type: ignore[union-attr]
+    failed = {(t.pool, t.config) for t in verdicts(out.trials).values() if not t.passed}
+    assert not {(p.pool, p.config) for p in front} & failed  # measured failing: off the front
+    # a pick exploration found beyond the predicted candidates is on the front (and the plot)
+    assert out.pick is not None
+    found = replace(out.pick, config=out.pick.config.with_changes(max_num_seqs=7), cost_per_hour=0.01)
+    assert [p.cost_per_hour for p in pareto_front(out.candidates, found, out.trials) if p.picked] == [0.01]
 
 
 class _RefusingCluster:
@@ -445,10 +451,10 @@ def test_a_capped_confirming_run_still_decides_inside_the_guard_band(
     if picked:
         measured = build_proposal(out, None).measured  # type: ignore[union-attr]
         assert measured is not None
-        assert measured.validated_by.startswith(f"benchmark of {second.requests} requests")
-        assert f"~{second.requests / share / 60:.0f} min of traffic at one replica's {share:.2f} req/s" in (
-            measured.validated_by
+        assert measured.validated_by.startswith(
+            f"benchmark of {second.requests} requests to one replica at {share:.2f} req/s (its share of"
         )
+        assert f"~{second.requests / share / 60:.0f} min of traffic" in measured.validated_by
         assert "confirming an earlier run's narrow pass" in measured.validated_by
 
 
@@ -739,3 +745,15 @@ def test_a_config_that_breaks_its_slo_gives_way_to_the_best_unconfirmed_measurem
     seen = DeploymentTelemetry(deployment="rag", namespace="default", signals={"itl_p99_ms": 70.0})
     assert _better_than_current([near, outside], dep, fine, seen) is near  # its telemetry shows the breach
     assert _better_than_current([outside], dep, breaking, None) is None  # nothing measured inside the SLO
+
+
+def test_a_proposal_down_to_one_replica_says_it_loses_redundancy() -> None:
+    from servewise.tools.proposing import _risk
+
+    two = ServingConfig(model="llama-3.1-8b", gpu="l40s", replicas=2)
+    one = two.with_changes(replicas=1, max_num_seqs=128)
+    assert _risk(two, one, verified=True).startswith(
+        "medium: engine flags and replicas only; 2 replicas -> 1"
+    )
+    assert "no redundancy" in _risk(two, one.with_changes(gpu="h100-sxm"), verified=True)
+    assert _risk(two.with_changes(replicas=3), two, verified=True) == "low: engine flags and replicas only"

@@ -142,3 +142,17 @@ def test_a_plan_without_a_pareto_front_says_why(tmp_path: Path) -> None:
     assert "![pareto-chat-chat-assistant.png](pareto-chat-chat-assistant.png)" in drawn
     assert "No Pareto plot" not in drawn
     assert (tmp_path / "with-front" / "pareto-chat-chat-assistant.png").exists()
+
+
+def test_the_manifest_change_is_in_the_report(tmp_path: Path) -> None:
+    patch = [{"op": "replace", "path": "/spec/replicas", "value": 5}]
+    plan = _plan(proposal=_proposal(147.48, 245.8).model_copy(update={"manifest_patch": patch}))
+    text = _report(tmp_path, plan)
+    assert "Manifest change (JSON patch):" in text
+    assert '"path": "/spec/replicas"' in text and "```json" in text
+
+
+def test_a_fleet_with_no_findings_says_so_instead_of_an_empty_table(tmp_path: Path) -> None:
+    analysis = FleetAnalysis(source="sim:healthy", window="15m", deployments=1)
+    text = write_report(analysis, [], tmp_path).read_text()
+    assert "Every analyzer was quiet" in text and "| deployment | finding |" not in text
