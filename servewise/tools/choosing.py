@@ -51,6 +51,7 @@ class Trial:
     network_ms: float = 0.0  # the pool's network latency, included in ``measured``
     ratio_bound: float | None = None  # worst measured / objective, widened by the run-to-run spread
     confirming: bool = False  # a run that confirms (and decides) a narrow pass of the same config
+    calibrated_on: int = 0  # this deployment's benchmark runs in the calibration that made ``predicted``
 
 
 def verdicts(trials: list[Trial]) -> dict[tuple[str, ServingConfig], Trial]:

@@ -231,6 +231,7 @@ def optimize(
         tried.add((nxt.shape.pool.name, nxt.config))
         requests, confirming = policy.benchmark_requests, False
         rate = load.rate_per_replica(nxt.config.replicas)  # the benchmark's arrival rate
+        calibrated_on = len(trials)  # runs already in ``cal``, which predicted ``nxt``
         while True:
             if on_progress:
                 on_progress(
@@ -238,7 +239,7 @@ def optimize(
                     f" ({requests} requests, {run_duration(requests, rate)} of traffic at {rate:.2f} req/s)"
                 )
             trial, obs = _benchmark(benchmark, dep, load, nxt, requests, notes)  # type: ignore[arg-type]
-            trial.confirming = confirming
+            trial.confirming, trial.calibrated_on = confirming, calibrated_on
             trials.append(trial)
             if obs is not None:
                 observations.append(obs)

@@ -9,7 +9,7 @@ from typing import Any
 from servewise.domain import Impact, Proposal
 from servewise.tools.analyzing import FleetAnalysis
 from servewise.tools.optimizing import describe
-from servewise.tools.proposing import DeploymentPlan, worst_p99_error
+from servewise.tools.proposing import DeploymentPlan, banded_runs, worst_p99_error
 
 
 def _save(fig: Any, out_dir: Path, name: str) -> str:
@@ -143,12 +143,19 @@ def _impact_lines(plan: DeploymentPlan, p: Proposal) -> list[str]:
         else "| measured | not benchmarked | | | |",
         "",
     ]
-    worst = worst_p99_error(plan.trials)
+    runs = banded_runs(plan.trials)
+    worst = worst_p99_error(runs)
     if worst is not None:
         err, t, k = worst
+        which = (
+            f"{len(runs)} of this plan's {len(plan.trials)} benchmark runs, those predicted after a benchmark"
+            " calibrated the model"
+            if len(runs) < len(plan.trials)
+            else f"this plan's {len(plan.trials)} benchmark run(s)"
+        )
         band = (
             f"Predicted p99s carry a ±{u:.1f}% band: the worst relative error (|predicted - measured| /"
-            f" predicted) of a TTFT or TPOT p99 over this plan's {len(plan.trials)} benchmark run(s), here"
+            f" predicted) of a TTFT or TPOT p99 over {which}, here"
             f" {_LABEL[k]} of {describe(t.config)}: predicted"
             f" {_ms(t.predicted[k])}, measured {_ms(t.measured[k])}. In brackets, the true p99 that band allows"
         )

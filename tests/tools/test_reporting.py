@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from servewise.domain import DeploymentRef, Impact, Proposal, ServingConfig
 from servewise.tools.analyzing import FleetAnalysis
 from servewise.tools.proposing import DeploymentPlan, ParetoPoint, TrialRecord
@@ -156,3 +158,20 @@ def test_a_fleet_with_no_findings_says_so_instead_of_an_empty_table(tmp_path: Pa
     analysis = FleetAnalysis(source="sim:healthy", window="15m", deployments=1)
     text = write_report(analysis, [], tmp_path).read_text()
     assert "Every analyzer was quiet" in text and "| deployment | finding |" not in text
+
+
+def test_the_band_comes_from_runs_a_calibrated_model_predicted(tmp_path: Path) -> None:
+    """Demo support-bot: its first run, predicted before any benchmark, was off by 181 %; the third,
+    predicted after two runs calibrated the model, by 23 %. The proposal's prediction comes from a
+    model calibrated on every run, so the band is the 23 %, not the 181 %."""
+    from servewise.tools.proposing import banded_runs, worst_p99_error
+
+    first = _trial(352.0, 990.0)
+    third = _trial(826.0, 636.0).model_copy(update={"calibrated_on": 2})
+    worst = worst_p99_error(banded_runs([first, third]))
+    assert worst is not None and worst[0] == pytest.approx(23.0, abs=0.1) and worst[1] is third
+    assert banded_runs([first]) == [first]  # nothing calibrated: every run counts
+    plan = _plan(proposal=_proposal(147.48, 245.8, uncertainty_pct=23.0), trials=[first, third])
+    text = _report(tmp_path, plan)
+    assert "over 1 of this plan's 2 benchmark runs, those predicted after a benchmark calibrated" in text
+    assert "predicted 826 ms, measured 636 ms" in text
