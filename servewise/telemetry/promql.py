@@ -92,9 +92,15 @@ class PromQLBuilder:
         the whole query. ``or`` keeps every series of the newer name and, label set by label set,
         the older one's only where the newer is absent, before anything is summed or averaged: a pod
         counts once whichever names it exports, and a deployment (or a fleet) whose pods run old and
-        new releases side by side counts every pod."""
+        new releases side by side counts every pod. The older name's series are left out
+        ``unless ignoring(le)`` the newer has the label set: ``or`` alone matches on ``le`` too, so a
+        histogram exported under both names with different bucket layouts (SGLang's inter-token
+        histograms) had the old layout's extra bounds merged into the new one's buckets."""
         parts = [expr(n + suffix) for n in names]
-        return parts[0] if len(parts) == 1 else "(" + " or ".join(parts) + ")"
+        out = parts[0]
+        for older in parts[1:]:
+            out = f"({out} or ({older} unless ignoring(le) {out}))"
+        return out
 
     def _normalize(self, expr: str, ns_label: str, pod_label: str) -> str:
         """Copy non-standard namespace/pod labels into ``namespace``/``pod``."""

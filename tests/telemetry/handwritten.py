@@ -39,6 +39,7 @@ class Pod:
     itl_bucket: int = 1
     extra: dict[str, float] = field(default_factory=dict)  # more counters: family -> increase per second
     ended_s: float = 0  # its engine series stop this long before END_S (the exporter went down)
+    old_bounds: tuple[float, ...] | None = None  # the old ITL histogram's own layout (default BOUNDS)
 
 
 NAMES = {  # engine -> (running, requests counter, KV gauge new/old, ITL histogram new/old)
@@ -82,16 +83,18 @@ def history(pods: list[Pod], *, owners: bool = True) -> str:
             if name and exported:
                 add(name, "gauge", [f"{name}{{{labels}}} {pod.kv:g} {t:.3f}\n" for t in served])
         mid = (BOUNDS[pod.itl_bucket] + (BOUNDS[pod.itl_bucket - 1] if pod.itl_bucket else 0)) / 2
-        for name, exported in zip(itl, (pod.new, pod.old), strict=True):
+        for name, exported, layout in zip(
+            itl, (pod.new, pod.old), (BOUNDS, pod.old_bounds or BOUNDS), strict=True
+        ):
             if not exported:
                 continue
             lines = []
             for t, s in elapsed:  # one point: every bucket, then count and sum
                 n = pod.itl_per_s * s
-                for i, le in enumerate((*BOUNDS, float("inf"))):
+                for le in (*layout, float("inf")):
                     bound = "+Inf" if le == float("inf") else f"{le:g}"
                     lines.append(
-                        f'{name}_bucket{{{labels},le="{bound}"}} {n if i >= pod.itl_bucket else 0:g} {t:.3f}\n'
+                        f'{name}_bucket{{{labels},le="{bound}"}} {n if le >= mid else 0:g} {t:.3f}\n'
                     )
                 lines += [
                     f"{name}_count{{{labels}}} {n:g} {t:.3f}\n",

@@ -72,6 +72,19 @@ PODS = [
     Pod("current", "current-a", kv=0.5, itl_per_s=2.0, itl_bucket=2, extra=_prefix(NEW_PREFIX, 1000, 800)),
     Pod("agent", "agent-a", engine="sglang", old=True, kv=0.4, itl_per_s=3.0, itl_bucket=1),
     Pod("agent", "agent-b", engine="sglang", new=False, old=True, kv=0.2, itl_per_s=1.0, itl_bucket=3),
+    # an SGLang whose two inter-token histograms have different bucket layouts: the old one's
+    # buckets must not join the new one's (``or`` matched label sets with ``le``, and the old
+    # layout's 40 ms bound moved the p50 of gaps in (25, 50] ms from 37.5 to 32.5 ms)
+    Pod(
+        "agent2",
+        "agent2-a",
+        engine="sglang",
+        old=True,
+        kv=0.4,
+        itl_per_s=2.0,
+        itl_bucket=2,
+        old_bounds=(0.005, 0.04, 0.07, 0.09, 0.1),
+    ),
 ]
 
 
@@ -92,7 +105,7 @@ def test_both_names_of_one_pod_count_once_and_old_only_pods_count_too(renamed: P
     snap = _snapshot(renamed)
     got = {d.deployment: d for d in snap.deployments}
     assert {name: d.engine for name, d in got.items()} == {
-        "mixed": "vllm", "legacy": "vllm", "current": "vllm", "agent": "sglang",
+        "mixed": "vllm", "legacy": "vllm", "current": "vllm", "agent": "sglang", "agent2": "sglang",
     }  # fmt: skip
     # KV usage, the mean over pods: mixed-a once (not 0.467, its two names averaged in as two pods;
     # not 0.6, mixed-b's old name dropped)
@@ -110,6 +123,7 @@ def test_both_names_of_one_pod_count_once_and_old_only_pods_count_too(renamed: P
         "legacy": [(2.0, 2)],
         "current": [(2.0, 2)],
         "agent": [(3.0, 1), (1.0, 3)],
+        "agent2": [(2.0, 2)],
     }
     for name, pods in itl.items():
         for signal, q in (("itl_p50_ms", 0.5), ("itl_p99_ms", 0.99)):
@@ -144,5 +158,5 @@ def test_analyze_reads_a_fleet_that_exports_both_names(live: PrometheusServer, h
     assert result.exit_code == 0, result.output
     snap = PrometheusSource(live.url).snapshot(window="5m")
     assert {d.deployment: d.signals["kv_cache_usage"] for d in snap.deployments} == pytest.approx(
-        {"mixed": 0.4, "legacy": 0.3, "current": 0.5, "agent": 0.4}
+        {"mixed": 0.4, "legacy": 0.3, "current": 0.5, "agent": 0.4, "agent2": 0.4}
     )
