@@ -48,10 +48,15 @@ def register(app: typer.Typer) -> None:
         """Run every bottleneck analyzer on every inference deployment."""
         from rich.table import Table
 
+        from servewise.errors import InputError
         from servewise.tools.analyzing import analyze_fleet
         from servewise.tools.reporting import write_report
         from servewise.workflows.environment import open_environment
 
+        given = [f for f, v in (("--engine", engine != "auto"), ("--deployment-label", deployment_label))
+                 if v]  # fmt: skip
+        if given and not prometheus:  # they say how to read Prometheus; the twin would ignore them
+            raise InputError(f"{' and '.join(given)} only apply with --prometheus URL", field=given[0])
         # read as `telemetry snapshot` reads it (a wrong --engine is refused before anything is opened)
         source = (
             open_prometheus(prometheus, engine=engine, deployment_label=deployment_label, timeout=timeout)

@@ -8,6 +8,7 @@ the tool context).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from pydantic import BaseModel, Field
 
@@ -18,6 +19,7 @@ from servewise.perf.analytical import predict
 from servewise.perf.catalog import Catalog, get_catalog
 from servewise.perf.memory import plan_memory
 from servewise.tools.analyzers import AnalysisInput, GpuAlternative, ModelPick, coverage_notes, run_analyzers
+from servewise.tools.analyzers.base import mean_input_len
 from servewise.tools.calibrating import Calibration
 from servewise.tools.context import current_context
 from servewise.tools.observing import with_observed_workload
@@ -103,7 +105,7 @@ def analysis_input(
     hw = memory = half = None
     pick = None
     alternatives: tuple[GpuAlternative, ...] = ()
-    cost = prefill_ms = None
+    cost = None
     try:
         model, hw = catalog.model(dep.config.model), catalog.gpu(dep.config.gpu)
         seq = None
@@ -119,13 +121,9 @@ def analysis_input(
         cost = dep.config.total_gpus * price
         alternatives = _alternatives(dep, pools, tel.get("request_rate_per_s") if tel else None, catalog)
         pick = _model_pick(dep, pools, tel, catalog)
-        if dep.workload is not None:
-            prefill_ms = predict(
-                dep.config, input_len=max(1, round(dep.workload.input_len.mean)), output_len=1, concurrency=1
-            ).ttft_ms
     except ServewiseError as exc:
         log.warning("perf facts for %s unavailable: %s", dep.ref.key, exc)
-    return AnalysisInput(
+    inp = AnalysisInput(
         deployment=dep,
         telemetry=tel,
         window=snapshot.window if snapshot else "15m",
@@ -136,9 +134,18 @@ def analysis_input(
         alternatives=alternatives,
         current_cost_per_hour=cost,
         model_pick=pick,
-        prefill_ms=prefill_ms,
         notes=(observed,) if observed else (),
     )
+    # the prompt length prefill_bound reads (observed first), not the declared one
+    in_len = mean_input_len(inp)
+    if in_len is None or hw is None:
+        return inp
+    try:
+        one = predict(dep.config, input_len=max(1, round(in_len)), output_len=1, concurrency=1)
+    except ServewiseError as exc:
+        log.warning("prefill time of %s unavailable: %s", dep.ref.key, exc)
+        return inp
+    return replace(inp, prefill_ms=one.ttft_ms)
 
 
 def analyze_fleet(

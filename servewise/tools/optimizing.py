@@ -86,6 +86,7 @@ class Outcome:
     # the pick measured within the SLO without the margin a pass needs, proposed only because the
     # current config breaks its SLO (``_better_than_current``)
     unconfirmed: bool = False
+    telemetry_calibrated: bool = False  # the deployment's own telemetry is in ``calibration``
 
     @property
     def no_pick_reason(self) -> str | None:
@@ -231,7 +232,8 @@ def optimize(
         tried.add((nxt.shape.pool.name, nxt.config))
         requests, confirming = policy.benchmark_requests, False
         rate = load.rate_per_replica(nxt.config.replicas)  # the benchmark's arrival rate
-        calibrated_on = len(trials)  # runs already in ``cal``, which predicted ``nxt``
+        # benchmark runs already in ``cal``, which predicted ``nxt`` (a run that failed to start adds none)
+        calibrated_on = sum(o.source == "benchmark" for o in observations)
         while True:
             if on_progress:
                 on_progress(
@@ -279,8 +281,9 @@ def optimize(
     else:
         pick, unconfirmed = (candidates[0] if candidates else None), False
     out = Outcome(
-        dep, load, current_cost, current_forecast(), pick, candidates, trials, cal, notes, unconfirmed
-    )
+        dep, load, current_cost, current_forecast(), pick, candidates, trials, cal, notes, unconfirmed,
+        telemetry_calibrated=any(o.source == "telemetry" for o in observations),
+    )  # fmt: skip
     if budget and out.no_pick_reason:
         out.notes.append(out.no_pick_reason)
     return out

@@ -91,13 +91,17 @@ def pareto_front(
     no pick)."""
     failed = {key for key, t in verdicts(list(trials)).items() if not t.passed}
     pts = [s for s in candidates if (s.shape.pool.name, s.config) not in failed]
-    if pick is not None and all(s.config != pick.config for s in pts):
+
+    def is_pick(s: Sized) -> bool:  # the same config in another pool (zones of one GPU) is not the pick
+        return pick is not None and (s.shape.pool.name, s.config) == (pick.shape.pool.name, pick.config)
+
+    if pick is not None and not any(is_pick(s) for s in pts):
         pts.append(pick)
     pts.sort(key=lambda s: (s.cost_per_hour, s.forecast.e2e_p99_ms))
     front: list[Sized] = []
     best_lat = math.inf
     for s in pts:
-        if s.forecast.e2e_p99_ms < best_lat - 1e-9 or (pick is not None and s.config == pick.config):
+        if s.forecast.e2e_p99_ms < best_lat - 1e-9 or is_pick(s):
             front.append(s)
             best_lat = min(best_lat, s.forecast.e2e_p99_ms)
     return [
@@ -108,7 +112,7 @@ def pareto_front(
             ttft_p99_ms=s.forecast.ttft_p99_ms,
             tpot_p99_ms=s.forecast.tpot_p99_ms,
             e2e_p99_ms=s.forecast.e2e_p99_ms,
-            picked=pick is not None and s.config == pick.config,
+            picked=is_pick(s),
         )
         for s in front
     ]
@@ -231,11 +235,7 @@ def build_proposal(out: Outcome, cluster: ClusterBackend | None) -> Proposal | N
         tpot_p99_ms=pick.forecast.tpot_p99_ms,
         uncertainty_pct=_uncertainty_pct(out),
         validated_by=(f"benchmark:{len(out.trials)}" if verified or out.unconfirmed else "model")
-        + (
-            f"+telemetry-calibrated({out.calibration.observations} obs)"
-            if out.calibration.observations
-            else ""
-        ),
+        + (f"+telemetry-calibrated({out.calibration.observations} obs)" if out.telemetry_calibrated else ""),
     )
     measured = None
     if trial is not None:

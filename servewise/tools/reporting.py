@@ -226,13 +226,11 @@ def write_report(analysis: FleetAnalysis, plans: list[DeploymentPlan], out_dir: 
 
 def _no_front(plan: DeploymentPlan) -> str:
     """Why a plan has no Pareto plot: the front is drawn from the candidates of the optimizer's last
-    search (at the policy's SLO margin, with the model recalibrated on every benchmark run), and that
-    search found none."""
+    search (at the policy's SLO margin, with the model recalibrated on every benchmark run) and the
+    pick, and there is neither."""
     after = f" (after {len(plan.trials)} benchmark run(s) recalibrated the model)" if plan.trials else ""
-    text = (
+    return (
         f"No Pareto plot: the optimizer's last search{after} predicts no candidate to meet the SLO with"
-        " the policy's margin, so there is no predicted cost-vs-latency front to draw."
+        " the policy's margin and no candidate passed a benchmark, so there is no cost-vs-latency front"
+        " to draw."
     )
-    if plan.proposal is not None:
-        text += " The proposal rests on its measured benchmark pass, not on that prediction."
-    return text

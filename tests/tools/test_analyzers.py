@@ -162,14 +162,21 @@ def test_decode_memory_bound_small_batch() -> None:
     # a small batch because the KV cache is full is kv_saturation's, not a decode-bandwidth problem
     full = make({**small_batch, "kv_cache_usage": 0.99}, memory=mem)
     assert "decode_memory_bound" not in kinds(full)
-    # the floor: 16 GB of weights + 4 sequences x (1000 + 250 / 2) tokens x 128 KiB of KV, at 3350 GB/s
-    floor_ms = (16e9 + 4 * 1125 * 131072) / 3350e9 * 1e3
+    # the floor: 16 GiB of weights + 4 sequences x (1000 + 250 / 2) tokens x 128 KiB of KV, at 3350 GB/s
+    floor_ms = (16 * 2**30 + 4 * 1125 * 131072) / 3350e9 * 1e3
     assert any(
         e.signal == "itl_p50_ms" and e.threshold == pytest.approx(floor_ms, rel=1e-3) for e in f.evidence
     )
     # steps 5x slower than reading memory (demo code-review: 79 ms against a 15 ms floor) are spent
     # elsewhere, and fewer weight bytes would barely help
     assert "decode_memory_bound" not in kinds(make({**small_batch, "itl_p50_ms": 25.0}, memory=mem))
+    # long contexts: 30 sequences x ~20 000 tokens read 79 GB of KV per step beside 17 GB of weights
+    long = {
+        **small_batch, "prompt_tokens_per_s": 4.0 * 20_000, "itl_p50_ms": 40.0, "requests_running": 60.0,
+        "pod/llm-a/requests_running": 30.0, "pod/llm-b/requests_running": 30.0,
+    }  # fmt: skip
+    kv_bound = next(f for f in run_analyzers(make(long, memory=mem)) if f.kind == "decode_memory_bound")
+    assert kv_bound.suggested_knob == "quantization.kv_cache" and "fp8 KV cache halves" in kv_bound.summary
 
 
 def test_under_batched_by_max_num_seqs() -> None:
@@ -396,3 +403,26 @@ def test_a_p99_interpolated_in_the_bucket_that_holds_the_objective_may_not_break
     # a bucket wholly above the objective is a violation, critical past 1.5x
     above = next(f for f in run_analyzers(make({"itl_p99_ms": 99.0})) if f.kind == "slo_violation")
     assert above.severity == "critical" and above.summary.endswith("(1.65x).")
+
+
+def test_prefill_time_is_modelled_at_the_prompt_length_the_analyzer_reads() -> None:
+    """Declared 500-token prompts, observed 6000 (prompt tokens / requests): prefill_bound divides the
+    prefill time by the observed length, so it must be the prefill of a 6000-token prompt."""
+    from datetime import UTC, datetime
+
+    from servewise.domain import TelemetrySnapshot
+    from servewise.perf.analytical import predict
+    from servewise.perf.catalog import get_catalog
+    from servewise.tools.analyzing import analysis_input
+
+    cfg = ServingConfig(model="llama-3.1-8b", gpu="a100-80gb", replicas=1)
+    dep = InferenceDeployment(
+        ref=DeploymentRef(name="llm"), config=cfg, workload=Workload.fixed(500, 200, rate=1.0), slo=SLO_
+    )
+    signals = {"request_rate_per_s": 1.0, "prompt_tokens_per_s": 6000.0, "ttft_p99_ms": 1500.0}
+    tel = DeploymentTelemetry(deployment="llm", replicas=1, signals=signals)
+    snap = TelemetrySnapshot(source="test", taken_at=datetime.now(UTC), deployments=[tel])
+    inp = analysis_input(dep, snap, None, [], get_catalog())
+    want = predict(cfg, input_len=6000, output_len=1, concurrency=1).ttft_ms
+    assert inp.prefill_ms == pytest.approx(want, rel=1e-6)
+    assert "prefill_bound" in kinds(inp)

@@ -253,6 +253,16 @@ def test_proposal_and_pareto_front() -> None:
     assert [p.config for p in front if p.picked] == [out.pick.config]  # type: ignore[union-attr]
     failed = {(t.pool, t.config) for t in verdicts(out.trials).values() if not t.passed}
     assert not {(p.pool, p.config) for p in front} & failed  # measured failing: off the front
+    # without telemetry the proposal does not claim telemetry calibrated it
+    assert "telemetry" not in prop.predicted.validated_by and not out.telemetry_calibrated
+    # the same config in another pool of the same GPU (a second zone) is not the pick
+    assert out.pick is not None
+    zone_b = replace(
+        out.pick,
+        shape=replace(out.pick.shape, pool=out.pick.shape.pool.model_copy(update={"name": "zone-b"})),
+    )
+    two = pareto_front([zone_b, *out.candidates], out.pick, out.trials)
+    assert [(p.pool, p.config) for p in two if p.picked] == [(out.pick.shape.pool.name, out.pick.config)]
     # a pick exploration found beyond the predicted candidates is on the front (and the plot)
     assert out.pick is not None
     found = replace(out.pick, config=out.pick.config.with_changes(max_num_seqs=7), cost_per_hour=0.01)
@@ -324,6 +334,9 @@ def test_a_benchmark_that_fails_to_start_is_a_failed_trial() -> None:
     assert out.trials[0].passed is False and out.trials[0].measured == {}
     assert any("OOMKilled" in n for n in out.notes)
     assert out.pick is None or out.pick.config != out.trials[0].config
+    # the run after it was predicted by a model no benchmark had calibrated yet
+    assert out.trials[1].calibrated_on == 0
+    assert all(t.calibrated_on <= i - 1 for i, t in enumerate(out.trials) if i)
 
 
 # -- narrow passes are confirmed by a longer run; the bench's truth is the long-run p99 ------------

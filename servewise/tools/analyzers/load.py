@@ -140,19 +140,29 @@ def _prefill_explains(inp: AnalysisInput, in_len: float) -> float:
     return PREFILL_EXPLAINS * inp.prefill_ms / (1.0 - min(busy, 0.9))
 
 
-def _decode_floor_ms(inp: AnalysisInput, running_per_replica: float) -> float | None:
-    """One decode step at peak memory bandwidth: the weights and the running sequences' KV cache
-    (at their mean context) read once, per GPU."""
-    if inp.hardware is None or inp.memory is None:
+def _step_bytes(inp: AnalysisInput, running_per_replica: float) -> tuple[float, float] | None:
+    """(weight bytes, KV bytes) one decode step reads per GPU: the weights (``weights_gb`` is GiB)
+    and the running sequences' KV cache at their mean context."""
+    if inp.memory is None:
         return None
     in_len, out_len = mean_input_len(inp), mean_output_len(inp)
     context = (in_len or 0.0) + (out_len or 0.0) / 2.0
-    step_bytes = inp.memory.weights_gb * 1e9 + running_per_replica * context * inp.memory.kv_bytes_per_token
-    return step_bytes / (inp.hardware.memory_bandwidth_gbs * 1e9) * 1e3
+    return inp.memory.weights_gb * 2**30, running_per_replica * context * inp.memory.kv_bytes_per_token
+
+
+def _decode_floor_ms(inp: AnalysisInput, running_per_replica: float) -> float | None:
+    """One decode step at peak memory bandwidth: ``_step_bytes`` read once per GPU, one pipeline
+    stage after another."""
+    read = _step_bytes(inp, running_per_replica)
+    if inp.hardware is None or read is None:
+        return None
+    stage_ms = sum(read) / (inp.hardware.memory_bandwidth_gbs * 1e9) * 1e3
+    return stage_ms * inp.config.pipeline_parallel
 
 
 def decode_memory_bound(inp: AnalysisInput) -> list[Finding]:
-    """Slow tokens at a small batch with 16-bit weights: each step streams all weights."""
+    """Slow tokens at a small batch whose steps run at memory speed: fewer bytes per step (weights
+    or KV cache, whichever is larger and 16-bit) or more bandwidth per replica."""
     itl = inp.signal("itl_p99_ms")
     running = inp.signal("requests_running")
     if itl is None or itl <= _tpot_limit(inp) or running is None:
@@ -170,23 +180,24 @@ def decode_memory_bound(inp: AnalysisInput) -> list[Finding]:
             return []  # steps are far slower than reading memory: not what bounds decode
         # threshold = the memory floor of one step (weights + KV)
         evidence.append(inp.evidence("itl_p50_ms", round(floor_ms, 3)))
-    w16 = inp.config.quantization.weights in (Dtype.BF16, Dtype.FP16)
-    fp8 = inp.hardware is None or Dtype.FP8 in inp.hardware.tflops
-    fewer_bytes = "fp8 or int4 weights cut" if fp8 else "int4 weights (this GPU has no fp8) cut"
-    return [
-        inp.finding(
-            "decode_memory_bound",
-            Severity.WARNING,
-            f"ITL p99 {itl:.1f} ms at only {per_replica:.1f} running sequences per replica: each decode "
-            + (
-                f"step streams the 16-bit weights from memory; {fewer_bytes} the bytes per step."
-                if w16
-                else "step is memory-bound; more tensor parallelism adds bandwidth per replica."
-            ),
-            evidence,
-            "quantization.weights" if w16 else "tensor_parallel",
+    sixteen = (Dtype.BF16, Dtype.FP16)
+    weights, kv_read = _step_bytes(inp, per_replica) or (1.0, 0.0)
+    head = f"ITL p99 {itl:.1f} ms at only {per_replica:.1f} running sequences per replica: each decode step reads"
+    if kv_read > weights and inp.config.quantization.kv_cache in sixteen:
+        text = (
+            f"{head} {kv_read / 1e9:.1f} GB of 16-bit KV cache beside {weights / 1e9:.1f} GB of weights per GPU;"
+            " an fp8 KV cache halves the larger part."
         )
-    ]
+        knob = "quantization.kv_cache"
+    elif inp.config.quantization.weights in sixteen:
+        fp8 = inp.hardware is None or Dtype.FP8 in inp.hardware.tflops
+        fewer = "fp8 or int4 weights cut" if fp8 else "int4 weights (this GPU has no fp8) cut"
+        text = f"{head} the 16-bit weights from memory; {fewer} the bytes per step."
+        knob = "quantization.weights"
+    else:
+        text = f"{head} at memory speed; more tensor parallelism adds bandwidth per replica."
+        knob = "tensor_parallel"
+    return [inp.finding("decode_memory_bound", Severity.WARNING, text, evidence, knob)]
 
 
 def under_batched(inp: AnalysisInput) -> list[Finding]:
