@@ -232,7 +232,10 @@ class PromQLBuilder:
             )
         covered = None
         if n.running or n.requests:
-            step = "30s" if window_seconds(window) <= 3600 else "5m"
+            # the span is read to one step: 30 s up to an hour, 1 m to a day (5 m read a pod 4-6 minutes
+            # old as under the 2 minutes a rate needs), 5 m beyond (subquery points per series)
+            seconds = window_seconds(window)
+            step = "30s" if seconds <= 3600 else "1m" if seconds <= 86400 else "5m"
 
             def sample(func: str) -> str:  # the first or the newest sample's time in the window, per pod
                 at = self.each(

@@ -119,3 +119,13 @@ def test_a_window_prometheus_would_refuse_names_the_option(window: str) -> None:
     with pytest.raises(InputError, match="PromQL duration") as err:
         window_seconds(window)
     assert err.value.field == "--window"
+
+
+@pytest.mark.parametrize(("window", "step"), [("15m", "30s"), ("90m", "1m"), ("2d", "5m")])
+def test_the_windows_span_is_read_to_a_step_that_fits_its_length(window: str, step: str) -> None:
+    """A 5 m step for a 90 m window read a pod 4-6 minutes old as under the 2 minutes a rate needs."""
+    import re
+
+    plan = PromQLBuilder(VLLM_NAMES, LabelMap()).plan(window)
+    steps = set(re.findall(r"timestamp\([^)]*\)\[\w+:(\w+)\]", str(plan.__dict__)))
+    assert steps == {step}
