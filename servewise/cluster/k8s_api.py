@@ -56,8 +56,7 @@ def load_api_client(context: str | None = None) -> client.ApiClient:
     except (ConfigException, FileNotFoundError, TypeError) as kube_exc:
         if context is not None:
             raise InputError(
-                f"cannot load kubeconfig context {context!r} (the CONTEXT of --cluster k8s:CONTEXT, or"
-                f" --context): {kube_exc}",
+                f"cannot load kubeconfig context {context!r} from {config_file}: {kube_exc}",
                 field="kubeconfig context",
             ) from kube_exc
         try:

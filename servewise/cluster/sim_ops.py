@@ -27,6 +27,7 @@ OOM_FAIL_AFTER_S = 45.0  # a container that cannot load its weights dies within 
 # Pods that cannot be scheduled stay Pending and are retried as GPUs free up (other rollouts finish);
 # the Deployment reports ProgressDeadlineExceeded after Kubernetes' default progressDeadlineSeconds.
 PROGRESS_DEADLINE_S = 600.0
+SITE_LABEL = "servewise.io/site"  # where a deployment's users are (docs/kubernetes.md)
 
 
 def ref_of(dep: DeploymentState) -> DeploymentRef:
@@ -109,10 +110,20 @@ def _choose_pool(sim: SimCluster, dep: DeploymentState, config: ServingConfig) -
     """The pool for ``config`` and, when none can take it, the scheduling failure message."""
     used = sim.pool_usage()
     mine = {dep.serving_pool: dep.serving.total_gpus}
-    candidates = [p for p in sim.scenario.pools if p.gpu == config.gpu]
+    current = sim.scenario.pool(dep.serving_pool)
+    # an edge pool serves its own site's users only, as the optimizer offers it (search_space.serves_site):
+    # the deployment's servewise.io/site label, else the edge pool it runs in (sim:edge's Lyon assistant
+    # was proposed for edge-lyon and sent to edge-paris, the first L4 pool with room)
+    site = sim.specs[dep.key].labels.get(SITE_LABEL) or (
+        (current.zone or current.name) if current.location == "edge" else None
+    )
+    candidates = [
+        p
+        for p in sim.scenario.pools
+        if p.gpu == config.gpu and (p.location != "edge" or site in (p.zone or p.name, p.name))
+    ]
     if not candidates:
         return dep.serving_pool, f"0/{_nodes(sim)} nodes are available: no node pool has GPU {config.gpu!r}"
-    current = sim.scenario.pool(dep.serving_pool)
     candidates.sort(
         key=lambda p: (p.name != current.name, p.location != current.location, p.zone != current.zone)
     )

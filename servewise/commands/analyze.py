@@ -56,7 +56,10 @@ def register(app: typer.Typer) -> None:
         given = [f for f, v in (("--engine", engine != "auto"), ("--deployment-label", deployment_label))
                  if v]  # fmt: skip
         if given and not prometheus:  # they say how to read Prometheus; the twin would ignore them
-            raise InputError(f"{' and '.join(given)} only apply with --prometheus URL", field=given[0])
+            raise InputError(
+                f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only with --prometheus URL",
+                field=given[0],
+            )
         # read as `telemetry snapshot` reads it (a wrong --engine is refused before anything is opened)
         source = (
             open_prometheus(prometheus, engine=engine, deployment_label=deployment_label, timeout=timeout)

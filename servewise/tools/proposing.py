@@ -148,27 +148,35 @@ def worst_p99_error(trials: Iterable[_T]) -> tuple[float, _T, str] | None:
 class _Calibrated(_Benchmarked, Protocol):
     @property
     def calibrated_on(self) -> int: ...
+    @property
+    def config(self) -> ServingConfig: ...
 
 
 _C = TypeVar("_C", bound=_Calibrated)
 
 
-def banded_runs(trials: Sequence[_C]) -> list[_C]:
-    """The runs the band is taken over: those the model predicted once at least one of this
+def banded_runs(trials: Sequence[_C], proposed: ServingConfig | None = None) -> list[_C]:
+    """The runs the band is taken over: those of the proposed config's engine and GPU class (the
+    model is calibrated per class: doc-extract's ±17,360 % came from a failed H100 run whose queue ran
+    away, for an A100 pick), and of those, the ones the model predicted once at least one of this
     deployment's benchmarks calibrated it (the proposal's prediction comes from a model calibrated on
-    all of them), or every run when none was. The first prediction, from the catalog or from
-    telemetry of another config, can be off by far more than the model the proposal uses: demo
+    all of them); each filter only where it leaves a run. The first prediction, from the catalog or
+    from telemetry of another config, can be off by far more than the model the proposal uses: demo
     support-bot's first run was predicted at 352 ms and measured 990 (a ±181 % band), its third,
     predicted after two runs, at 826 and measured 636 (23 %)."""
-    calibrated = [t for t in trials if t.calibrated_on > 0]
-    return calibrated or list(trials)
+    runs = list(trials)
+    if proposed is not None:
+        same = [t for t in runs if (t.config.engine, t.config.gpu) == (proposed.engine, proposed.gpu)]
+        runs = same or runs
+    calibrated = [t for t in runs if t.calibrated_on > 0]
+    return calibrated or runs
 
 
 def _uncertainty_pct(out: Outcome) -> float:
     """± band on the predicted p99s, relative to the prediction (a measured p99 within
     ``predicted x (1 +- band)``, as verification reads it): the worst relative error seen on
     ``banded_runs`` (min 10%), else the telemetry fit residual (min 25%)."""
-    worst = worst_p99_error(banded_runs(out.trials))
+    worst = worst_p99_error(banded_runs(out.trials, out.pick.config if out.pick else None))
     if worst is not None:
         return round(max(10.0, worst[0]), 1)
     return round(max(25.0, out.calibration.residual_pct or 0.0), 1)

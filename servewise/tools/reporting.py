@@ -143,13 +143,13 @@ def _impact_lines(plan: DeploymentPlan, p: Proposal) -> list[str]:
         else "| measured | not benchmarked | | | |",
         "",
     ]
-    runs = banded_runs(plan.trials)
+    runs = banded_runs(plan.trials, p.proposed)
     worst = worst_p99_error(runs)
     if worst is not None:
         err, t, k = worst
         which = (
-            f"{len(runs)} of this plan's {len(plan.trials)} benchmark runs, those predicted after a benchmark"
-            " calibrated the model"
+            f"{len(runs)} of this plan's {len(plan.trials)} benchmark runs, those on the proposal's GPU"
+            " class predicted after a benchmark calibrated the model"
             if len(runs) < len(plan.trials)
             else f"this plan's {len(plan.trials)} benchmark run(s)"
         )

@@ -92,7 +92,7 @@ def test_a_report_folder_that_cannot_be_written_is_an_input_error(home: Path, tm
 
 def test_prometheus_reading_options_without_prometheus_are_refused(home: Path) -> None:
     """--engine and --deployment-label say how to read Prometheus; on the twin they were ignored."""
-    with pytest.raises(InputError, match="--engine and --deployment-label only apply with --prometheus"):
+    with pytest.raises(InputError, match="--engine and --deployment-label apply only with --prometheus"):
         CliRunner().invoke(
             app, ["analyze", "--engine", "tgi", "--deployment-label", "app", "--json"], catch_exceptions=False
         )

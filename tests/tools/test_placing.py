@@ -121,3 +121,15 @@ def test_edge_deployments_are_placed_at_their_users_site_on_sim_edge() -> None:
         found = search(d, pools, load_for(d, None, policy), Calibration(), policy, get_catalog())
         assert found[0].shape.pool.name == f"edge-{site}"
         assert {c.shape.pool.name for c in found} == {f"edge-{site}", "cloud-h100", "cloud-l40s"}
+
+
+def test_applying_an_edge_change_keeps_it_at_its_users_site(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The optimizer proposes edge-lyon for the Lyon assistant; the twin's apply chose the first L4
+    pool with room, edge-paris, by GPU type alone."""
+    monkeypatch.setenv("SERVEWISE_HOME", str(tmp_path))
+    cluster = open_cluster("sim:edge")
+    lyon = next(d for d in cluster.list_deployments() if d.ref.name == "shelf-assistant-lyon")
+    config = lyon.config.with_changes(gpu="l4", tensor_parallel=1, replicas=1)
+    result = cluster.apply(lyon.ref, config, proposal_id="p-lyon", dry_run=True)
+    selectors = [op["value"] for op in result.patch if op["path"].endswith("/nodeSelector")]
+    assert selectors == [{"servewise.io/pool": "edge-lyon"}], result.patch

@@ -173,5 +173,12 @@ def test_the_band_comes_from_runs_a_calibrated_model_predicted(tmp_path: Path) -
     assert banded_runs([first]) == [first]  # nothing calibrated: every run counts
     plan = _plan(proposal=_proposal(147.48, 245.8, uncertainty_pct=23.0), trials=[first, third])
     text = _report(tmp_path, plan)
-    assert "over 1 of this plan's 2 benchmark runs, those predicted after a benchmark calibrated" in text
+    assert "over 1 of this plan's 2 benchmark runs, those on the proposal's GPU class predicted after" in text
+    # a run on another GPU class (whose queue ran away) does not set the band of this one's pick
+    other = _trial(2103.0, 367178.0).model_copy(
+        update={"calibrated_on": 3, "config": PROPOSED.with_changes(gpu="a100-80gb")}
+    )
+    worst = worst_p99_error(banded_runs([first, third, other], PROPOSED))
+    assert worst is not None and worst[1] is third
+    assert banded_runs([other], PROPOSED) == [other]  # none on the class: every run counts
     assert "predicted 826 ms, measured 636 ms" in text

@@ -212,7 +212,8 @@ def under_batched(inp: AnalysisInput) -> list[Finding]:
         inp.finding(
             "under_batched",
             Severity.WARNING,
-            f"{running:.0f} of max {cap} sequences running with {waiting:.1f} waiting but KV only {kv:.0%} "
+            f"{running:.0f} of max {cap} sequences (max_num_seqs {inp.config.max_num_seqs} x {inp.replicas()}"
+            f" replicas) running with {waiting:.1f} waiting but KV only {kv:.0%} "
             "used: max_num_seqs caps the batch; raise it.",
             [
                 inp.evidence("requests_running", UNDER_BATCH_RUNNING * cap),
