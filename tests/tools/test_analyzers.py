@@ -176,6 +176,14 @@ def test_decode_memory_bound_small_batch() -> None:
         "pod/llm-a/requests_running": 30.0, "pod/llm-b/requests_running": 30.0,
     }  # fmt: skip
     kv_bound = next(f for f in run_analyzers(make(long, memory=mem)) if f.kind == "decode_memory_bound")
+    assert "interpolated" not in kv_bound.summary  # 55 ms lies in (50, 75], wholly above the 48 ms limit
+    # 49.75 ms lies in vLLM's (25, 50] bucket, which holds the 48 ms limit: the summary says so
+    edge = next(
+        f
+        for f in run_analyzers(make({**small_batch, "itl_p99_ms": 49.75}, memory=mem))
+        if f.kind == "decode_memory_bound"
+    )
+    assert "(25, 50] bucket, which holds the 48 ms threshold" in edge.summary
     assert kv_bound.suggested_knob == "quantization.kv_cache" and "fp8 KV cache halves" in kv_bound.summary
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from servewise.domain import Dtype, Finding, Severity
-from servewise.domain.histograms import shown_ms
+from servewise.domain.histograms import quantile_bucket, shown_ms
 from servewise.tools.analyzers.base import AnalysisInput, mean_input_len, mean_output_len
 
 KV_FULL = 0.90  # kv_cache_usage above which new sequences wait for blocks
@@ -183,6 +183,13 @@ def decode_memory_bound(inp: AnalysisInput) -> list[Finding]:
     sixteen = (Dtype.BF16, Dtype.FP16)
     weights, kv_read = _step_bytes(inp, per_replica) or (1.0, 0.0)
     head = f"ITL p99 {itl:.1f} ms at only {per_replica:.1f} running sequences per replica: each decode step reads"
+    bucket = quantile_bucket(inp.config.engine.value, "itl_p99_ms", itl)
+    if bucket is not None and bucket[0] < _tpot_limit(inp):  # interpolated in the bucket holding the limit
+        head = (
+            f"ITL p99 {itl:.1f} ms (interpolated in the histogram's ({bucket[0]:g}, {bucket[1]:g}] bucket, which"
+            f" holds the {_tpot_limit(inp):.0f} ms threshold: the true p99 may be under it) at only"
+            f" {per_replica:.1f} running sequences per replica: each decode step reads"
+        )
     if kv_read > weights and inp.config.quantization.kv_cache in sixteen:
         text = (
             f"{head} {kv_read / 1e9:.1f} GB of 16-bit KV cache beside {weights / 1e9:.1f} GB of weights per GPU;"
