@@ -80,6 +80,10 @@ class FleetPlan(BaseModel):
     unplaced: list[Unplaced] = Field(
         default_factory=list, description="deployments left as they run (keeping their GPUs), with why"
     )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="what the plan's $/h does not show, e.g. deployments cut to a single replica",
+    )
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,22 @@ def optimize_fleet(
         for o in chosen
         if not o.kept and o.pool is not None
     ]
+    single = [
+        f"{deployments[o.deployment].ref.key} ({deployments[o.deployment].config.replicas} -> 1)"
+        for o in chosen
+        if not o.kept and o.config.replicas == 1 < deployments[o.deployment].config.replicas
+    ]
+    notes = (
+        [
+            f"{len(single)} deployment(s) placed at one replica where they ran more, so with no redundancy"
+            f" left (a pod restart or a node loss is an outage): {', '.join(single)}; the SLO sized"
+            " for says nothing about availability, so keep 2 replicas where the service needs them"
+        ]
+        if single
+        else []
+    )
     return FleetPlan(
+        notes=notes,
         status="partial" if unplaced else "optimal",
         total_cost_per_hour=round(left_as_they_run + sum(o.cost_per_hour for o in chosen), 4),
         current_cost_per_hour=round(sum(costs), 4),

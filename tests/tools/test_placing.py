@@ -133,3 +133,12 @@ def test_applying_an_edge_change_keeps_it_at_its_users_site(tmp_path, monkeypatc
     result = cluster.apply(lyon.ref, config, proposal_id="p-lyon", dry_run=True)
     selectors = [op["value"] for op in result.patch if op["path"].endswith("/nodeSelector")]
     assert selectors == [{"servewise.io/pool": "edge-lyon"}], result.patch
+
+
+def test_a_plan_that_cuts_a_deployment_to_one_replica_says_it_loses_redundancy() -> None:
+    """A light load on 3 replicas fits one: the plan's $/h is right, and it says what that costs."""
+    plan = optimize_fleet([dep("light", 1, reps=3)], [BIG])
+    assert [p.config.replicas for p in plan.placements] == [1]
+    assert len(plan.notes) == 1 and "default/light (3 -> 1)" in plan.notes[0]
+    assert "no redundancy" in plan.notes[0]
+    assert optimize_fleet([dep("light", 1, reps=1)], [BIG]).notes == []  # one replica already
