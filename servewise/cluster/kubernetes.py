@@ -191,10 +191,15 @@ class KubernetesCluster:
         self,
     ) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]], dict[str, str]]:
         """Pods, each node's labels, and each GPU node's pool as ``list_node_pools`` names it."""
-        pods = self.api.call("list", "pods", None, self.api.core.list_pod_for_all_namespaces).get("items", [])
-        nodes = self.api.call("list", "nodes", None, self.api.core.list_node).get("items", [])
+        pods, nodes = self._pods(), self._nodes()
         labels = {str(n["metadata"]["name"]): dict(n["metadata"].get("labels") or {}) for n in nodes}
         return pods, labels, pool_names(nodes, self.resolver)
+
+    def _pods(self) -> list[dict[str, Any]]:
+        return self.api.call("list", "pods", None, self.api.core.list_pod_for_all_namespaces).get("items", [])
+
+    def _nodes(self) -> list[dict[str, Any]]:
+        return self.api.call("list", "nodes", None, self.api.core.list_node).get("items", [])
 
     def _deployment(
         self, obj: Mapping[str, Any], parsed: ParsedWorkload, pools: set[str | None]
@@ -222,9 +227,7 @@ class KubernetesCluster:
         return self._scan()[1]
 
     def list_node_pools(self) -> list[NodePool]:
-        pods = self.api.call("list", "pods", None, self.api.core.list_pod_for_all_namespaces).get("items", [])
-        nodes = self.api.call("list", "nodes", None, self.api.core.list_node).get("items", [])
-        return node_pools(nodes, pods, self.resolver)
+        return node_pools(self._nodes(), self._pods(), self.resolver)
 
     def _read(self, ref: DeploymentRef) -> dict[str, Any]:
         resource = _RESOURCE.get(ref.kind)

@@ -18,6 +18,7 @@ from servewise.domain import (
     RolloutStatus,
     ServingConfig,
 )
+from servewise.domain.fleet import SITE_LABEL, edge_site, serves_site
 from servewise.errors import DoesNotFitError, InputError, NotFoundError, UnknownIdError
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ OOM_FAIL_AFTER_S = 45.0  # a container that cannot load its weights dies within 
 # Pods that cannot be scheduled stay Pending and are retried as GPUs free up (other rollouts finish);
 # the Deployment reports ProgressDeadlineExceeded after Kubernetes' default progressDeadlineSeconds.
 PROGRESS_DEADLINE_S = 600.0
-SITE_LABEL = "servewise.io/site"  # where a deployment's users are (docs/kubernetes.md)
 
 
 def ref_of(dep: DeploymentState) -> DeploymentRef:
@@ -111,17 +111,11 @@ def _choose_pool(sim: SimCluster, dep: DeploymentState, config: ServingConfig) -
     used = sim.pool_usage()
     mine = {dep.serving_pool: dep.serving.total_gpus}
     current = sim.scenario.pool(dep.serving_pool)
-    # an edge pool serves its own site's users only, as the optimizer offers it (search_space.serves_site):
+    # an edge pool serves its own site's users only, as the optimizer offers it (domain.fleet.serves_site):
     # the deployment's servewise.io/site label, else the edge pool it runs in (sim:edge's Lyon assistant
     # was proposed for edge-lyon and sent to edge-paris, the first L4 pool with room)
-    site = sim.specs[dep.key].labels.get(SITE_LABEL) or (
-        (current.zone or current.name) if current.location == "edge" else None
-    )
-    candidates = [
-        p
-        for p in sim.scenario.pools
-        if p.gpu == config.gpu and (p.location != "edge" or site in (p.zone or p.name, p.name))
-    ]
+    site = sim.specs[dep.key].labels.get(SITE_LABEL) or edge_site(current)
+    candidates = [p for p in sim.scenario.pools if p.gpu == config.gpu and serves_site(p, site)]
     if not candidates:
         return dep.serving_pool, f"0/{_nodes(sim)} nodes are available: no node pool has GPU {config.gpu!r}"
     candidates.sort(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -37,6 +37,32 @@ class NodePool(BaseModel):
     @property
     def total_gpus(self) -> int:
         return self.nodes * self.gpus_per_node
+
+
+# Where a deployment's users are (a label): an edge pool's zone, or its name when it has none.
+SITE_LABEL = "servewise.io/site"
+
+
+class _Located(Protocol):
+    """A pool as NodePool and the twin's scenario pools describe one."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def zone(self) -> str: ...
+    @property
+    def location(self) -> Literal["cloud", "edge"]: ...
+
+
+def edge_site(pool: _Located) -> str | None:
+    """The site an edge pool serves (its zone, else its name); None for a cloud pool."""
+    return (pool.zone or pool.name) if pool.location == "edge" else None
+
+
+def serves_site(pool: _Located, site: str | None) -> bool:
+    """Whether ``pool`` may serve users at ``site``: a cloud pool any, an edge pool its own site's
+    (named by its zone, or by its name)."""
+    return pool.location != "edge" or (site is not None and site in (pool.zone or pool.name, pool.name))
 
 
 class InferenceDeployment(BaseModel):

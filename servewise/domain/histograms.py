@@ -80,3 +80,11 @@ def quantile_bucket(engine: str, signal: str, value: float) -> tuple[float, floa
     layout, take the value as a point)."""
     bounds = SIGNAL_BUCKETS_MS.get(engine, {}).get(signal)
     return bucket_around(value, bounds) if bounds else None
+
+
+def bucket_holding(engine: str, signal: str, value: float, limit: float) -> tuple[float, float] | None:
+    """The bucket a quantile ``value`` (above ``limit``) was interpolated in, when that bucket also
+    holds ``limit``: the true quantile may lie on either side of it. None when the bucket lies wholly
+    above ``limit`` or the engine's layout is unknown."""
+    bucket = quantile_bucket(engine, signal, value)
+    return bucket if bucket is not None and bucket[0] < limit else None

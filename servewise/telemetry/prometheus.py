@@ -253,8 +253,10 @@ class PrometheusSource:
         if stale:
             notes.append(_ended_note(stale, window, before if at else "now"))
         # engine series there, but none mapped: say that, not "no series" (one more query, only then)
-        pods = self._engine_pods(found, window, at) if not deployments and found else 0
-        queries += 1 if not deployments and found else 0
+        pods = 0
+        if not deployments and found:
+            pods = self._engine_pods(found, window, at)
+            queries += 1
         if pods:
             notes.append(self._unmapped_note(pods, window, before, owners))
         elif not deployments:

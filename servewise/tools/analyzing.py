@@ -25,7 +25,7 @@ from servewise.tools.context import current_context
 from servewise.tools.observing import with_observed_workload
 from servewise.tools.optimizing import optimize
 from servewise.tools.registry import registry
-from servewise.tools.search_space import SearchPolicy, price_of, shapes
+from servewise.tools.search_space import SearchPolicy, current_cost_per_hour, shapes
 from servewise.tools.sizing import load_for, size
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,7 @@ def analysis_input(
             half = plan_memory(
                 model, hw, dep.config.with_changes(tensor_parallel=dep.config.tensor_parallel // 2), seq
             )
-        pool = next((p for p in pools if p.name == dep.pool), None)
-        price = price_of(pool, catalog) if pool else hw.price_per_gpu_hour
-        cost = dep.config.total_gpus * price
+        cost = current_cost_per_hour(dep, next((p for p in pools if p.name == dep.pool), None), catalog)
         alternatives = _alternatives(dep, pools, tel.get("request_rate_per_s") if tel else None, catalog)
         pick = _model_pick(dep, pools, tel, catalog)
     except ServewiseError as exc:

@@ -54,6 +54,7 @@ from servewise.tools.search_space import (
     Shape,
     available_gpus,
     confirm_length,
+    current_cost_per_hour,
     price_of,
 )
 from servewise.tools.sizing import Load, Sized, forecast, load_for
@@ -200,10 +201,7 @@ def optimize(
             cal = fitted
             fit = "n/a" if cal.residual_pct is None else f"{cal.residual_pct:.1f}%"
             notes.append(f"calibrated on telemetry of {dep.config.gpu}: fit residual {fit}")
-    price = (
-        price_of(current_pool, catalog) if current_pool else catalog.gpu(dep.config.gpu).price_per_gpu_hour
-    )
-    current_cost = dep.config.total_gpus * price
+    current_cost = current_cost_per_hour(dep, current_pool, catalog)
 
     def current_forecast() -> dict[str, float] | None:
         try:

@@ -4,7 +4,7 @@ A deployment takes part when it can be sized: it declares an SLO and has a workl
 observed). Each such deployment brings its cheapest predicted-feasible option per pool (ties: the
 fewest GPUs, so a free pool is not filled by one deployment's largest TP; edge pools add their
 network latency to TTFT inside the sizing, and are offered only to their own site's users:
-``search_space.serves_site``) and one *keep* option: it stays as it runs, holding its current GPUs
+``domain.fleet.serves_site``) and one *keep* option: it stays as it runs, holding its current GPUs
 in its current pool, at its current cost plus a penalty above any plan's total. Binary x[d, o] picks
 one option per deployment; a pool's GPUs (free ones plus what the deployments taking part hold
 there now) bound the sum. The objective is total $/hour: as few deployments kept as possible, then
@@ -38,7 +38,7 @@ from servewise.tools.context import current_context
 from servewise.tools.observing import with_observed_workload
 from servewise.tools.optimizing import telemetry_observation
 from servewise.tools.registry import registry
-from servewise.tools.search_space import SearchPolicy, price_of
+from servewise.tools.search_space import SearchPolicy, current_cost_per_hour
 from servewise.tools.sizing import Load, load_for
 
 # $/h added to an option outside the deployment's current pool: among equal costs it stays put
@@ -95,13 +95,6 @@ class _Option:
     kept: bool = False  # left as it runs: not a placement
 
 
-def current_cost(d: InferenceDeployment, pools: dict[str, NodePool], catalog: Catalog) -> float:
-    """$/h of ``d`` as it runs: its pool's price, or the catalog's for its GPU outside known pools."""
-    pool = pools.get(d.pool or "")
-    price = price_of(pool, catalog) if pool else catalog.gpu(d.config.gpu).price_per_gpu_hour
-    return d.config.total_gpus * price
-
-
 def optimize_fleet(
     deployments: list[InferenceDeployment],
     pools: list[NodePool],
@@ -113,7 +106,7 @@ def optimize_fleet(
     policy = policy or SearchPolicy()
     catalog = get_catalog()
     by_name = {p.name: p for p in pools}
-    costs = [current_cost(d, by_name, catalog) for d in deployments]
+    costs = [current_cost_per_hour(d, by_name.get(d.pool or ""), catalog) for d in deployments]
     taking_part, unplaced = _sizing_inputs(deployments, by_name, snapshot, policy, catalog)
     capacity = {p.name: p.free_gpus for p in pools}
     for d, _, _ in taking_part.values():

@@ -209,17 +209,16 @@ def no_proposal_reason(out: Outcome) -> str:
 
 def _risk(current: ServingConfig, proposed: ServingConfig, verified: bool) -> str:
     changed = {k for k in ServingConfig.model_fields if getattr(current, k) != getattr(proposed, k)}
+    to_one = proposed.replicas == 1 < current.replicas
     if not verified:
         risk = "high: not benchmarked"
     elif changed & {"model", "quantization"}:
         risk = "medium: model variant or quantization changes output quality within the policy's floor"
     elif changed & {"gpu", "tensor_parallel"}:
         risk = "medium: pods move to other nodes; capacity must be free during the rollout"
-    elif proposed.replicas == 1 < current.replicas:
-        risk = "medium: engine flags and replicas only"
     else:
-        risk = "low: engine flags and replicas only"
-    if proposed.replicas == 1 < current.replicas:
+        risk = f"{'medium' if to_one else 'low'}: engine flags and replicas only"
+    if to_one:
         risk += (
             f"; {current.replicas} replicas -> 1: no redundancy left, a pod restart or node loss is an"
             " outage (keep 2 if the service needs it)"

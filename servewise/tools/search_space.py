@@ -6,7 +6,7 @@ memory, that the GPU cannot run (fp8 weights on a GPU without fp8), that fall be
 floor, or that the pool cannot hold are never generated.
 
 An edge pool's network latency is its own site's users': it is offered only to a deployment whose
-users are there (``serves_site``), i.e. whose ``servewise.io/site`` label names the pool's zone (or
+users are there (``domain.fleet.serves_site``), i.e. whose ``servewise.io/site`` label names the pool's zone (or
 the pool), or that runs in an edge pool of that zone now. Cloud pools are offered to every deployment.
 """
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 from servewise.domain import Dtype, InferenceDeployment, NodePool, Quantization, ServingConfig
+from servewise.domain.fleet import SITE_LABEL, edge_site, serves_site
 from servewise.errors import InputError, ServewiseError
 from servewise.perf.catalog import Catalog, quality_score
 from servewise.perf.memory import plan_memory
@@ -114,7 +115,11 @@ def price_of(pool: NodePool, catalog: Catalog) -> float:
     )
 
 
-SITE_LABEL = "servewise.io/site"
+def current_cost_per_hour(dep: InferenceDeployment, pool: NodePool | None, catalog: Catalog) -> float:
+    """$/h of ``dep`` as it runs: its pool's price (``price_of``), or the catalog's for its GPU when
+    it runs outside the pools known."""
+    price = price_of(pool, catalog) if pool else catalog.gpu(dep.config.gpu).price_per_gpu_hour
+    return dep.config.total_gpus * price
 
 
 def user_site(dep: InferenceDeployment, pools: list[NodePool]) -> str | None:
@@ -123,12 +128,7 @@ def user_site(dep: InferenceDeployment, pools: list[NodePool]) -> str | None:
     if dep.labels.get(SITE_LABEL):
         return dep.labels[SITE_LABEL]
     home = next((p for p in pools if p.name == dep.pool), None)
-    return (home.zone or home.name) if home is not None and home.location == "edge" else None
-
-
-def serves_site(pool: NodePool, site: str | None) -> bool:
-    """Whether ``pool`` may serve users at ``site``: a cloud pool any, an edge pool its own site's."""
-    return pool.location != "edge" or (site is not None and site in (pool.zone or pool.name, pool.name))
+    return edge_site(home) if home is not None else None
 
 
 def available_gpus(pool: NodePool, dep: InferenceDeployment) -> int:

@@ -1,7 +1,8 @@
 """Engine metrics written by hand, for tests whose expected values must be exact: a few pods with
 known KV usage, request rates and inter-token gaps, under new names, old names or both, and
-kube-state-metrics mapping them to Deployments (or not). ``history`` writes them as OpenMetrics to
-backfill; ``scraped`` serves their last point live to a real Prometheus, for commands evaluated now.
+kube-state-metrics mapping them to Deployments (or not). ``history`` writes them as OpenMetrics;
+``backfilled`` starts a real Prometheus holding them; ``scraped`` serves their last point live to
+one, for commands evaluated now.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from servewise.telemetry.prometheus import PrometheusSource
 from servewise.testing.prometheus import PrometheusServer
@@ -150,6 +152,15 @@ class _Exposition(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+@contextmanager
+def backfilled(pods: list[Pod], folder: Path, *, owners: bool = True) -> Iterator[PrometheusServer]:
+    """A Prometheus whose TSDB holds ``pods``' history (written to ``folder`` and backfilled)."""
+    path = folder / "history.om"
+    path.write_text(history(pods, owners=owners))
+    with PrometheusServer(backfill=[path]) as prom:
+        yield prom
 
 
 @contextmanager

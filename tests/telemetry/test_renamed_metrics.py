@@ -23,7 +23,7 @@ from servewise.telemetry.prometheus import PrometheusSource
 from servewise.testing.prometheus import PrometheusServer
 
 from .conftest import END_S, need_prometheus
-from .handwritten import Pod, history, quantile, scraped
+from .handwritten import Pod, backfilled, quantile, scraped
 
 pytestmark = pytest.mark.slow
 
@@ -91,9 +91,7 @@ PODS = [
 @pytest.fixture(scope="module")
 def renamed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     need_prometheus()
-    path = tmp_path_factory.mktemp("renamed") / "renamed.om"
-    path.write_text(history(PODS))
-    with PrometheusServer(backfill=[path]) as prom:
+    with backfilled(PODS, tmp_path_factory.mktemp("renamed")) as prom:
         yield prom
 
 

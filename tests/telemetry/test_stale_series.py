@@ -12,7 +12,7 @@ from servewise.telemetry.prometheus import PrometheusSource
 from servewise.testing.prometheus import PrometheusServer
 
 from .conftest import END_S, need_prometheus
-from .handwritten import Pod, history
+from .handwritten import Pod, backfilled
 
 pytestmark = pytest.mark.slow
 PODS = [
@@ -27,9 +27,7 @@ PODS = [
 @pytest.fixture(scope="module")
 def stopped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     need_prometheus()
-    path = tmp_path_factory.mktemp("stale") / "stale.om"
-    path.write_text(history(PODS))
-    with PrometheusServer(backfill=[path]) as prom:
+    with backfilled(PODS, tmp_path_factory.mktemp("stale")) as prom:
         yield prom
 
 

@@ -21,7 +21,7 @@ from servewise.telemetry.prometheus import PrometheusSource
 from servewise.testing.prometheus import PrometheusServer
 
 from .conftest import END_S, need_prometheus
-from .handwritten import Pod, history, scraped
+from .handwritten import Pod, backfilled, scraped
 
 pytestmark = pytest.mark.slow
 PODS = [
@@ -36,9 +36,7 @@ UNMAPPED = "engine series of 3 pods were found in the 15m window before"
 def unowned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     """Engine series without kube-state-metrics: nothing maps their pods to deployments."""
     need_prometheus()
-    path = tmp_path_factory.mktemp("unowned") / "unowned.om"
-    path.write_text(history(PODS, owners=False))
-    with PrometheusServer(backfill=[path]) as prom:
+    with backfilled(PODS, tmp_path_factory.mktemp("unowned"), owners=False) as prom:
         yield prom
 
 

@@ -7,12 +7,13 @@ from pydantic import ValidationError
 
 from servewise.cluster.factory import open_cluster
 from servewise.domain import SLO, DeploymentRef, InferenceDeployment, NodePool, ServingConfig, Workload
+from servewise.domain.fleet import SITE_LABEL
 from servewise.perf.catalog import get_catalog
 from servewise.telemetry.sim import SimTelemetrySource
 from servewise.tools.calibrating import Calibration
 from servewise.tools.choosing import search
 from servewise.tools.placing import FleetPlan, optimize_fleet
-from servewise.tools.search_space import SITE_LABEL, SearchPolicy, shapes
+from servewise.tools.search_space import SearchPolicy, shapes
 from servewise.tools.sizing import load_for
 
 H100_PRICE = get_catalog().gpu("h100-sxm").price_per_gpu_hour

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from servewise.domain import Dtype, Finding, Severity
-from servewise.domain.histograms import quantile_bucket, shown_ms
+from servewise.domain.histograms import bucket_holding, shown_ms
 from servewise.tools.analyzers.base import AnalysisInput, mean_input_len, mean_output_len
 
 KV_FULL = 0.90  # kv_cache_usage above which new sequences wait for blocks
@@ -150,10 +150,9 @@ def _step_bytes(inp: AnalysisInput, running_per_replica: float) -> tuple[float, 
     return inp.memory.weights_gb * 2**30, running_per_replica * context * inp.memory.kv_bytes_per_token
 
 
-def _decode_floor_ms(inp: AnalysisInput, running_per_replica: float) -> float | None:
-    """One decode step at peak memory bandwidth: ``_step_bytes`` read once per GPU, one pipeline
-    stage after another."""
-    read = _step_bytes(inp, running_per_replica)
+def _decode_floor_ms(inp: AnalysisInput, read: tuple[float, float] | None) -> float | None:
+    """One decode step at peak memory bandwidth: ``read`` (``_step_bytes``) once per GPU, one
+    pipeline stage after another."""
     if inp.hardware is None or read is None:
         return None
     stage_ms = sum(read) / (inp.hardware.memory_bandwidth_gbs * 1e9) * 1e3
@@ -173,21 +172,22 @@ def decode_memory_bound(inp: AnalysisInput) -> list[Finding]:
     kv = inp.signal("kv_cache_usage")
     if kv is not None and kv >= KV_FULL:
         return []  # the batch is small because the KV cache is full (kv_saturation), not by choice
-    evidence = [inp.evidence("itl_p99_ms", _tpot_limit(inp)), inp.evidence("requests_running")]
-    floor_ms, itl_p50 = _decode_floor_ms(inp, per_replica), inp.signal("itl_p50_ms")
+    limit = _tpot_limit(inp)
+    evidence = [inp.evidence("itl_p99_ms", limit), inp.evidence("requests_running")]
+    read = _step_bytes(inp, per_replica)
+    floor_ms, itl_p50 = _decode_floor_ms(inp, read), inp.signal("itl_p50_ms")
     if floor_ms is not None:
         if itl_p50 is not None and itl_p50 > DECODE_NEAR_FLOOR * floor_ms:
             return []  # steps are far slower than reading memory: not what bounds decode
         # threshold = the memory floor of one step (weights + KV)
         evidence.append(inp.evidence("itl_p50_ms", round(floor_ms, 3)))
     sixteen = (Dtype.BF16, Dtype.FP16)
-    weights, kv_read = _step_bytes(inp, per_replica) or (1.0, 0.0)
+    weights, kv_read = read or (1.0, 0.0)
     head = f"ITL p99 {itl:.1f} ms at only {per_replica:.1f} running sequences per replica: each decode step reads"
-    bucket = quantile_bucket(inp.config.engine.value, "itl_p99_ms", itl)
-    if bucket is not None and bucket[0] < _tpot_limit(inp):  # interpolated in the bucket holding the limit
+    if bucket := bucket_holding(inp.config.engine.value, "itl_p99_ms", itl, limit):
         head = (
             f"ITL p99 {itl:.1f} ms (interpolated in the histogram's ({bucket[0]:g}, {bucket[1]:g}] bucket, which"
-            f" holds the {_tpot_limit(inp):.0f} ms threshold: the true p99 may be under it) at only"
+            f" holds the {limit:.0f} ms threshold: the true p99 may be under it) at only"
             f" {per_replica:.1f} running sequences per replica: each decode step reads"
         )
     if kv_read > weights and inp.config.quantization.kv_cache in sixteen:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from servewise.domain import Finding, Severity
-from servewise.domain.histograms import beyond_last_bucket, quantile_bucket
+from servewise.domain.histograms import beyond_last_bucket, bucket_holding
 from servewise.tools.analyzers.base import AnalysisInput
 from servewise.tools.judging import OBSERVED_BY
 
@@ -30,14 +30,13 @@ def slo_violations(inp: AnalysisInput) -> list[Finding]:
             continue
         ratio = value / limit
         engine = inp.config.engine.value
-        bucket = quantile_bucket(engine, signal, value)
         severity = Severity.CRITICAL if ratio >= CRITICAL_OVER else Severity.WARNING
         if beyond_last_bucket(engine, signal, value):
             text = (
                 f"{signal} is beyond {value:.1f}, the histogram's last finite bucket, against an objective"
                 f" of {limit:.1f} (at least {ratio:.2f}x)."
             )
-        elif bucket is not None and bucket[0] < limit:
+        elif bucket := bucket_holding(engine, signal, value, limit):
             # histogram_quantile interpolates inside the bucket: every p99 in vLLM's (25, 50] ms ITL
             # bucket reads as 49.75, whether the true one is 30 ms or 50 (edge shelf-assistant, 40 ms)
             severity = Severity.WARNING
